@@ -1,0 +1,350 @@
+//! CSV: schema inference from a sample and decoding with per-row error reporting.
+//!
+//! Fields are read as text (the `csv` crate), then each column is cast to its type in one
+//! vectorised step; a value the cast rejects marks its row bad, so a malformed row is named
+//! by file and line without slowing the good rows down.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, StringBuilder};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use etl_core::{BadRows, BatchStream, CsvOptions, Error, Location, Result};
+use tokio::runtime::Handle;
+
+use super::bridge::{Emit, StoreReader, decode_in_thread};
+use super::{DecodeContext, FileTask};
+
+fn reader<R: std::io::Read>(r: R, o: &CsvOptions) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(o.delimiter)
+        .quote(o.quote)
+        .flexible(true)
+        .from_reader(r)
+}
+
+fn csv_err(file: &str, e: csv::Error) -> Error {
+    Error::MalformedRow {
+        file: file.to_string(),
+        line: e.position().map_or(0, |p| p.line()),
+        reason: e.to_string(),
+    }
+}
+
+/// Column names: the header's, or `column_1…` without one.
+fn read_header<R: std::io::Read>(
+    rdr: &mut csv::Reader<R>,
+    o: &CsvOptions,
+    file: &str,
+) -> Result<Option<Vec<String>>> {
+    let mut rec = csv::ByteRecord::new();
+    if !rdr
+        .read_byte_record(&mut rec)
+        .map_err(|e| csv_err(file, e))?
+    {
+        return Ok(None);
+    }
+    if o.header {
+        Ok(Some(
+            rec.iter()
+                .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                .collect(),
+        ))
+    } else {
+        // No header: the first record is data; rewind by re-reading is not possible on a
+        // stream, so callers without a header get positional names and this record back.
+        Ok(Some(
+            (1..=rec.len()).map(|i| format!("column_{i}")).collect(),
+        ))
+    }
+}
+
+/// Text values of one record, or why it is bad.
+fn fields<'a>(rec: &'a csv::ByteRecord, n: usize) -> std::result::Result<Vec<&'a str>, String> {
+    if rec.len() != n {
+        return Err(format!("expected {n} fields, found {}", rec.len()));
+    }
+    rec.iter()
+        .enumerate()
+        .map(|(i, f)| {
+            std::str::from_utf8(f).map_err(|_| format!("field {} is not valid UTF-8", i + 1))
+        })
+        .collect()
+}
+
+/// The narrowest type every non-null value of `col` casts to.
+fn infer_type(col: &StringArray) -> DataType {
+    if col.null_count() == col.len() {
+        return DataType::Utf8;
+    }
+    let candidates = [
+        DataType::Int64,
+        DataType::Float64,
+        DataType::Boolean,
+        DataType::Date32,
+        DataType::Timestamp(TimeUnit::Microsecond, None),
+    ];
+    let opts = CastOptions::default();
+    for t in candidates {
+        if let Ok(out) = cast_with_options(col, &t, &opts)
+            && out.null_count() == col.null_count()
+        {
+            return t;
+        }
+    }
+    DataType::Utf8
+}
+
+/// Infers a file's schema from its first `sample` records.
+pub(super) async fn infer(
+    location: &Location,
+    f: &FileTask,
+    o: &CsvOptions,
+    sample: usize,
+) -> Result<Schema> {
+    let (location, f, o) = (location.clone(), f.clone(), o.clone());
+    tokio::task::spawn_blocking(move || {
+        let r = StoreReader::open(Handle::current(), &location, &f.meta.location)?;
+        let mut rdr = reader(r, &o);
+        let mut rec = csv::ByteRecord::new();
+        let Some(names) = read_header(&mut rdr, &o, &f.rel)? else {
+            return Ok(Schema::empty());
+        };
+        let mut cols: Vec<StringBuilder> = names.iter().map(|_| StringBuilder::new()).collect();
+        let mut n = 0;
+        while n < sample
+            && rdr
+                .read_byte_record(&mut rec)
+                .map_err(|e| csv_err(&f.rel, e))?
+        {
+            let Ok(values) = fields(&rec, names.len()) else {
+                continue;
+            };
+            for (b, v) in cols.iter_mut().zip(values) {
+                if o.null_markers.iter().any(|m| m == v) {
+                    b.append_null();
+                } else {
+                    b.append_value(v);
+                }
+            }
+            n += 1;
+        }
+        Ok(Schema::new(
+            names
+                .iter()
+                .zip(cols.iter_mut())
+                .map(|(name, b)| Field::new(name, infer_type(&b.finish()), true))
+                .collect::<Vec<_>>(),
+        ))
+    })
+    .await
+    .map_err(|e| Error::config(format!("CSV inference task failed: {e}")))?
+}
+
+/// Rows of one batch being assembled.
+struct Pending {
+    builders: Vec<StringBuilder>,
+    lines: Vec<u64>,
+}
+
+impl Pending {
+    fn new(n: usize) -> Self {
+        Pending {
+            builders: (0..n).map(|_| StringBuilder::new()).collect(),
+            lines: Vec::new(),
+        }
+    }
+}
+
+/// Converts the text columns of a batch to the schema's types; bad rows fail or are
+/// diverted into `rejects`.
+fn convert(
+    ctx: &DecodeContext,
+    file: &str,
+    p: &mut Pending,
+    rejects: &mut Vec<(u64, String, String)>,
+    delimiter: u8,
+) -> Result<Option<RecordBatch>> {
+    let n = p.lines.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let strings: Vec<StringArray> = p.builders.iter_mut().map(|b| b.finish()).collect();
+    let lines = std::mem::take(&mut p.lines);
+    let mut bad: Vec<Option<String>> = vec![None; n];
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(strings.len());
+    let opts = CastOptions::default();
+    for (field, s) in ctx.schema.fields().iter().zip(&strings) {
+        let out: ArrayRef = if field.data_type() == &DataType::Utf8 {
+            Arc::new(s.clone())
+        } else {
+            cast_with_options(s, field.data_type(), &opts)
+                .map_err(|e| Error::arrow(&ctx.table, e))?
+        };
+        if out.null_count() > s.null_count() {
+            for r in 0..n {
+                if bad[r].is_none() && s.is_valid(r) && out.is_null(r) {
+                    bad[r] = Some(format!(
+                        "column `{}`: `{}` is not a valid {}",
+                        field.name(),
+                        s.value(r),
+                        field.data_type()
+                    ));
+                }
+            }
+        }
+        if !field.is_nullable() && out.null_count() > 0 {
+            for r in 0..n {
+                if bad[r].is_none() && out.is_null(r) {
+                    bad[r] = Some(format!(
+                        "column `{}` is NULL but declared not nullable",
+                        field.name()
+                    ));
+                }
+            }
+        }
+        cols.push(out);
+    }
+    let batch =
+        RecordBatch::try_new(ctx.schema.clone(), cols).map_err(|e| Error::arrow(&ctx.table, e));
+    let first_bad = bad.iter().position(Option::is_some);
+    let batch = match (first_bad, ctx.bad_rows) {
+        (None, _) => batch?,
+        (Some(r), BadRows::Fail) => {
+            return Err(Error::MalformedRow {
+                file: file.to_string(),
+                line: lines[r],
+                reason: bad[r].take().expect("bad row"),
+            });
+        }
+        (Some(_), _) => {
+            let sep = (delimiter as char).to_string();
+            let keep: BooleanArray = bad.iter().map(|b| Some(b.is_none())).collect();
+            for (r, reason) in bad.into_iter().enumerate() {
+                if let Some(reason) = reason {
+                    let record: Vec<&str> = strings
+                        .iter()
+                        .map(|s| if s.is_valid(r) { s.value(r) } else { "" })
+                        .collect();
+                    rejects.push((lines[r], reason, record.join(&sep)));
+                }
+            }
+            let b = RecordBatch::try_new(
+                ctx.schema.clone(),
+                strings_to_typed(&ctx.schema, &strings, &keep, &ctx.table)?,
+            )
+            .map_err(|e| Error::arrow(&ctx.table, e))?;
+            b
+        }
+    };
+    ctx.finish_batch(batch).map(Some)
+}
+
+/// Casts the kept rows only (after bad rows were diverted).
+fn strings_to_typed(
+    schema: &Schema,
+    strings: &[StringArray],
+    keep: &BooleanArray,
+    table: &str,
+) -> Result<Vec<ArrayRef>> {
+    schema
+        .fields()
+        .iter()
+        .zip(strings)
+        .map(|(f, s)| {
+            let kept = arrow::compute::filter(s, keep).map_err(|e| Error::arrow(table, e))?;
+            cast_with_options(&kept, f.data_type(), &CastOptions::default())
+                .map_err(|e| Error::arrow(table, e))
+        })
+        .collect()
+}
+
+fn decode(
+    handle: Handle,
+    emit: &Emit,
+    location: Location,
+    f: FileTask,
+    o: CsvOptions,
+    ctx: DecodeContext,
+) -> Result<()> {
+    let r = StoreReader::open(handle.clone(), &location, &f.meta.location)?;
+    let mut rdr = reader(r, &o);
+    let file = f.rel.as_str();
+    let Some(names) = read_header(&mut rdr, &o, file)? else {
+        return Ok(());
+    };
+    if !o.header {
+        return Err(Error::config(format!(
+            "table `{}`: CSV without a header needs a schema given in the spec",
+            ctx.table
+        )));
+    }
+    // Schema column i is record field map[i] (None: the file lacks it, read as NULL).
+    let map: Vec<Option<usize>> = ctx
+        .schema
+        .fields()
+        .iter()
+        .map(|fld| names.iter().position(|n| n == fld.name()))
+        .collect();
+    let mut pending = Pending::new(map.len());
+    let mut rejects = Vec::new();
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        if !rdr
+            .read_byte_record(&mut rec)
+            .map_err(|e| csv_err(file, e))?
+        {
+            break;
+        }
+        let line = rec.position().map_or(0, |p| p.line());
+        let values = match fields(&rec, names.len()) {
+            Ok(v) => v,
+            Err(reason) => {
+                if ctx.bad_rows == BadRows::Fail {
+                    return Err(Error::MalformedRow {
+                        file: file.to_string(),
+                        line,
+                        reason,
+                    });
+                }
+                let raw: Vec<String> = rec
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect();
+                rejects.push((line, reason, raw.join(&(o.delimiter as char).to_string())));
+                continue;
+            }
+        };
+        for (b, idx) in pending.builders.iter_mut().zip(&map) {
+            match idx.map(|j| values[j]) {
+                Some(v) if !o.null_markers.iter().any(|m| m == v) => b.append_value(v),
+                _ => b.append_null(),
+            }
+        }
+        pending.lines.push(line);
+        if pending.lines.len() >= ctx.batch_size
+            && let Some(batch) = convert(&ctx, file, &mut pending, &mut rejects, o.delimiter)?
+            && !emit.send(batch)
+        {
+            return Ok(());
+        }
+    }
+    if let Some(batch) = convert(&ctx, file, &mut pending, &mut rejects, o.delimiter)?
+        && !emit.send(batch)
+    {
+        return Ok(());
+    }
+    handle.block_on(ctx.write_rejects(file, rejects))
+}
+
+/// The batches of one CSV file.
+pub(super) fn stream(
+    location: Location,
+    f: FileTask,
+    o: CsvOptions,
+    ctx: DecodeContext,
+) -> BatchStream {
+    decode_in_thread(move |handle, emit| decode(handle, emit, location, f, o, ctx))
+}

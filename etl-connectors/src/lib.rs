@@ -1,0 +1,11 @@
+//! # etl-connectors
+//!
+//! Sources of the etl workspace, each behind a cargo feature:
+//!
+//! - `files`: [`files::FileSource`], CSV, JSON lines and Parquet files under any object-store
+//!   prefix, incremental by file bookmark and optionally by a cursor column.
+//!
+//! Every source implements [`etl_core::Source`].
+
+#[cfg(feature = "files")]
+pub mod files;

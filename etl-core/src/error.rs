@@ -1,0 +1,185 @@
+//! The one error type of the workspace.
+//!
+//! Every variant names the thing that went wrong (table, column, file, line, sink, mode) so a
+//! user can act on the message alone. [`Error::is_retryable`] tells a scheduler whether trying
+//! again may help, so nothing ever matches on message strings.
+
+use crate::mode::LoadMode;
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a pipeline, by cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The pipeline, a table spec or an option is wrong; nothing was read or written.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// A required source table (or file prefix) does not exist.
+    #[error("table `{table}` not found in source `{source_name}`")]
+    TableNotFound {
+        /// The table as the spec names it.
+        table: String,
+        /// The source that was asked.
+        source_name: String,
+    },
+
+    /// A column the spec names does not exist in the data.
+    #[error("column `{column}` not found in table `{table}`")]
+    ColumnNotFound {
+        /// The table.
+        table: String,
+        /// The missing column.
+        column: String,
+    },
+
+    /// Data does not fit the type it must have (a cast that fails, a schema that changed
+    /// incompatibly).
+    #[error(
+        "table `{table}`, column `{column}`: cannot use type {found} where {expected} is required"
+    )]
+    ColumnTypeConflict {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The type the target or spec requires.
+        expected: String,
+        /// The type that was found.
+        found: String,
+    },
+
+    /// A row of an input file cannot be parsed.
+    #[error("malformed row in `{file}` at line {line}: {reason}")]
+    MalformedRow {
+        /// The file, as a path in its object store.
+        file: String,
+        /// 1-based line number of the record's first line.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The sink cannot honour this load mode for this table.
+    #[error("sink `{sink}` does not support load mode {mode} (table `{table}`): {hint}")]
+    UnsupportedMode {
+        /// The sink's name.
+        sink: String,
+        /// The refused mode.
+        mode: LoadMode,
+        /// The table whose spec asked for it.
+        table: String,
+        /// Why, and what to use instead.
+        hint: String,
+    },
+
+    /// Another run of the same pipeline committed first; this run changed nothing.
+    #[error(
+        "concurrent run of pipeline `{pipeline}` on table `{table}`: another run committed first; \
+         this run's staged data was discarded and nothing changed"
+    )]
+    ConcurrentRun {
+        /// The pipeline.
+        pipeline: String,
+        /// The table.
+        table: String,
+    },
+
+    /// Reading or writing an object store failed.
+    #[error("object store error at `{path}`: {source}")]
+    ObjectStore {
+        /// The object path.
+        path: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+
+    /// An Arrow computation (cast, filter, take, decode) failed.
+    #[error("arrow error in table `{table}`: {source}")]
+    Arrow {
+        /// The table being processed.
+        table: String,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+
+    /// A stored document (watermark, commit record, catalog entry) cannot be read.
+    #[error("corrupt metadata document `{path}`: {message}")]
+    Metadata {
+        /// Where the document is.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A connector's own failure (driver, protocol, file format), mapped at its boundary.
+    #[error("{connector}: {message}")]
+    Connector {
+        /// The connector (`files`, `lake`, `postgres`, …).
+        connector: &'static str,
+        /// What failed, naming the table or file.
+        message: String,
+        /// Whether the same call may succeed if tried again (connection reset, throttling).
+        retryable: bool,
+    },
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Connector {
+            connector: "io",
+            message: e.to_string(),
+            retryable: false,
+        }
+    }
+}
+
+impl Error {
+    /// A configuration error with the given message.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+
+    /// Wraps an object store error, keeping the path it concerned.
+    pub fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
+        Error::ObjectStore {
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    /// Wraps an Arrow error for a table.
+    pub fn arrow(table: impl Into<String>, source: arrow::error::ArrowError) -> Self {
+        Error::Arrow {
+            table: table.into(),
+            source,
+        }
+    }
+
+    /// Whether trying the same operation again may succeed: dropped connections and throttling
+    /// are, bad input and conflicts are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::ObjectStore { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            Error::Connector { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// Whether this error says another run got there first.
+    pub fn is_concurrent_run(&self) -> bool {
+        matches!(self, Error::ConcurrentRun { .. })
+    }
+}

@@ -1,0 +1,640 @@
+//! The pipeline builder and runner.
+//!
+//! # One table, one run
+//!
+//! ```text
+//!  watermark.load ─► sink.last_checkpoint ─► (roll a dead run's commit forward)
+//!        │
+//!        ▼
+//!  source.read(from, high) ─► transforms ─► writer.write … ─► writer.stage
+//!                                                                │
+//!  watermark.commit(g → g+1) ◄── writer.commit(checkpoint) ◄─────┘
+//! ```
+//!
+//! - The watermark moves only after the sink has committed, and the sink stores the same
+//!   position with its commit: if the process dies between the two, the next run finds the
+//!   sink's checkpoint ahead of the watermark and moves the watermark to it before reading,
+//!   so the window is not written twice.
+//! - A failure before the sink commit aborts the writer: target and watermark stay as they
+//!   were. A run killed there leaves only staged leftovers, which the sink cleans later.
+//! - Of two concurrent runs, the one that commits second gets [`Error::ConcurrentRun`] and
+//!   changes nothing.
+//! - Tables run independently: one failing does not roll back another that committed.
+//!
+//! # Test hook
+//! When the environment variable `ETL_FAILPOINT` is `after_stage` or `after_sink_commit`, the
+//! process aborts at that point of the first table that reaches it (used by crash tests).
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use tracing::Instrument;
+
+use crate::cursor;
+use crate::error::{Error, Result};
+use crate::mode::{LoadMode, ModeOverrides};
+use crate::report::{RunReport, TableReport, TableStatus, WatermarkSummary};
+use crate::sink::{Checkpoint, Sink, TableWriter, WriteRequest};
+use crate::source::{BatchStream, ExtractStats, ReadRequest, Source};
+use crate::spec::{SourceRef, TableSpec};
+use crate::transform;
+use crate::watermark::{CursorValue, Position, Watermark, WatermarkStore};
+
+/// Builds a [`Pipeline`]; `build` validates every table against the source and sink.
+#[derive(Debug)]
+pub struct PipelineBuilder {
+    name: String,
+    source: Option<Arc<dyn Source>>,
+    sink: Option<Arc<dyn Sink>>,
+    watermarks: Option<Arc<dyn WatermarkStore>>,
+    tables: Vec<TableSpec>,
+    batch_size: usize,
+    concurrency: usize,
+}
+
+impl PipelineBuilder {
+    /// Sets the source.
+    pub fn source(mut self, source: impl Source) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Sets a shared source.
+    pub fn source_arc(mut self, source: Arc<dyn Source>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Sets the sink.
+    pub fn sink(mut self, sink: impl Sink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Sets a shared sink.
+    pub fn sink_arc(mut self, sink: Arc<dyn Sink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Sets the watermark store.
+    pub fn watermarks(mut self, store: impl WatermarkStore) -> Self {
+        self.watermarks = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets a shared watermark store.
+    pub fn watermarks_arc(mut self, store: Arc<dyn WatermarkStore>) -> Self {
+        self.watermarks = Some(store);
+        self
+    }
+
+    /// Adds a table.
+    pub fn table(mut self, spec: TableSpec) -> Self {
+        self.tables.push(spec);
+        self
+    }
+
+    /// Rows per batch asked of the source (default 65 536).
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// How many tables run at once (default 1).
+    pub fn concurrency(mut self, tables: usize) -> Self {
+        self.concurrency = tables.max(1);
+        self
+    }
+
+    /// Validates and builds.
+    ///
+    /// # Errors
+    /// - [`Error::Config`]: no source, sink or watermark store; an empty or duplicate table
+    ///   name; an incremental table without cursor columns or file bookmarks; `UPSERT` or
+    ///   `keep_latest` without a primary key.
+    /// - [`Error::UnsupportedMode`]: the sink refuses a table's mode.
+    pub fn build(self) -> Result<Pipeline> {
+        if self.name.trim().is_empty() || self.name.contains('/') {
+            return Err(Error::config("a pipeline needs a name without `/`"));
+        }
+        let source = self
+            .source
+            .ok_or_else(|| Error::config(format!("pipeline `{}` has no source", self.name)))?;
+        let sink = self
+            .sink
+            .ok_or_else(|| Error::config(format!("pipeline `{}` has no sink", self.name)))?;
+        let watermarks = self.watermarks.ok_or_else(|| {
+            Error::config(format!("pipeline `{}` has no watermark store", self.name))
+        })?;
+        if self.tables.is_empty() {
+            return Err(Error::config(format!(
+                "pipeline `{}` has no tables",
+                self.name
+            )));
+        }
+        let mut seen = HashSet::new();
+        for spec in &self.tables {
+            if spec.name.is_empty() || spec.name.contains('/') || !seen.insert(spec.name.clone()) {
+                return Err(Error::config(format!(
+                    "table name `{}` is empty, contains `/`, or appears twice",
+                    spec.name
+                )));
+            }
+            validate_mode(sink.as_ref(), spec, spec.mode)?;
+        }
+        Ok(Pipeline {
+            name: self.name,
+            source,
+            sink,
+            watermarks,
+            tables: self.tables,
+            batch_size: self.batch_size,
+            concurrency: self.concurrency,
+        })
+    }
+}
+
+fn validate_mode(sink: &dyn Sink, spec: &TableSpec, mode: LoadMode) -> Result<()> {
+    let files = matches!(spec.source, SourceRef::Files { .. });
+    if mode.reads_incrementally() && spec.cursor.is_empty() && !files {
+        return Err(Error::config(format!(
+            "table `{}`: mode {mode} needs cursor columns (TableSpec::cursor) to know what is new",
+            spec.name
+        )));
+    }
+    if (mode == LoadMode::Upsert || spec.keep_latest) && spec.primary_key.is_empty() {
+        return Err(Error::config(format!(
+            "table `{}`: {} needs a primary key (TableSpec::primary_key)",
+            spec.name,
+            if spec.keep_latest {
+                "keep_latest"
+            } else {
+                "UPSERT"
+            }
+        )));
+    }
+    sink.check_mode(spec, mode)
+}
+
+/// A set of tables loaded from one source into one sink, with watermarks.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use arrow::array::{Int64Array, RecordBatch};
+/// use etl_core::*;
+///
+/// let source = MemorySource::new();
+/// let ids = Int64Array::from(vec![1, 2, 3]);
+/// source.append("events", RecordBatch::try_from_iter([("id", Arc::new(ids) as _)]).unwrap()).unwrap();
+/// # #[derive(Debug)] struct Null;
+/// # #[async_trait::async_trait] impl Sink for Null {
+/// #   fn name(&self) -> &str { "null" }
+/// #   fn check_mode(&self, _: &TableSpec, _: LoadMode) -> Result<()> { Ok(()) }
+/// #   async fn last_checkpoint(&self, _: &str, _: &TableSpec) -> Result<Option<Checkpoint>> { Ok(None) }
+/// #   async fn begin(&self, _: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> { Ok(Box::new(W(0))) }
+/// # }
+/// # struct W(u64);
+/// # #[async_trait::async_trait] impl TableWriter for W {
+/// #   async fn write(&mut self, b: RecordBatch) -> Result<()> { self.0 += b.num_rows() as u64; Ok(()) }
+/// #   async fn stage(&mut self) -> Result<StageSummary> { Ok(StageSummary { rows: self.0, ..Default::default() }) }
+/// #   async fn commit(self: Box<Self>, _: Checkpoint) -> Result<CommitSummary> { Ok(CommitSummary::default()) }
+/// #   async fn abort(self: Box<Self>) -> Result<()> { Ok(()) }
+/// # }
+/// # let my_sink = Null;
+/// let pipeline = Pipeline::builder("demo")
+///     .source(source)
+///     .sink(my_sink) // a lake, a database, …
+///     .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+///     .table(TableSpec::new("events").mode(LoadMode::Full))
+///     .build()
+///     .unwrap();
+/// let report = pipeline.run().await.unwrap();
+/// assert_eq!(report.table("events").unwrap().written_count, 3);
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    name: String,
+    source: Arc<dyn Source>,
+    sink: Arc<dyn Sink>,
+    watermarks: Arc<dyn WatermarkStore>,
+    tables: Vec<TableSpec>,
+    batch_size: usize,
+    concurrency: usize,
+}
+
+fn failpoint(name: &str) {
+    static FP: OnceLock<Option<String>> = OnceLock::new();
+    if FP
+        .get_or_init(|| std::env::var("ETL_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("ETL_FAILPOINT={name}: aborting the process");
+        std::process::abort();
+    }
+}
+
+/// A short unique run id: start time plus random hex.
+fn new_run_id(at: DateTime<Utc>) -> String {
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}{}", at.format("%Y%m%dT%H%M%S"), &r[..8])
+}
+
+struct Pumped {
+    extracted: u64,
+    written: u64,
+    collapsed: u64,
+    max_cursor: Option<CursorValue>,
+}
+
+impl Pipeline {
+    /// Starts building a pipeline named `name` (the namespace of its watermarks).
+    pub fn builder(name: impl Into<String>) -> PipelineBuilder {
+        PipelineBuilder {
+            name: name.into(),
+            source: None,
+            sink: None,
+            watermarks: None,
+            tables: Vec::new(),
+            batch_size: 65_536,
+            concurrency: 1,
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table specs.
+    pub fn tables(&self) -> &[TableSpec] {
+        &self.tables
+    }
+
+    /// Runs every table once with its own mode.
+    ///
+    /// # Errors
+    /// See [`Pipeline::run_with`].
+    pub async fn run(&self) -> Result<RunReport> {
+        self.run_with(&ModeOverrides::new()).await
+    }
+
+    /// Runs every table once, with some tables' modes overridden for this run.
+    ///
+    /// Returns `Err` only when nothing was written: an override naming an unknown table or a
+    /// mode the sink refuses, or a required table missing from the source. Failures of
+    /// single tables are in the report (see [`RunReport::into_result`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`], [`Error::UnsupportedMode`], [`Error::TableNotFound`].
+    pub async fn run_with(&self, overrides: &ModeOverrides) -> Result<RunReport> {
+        for t in overrides.tables() {
+            if !self.tables.iter().any(|s| s.name == t) {
+                return Err(Error::config(format!(
+                    "mode override names table `{t}`, which pipeline `{}` does not have",
+                    self.name
+                )));
+            }
+        }
+        let mut plan = Vec::with_capacity(self.tables.len());
+        for spec in &self.tables {
+            let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
+            validate_mode(self.sink.as_ref(), spec, mode)?;
+            plan.push((spec, mode));
+        }
+        let started_at = Utc::now();
+        let run_id = new_run_id(started_at);
+        let span = tracing::info_span!("etl_run", pipeline = %self.name, run_id = %run_id);
+        // Preflight: every required table must exist before anything is written.
+        let mut skip = HashSet::new();
+        for (spec, _) in &plan {
+            match self.source.check(spec).instrument(span.clone()).await {
+                Ok(()) => {}
+                Err(e @ (Error::TableNotFound { .. } | Error::ColumnNotFound { .. }))
+                    if !spec.required =>
+                {
+                    tracing::warn!(parent: &span, table = %spec.name, error = %e, "optional table skipped");
+                    skip.insert(spec.name.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let tables: Vec<TableReport> = futures::stream::iter(plan)
+            .map(|(spec, mode)| {
+                let skipped = skip.contains(&spec.name);
+                let run_id = &run_id;
+                let span = tracing::info_span!(parent: &span, "etl_table", table = %spec.name, mode = %mode);
+                async move {
+                    if skipped {
+                        let mut r = TableReport::new(&spec.name, &spec.target, mode);
+                        r.status = TableStatus::Skipped;
+                        return r;
+                    }
+                    self.run_table(spec, mode, run_id, started_at).instrument(span).await
+                }
+            })
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let report = RunReport {
+            pipeline: self.name.clone(),
+            run_id,
+            started_at,
+            finished_at: Utc::now(),
+            tables,
+        };
+        let status = if report.is_success() {
+            "success"
+        } else {
+            "failed"
+        };
+        metrics::counter!("etl_runs_total", "pipeline" => self.name.clone(), "status" => status)
+            .increment(1);
+        Ok(report)
+    }
+
+    async fn run_table(
+        &self,
+        spec: &TableSpec,
+        mode: LoadMode,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+    ) -> TableReport {
+        let t0 = Instant::now();
+        let mut report = TableReport::new(&spec.name, &spec.target, mode);
+        if let Err(e) = self
+            .run_table_inner(spec, mode, run_id, started_at, &mut report)
+            .await
+        {
+            tracing::error!(error = %e, "table failed");
+            report.status = TableStatus::Failed;
+            report.error = Some(e.to_string());
+        }
+        report.duration_ms = t0.elapsed().as_millis() as u64;
+        let labels = [
+            ("pipeline", self.name.clone()),
+            ("table", spec.name.clone()),
+        ];
+        metrics::counter!("etl_rows_extracted_total", &labels).increment(report.extracted_count);
+        metrics::counter!("etl_rows_written_total", &labels).increment(report.written_count);
+        metrics::counter!("etl_rows_rejected_total", &labels).increment(report.rejected_count);
+        metrics::counter!("etl_bytes_written_total", &labels).increment(report.bytes_written);
+        metrics::histogram!("etl_table_duration_seconds", &labels)
+            .record(t0.elapsed().as_secs_f64());
+        tracing::info!(
+            status = ?report.status,
+            extracted = report.extracted_count,
+            written = report.written_count,
+            duration_ms = report.duration_ms,
+            "table done"
+        );
+        report
+    }
+
+    /// Moves the watermark to the sink's checkpoint when a dead run committed the sink but
+    /// not the watermark.
+    async fn recover(
+        &self,
+        spec: &TableSpec,
+        wm: Option<Watermark>,
+        report: &mut TableReport,
+    ) -> Result<Option<Watermark>> {
+        let Some(cp) = self.sink.last_checkpoint(&self.name, spec).await? else {
+            return Ok(wm);
+        };
+        let wm_run = wm.as_ref().map(|w| w.run_id.as_str());
+        if Some(cp.run_id.as_str()) == wm_run || cp.parent_run_id.as_deref() != wm_run {
+            return Ok(wm);
+        }
+        tracing::warn!(run = %cp.run_id, "completing a run that committed its target but not its watermark");
+        let next = Watermark {
+            pipeline: self.name.clone(),
+            table: spec.name.clone(),
+            generation: wm.as_ref().map_or(0, |w| w.generation) + 1,
+            run_id: cp.run_id.clone(),
+            committed_at: cp.committed_at,
+            mode: Some(cp.mode),
+            window_low: cp.window_low.clone(),
+            position: cp.position.clone(),
+            rows: cp.rows,
+        };
+        self.commit_watermark(wm.as_ref(), &next).await?;
+        report.recovered = true;
+        Ok(Some(next))
+    }
+
+    async fn commit_watermark(&self, expected: Option<&Watermark>, next: &Watermark) -> Result<()> {
+        match self.watermarks.commit(expected, next).await {
+            Err(e) if e.is_concurrent_run() => {
+                // Another run may have completed our commit for us (recovery): that is success.
+                match self.watermarks.load(&self.name, &next.table).await? {
+                    Some(cur) if cur.run_id == next.run_id => Ok(()),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn run_table_inner(
+        &self,
+        spec: &TableSpec,
+        mode: LoadMode,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        report: &mut TableReport,
+    ) -> Result<()> {
+        let wm = self.watermarks.load(&self.name, &spec.name).await?;
+        let wm = self.recover(spec, wm, report).await?;
+        let generation = wm.as_ref().map_or(0, |w| w.generation);
+        let empty = Position::default();
+        let current = wm.as_ref().map_or(&empty, |w| &w.position);
+        report.watermark_before = Some(WatermarkSummary::of(generation, current));
+        report.watermark_after = report.watermark_before.clone();
+        let incremental = mode.reads_incrementally();
+        let from = if incremental {
+            wm.as_ref().map(|w| &w.position)
+        } else {
+            None
+        };
+        let extract = self
+            .source
+            .read(ReadRequest {
+                spec,
+                mode,
+                from,
+                run_id,
+                batch_size: self.batch_size,
+            })
+            .await?;
+        if incremental && extract.no_new_data {
+            tracing::info!("no new data");
+            report.status = TableStatus::NoNewData;
+            return Ok(());
+        }
+        let mut writer = self
+            .sink
+            .begin(WriteRequest {
+                pipeline: &self.name,
+                spec,
+                mode,
+                run_id,
+                started_at,
+            })
+            .await?;
+        let pumped = self
+            .pump(spec, started_at, extract.stream, writer.as_mut())
+            .await;
+        let stats = &extract.stats;
+        report.source_count = ExtractStats::get(&stats.source_rows);
+        report.rejected_count = ExtractStats::get(&stats.rejected_rows);
+        let pumped = match pumped {
+            Ok(p) => p,
+            Err(e) => return Err(abort(writer, e).await),
+        };
+        report.extracted_count = pumped.extracted;
+        report.collapsed_count = pumped.collapsed;
+        if incremental && pumped.extracted == 0 {
+            tracing::info!("no new data");
+            report.status = TableStatus::NoNewData;
+            return writer.abort().await;
+        }
+        let staged = match writer.stage().await {
+            Ok(s) => s,
+            Err(e) => return Err(abort(writer, e).await),
+        };
+        failpoint("after_stage");
+        let window_low = from.and_then(|p| p.cursor.clone());
+        let base_cursor = if incremental {
+            window_low.clone()
+        } else {
+            None
+        };
+        let position = Position {
+            cursor: CursorValue::max_opt(
+                CursorValue::max_opt(base_cursor, extract.high.cursor.clone()),
+                pumped.max_cursor,
+            ),
+            files: extract.high.files,
+        };
+        let checkpoint = Checkpoint {
+            run_id: run_id.to_string(),
+            parent_run_id: wm.as_ref().map(|w| w.run_id.clone()),
+            mode,
+            position: position.clone(),
+            window_low: window_low.clone(),
+            rows: pumped.written,
+            committed_at: Utc::now(),
+        };
+        let committed = writer.commit(checkpoint).await.map_err(|e| match e {
+            Error::ConcurrentRun { .. } => Error::ConcurrentRun {
+                pipeline: self.name.clone(),
+                table: spec.name.clone(),
+            },
+            e => e,
+        })?;
+        failpoint("after_sink_commit");
+        report.written_count = pumped.written;
+        report.bytes_written = staged.bytes;
+        report.files_written = staged.files;
+        report.target_count = committed.target_rows;
+        report.difference = committed
+            .target_rows
+            .map(|t| report.source_count as i64 - t as i64);
+        let next = Watermark {
+            pipeline: self.name.clone(),
+            table: spec.name.clone(),
+            generation: generation + 1,
+            run_id: run_id.to_string(),
+            committed_at: Utc::now(),
+            mode: Some(mode),
+            window_low,
+            position,
+            rows: pumped.written,
+        };
+        self.commit_watermark(wm.as_ref(), &next)
+            .await
+            .map_err(|e| {
+                Error::config(format!(
+                    "table `{}`: the target committed but the watermark could not be stored ({e}); \
+                 the next run completes it from the sink's checkpoint",
+                    spec.name
+                ))
+            })?;
+        report.watermark_after = Some(WatermarkSummary::of(next.generation, &next.position));
+        report.status = TableStatus::Committed;
+        Ok(())
+    }
+
+    async fn pump(
+        &self,
+        spec: &TableSpec,
+        started_at: DateTime<Utc>,
+        mut stream: BatchStream,
+        writer: &mut dyn TableWriter,
+    ) -> Result<Pumped> {
+        let mut p = Pumped {
+            extracted: 0,
+            written: 0,
+            collapsed: 0,
+            max_cursor: None,
+        };
+        let mut held = Vec::new();
+        let mut next_progress = 1_000_000;
+        while let Some(batch) = stream.try_next().await? {
+            p.extracted += batch.num_rows() as u64;
+            if !spec.cursor.is_empty() {
+                p.max_cursor = CursorValue::max_opt(
+                    p.max_cursor,
+                    cursor::max_cursor(&spec.name, &batch, &spec.cursor)?,
+                );
+            }
+            let mut b = batch;
+            for t in &spec.transforms {
+                b = t.apply(&spec.name, b)?;
+            }
+            if spec.processed_at {
+                b = transform::add_processed_at(&spec.name, b, started_at)?;
+            }
+            if spec.keep_latest {
+                held.push(b);
+            } else if b.num_rows() > 0 {
+                p.written += b.num_rows() as u64;
+                writer.write(b).await?;
+            }
+            if p.extracted >= next_progress {
+                tracing::info!(rows = p.extracted, "extracting");
+                next_progress += 1_000_000;
+            }
+        }
+        if spec.keep_latest {
+            let (out, collapsed) =
+                transform::keep_latest(&spec.name, &held, &spec.primary_key, &spec.cursor)?;
+            drop(held);
+            p.collapsed = collapsed;
+            if let Some(out) = out {
+                let mut off = 0;
+                while off < out.num_rows() {
+                    let len = self.batch_size.min(out.num_rows() - off);
+                    writer.write(out.slice(off, len)).await?;
+                    off += len;
+                }
+                p.written = out.num_rows() as u64;
+            }
+        }
+        Ok(p)
+    }
+}
+
+async fn abort(writer: Box<dyn TableWriter>, e: Error) -> Error {
+    if let Err(abort_err) = writer.abort().await {
+        tracing::warn!(error = %abort_err, "could not discard staged data; the next run cleans it");
+    }
+    e
+}

@@ -1,0 +1,176 @@
+//! The run report: per table what was read, written and committed.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mode::LoadMode;
+use crate::watermark::{CursorValue, Position};
+
+/// How a table's part of a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableStatus {
+    /// Data was committed to the target and the watermark moved.
+    Committed,
+    /// Nothing new past the watermark: nothing written, watermark unchanged.
+    NoNewData,
+    /// An optional table the source lacks: skipped with a warning.
+    Skipped,
+    /// The table failed; the target and watermark are as they were (see `error`).
+    Failed,
+}
+
+/// A watermark in brief, for reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatermarkSummary {
+    /// The watermark's generation (0: none).
+    pub generation: u64,
+    /// Its cursor value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<CursorValue>,
+    /// How many files its bookmark holds.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub files: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl WatermarkSummary {
+    /// Summarises a position at a generation.
+    pub fn of(generation: u64, p: &Position) -> Self {
+        WatermarkSummary {
+            generation,
+            cursor: p.cursor.clone(),
+            files: p.files.len(),
+        }
+    }
+}
+
+/// One table's figures for one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableReport {
+    /// The table's name in the pipeline.
+    pub table: String,
+    /// The target it was written to.
+    pub target: String,
+    /// The mode it ran in (after overrides).
+    pub mode: LoadMode,
+    /// How it ended.
+    pub status: TableStatus,
+    /// Rows in the source (the table, or the files read) before the incremental filter.
+    pub source_count: u64,
+    /// Rows extracted: the window after the incremental filter.
+    pub extracted_count: u64,
+    /// Rows diverted to a rejects file as unparseable.
+    pub rejected_count: u64,
+    /// Rows dropped by `keep_latest` as older versions of a key.
+    pub collapsed_count: u64,
+    /// Rows written to the target.
+    pub written_count: u64,
+    /// Rows in the target after the commit, where known.
+    pub target_count: Option<u64>,
+    /// `source_count - target_count`, where both are known.
+    pub difference: Option<i64>,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Files written (lake sinks).
+    pub files_written: u64,
+    /// Wall time of the table's run.
+    pub duration_ms: u64,
+    /// The watermark before the run.
+    pub watermark_before: Option<WatermarkSummary>,
+    /// The watermark after the run.
+    pub watermark_after: Option<WatermarkSummary>,
+    /// Whether the run first completed a commit a dead run had left without its watermark.
+    #[serde(default)]
+    pub recovered: bool,
+    /// The error, when `status` is `failed`.
+    pub error: Option<String>,
+}
+
+impl TableReport {
+    /// An empty report for a table.
+    pub fn new(table: &str, target: &str, mode: LoadMode) -> Self {
+        TableReport {
+            table: table.to_string(),
+            target: target.to_string(),
+            mode,
+            status: TableStatus::Failed,
+            source_count: 0,
+            extracted_count: 0,
+            rejected_count: 0,
+            collapsed_count: 0,
+            written_count: 0,
+            target_count: None,
+            difference: None,
+            bytes_written: 0,
+            files_written: 0,
+            duration_ms: 0,
+            watermark_before: None,
+            watermark_after: None,
+            recovered: false,
+            error: None,
+        }
+    }
+}
+
+/// A whole run's report. Serialises to JSON for logs and run history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The run's id.
+    pub run_id: String,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: DateTime<Utc>,
+    /// Every table, in spec order.
+    pub tables: Vec<TableReport>,
+}
+
+impl RunReport {
+    /// Whether every table committed, found no new data, or was an optional skip.
+    pub fn is_success(&self) -> bool {
+        self.tables.iter().all(|t| t.status != TableStatus::Failed)
+    }
+
+    /// The report of one table.
+    pub fn table(&self, name: &str) -> Option<&TableReport> {
+        self.tables.iter().find(|t| t.table == name)
+    }
+
+    /// The report as one JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("reports serialise")
+    }
+
+    /// `Ok(self)` when every table succeeded, else an error naming the failed tables.
+    ///
+    /// # Errors
+    /// [`Error::Connector`] (not retryable) listing each failed table and its error.
+    pub fn into_result(self) -> Result<Self> {
+        if self.is_success() {
+            return Ok(self);
+        }
+        let failed: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|t| t.status == TableStatus::Failed)
+            .map(|t| format!("{}: {}", t.table, t.error.as_deref().unwrap_or("failed")))
+            .collect();
+        Err(Error::Connector {
+            connector: "pipeline",
+            message: format!(
+                "run {} of `{}` failed: {}",
+                self.run_id,
+                self.pipeline,
+                failed.join("; ")
+            ),
+            retryable: false,
+        })
+    }
+}

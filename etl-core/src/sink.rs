@@ -1,0 +1,128 @@
+//! The sink contract: stage, then commit.
+//!
+//! ```text
+//!  begin ─► write, write, … ─► stage ─────────► commit(checkpoint) ─► visible, checkpoint durable
+//!                                 │  (durable,         │
+//!                                 │   invisible)       └─ another run committed first ─► ConcurrentRun
+//!                                 └─► abort ─► nothing changed
+//! ```
+//!
+//! The sink keeps, atomically with each commit, a [`Checkpoint`]: the run and the position it
+//! read up to. A run that dies after the sink committed but before the watermark store did is
+//! completed by the next run from that checkpoint, so the window is never written twice.
+
+use std::fmt;
+
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::mode::LoadMode;
+use crate::spec::TableSpec;
+use crate::watermark::{CursorValue, Position};
+
+/// What a sink records with each commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The committing run.
+    pub run_id: String,
+    /// The run of the watermark the committing run started from (`None` on a first run).
+    pub parent_run_id: Option<String>,
+    /// The mode of the run.
+    pub mode: LoadMode,
+    /// Where the run's read stopped: the watermark to store.
+    pub position: Position,
+    /// The exclusive lower bound the run read from.
+    #[serde(default)]
+    pub window_low: Option<CursorValue>,
+    /// Rows written.
+    pub rows: u64,
+    /// When the sink committed.
+    pub committed_at: DateTime<Utc>,
+}
+
+/// What a sink is asked to write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRequest<'a> {
+    /// The pipeline.
+    pub pipeline: &'a str,
+    /// The table.
+    pub spec: &'a TableSpec,
+    /// The mode of this run (after overrides).
+    pub mode: LoadMode,
+    /// The run's id, unique per run.
+    pub run_id: &'a str,
+    /// The run's start time (file names, processing-date partitions).
+    pub started_at: DateTime<Utc>,
+}
+
+/// What staging wrote.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// Rows staged.
+    pub rows: u64,
+    /// Bytes staged.
+    pub bytes: u64,
+    /// Files staged (lake sinks).
+    pub files: u64,
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitSummary {
+    /// Rows in the target after the commit, where the sink knows it cheaply.
+    pub target_rows: Option<u64>,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated (merges).
+    pub updated: u64,
+    /// Rows deleted (replaced tables, soft deletes).
+    pub deleted: u64,
+}
+
+/// Writes tables in two steps, stage then commit.
+///
+/// # Contract
+/// - [`Sink::check_mode`] refuses, with [`crate::Error::UnsupportedMode`], every mode the sink
+///   cannot honour for the spec; the pipeline builder calls it, so a refused mode never
+///   reaches a run.
+/// - Nothing a writer does before [`TableWriter::commit`] is visible to readers of the
+///   target. After `commit` returns, the data and its [`Checkpoint`] are durable together.
+/// - Of two writers begun from the same last checkpoint, at most one can commit; the other
+///   gets [`crate::Error::ConcurrentRun`] and leaves the target as it was.
+/// - A process that dies at any point leaves the target as before the run or as after it;
+///   [`Sink::last_checkpoint`] completes or cleans what a dead run left.
+#[async_trait]
+pub trait Sink: fmt::Debug + Send + Sync + 'static {
+    /// A short name for messages (`lake`, `postgres`, …).
+    fn name(&self) -> &str;
+
+    /// Whether the sink can honour `mode` for `spec`.
+    fn check_mode(&self, spec: &TableSpec, mode: LoadMode) -> Result<()>;
+
+    /// The checkpoint of the table's last commit, after finishing any commit a dead run left
+    /// half applied.
+    async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec)
+    -> Result<Option<Checkpoint>>;
+
+    /// Starts writing one table for one run.
+    async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;
+}
+
+/// One run's writes to one table.
+#[async_trait]
+pub trait TableWriter: Send {
+    /// Writes a batch (invisible until commit). Waits while buffers are full.
+    async fn write(&mut self, batch: RecordBatch) -> Result<()>;
+
+    /// Makes everything written durable, still invisible.
+    async fn stage(&mut self) -> Result<StageSummary>;
+
+    /// Makes the staged data visible together with `checkpoint`.
+    async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary>;
+
+    /// Discards everything staged.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}

@@ -1,0 +1,298 @@
+//! What to load: per-table specs.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use chrono::TimeDelta;
+
+use crate::mode::LoadMode;
+use crate::transform::Transform;
+
+/// Where a table's rows come from.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum SourceRef {
+    /// A table of a database source, schema-qualified if needed (`public.orders`).
+    Table(String),
+    /// A SQL query run by a database source (joins run in the database).
+    Query(String),
+    /// Files under a prefix of a file source's location.
+    Files {
+        /// The prefix, relative to the source's location (`landing/orders/`).
+        prefix: String,
+        /// How to read them.
+        format: FileFormat,
+    },
+}
+
+/// What to do with an input row that cannot be parsed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BadRows {
+    /// Stop the table with [`crate::Error::MalformedRow`] naming file and line (the default).
+    #[default]
+    Fail,
+    /// Write the row to a rejects file, count it in the report, and go on.
+    Divert,
+}
+
+/// Options for CSV files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsvOptions {
+    /// Whether the first record is a header of column names (default true).
+    pub header: bool,
+    /// Field delimiter (default `,`).
+    pub delimiter: u8,
+    /// Quote character (default `"`).
+    pub quote: u8,
+    /// Field values read as NULL (default: the empty string and `NULL`).
+    pub null_markers: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            null_markers: vec![String::new(), "NULL".to_string()],
+        }
+    }
+}
+
+/// The format of the files of a [`SourceRef::Files`] table.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum FileFormat {
+    /// Delimited text.
+    Csv(CsvOptions),
+    /// One JSON object per line.
+    JsonLines,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl FileFormat {
+    /// CSV with a header, `,` and `"`.
+    pub fn csv() -> Self {
+        FileFormat::Csv(CsvOptions::default())
+    }
+
+    /// The file name endings this format reads.
+    pub fn extensions(&self) -> &'static [&'static str] {
+        match self {
+            FileFormat::Csv(_) => &[".csv", ".tsv", ".txt", ".csv.gz"],
+            FileFormat::JsonLines => &[".json", ".jsonl", ".ndjson"],
+            FileFormat::Parquet => &[".parquet", ".parq"],
+        }
+    }
+
+    /// A short name (`csv`, `json`, `parquet`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileFormat::Csv(_) => "csv",
+            FileFormat::JsonLines => "json",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// How a lake target is split into Hive-style partition folders.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Partitioning {
+    /// No partition folders.
+    #[default]
+    None,
+    /// `year=/month=/day=` from a date or timestamp column of the data.
+    ByDate(String),
+    /// `processing_year=/processing_month=/processing_day=` from the run's start time.
+    ByProcessingDate,
+}
+
+/// One table of a pipeline: where it comes from, where it goes, and how.
+///
+/// ```
+/// use etl_core::{FileFormat, LoadMode, Partitioning, TableSpec};
+/// let orders = TableSpec::new("orders")
+///     .from_files("landing/orders/", FileFormat::csv())
+///     .mode(LoadMode::Incremental)
+///     .primary_key(["order_id"])
+///     .cursor(["updated_at"])
+///     .partition_by(Partitioning::ByDate("order_date".into()));
+/// assert_eq!(orders.target, "orders");
+/// ```
+#[derive(Clone)]
+pub struct TableSpec {
+    /// The table's name in the pipeline: the key of watermarks, reports and mode overrides.
+    pub name: String,
+    /// Where rows come from (default: the database table named `name`).
+    pub source: SourceRef,
+    /// The target table (default: the last `.`-separated part of `name`).
+    pub target: String,
+    /// The load mode (default `FULL`).
+    pub mode: LoadMode,
+    /// Primary key columns (needed by `UPSERT` and by [`TableSpec::keep_latest`]).
+    pub primary_key: Vec<String>,
+    /// Cursor columns of incremental reads: a row is new when any of them is past the
+    /// watermark.
+    pub cursor: Vec<String>,
+    /// A window re-read behind the watermark, for late rows.
+    pub lookback: Option<TimeDelta>,
+    /// For a first run with no watermark: read only this far back instead of everything.
+    pub initial_window: Option<TimeDelta>,
+    /// Lake partitioning.
+    pub partitioning: Partitioning,
+    /// When false, a missing source table is skipped with a warning instead of failing.
+    pub required: bool,
+    /// Transforms applied to every batch, in order.
+    pub transforms: Vec<Arc<dyn Transform>>,
+    /// Keep only the latest row per primary key (by cursor, else by arrival order) within a
+    /// run's window.
+    pub keep_latest: bool,
+    /// Add an `etl_processed_at` column holding the run's start time (default true).
+    pub processed_at: bool,
+    /// Bad input rows: fail (default) or divert to a rejects file.
+    pub bad_rows: BadRows,
+    /// A schema to read with instead of inferring one (file sources).
+    pub schema: Option<SchemaRef>,
+}
+
+impl TableSpec {
+    /// A spec for `name`, reading the source table of the same name in `FULL` mode.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let target = name.rsplit('.').next().unwrap_or(&name).to_string();
+        TableSpec {
+            source: SourceRef::Table(name.clone()),
+            name,
+            target,
+            mode: LoadMode::Full,
+            primary_key: Vec::new(),
+            cursor: Vec::new(),
+            lookback: None,
+            initial_window: None,
+            partitioning: Partitioning::None,
+            required: true,
+            transforms: Vec::new(),
+            keep_latest: false,
+            processed_at: true,
+            bad_rows: BadRows::Fail,
+            schema: None,
+        }
+    }
+
+    /// Reads a database table (schema-qualified if needed).
+    pub fn from_table(mut self, table: impl Into<String>) -> Self {
+        self.source = SourceRef::Table(table.into());
+        self
+    }
+
+    /// Reads the result of a SQL query.
+    pub fn from_query(mut self, sql: impl Into<String>) -> Self {
+        self.source = SourceRef::Query(sql.into());
+        self
+    }
+
+    /// Reads files under `prefix` of a file source.
+    pub fn from_files(mut self, prefix: impl Into<String>, format: FileFormat) -> Self {
+        self.source = SourceRef::Files {
+            prefix: prefix.into(),
+            format,
+        };
+        self
+    }
+
+    /// Sets the target table.
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = target.into();
+        self
+    }
+
+    /// Sets the load mode.
+    pub fn mode(mut self, mode: LoadMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the primary key columns.
+    pub fn primary_key<I: IntoIterator<Item = S>, S: Into<String>>(mut self, cols: I) -> Self {
+        self.primary_key = cols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the cursor columns.
+    pub fn cursor<I: IntoIterator<Item = S>, S: Into<String>>(mut self, cols: I) -> Self {
+        self.cursor = cols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Re-reads this much behind the watermark on every incremental run.
+    pub fn lookback(mut self, window: TimeDelta) -> Self {
+        self.lookback = Some(window);
+        self
+    }
+
+    /// On a first run, reads only this far back.
+    pub fn initial_window(mut self, window: TimeDelta) -> Self {
+        self.initial_window = Some(window);
+        self
+    }
+
+    /// Sets the lake partitioning.
+    pub fn partition_by(mut self, p: Partitioning) -> Self {
+        self.partitioning = p;
+        self
+    }
+
+    /// Marks the table optional: skipped with a warning when the source lacks it.
+    pub fn optional(mut self) -> Self {
+        self.required = false;
+        self
+    }
+
+    /// Appends a transform.
+    pub fn transform(mut self, t: impl Transform + 'static) -> Self {
+        self.transforms.push(Arc::new(t));
+        self
+    }
+
+    /// Keeps only the latest row per primary key within each run.
+    pub fn keep_latest(mut self) -> Self {
+        self.keep_latest = true;
+        self
+    }
+
+    /// Whether to add the `etl_processed_at` column.
+    pub fn processed_at(mut self, on: bool) -> Self {
+        self.processed_at = on;
+        self
+    }
+
+    /// What to do with rows that cannot be parsed.
+    pub fn bad_rows(mut self, policy: BadRows) -> Self {
+        self.bad_rows = policy;
+        self
+    }
+
+    /// Reads with this schema instead of inferring one.
+    pub fn schema(mut self, schema: SchemaRef) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+}
+
+impl fmt::Debug for TableSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableSpec")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .field("mode", &self.mode)
+            .field("primary_key", &self.primary_key)
+            .field("cursor", &self.cursor)
+            .field("partitioning", &self.partitioning)
+            .field("required", &self.required)
+            .field("transforms", &self.transforms.len())
+            .finish_non_exhaustive()
+    }
+}

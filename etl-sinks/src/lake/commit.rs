@@ -1,0 +1,241 @@
+//! The commit log of one lake table: create a record (the commit point), apply it (move files).
+
+use etl_core::lake::{self, CommitRecord};
+use etl_core::{Error, Location, Result};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+/// How many commit records are kept per table.
+const KEEP_RECORDS: u64 = 20;
+
+/// The commit records of one target table of a lake.
+#[derive(Debug, Clone)]
+pub struct CommitLog {
+    location: Location,
+    table: String,
+}
+
+fn not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl CommitLog {
+    /// The log of `table` in the lake at `location`.
+    pub fn new(location: Location, table: &str) -> Self {
+        CommitLog {
+            location,
+            table: table.to_string(),
+        }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The lake's root.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    async fn sequences(&self) -> Result<Vec<u64>> {
+        let mut seqs: Vec<u64> = self
+            .location
+            .list(&lake::commits_dir(&self.table))
+            .await?
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Reads one record.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when it cannot be read, [`Error::Metadata`] when it is corrupt.
+    pub async fn read(&self, sequence: u64) -> Result<CommitRecord> {
+        let path = self
+            .location
+            .path(&lake::commit_path(&self.table, sequence));
+        let bytes = self
+            .location
+            .store()
+            .get(&path)
+            .await
+            .map_err(|e| Error::store(&path, e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::store(&path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Metadata {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The latest record, if the table has any.
+    ///
+    /// # Errors
+    /// As [`CommitLog::read`].
+    pub async fn latest(&self) -> Result<Option<CommitRecord>> {
+        match self.sequences().await?.last() {
+            Some(s) => Ok(Some(self.read(*s).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a record: the commit point. Fails with [`Error::ConcurrentRun`] when its
+    /// sequence exists already.
+    ///
+    /// # Errors
+    /// [`Error::ConcurrentRun`], [`Error::ObjectStore`].
+    pub async fn create(&self, pipeline: &str, rec: &CommitRecord) -> Result<()> {
+        let path = self
+            .location
+            .path(&lake::commit_path(&self.table, rec.sequence));
+        let body = serde_json::to_vec_pretty(rec).expect("records serialise");
+        match self
+            .location
+            .store()
+            .put_opts(
+                &path,
+                PutPayload::from(body),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Err(Error::ConcurrentRun {
+                pipeline: pipeline.to_string(),
+                table: self.table.clone(),
+            }),
+            Err(e) => Err(Error::store(&path, e)),
+        }
+    }
+
+    fn applied_marker(&self, sequence: u64) -> Path {
+        self.location.path(&format!(
+            "{}/{sequence:020}.applied",
+            lake::commits_dir(&self.table)
+        ))
+    }
+
+    /// Makes a created record's files visible and removes the files it replaces. Idempotent:
+    /// a record already applied, or applied in part by a run that died, is completed.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`]; [`Error::Metadata`] when a staged file is gone and its final
+    /// file is not there either.
+    pub async fn apply(&self, rec: &CommitRecord) -> Result<()> {
+        let store = self.location.store();
+        let marker = self.applied_marker(rec.sequence);
+        match store.head(&marker).await {
+            Ok(_) => return Ok(()),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(Error::store(&marker, e)),
+        }
+        for f in &rec.add {
+            let from = self.location.path(&f.staged);
+            let to = self.location.path(&f.path);
+            match store.rename(&from, &to).await {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {
+                    // Moved already by an earlier attempt?
+                    store.head(&to).await.map_err(|_| Error::Metadata {
+                        path: self
+                            .location
+                            .path(&lake::commit_path(&self.table, rec.sequence))
+                            .to_string(),
+                        message: format!("file `{}` is neither staged nor in place", f.path),
+                    })?;
+                }
+                Err(e) => return Err(Error::store(&from, e)),
+            }
+        }
+        for rel in &rec.remove {
+            let p = self.location.path(rel);
+            match store.delete(&p).await {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(Error::store(&p, e)),
+            }
+        }
+        store
+            .put(&marker, PutPayload::new())
+            .await
+            .map_err(|e| Error::store(&marker, e))?;
+        Ok(())
+    }
+
+    /// The table's visible data files.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when listing fails.
+    pub async fn visible_files(&self) -> Result<Vec<ObjectMeta>> {
+        Ok(self
+            .location
+            .list(&self.table)
+            .await?
+            .into_iter()
+            .filter(|m| m.location.as_ref().ends_with(".parquet"))
+            .collect())
+    }
+
+    /// Deletes every object under a relative folder.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`].
+    pub async fn delete_dir(&self, rel: &str) -> Result<()> {
+        for m in self.location.list(rel).await? {
+            match self.location.store().delete(&m.location).await {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(Error::store(&m.location, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// After committing `sequence`: deletes staged files of runs that began before it (they
+    /// can no longer commit) and records older than the last [`KEEP_RECORDS`].
+    pub async fn tidy(&self, sequence: u64) {
+        let staging_root = format!("{}/staging/{}", lake::META_DIR, self.table);
+        let result: Result<()> = async {
+            let mut dead = std::collections::BTreeSet::new();
+            for m in self.location.list(&staging_root).await? {
+                let rel = self.location.relative(&m.location);
+                let run_dir = rel[staging_root.len()..]
+                    .trim_start_matches('/')
+                    .split('/')
+                    .next();
+                if let Some(dir) = run_dir {
+                    let base = dir.split('-').next().and_then(|b| b.parse::<u64>().ok());
+                    if base.is_some_and(|b| b < sequence) {
+                        dead.insert(dir.to_string());
+                    }
+                }
+            }
+            for dir in dead {
+                self.delete_dir(&format!("{staging_root}/{dir}")).await?;
+            }
+            for s in self.sequences().await? {
+                if s + KEEP_RECORDS <= sequence {
+                    for p in [
+                        self.location.path(&lake::commit_path(&self.table, s)),
+                        self.applied_marker(s),
+                    ] {
+                        let _ = self.location.store().delete(&p).await;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(table = %self.table, error = %e, "could not tidy the lake's metadata");
+        }
+    }
+}

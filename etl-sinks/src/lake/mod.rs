@@ -1,0 +1,194 @@
+//! A partitioned Parquet lake on any object store.
+//!
+//! Layout and commit protocol: see [`etl_core::lake`]. In short, a run's files are staged
+//! under `_etl/staging/`, a commit record created with `PutMode::Create` is the commit point
+//! (so of two concurrent runs exactly one commits), and the staged files are then moved to
+//! their Hive-partitioned final paths. A run that dies after the commit point is completed
+//! by the next run; one that dies before it leaves staged files that later runs delete.
+//!
+//! # Modes
+//! `FULL` and `TRUNCATE_INSERT` replace the table's files (the new files are moved in, then
+//! the old ones deleted); `INCREMENTAL` and `APPEND` add files. `UPSERT` is refused: a lake
+//! of Parquet files has no key index to merge into.
+//!
+//! # Visibility
+//! Readers of the commit log see a commit all at once. Engines that list the folders
+//! (DuckDB, pyarrow, Athena) see the moved files appear one by one during the short move
+//! after the commit point, and during a replace they can briefly see old and new files side
+//! by side; a crash there is completed by the next run.
+//!
+//! # Memory
+//! One open Parquet writer per partition written by the run, each buffering at most one
+//! row group; at most [`LakeOptions::max_open_files`] writers are open at once and their
+//! buffered row groups are flushed when together they exceed
+//! [`LakeOptions::max_buffered_bytes`].
+
+mod commit;
+mod writer;
+
+use async_trait::async_trait;
+use etl_core::{
+    Checkpoint, Error, LoadMode, Location, Result, Sink, TableSpec, TableWriter, WriteRequest,
+};
+use parquet::basic::{Compression, ZstdLevel};
+
+pub use commit::CommitLog;
+
+/// Tuning of the Parquet files a [`LakeSink`] writes.
+#[derive(Clone, Debug)]
+pub struct LakeOptions {
+    /// Roll to a new file when a file reaches this many bytes (default 128 MiB).
+    pub target_file_size: usize,
+    /// Rows per row group at most (default 1 048 576).
+    pub row_group_rows: usize,
+    /// Bytes per row group at most, encoded (default 128 MiB).
+    pub row_group_bytes: usize,
+    /// Compression (default zstd level 1).
+    pub compression: Compression,
+    /// Open files at most; the least recently written is closed beyond it (default 64).
+    pub max_open_files: usize,
+    /// Buffered row-group bytes over all open files at most (default 256 MiB).
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for LakeOptions {
+    fn default() -> Self {
+        LakeOptions {
+            target_file_size: 128 * 1024 * 1024,
+            row_group_rows: 1024 * 1024,
+            row_group_bytes: 128 * 1024 * 1024,
+            compression: Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
+            max_open_files: 64,
+            max_buffered_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Writes tables as Hive-partitioned Parquet under a [`Location`].
+///
+/// ```
+/// # fn main() -> etl_core::Result<()> {
+/// use etl_sinks::lake::LakeSink;
+/// let lake = LakeSink::new(etl_core::Location::local(std::env::temp_dir().join("etl-doc-lake"))?)
+///     .with_target_file_size(64 * 1024 * 1024);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LakeSink {
+    location: Location,
+    options: LakeOptions,
+}
+
+impl LakeSink {
+    /// A lake rooted at `location`.
+    pub fn new(location: Location) -> Self {
+        LakeSink {
+            location,
+            options: LakeOptions::default(),
+        }
+    }
+
+    /// Replaces all options.
+    pub fn with_options(mut self, options: LakeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Sets the file size at which files roll.
+    pub fn with_target_file_size(mut self, bytes: usize) -> Self {
+        self.options.target_file_size = bytes.max(1);
+        self
+    }
+
+    /// Sets the compression.
+    pub fn with_compression(mut self, c: Compression) -> Self {
+        self.options.compression = c;
+        self
+    }
+
+    /// The lake's root.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Reads every visible row of a table (without its partition columns), for checks and
+    /// small tables; the catalog's scan streams large ones.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`], or [`Error::Connector`] for an unreadable file.
+    pub async fn read_table(&self, table: &str) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        use futures::TryStreamExt;
+        let mut out = Vec::new();
+        for meta in self.commit_log(table).visible_files().await? {
+            let path = meta.location.to_string();
+            let err = |e: parquet::errors::ParquetError| Error::Connector {
+                connector: "lake",
+                message: format!("reading `{path}`: {e}"),
+                retryable: false,
+            };
+            let reader = etl_core::parquet_io::ObjectReader::new(
+                self.location.store().clone(),
+                meta.clone(),
+            );
+            let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(err)?
+                .build()
+                .map_err(err)?;
+            out.extend(stream.try_collect::<Vec<_>>().await.map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// The commit log of one target table.
+    pub fn commit_log(&self, table: &str) -> CommitLog {
+        CommitLog::new(self.location.clone(), table)
+    }
+}
+
+#[async_trait]
+impl Sink for LakeSink {
+    fn name(&self) -> &str {
+        "lake"
+    }
+
+    fn check_mode(&self, spec: &TableSpec, mode: LoadMode) -> Result<()> {
+        match mode {
+            LoadMode::Upsert => Err(Error::UnsupportedMode {
+                sink: "lake".into(),
+                mode,
+                table: spec.name.clone(),
+                hint: "a Parquet lake has no key index to merge rows into; use INCREMENTAL \
+                       (append the changed rows, with keep_latest to collapse versions of a key \
+                       within a run) or FULL, or load the table into a warehouse sink (Postgres, \
+                       Redshift, Snowflake) for UPSERT"
+                    .into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn last_checkpoint(
+        &self,
+        _pipeline: &str,
+        spec: &TableSpec,
+    ) -> Result<Option<Checkpoint>> {
+        let log = self.commit_log(&spec.target);
+        let Some(rec) = log.latest().await? else {
+            return Ok(None);
+        };
+        log.apply(&rec).await?;
+        Ok(Some(rec.checkpoint))
+    }
+
+    async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        let log = self.commit_log(&req.spec.target);
+        let base = log.latest().await?;
+        Ok(Box::new(writer::LakeWriter::new(
+            log,
+            base,
+            req,
+            self.options.clone(),
+        )))
+    }
+}

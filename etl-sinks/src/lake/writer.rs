@@ -1,0 +1,336 @@
+//! One run's writes to one lake table: partitioned, rolled, staged Parquet files.
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, ArrayRef, Date32Array, Int64Array, UInt32Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use etl_core::lake::{self, AddedFile, CommitRecord};
+use etl_core::{
+    Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, TableWriter,
+    WriteRequest,
+};
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::file::properties::WriterProperties;
+
+use super::LakeOptions;
+use super::commit::CommitLog;
+
+struct OpenFile {
+    writer: AsyncArrowWriter<BufWriter>,
+    staged: String,
+    path: String,
+    partition: String,
+    rows: u64,
+    last_used: u64,
+}
+
+pub(super) struct LakeWriter {
+    log: CommitLog,
+    base: Option<CommitRecord>,
+    pipeline: String,
+    table: String,
+    mode: LoadMode,
+    run_id: String,
+    started_at: DateTime<Utc>,
+    partitioning: Partitioning,
+    staging: String,
+    options: LakeOptions,
+    props: WriterProperties,
+    schema: Option<SchemaRef>,
+    open: HashMap<String, OpenFile>,
+    done: Vec<AddedFile>,
+    next_file: u64,
+    tick: u64,
+}
+
+impl LakeWriter {
+    pub(super) fn new(
+        log: CommitLog,
+        base: Option<CommitRecord>,
+        req: WriteRequest<'_>,
+        options: LakeOptions,
+    ) -> Self {
+        let base_seq = base.as_ref().map_or(0, |r| r.sequence);
+        let table = req.spec.target.clone();
+        let props = WriterProperties::builder()
+            .set_compression(options.compression)
+            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
+            .set_max_row_group_bytes(Some(options.row_group_bytes.max(1)))
+            .set_created_by(format!("etl-rs {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        LakeWriter {
+            staging: lake::staging_dir(&table, &format!("{base_seq:020}-{}", req.run_id)),
+            log,
+            base,
+            pipeline: req.pipeline.to_string(),
+            table,
+            mode: req.mode,
+            run_id: req.run_id.to_string(),
+            started_at: req.started_at,
+            partitioning: req.spec.partitioning.clone(),
+            options,
+            props,
+            schema: None,
+            open: HashMap::new(),
+            done: Vec::new(),
+            next_file: 0,
+            tick: 0,
+        }
+    }
+
+    /// Splits a batch into its partitions.
+    fn split(&self, batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+        let column = match &self.partitioning {
+            Partitioning::None => return Ok(vec![(String::new(), batch)]),
+            Partitioning::ByProcessingDate => {
+                return Ok(vec![(
+                    lake::date_partition("processing_", Some(self.started_at.date_naive())),
+                    batch,
+                )]);
+            }
+            Partitioning::ByDate(c) => c,
+        };
+        let col = batch
+            .column_by_name(column)
+            .ok_or_else(|| Error::ColumnNotFound {
+                table: self.table.clone(),
+                column: column.clone(),
+            })?;
+        let days = days_of(&self.table, column, col)?;
+        let mut groups: HashMap<Option<i32>, Vec<u32>> = HashMap::new();
+        for i in 0..days.len() {
+            let d = days.is_valid(i).then(|| days.value(i));
+            groups.entry(d).or_default().push(i as u32);
+        }
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        let day =
+            |d: Option<i32>| d.and_then(|d| epoch.checked_add_signed(TimeDelta::days(d as i64)));
+        if groups.len() == 1 {
+            let d = groups.into_keys().next().expect("one group");
+            return Ok(vec![(lake::date_partition("", day(d)), batch)]);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for (d, idx) in groups {
+            let taken = arrow::compute::take_record_batch(&batch, &UInt32Array::from(idx))
+                .map_err(|e| Error::arrow(&self.table, e))?;
+            out.push((lake::date_partition("", day(d)), taken));
+        }
+        Ok(out)
+    }
+
+    async fn open_file(&mut self, partition: &str, schema: SchemaRef) -> Result<()> {
+        if self.open.len() >= self.options.max_open_files.max(1) {
+            let lru = self
+                .open
+                .iter()
+                .min_by_key(|(_, f)| f.last_used)
+                .map(|(k, _)| k.clone())
+                .expect("open files");
+            self.close_file(&lru).await?;
+        }
+        self.next_file += 1;
+        let name = lake::data_file_name(&self.table, self.started_at, &self.run_id, self.next_file);
+        let join = |root: &str| {
+            if partition.is_empty() {
+                format!("{root}/{name}")
+            } else {
+                format!("{root}/{partition}/{name}")
+            }
+        };
+        let staged = join(&self.staging);
+        let path = join(&self.table);
+        let location = self.log.location();
+        let sink = BufWriter::new(location.store().clone(), location.path(&staged));
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(self.props.clone()))
+            .map_err(|e| parquet_err(&self.table, &staged, e))?;
+        self.open.insert(
+            partition.to_string(),
+            OpenFile {
+                writer,
+                staged,
+                path,
+                partition: partition.to_string(),
+                rows: 0,
+                last_used: self.tick,
+            },
+        );
+        Ok(())
+    }
+
+    async fn close_file(&mut self, partition: &str) -> Result<()> {
+        let Some(mut f) = self.open.remove(partition) else {
+            return Ok(());
+        };
+        f.writer
+            .finish()
+            .await
+            .map_err(|e| parquet_err(&self.table, &f.staged, e))?;
+        self.done.push(AddedFile {
+            bytes: f.writer.bytes_written() as u64,
+            staged: f.staged,
+            path: f.path,
+            partition: f.partition,
+            rows: f.rows,
+        });
+        Ok(())
+    }
+
+    /// Keeps the row groups buffered over all open files under the memory budget.
+    async fn bound_memory(&mut self) -> Result<()> {
+        loop {
+            let total: usize = self
+                .open
+                .values()
+                .map(|f| f.writer.in_progress_size())
+                .sum();
+            if total <= self.options.max_buffered_bytes {
+                return Ok(());
+            }
+            let (_, f) = self
+                .open
+                .iter_mut()
+                .max_by_key(|(_, f)| f.writer.in_progress_size())
+                .expect("open files");
+            f.writer
+                .flush()
+                .await
+                .map_err(|e| parquet_err(&self.table, &f.staged, e))?;
+        }
+    }
+}
+
+fn parquet_err(table: &str, path: &str, e: parquet::errors::ParquetError) -> Error {
+    Error::Connector {
+        connector: "lake",
+        message: format!("table `{table}`, file `{path}`: {e}"),
+        retryable: false,
+    }
+}
+
+/// Days since the epoch of each value of a date or timestamp column (UTC for zoned ones).
+fn days_of(table: &str, column: &str, col: &ArrayRef) -> Result<Date32Array> {
+    let conflict = || Error::ColumnTypeConflict {
+        table: table.to_string(),
+        column: column.to_string(),
+        expected: "a date or timestamp partition column".to_string(),
+        found: col.data_type().to_string(),
+    };
+    match col.data_type() {
+        DataType::Date32 => Ok(col
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .expect("date32")
+            .clone()),
+        DataType::Date64 | DataType::Timestamp(_, _) => {
+            let micros = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .and_then(|a| cast(&a, &DataType::Int64))
+                .map_err(|_| conflict())?;
+            let micros = micros.as_any().downcast_ref::<Int64Array>().expect("int64");
+            Ok(micros
+                .iter()
+                .map(|v| v.map(|us| us.div_euclid(86_400_000_000) as i32))
+                .collect())
+        }
+        _ => Err(conflict()),
+    }
+}
+
+#[async_trait]
+impl TableWriter for LakeWriter {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        match &self.schema {
+            None => self.schema = Some(batch.schema()),
+            Some(s) if s.fields() != batch.schema().fields() => {
+                return Err(Error::ColumnTypeConflict {
+                    table: self.table.clone(),
+                    column: "*".into(),
+                    expected: format!("the schema of the run's first batch: {s}"),
+                    found: batch.schema().to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+        let schema = self.schema.clone().expect("set above");
+        for (partition, part) in self.split(batch)? {
+            self.tick += 1;
+            if !self.open.contains_key(&partition) {
+                self.open_file(&partition, schema.clone()).await?;
+            }
+            let tick = self.tick;
+            let f = self.open.get_mut(&partition).expect("opened above");
+            f.writer
+                .write(&part)
+                .await
+                .map_err(|e| parquet_err(&self.table, &f.staged, e))?;
+            f.rows += part.num_rows() as u64;
+            f.last_used = tick;
+            if f.writer.bytes_written() + f.writer.in_progress_size()
+                >= self.options.target_file_size
+            {
+                self.close_file(&partition).await?;
+            }
+        }
+        self.bound_memory().await
+    }
+
+    async fn stage(&mut self) -> Result<StageSummary> {
+        let open: Vec<String> = self.open.keys().cloned().collect();
+        for p in open {
+            self.close_file(&p).await?;
+        }
+        Ok(StageSummary {
+            rows: self.done.iter().map(|f| f.rows).sum(),
+            bytes: self.done.iter().map(|f| f.bytes).sum(),
+            files: self.done.len() as u64,
+        })
+    }
+
+    async fn commit(mut self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
+        self.stage().await?;
+        let replace = self.mode.replaces_target();
+        let remove: Vec<String> = if replace {
+            self.log
+                .visible_files()
+                .await?
+                .iter()
+                .map(|m| self.log.location().relative(&m.location))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let added: u64 = self.done.iter().map(|f| f.rows).sum();
+        let before = self.base.as_ref().map_or(0, |r| r.table_rows);
+        let sequence = self.base.as_ref().map_or(0, |r| r.sequence) + 1;
+        let rec = CommitRecord {
+            sequence,
+            table: self.table.clone(),
+            checkpoint,
+            add: std::mem::take(&mut self.done),
+            remove,
+            table_rows: if replace { added } else { before + added },
+        };
+        if let Err(e) = self.log.create(&self.pipeline, &rec).await {
+            let _ = self.log.delete_dir(&self.staging).await;
+            return Err(e);
+        }
+        self.log.apply(&rec).await?;
+        self.log.tidy(sequence).await;
+        Ok(CommitSummary {
+            target_rows: Some(rec.table_rows),
+            inserted: added,
+            updated: 0,
+            deleted: if replace { before } else { 0 },
+        })
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        // Dropping the writers abandons their uploads; then remove whatever reached the store.
+        self.open.clear();
+        self.log.delete_dir(&self.staging).await
+    }
+}

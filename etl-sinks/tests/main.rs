@@ -1,0 +1,436 @@
+//! Integration tests of the lake sink, on local disk and on the S3 server.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use etl_core::conformance::{self, TargetProbe, render_sorted, sample_batch};
+use etl_core::{
+    LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Partitioning, Pipeline, TableSpec,
+    TableStatus, WatermarkStore,
+};
+use etl_sinks::lake::{LakeOptions, LakeSink};
+
+#[derive(Debug)]
+struct Probe(LakeSink);
+
+#[async_trait::async_trait]
+impl TargetProbe for Probe {
+    async fn rows(&self, target: &str) -> Vec<RecordBatch> {
+        self.0.read_table(target).await.expect("read lake table")
+    }
+}
+
+fn local() -> (tempfile::TempDir, LakeSink) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = LakeSink::new(Location::local(dir.path()).unwrap());
+    (dir, sink)
+}
+
+const REFUSED: &[LoadMode] = &[LoadMode::Upsert];
+
+#[tokio::test]
+async fn lake_conformance_local() {
+    let (_d, sink) = local();
+    conformance::sink(Arc::new(sink.clone()), &Probe(sink.clone()), REFUSED).await;
+    conformance::pipeline_replay(Arc::new(sink.clone()), &Probe(sink), REFUSED).await;
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test]
+async fn lake_conformance_s3() {
+    let sink = LakeSink::new(conformance::s3_location());
+    conformance::sink(Arc::new(sink.clone()), &Probe(sink.clone()), REFUSED).await;
+    conformance::pipeline_replay(Arc::new(sink.clone()), &Probe(sink), REFUSED).await;
+}
+
+fn pipeline(name: &str, source: Arc<MemorySource>, sink: &LakeSink, spec: TableSpec) -> Pipeline {
+    Pipeline::builder(name)
+        .source_arc(source)
+        .sink(sink.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(
+            sink.location().child("_etl/watermarks"),
+        ))
+        .table(spec)
+        .build()
+        .unwrap()
+}
+
+/// Relative paths of every file under `dir`, sorted.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn partitions_and_file_names_follow_the_layout() {
+    let (dir, sink) = local();
+    let source = Arc::new(MemorySource::new());
+    // ids 1..=3 are 1..3 seconds after 2025-01-01; 86_400 lands on 2025-01-02.
+    source
+        .append("orders", sample_batch(&[1, 2, 86_400]))
+        .unwrap();
+    let spec = TableSpec::new("orders").partition_by(Partitioning::ByDate("updated_at".into()));
+    let r = pipeline("layout", source.clone(), &sink, spec)
+        .run()
+        .await
+        .unwrap();
+    let run_id = &r.run_id;
+    let t = r.table("orders").unwrap();
+    assert_eq!(
+        (t.status, t.written_count, t.files_written),
+        (TableStatus::Committed, 3, 2)
+    );
+    let stamp = r.started_at.format("%Y%m%d_%H%M%S").to_string();
+    let data: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.starts_with("orders/"))
+        .collect();
+    let mut expected = vec![
+        format!("orders/year=2025/month=01/day=01/orders_{stamp}_{run_id}_0000"),
+        format!("orders/year=2025/month=01/day=02/orders_{stamp}_{run_id}_0000"),
+    ];
+    expected.sort();
+    assert_eq!(data.len(), 2, "{data:?}");
+    for (f, e) in data.iter().zip(&expected) {
+        assert!(
+            f.starts_with(e) && f.ends_with(".parquet"),
+            "{f} should look like {e}N.parquet"
+        );
+    }
+    assert!(
+        !files(dir.path())
+            .iter()
+            .any(|f| f.starts_with("_etl/staging/")),
+        "nothing is left in staging after a commit"
+    );
+
+    // Processing-date partitions come from the run's start time.
+    let spec = TableSpec::new("orders")
+        .target("orders_by_run")
+        .partition_by(Partitioning::ByProcessingDate);
+    let r = pipeline("layout2", source, &sink, spec)
+        .run()
+        .await
+        .unwrap();
+    let day = r
+        .started_at
+        .format("processing_year=%Y/processing_month=%m/processing_day=%d")
+        .to_string();
+    let data: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| f.starts_with("orders_by_run/"))
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert!(
+        data[0].starts_with(&format!("orders_by_run/{day}/orders_by_run_")),
+        "{data:?}"
+    );
+}
+
+#[tokio::test]
+async fn files_roll_at_the_target_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = LakeSink::new(Location::local(dir.path()).unwrap()).with_options(LakeOptions {
+        target_file_size: 1,
+        ..LakeOptions::default()
+    });
+    let source = Arc::new(MemorySource::new());
+    for chunk in (1..=40).collect::<Vec<i64>>().chunks(10) {
+        source.append("t", sample_batch(chunk)).unwrap();
+    }
+    let r = pipeline("roll", source, &sink, TableSpec::new("t"))
+        .run()
+        .await
+        .unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!(
+        t.files_written, 4,
+        "one file per batch once each passes the target size"
+    );
+    let rows = sink.read_table("t").await.unwrap();
+    assert_eq!(
+        render_sorted(&rows, &["etl_processed_at"]),
+        render_sorted(&[sample_batch(&(1..=40).collect::<Vec<_>>())], &[])
+    );
+}
+
+#[tokio::test]
+async fn every_mode_the_lake_supports() {
+    let (_d, sink) = local();
+    let source = Arc::new(MemorySource::new());
+    source.append("t", sample_batch(&[1, 2])).unwrap();
+    let rows = |ids: &[i64]| render_sorted(&[sample_batch(ids)], &[]);
+    let read =
+        || async { render_sorted(&sink.read_table("t").await.unwrap(), &["etl_processed_at"]) };
+
+    let append = pipeline(
+        "append",
+        source.clone(),
+        &sink,
+        TableSpec::new("t").mode(LoadMode::Append),
+    );
+    append.run().await.unwrap().into_result().unwrap();
+    append.run().await.unwrap().into_result().unwrap();
+    assert_eq!(
+        read().await,
+        rows(&[1, 1, 2, 2]),
+        "APPEND inserts blindly, reruns included"
+    );
+
+    let trunc = pipeline(
+        "trunc",
+        source.clone(),
+        &sink,
+        TableSpec::new("t").mode(LoadMode::TruncateInsert),
+    );
+    let r = trunc.run().await.unwrap().into_result().unwrap();
+    assert_eq!(
+        read().await,
+        rows(&[1, 2]),
+        "TRUNCATE_INSERT empties and refills"
+    );
+    assert_eq!(r.table("t").unwrap().target_count, Some(2));
+
+    source.append("t", sample_batch(&[3])).unwrap();
+    let full = pipeline(
+        "full",
+        source.clone(),
+        &sink,
+        TableSpec::new("t").mode(LoadMode::Full),
+    );
+    let r = full.run().await.unwrap().into_result().unwrap();
+    assert_eq!(read().await, rows(&[1, 2, 3]), "FULL replaces the table");
+    assert_eq!(r.table("t").unwrap().difference, Some(0));
+
+    let inc = pipeline(
+        "inc",
+        source.clone(),
+        &sink,
+        TableSpec::new("t")
+            .mode(LoadMode::Incremental)
+            .cursor(["updated_at"]),
+    );
+    let r = inc.run().await.unwrap().into_result().unwrap();
+    assert_eq!(
+        r.table("t").unwrap().written_count,
+        3,
+        "first incremental run reads everything"
+    );
+    source.append("t", sample_batch(&[4])).unwrap();
+    let r = inc.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("t").unwrap().written_count, 1);
+    assert_eq!(
+        read().await,
+        rows(&[1, 1, 2, 2, 3, 3, 4]),
+        "INCREMENTAL appends only what is new"
+    );
+
+    let err = Pipeline::builder("up")
+        .source_arc(source)
+        .sink(sink.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(
+            TableSpec::new("t")
+                .mode(LoadMode::Upsert)
+                .primary_key(["id"])
+                .cursor(["updated_at"]),
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("UPSERT") && err.contains("lake") && err.contains("INCREMENTAL"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn keep_latest_collapses_versions_and_reports_it() {
+    let (_d, sink) = local();
+    let source = Arc::new(MemorySource::new());
+    let a = sample_batch(&[1, 2]);
+    // Key 1 again, later: same id, a newer updated_at.
+    let b = sample_batch(&[5]);
+    let ids = arrow::array::Int64Array::from(vec![1]);
+    let b = RecordBatch::try_new(
+        b.schema(),
+        vec![Arc::new(ids), b.column(1).clone(), b.column(2).clone()],
+    )
+    .unwrap();
+    source.append("t", a).unwrap();
+    source.append("t", b).unwrap();
+    let spec = TableSpec::new("t")
+        .primary_key(["id"])
+        .cursor(["updated_at"])
+        .keep_latest();
+    let r = pipeline("latest", source, &sink, spec)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!(
+        (t.extracted_count, t.collapsed_count, t.written_count),
+        (3, 1, 2)
+    );
+    let got = render_sorted(&sink.read_table("t").await.unwrap(), &["etl_processed_at"]);
+    assert_eq!(
+        got,
+        "+----+--------+---------------------+\n| id | name   | updated_at          |\n+----+--------+---------------------+\n| 1  | name 5 | 2025-01-01T00:00:05 |\n| 2  | name 2 | 2025-01-01T00:00:02 |\n+----+--------+---------------------+"
+    );
+}
+
+// ---------------------------------------------------------------- crashes
+
+fn crash_pipeline(dir: &std::path::Path) -> (Pipeline, LakeSink, ObjectStoreWatermarkStore) {
+    let sink = LakeSink::new(Location::local(dir.join("lake")).unwrap());
+    let wm = ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap());
+    let source = MemorySource::new();
+    source.append("events", sample_batch(&[1, 2, 3])).unwrap();
+    let p = Pipeline::builder("crash")
+        .source(source)
+        .sink(sink.clone())
+        .watermarks(wm.clone())
+        .table(
+            TableSpec::new("events")
+                .mode(LoadMode::Incremental)
+                .cursor(["updated_at"])
+                .partition_by(Partitioning::ByDate("updated_at".into())),
+        )
+        .build()
+        .unwrap();
+    (p, sink, wm)
+}
+
+/// Run by the crash tests in a child process, which the failpoint kills.
+#[tokio::test]
+#[ignore = "run as a child process by the crash tests"]
+async fn crash_child() {
+    let dir = std::env::var("ETL_CRASH_DIR").expect("ETL_CRASH_DIR");
+    let (p, _, _) = crash_pipeline(std::path::Path::new(&dir));
+    let _ = p.run().await;
+    panic!(
+        "the failpoint {:?} did not fire",
+        std::env::var("ETL_FAILPOINT")
+    );
+}
+
+fn kill_at(dir: &std::path::Path, failpoint: &str) {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ETL_FAILPOINT", failpoint)
+        .env("ETL_CRASH_DIR", dir)
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "the child must die by abort at {failpoint}: {status:?}"
+    );
+}
+
+#[tokio::test]
+async fn killed_between_stage_and_commit_then_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_at(dir.path(), "after_stage");
+    let (p, sink, wm) = crash_pipeline(dir.path());
+    let lake_files = files(&dir.path().join("lake"));
+    assert!(
+        lake_files.iter().any(|f| f.starts_with("_etl/staging/")),
+        "the dead run staged files"
+    );
+    assert!(
+        sink.read_table("events").await.unwrap().is_empty(),
+        "nothing visible after the crash"
+    );
+    assert!(
+        wm.load("crash", "events").await.unwrap().is_none(),
+        "watermark untouched"
+    );
+
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("events").unwrap().written_count, 3);
+    assert_eq!(
+        render_sorted(
+            &sink.read_table("events").await.unwrap(),
+            &["etl_processed_at"]
+        ),
+        render_sorted(&[sample_batch(&[1, 2, 3])], &[]),
+        "exactly one clean run's rows"
+    );
+    assert!(
+        !files(&dir.path().join("lake"))
+            .iter()
+            .any(|f| f.starts_with("_etl/staging/")),
+        "the dead run's staged files were cleaned"
+    );
+    assert_eq!(
+        wm.load("crash", "events")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        1
+    );
+}
+
+#[tokio::test]
+async fn killed_between_commit_and_watermark_then_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_at(dir.path(), "after_sink_commit");
+    let (p, sink, wm) = crash_pipeline(dir.path());
+    assert_eq!(
+        sink.read_table("events")
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        3
+    );
+    assert!(
+        wm.load("crash", "events").await.unwrap().is_none(),
+        "the dead run did not store its watermark"
+    );
+
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("events").unwrap();
+    assert!(t.recovered, "the rerun completes the dead run's watermark");
+    assert_eq!(
+        t.status,
+        TableStatus::NoNewData,
+        "and then finds nothing new: {t:?}"
+    );
+    assert_eq!(
+        render_sorted(
+            &sink.read_table("events").await.unwrap(),
+            &["etl_processed_at"]
+        ),
+        render_sorted(&[sample_batch(&[1, 2, 3])], &[]),
+        "exactly one clean run's rows, none twice"
+    );
+    let w = wm.load("crash", "events").await.unwrap().unwrap();
+    assert_eq!(w.generation, 1);
+    assert_eq!(w.rows, 3);
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Installs, starts, stops and prints the environment of the services the tests use: PostgreSQL,
+# MariaDB, an S3 server (moto) and the Snowflake emulator (fakesnow). Own data dirs and
+# non-default ports, so it never fights the machine's own instances. Idempotent.
+#   scripts/services.sh install|start|stop|env        (runs as root on Debian 12; binds 127.0.0.1)
+set -euo pipefail
+SVC_DIR=${SVC_DIR:-/tmp/etl-ci-services}     # keep outside /root: initdb/mariadbd run as postgres/mysql and must traverse it
+PG_PORT=${PG_PORT:-55432}; MY_PORT=${MY_PORT:-33306}; S3_PORT=${S3_PORT:-9000}; SF_PORT=${SF_PORT:-9103}
+S3FS_PORT=${S3FS_PORT:-9004}; WITH_S3S_FS=${WITH_S3S_FS:-0}
+PGBIN=/usr/lib/postgresql/15/bin
+VENV=$SVC_DIR/venv
+
+install() {
+  local need=()
+  [ -x $PGBIN/postgres ] || need+=(postgresql)
+  [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  command -v curl >/dev/null || need+=(curl)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  fi
+  mkdir -p "$SVC_DIR"
+  if [ ! -x "$VENV/bin/fakesnow" ] || [ ! -x "$VENV/bin/moto_server" ]; then
+    python3 -m venv "$VENV"
+    # snowflake-connector-python 5.x removed snowflake.connector.converter, which fakesnow 0.12.1 imports
+    "$VENV/bin/pip" install -q 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5' 'moto[server]==5.2.5'
+  fi
+  if [ "$WITH_S3S_FS" = 1 ] && ! command -v s3s-fs >/dev/null; then
+    cargo install s3s-fs --version 0.14.1 --features binary --locked   # >=0.15 needs rustc 1.96
+  fi
+}
+
+wait_for() { # name, command...
+  local name=$1; shift
+  for _ in $(seq 1 120); do if "$@" >/dev/null 2>&1; then echo "$name ready"; return 0; fi; sleep 0.5; done
+  echo "$name did not become ready" >&2; return 1
+}
+
+start() {
+  mkdir -p "$SVC_DIR"
+  local pg=$SVC_DIR/pg                                   # PostgreSQL 15 (initdb refuses root)
+  if [ ! -f $pg/data/PG_VERSION ]; then
+    mkdir -p $pg && chown postgres:postgres $pg
+    runuser -u postgres -- $PGBIN/initdb -D $pg/data -A trust -U postgres >/dev/null
+  fi
+  runuser -u postgres -- $PGBIN/pg_ctl -D $pg/data -l $pg/log -w -o \
+    "-p $PG_PORT -k $pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+  wait_for postgres pg_isready -h 127.0.0.1 -p $PG_PORT
+  local my=$SVC_DIR/mysql                                # MariaDB, root with empty password over TCP
+  if [ ! -d $my/data/mysql ]; then
+    mkdir -p $my && chown mysql:mysql $my
+    mariadb-install-db --user=mysql --datadir=$my/data --auth-root-authentication-method=normal --skip-test-db >/dev/null
+  fi
+  start-stop-daemon --start --oknodo --background --make-pidfile --pidfile $my/ssd.pid --exec /usr/sbin/mariadbd -- \
+    --no-defaults --user=mysql --datadir=$my/data --port=$MY_PORT --bind-address=127.0.0.1 \
+    --socket=$my/mysqld.sock --pid-file=$my/mysqld.pid --log-error=$my/err.log --innodb-flush-log-at-trx-commit=0
+  wait_for mariadb mariadb --no-defaults -h 127.0.0.1 -P $MY_PORT -u root -e 'SELECT 1'
+  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p $S3_PORT >$SVC_DIR/moto.log 2>&1 & echo $! >$SVC_DIR/moto.pid
+  wait_for moto curl -sf http://127.0.0.1:$S3_PORT/moto-api/
+  curl -sf -X PUT http://127.0.0.1:$S3_PORT/etl-test >/dev/null      # bucket
+  if [ "$WITH_S3S_FS" = 1 ]; then
+    mkdir -p $SVC_DIR/s3fs/etl-test
+    nohup s3s-fs --host 127.0.0.1 --port $S3FS_PORT --access-key testkey --secret-key testsecret $SVC_DIR/s3fs >$SVC_DIR/s3fs.log 2>&1 & echo $! >$SVC_DIR/s3fs.pid
+    wait_for s3s-fs curl -s -o /dev/null http://127.0.0.1:$S3FS_PORT/
+  fi
+  nohup "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p $SF_PORT >$SVC_DIR/fakesnow.log 2>&1 & echo $! >$SVC_DIR/fakesnow.pid
+  wait_for fakesnow sh -c "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$SF_PORT/ | grep -q 404"
+}
+
+stop() {
+  local f
+  for f in fakesnow s3fs moto; do [ -f $SVC_DIR/$f.pid ] && kill "$(cat $SVC_DIR/$f.pid)" 2>/dev/null || true; rm -f $SVC_DIR/$f.pid; done
+  [ -f $SVC_DIR/mysql/ssd.pid ] && start-stop-daemon --stop --oknodo --retry 30 --pidfile $SVC_DIR/mysql/ssd.pid >/dev/null || true
+  [ -d $SVC_DIR/pg/data ] && runuser -u postgres -- $PGBIN/pg_ctl -D $SVC_DIR/pg/data -m fast -w stop >/dev/null 2>&1 || true
+}
+
+env_() {
+  cat <<EOV
+export ETL_TEST_PG="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
+export ETL_TEST_MYSQL="mysql://root@127.0.0.1:$MY_PORT/"
+export ETL_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" ETL_TEST_S3_BUCKET=etl-test AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_REGION=us-east-1
+export ETL_TEST_SNOWFLAKE_URL="http://127.0.0.1:$SF_PORT"
+EOV
+}
+case "${1:-}" in install) install ;; start) start ;; stop) stop ;; env) env_ ;; *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;; esac

@@ -1,0 +1,54 @@
+//! # etl
+//!
+//! Full and incremental loads as a library: read tables and files, fully or past a stored
+//! watermark, transform them as Arrow record batches, and write them to a partitioned
+//! Parquet lake on any object store — with the watermark moved only after the target has
+//! committed, and a report of every run.
+//!
+//! This crate re-exports [`etl_core`] (contracts, runner, transforms, watermark stores) and,
+//! by cargo feature, the connectors: `files` ([`FileSource`]) and `lake` ([`LakeSink`]),
+//! both on by default; `s3` adds S3 object stores.
+//!
+//! ## Example
+//!
+//! CSV drops in a landing folder loaded incrementally into a lake partitioned by date:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> etl::Result<()> {
+//! use etl::{FileFormat, FileSource, LakeSink, LoadMode, Location, ObjectStoreWatermarkStore,
+//!           Partitioning, Pipeline, TableSpec};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::create_dir_all(dir.path().join("landing/orders"))?;
+//! std::fs::write(dir.path().join("landing/orders/day1.csv"),
+//!     "order_id,order_date,amount\n1,2025-07-23,9.5\n2,2025-07-24,20\n")?;
+//!
+//! let landing = Location::local(dir.path().join("landing"))?;
+//! let lake = Location::local(dir.path().join("lake"))?;
+//! let pipeline = Pipeline::builder("daily")
+//!     .source(FileSource::new(landing))
+//!     .sink(LakeSink::new(lake.clone()))
+//!     .watermarks(ObjectStoreWatermarkStore::new(lake.child("_etl/watermarks")))
+//!     .table(TableSpec::new("orders")
+//!         .from_files("orders/", FileFormat::csv())
+//!         .mode(LoadMode::Incremental)
+//!         .partition_by(Partitioning::ByDate("order_date".into())))
+//!     .build()?;
+//!
+//! let first = pipeline.run().await?.into_result()?;
+//! assert_eq!(first.table("orders").unwrap().written_count, 2);
+//! let again = pipeline.run().await?;           // nothing new: nothing written
+//! assert_eq!(again.table("orders").unwrap().status, etl::TableStatus::NoNewData);
+//! # Ok(()) }
+//! ```
+
+pub use etl_core::*;
+
+pub use etl_connectors as connectors;
+pub use etl_sinks as sinks;
+
+#[cfg(feature = "files")]
+pub use etl_connectors::files::FileSource;
+#[cfg(feature = "lake")]
+pub use etl_sinks::lake::{LakeOptions, LakeSink};
