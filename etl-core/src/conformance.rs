@@ -22,9 +22,8 @@ use chrono::Utc;
 use futures::TryStreamExt;
 
 use crate::{
-    Checkpoint, Error, LoadMode, Location, MemorySource, ModeOverrides, ObjectStoreWatermarkStore,
-    Pipeline, Position, ReadRequest, Sink, Source, TableSpec, TableStatus, Watermark,
-    WatermarkStore, WriteRequest,
+    Checkpoint, Error, LoadMode, Location, MemorySource, ModeOverrides, ObjectStoreWatermarkStore, Pipeline, Position,
+    ReadRequest, Sink, Source, TableSpec, TableStatus, Watermark, WatermarkStore, WriteRequest,
 };
 
 /// Reads what a target holds, for the checks to compare.
@@ -36,10 +35,7 @@ pub trait TargetProbe: Send + Sync {
 
 /// A unique name for a test's pipeline, table or prefix.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
+    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
 
 /// Renders batches as a table with rows sorted and the named columns dropped, so results
@@ -76,11 +72,7 @@ pub fn sample_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),
-        Field::new(
-            "updated_at",
-            DataType::Timestamp(TimeUnit::Microsecond, None),
-            true,
-        ),
+        Field::new("updated_at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
     ]))
 }
 
@@ -141,14 +133,8 @@ pub async fn watermark_store(store: &dyn WatermarkStore) {
         .commit(None, &stale)
         .await
         .expect_err("a commit from a stale generation must lose");
-    assert!(
-        err.is_concurrent_run(),
-        "stale commit must be ConcurrentRun, got {err}"
-    );
-    assert!(
-        err.to_string().contains(t),
-        "the error names the table: {err}"
-    );
+    assert!(err.is_concurrent_run(), "stale commit must be ConcurrentRun, got {err}");
+    assert!(err.to_string().contains(t), "the error names the table: {err}");
     assert_eq!(
         store.load(&p, t).await.expect("load"),
         Some(w1.clone()),
@@ -163,11 +149,7 @@ pub async fn watermark_store(store: &dyn WatermarkStore) {
         "a generation that does not follow the expected one must be refused"
     );
     let hist = store.history(&p, t, 10).await.expect("history");
-    assert_eq!(
-        hist,
-        vec![w2.clone(), w1],
-        "history lists the last runs, newest first"
-    );
+    assert_eq!(hist, vec![w2.clone(), w1], "history lists the last runs, newest first");
     assert!(
         store.load(&p, "other").await.expect("load").is_none(),
         "tables are independent"
@@ -192,10 +174,7 @@ pub async fn watermark_store_race(store: Arc<dyn WatermarkStore>) {
         let (res, next) = task.await.expect("task");
         match res {
             Ok(()) => winners.push(next),
-            Err(e) => assert!(
-                e.is_concurrent_run(),
-                "a losing commit must be ConcurrentRun, got {e}"
-            ),
+            Err(e) => assert!(e.is_concurrent_run(), "a losing commit must be ConcurrentRun, got {e}"),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one concurrent commit wins");
@@ -230,8 +209,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         if refused.contains(&mode) {
             let err = res.expect_err("a refused mode must be an error");
             assert!(
-                matches!(err, Error::UnsupportedMode { .. })
-                    && err.to_string().contains(mode.as_str()),
+                matches!(err, Error::UnsupportedMode { .. }) && err.to_string().contains(mode.as_str()),
                 "refusing {mode} must be UnsupportedMode naming it: {err}"
             );
         } else {
@@ -262,9 +240,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         empty,
         "staged rows must be invisible"
     );
-    w.commit(checkpoint("c1", None, base_mode, 3))
-        .await
-        .expect("commit");
+    w.commit(checkpoint("c1", None, base_mode, 3)).await.expect("commit");
     let after_first = render_sorted(&probe.rows(&target).await, &[]);
     assert_eq!(
         after_first,
@@ -273,10 +249,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     );
 
     // Abort changes nothing.
-    let mut w = sink
-        .begin(req(LoadMode::Append, "c2"))
-        .await
-        .expect("begin");
+    let mut w = sink.begin(req(LoadMode::Append, "c2")).await.expect("begin");
     w.write(sample_batch(&[4])).await.expect("write");
     w.stage().await.expect("stage");
     w.abort().await.expect("abort");
@@ -287,14 +260,8 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     );
 
     // Two writers from the same state: one commits, the other loses and changes nothing.
-    let mut a = sink
-        .begin(req(LoadMode::Append, "c3"))
-        .await
-        .expect("begin a");
-    let mut b = sink
-        .begin(req(LoadMode::Append, "c4"))
-        .await
-        .expect("begin b");
+    let mut a = sink.begin(req(LoadMode::Append, "c3")).await.expect("begin a");
+    let mut b = sink.begin(req(LoadMode::Append, "c4")).await.expect("begin b");
     a.write(sample_batch(&[5])).await.expect("write a");
     b.write(sample_batch(&[6])).await.expect("write b");
     a.stage().await.expect("stage a");
@@ -312,10 +279,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         render_sorted(&[sample_batch(&[1, 2, 3, 5])], &[]),
         "only the winner's rows are added"
     );
-    let cp = sink
-        .last_checkpoint("conformance", &spec)
-        .await
-        .expect("checkpoint");
+    let cp = sink.last_checkpoint("conformance", &spec).await.expect("checkpoint");
     assert_eq!(
         cp.map(|c| c.run_id),
         Some("c3".to_string()),
@@ -329,9 +293,7 @@ pub async fn pipeline_replay(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refus
     let name = unique("pipe");
     let target = unique("events");
     let source = Arc::new(MemorySource::new());
-    source
-        .append("events", sample_batch(&[1, 2]))
-        .expect("append");
+    source.append("events", sample_batch(&[1, 2])).expect("append");
     let spec = TableSpec::new("events")
         .target(target.clone())
         .mode(LoadMode::Incremental)
@@ -351,12 +313,7 @@ pub async fn pipeline_replay(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refus
 
     let r1 = p.run().await.expect("run 1");
     let t1 = r1.table("events").expect("report");
-    assert_eq!(
-        t1.status,
-        TableStatus::Committed,
-        "first run commits: {:?}",
-        t1.error
-    );
+    assert_eq!(t1.status, TableStatus::Committed, "first run commits: {:?}", t1.error);
     assert_eq!(
         (t1.extracted_count, t1.written_count),
         (2, 2),
@@ -407,10 +364,7 @@ pub async fn pipeline_replay(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refus
         .build()
         .expect("build");
     source.append("events", sample_batch(&[4])).expect("append");
-    let err = p2
-        .run()
-        .await
-        .expect_err("a missing required table must fail the run");
+    let err = p2.run().await.expect_err("a missing required table must fail the run");
     assert!(
         matches!(err, Error::TableNotFound { ref table, .. } if table == "nope"),
         "{err}"
@@ -451,11 +405,7 @@ pub async fn pipeline_replay(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refus
             render_sorted(&[sample_batch(&[1, 2, 3, 4])], &[]),
             "FULL replaces the target with the whole source"
         );
-        assert_eq!(
-            t.target_count,
-            Some(4),
-            "the report counts the target after commit"
-        );
+        assert_eq!(t.target_count, Some(4), "the report counts the target after commit");
         assert_eq!(t.difference, Some(0));
     }
 }
@@ -463,13 +413,7 @@ pub async fn pipeline_replay(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refus
 /// Checks a source: a full read of `spec` yields `expected` (as [`render_sorted`] prints it,
 /// without `drop` columns); a read from the high-water mark yields nothing; a table that does
 /// not exist is [`Error::TableNotFound`].
-pub async fn source(
-    source: &dyn Source,
-    spec: &TableSpec,
-    missing: &TableSpec,
-    expected: &str,
-    drop: &[&str],
-) {
+pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, expected: &str, drop: &[&str]) {
     source.check(spec).await.expect("the table exists");
     let read = |mode, from| ReadRequest {
         spec,
@@ -481,11 +425,7 @@ pub async fn source(
     let full = source.read(read(LoadMode::Full, None)).await.expect("read");
     let high = full.high.clone();
     let batches: Vec<RecordBatch> = full.stream.try_collect().await.expect("stream");
-    assert_eq!(
-        render_sorted(&batches, drop),
-        expected,
-        "a full read yields the table"
-    );
+    assert_eq!(render_sorted(&batches, drop), expected, "a full read yields the table");
     assert!(
         batches.iter().all(|b| b.num_rows() <= 2),
         "batches respect the batch size"
@@ -520,7 +460,6 @@ pub fn s3_location() -> Location {
     let endpoint = std::env::var("ETL_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
         panic!("ETL_TEST_S3_ENDPOINT is not set: start the S3 server with `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
     });
-    let bucket = std::env::var("ETL_TEST_S3_BUCKET")
-        .expect("ETL_TEST_S3_BUCKET is not set (scripts/services.sh env)");
+    let bucket = std::env::var("ETL_TEST_S3_BUCKET").expect("ETL_TEST_S3_BUCKET is not set (scripts/services.sh env)");
     Location::s3(&bucket, &unique("t"), Some(&endpoint)).expect("S3 location")
 }

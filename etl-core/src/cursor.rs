@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, TimestampMicrosecondArray,
-};
+use arrow::array::{Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::compute::kernels::cmp::gt;
 use arrow::compute::{cast, max, max_string, or_kleene};
 use arrow::datatypes::{DataType, TimeUnit};
@@ -38,12 +36,10 @@ fn canonical(table: &str, column: &str, dt: &DataType) -> Result<DataType> {
 }
 
 fn column<'a>(table: &str, batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| Error::ColumnNotFound {
-            table: table.to_string(),
-            column: name.to_string(),
-        })
+    batch.column_by_name(name).ok_or_else(|| Error::ColumnNotFound {
+        table: table.to_string(),
+        column: name.to_string(),
+    })
 }
 
 fn canonical_column(table: &str, batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
@@ -57,13 +53,11 @@ fn scalar_array(table: &str, column: &str, v: &CursorValue, dt: &DataType) -> Re
     let arr: ArrayRef = match (v, dt) {
         (CursorValue::Int(i), DataType::Int64) => Arc::new(Int64Array::from(vec![*i])),
         (CursorValue::Timestamp(t), DataType::Timestamp(_, None)) => {
-            Arc::new(TimestampMicrosecondArray::from(vec![
-                t.and_utc().timestamp_micros(),
-            ]))
+            Arc::new(TimestampMicrosecondArray::from(vec![t.and_utc().timestamp_micros()]))
         }
-        (CursorValue::TimestampTz(t), DataType::Timestamp(_, Some(_))) => Arc::new(
-            TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"),
-        ),
+        (CursorValue::TimestampTz(t), DataType::Timestamp(_, Some(_))) => {
+            Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"))
+        }
         (CursorValue::Date(d), DataType::Date32) => {
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
             Arc::new(Date32Array::from(vec![(*d - epoch).num_days() as i32]))
@@ -113,12 +107,7 @@ pub fn window_low(
 ///
 /// # Errors
 /// A missing column, or a column whose type does not match the watermark's.
-pub fn rows_after(
-    table: &str,
-    batch: &RecordBatch,
-    columns: &[String],
-    low: &CursorValue,
-) -> Result<BooleanArray> {
+pub fn rows_after(table: &str, batch: &RecordBatch, columns: &[String], low: &CursorValue) -> Result<BooleanArray> {
     let mut acc: Option<BooleanArray> = None;
     for name in columns {
         let col = canonical_column(table, batch, name)?;
@@ -138,23 +127,14 @@ pub fn rows_after(
 ///
 /// # Errors
 /// A missing column or one that cannot be a cursor.
-pub fn max_cursor(
-    table: &str,
-    batch: &RecordBatch,
-    columns: &[String],
-) -> Result<Option<CursorValue>> {
+pub fn max_cursor(table: &str, batch: &RecordBatch, columns: &[String]) -> Result<Option<CursorValue>> {
     let mut best = None;
     for name in columns {
         let col = canonical_column(table, batch, name)?;
         let v = match col.data_type() {
-            DataType::Int64 => {
-                max(col.as_any().downcast_ref::<Int64Array>().expect("int64")).map(CursorValue::Int)
-            }
+            DataType::Int64 => max(col.as_any().downcast_ref::<Int64Array>().expect("int64")).map(CursorValue::Int),
             DataType::Timestamp(_, tz) => {
-                let a = col
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .expect("ts");
+                let a = col.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("ts");
                 max(a).and_then(|us| {
                     let t = DateTime::from_timestamp_micros(us)?;
                     Some(if tz.is_some() {

@@ -40,9 +40,7 @@ pub enum Error {
 
     /// Data does not fit the type it must have (a cast that fails, a schema that changed
     /// incompatibly).
-    #[error(
-        "table `{table}`, column `{column}`: cannot use type {found} where {expected} is required"
-    )]
+    #[error("table `{table}`, column `{column}`: cannot use type {found} where {expected} is required")]
     ColumnTypeConflict {
         /// The table.
         table: String,

@@ -49,18 +49,13 @@ pub fn date_partition(prefix: &str, day: Option<NaiveDate>) -> String {
             d.month(),
             d.day()
         ),
-        None => format!(
-            "{prefix}year={NULL_PARTITION}/{prefix}month={NULL_PARTITION}/{prefix}day={NULL_PARTITION}"
-        ),
+        None => format!("{prefix}year={NULL_PARTITION}/{prefix}month={NULL_PARTITION}/{prefix}day={NULL_PARTITION}"),
     }
 }
 
 /// A data file's name: `<table>_<yyyyMMdd_HHmmss>_<run>_<n>.parquet`.
 pub fn data_file_name(table: &str, started_at: DateTime<Utc>, run_id: &str, n: u64) -> String {
-    format!(
-        "{table}_{}_{run_id}_{n:05}.parquet",
-        started_at.format("%Y%m%d_%H%M%S")
-    )
+    format!("{table}_{}_{run_id}_{n:05}.parquet", started_at.format("%Y%m%d_%H%M%S"))
 }
 
 /// One file a commit adds.

@@ -78,9 +78,7 @@ pub use report::{RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use sink::{Checkpoint, CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, Partitioning, SourceRef, TableSpec};
-pub use watermark::{
-    CursorValue, FileMark, ObjectStoreWatermarkStore, Position, Watermark, WatermarkStore,
-};
+pub use watermark::{CursorValue, FileMark, ObjectStoreWatermarkStore, Position, Watermark, WatermarkStore};
 
 /// Re-exports of the crates whose types appear in this API.
 pub mod deps {

@@ -32,11 +32,7 @@ pub struct Location {
 
 impl Location {
     /// Wraps any object store; `prefix` may be empty.
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        prefix: impl AsRef<str>,
-        url: impl Into<String>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: impl AsRef<str>, url: impl Into<String>) -> Self {
         Location {
             store,
             prefix: Path::from(prefix.as_ref()),
@@ -55,11 +51,7 @@ impl Location {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| Error::store(dir.display(), e))?
             .with_automatic_cleanup(true);
-        Ok(Location::new(
-            Arc::new(store),
-            "",
-            format!("file://{}", dir.display()),
-        ))
+        Ok(Location::new(Arc::new(store), "", format!("file://{}", dir.display())))
     }
 
     /// A fresh in-memory store (for tests and examples).
@@ -127,10 +119,7 @@ impl Location {
     /// `path` relative to the prefix, as a `/`-separated string.
     pub fn relative(&self, path: &Path) -> String {
         match path.prefix_match(&self.prefix) {
-            Some(parts) => parts
-                .map(|p| p.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/"),
+            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
             None => path.to_string(),
         }
     }

@@ -91,14 +91,11 @@ impl FromStr for LoadMode {
                 c => c.to_ascii_uppercase(),
             })
             .collect();
-        LoadMode::ALL
-            .into_iter()
-            .find(|m| m.as_str() == norm)
-            .ok_or_else(|| {
-                Error::config(format!(
-                    "unknown load mode `{s}`; expected one of FULL, TRUNCATE_INSERT, INCREMENTAL, UPSERT, APPEND"
-                ))
-            })
+        LoadMode::ALL.into_iter().find(|m| m.as_str() == norm).ok_or_else(|| {
+            Error::config(format!(
+                "unknown load mode `{s}`; expected one of FULL, TRUNCATE_INSERT, INCREMENTAL, UPSERT, APPEND"
+            ))
+        })
     }
 }
 
@@ -139,11 +136,8 @@ impl ModeOverrides {
     /// # Errors
     /// [`Error::Config`] when the text is not such an object or a mode is unknown.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| {
-            Error::config(format!(
-                "mode overrides must be a JSON object of table to mode: {e}"
-            ))
-        })
+        serde_json::from_str(json)
+            .map_err(|e| Error::config(format!("mode overrides must be a JSON object of table to mode: {e}")))
     }
 
     /// Sets one table's mode.

@@ -127,14 +127,11 @@ impl PipelineBuilder {
         let sink = self
             .sink
             .ok_or_else(|| Error::config(format!("pipeline `{}` has no sink", self.name)))?;
-        let watermarks = self.watermarks.ok_or_else(|| {
-            Error::config(format!("pipeline `{}` has no watermark store", self.name))
-        })?;
+        let watermarks = self
+            .watermarks
+            .ok_or_else(|| Error::config(format!("pipeline `{}` has no watermark store", self.name)))?;
         if self.tables.is_empty() {
-            return Err(Error::config(format!(
-                "pipeline `{}` has no tables",
-                self.name
-            )));
+            return Err(Error::config(format!("pipeline `{}` has no tables", self.name)));
         }
         let mut seen = HashSet::new();
         for spec in &self.tables {
@@ -170,11 +167,7 @@ fn validate_mode(sink: &dyn Sink, spec: &TableSpec, mode: LoadMode) -> Result<()
         return Err(Error::config(format!(
             "table `{}`: {} needs a primary key (TableSpec::primary_key)",
             spec.name,
-            if spec.keep_latest {
-                "keep_latest"
-            } else {
-                "UPSERT"
-            }
+            if spec.keep_latest { "keep_latest" } else { "UPSERT" }
         )));
     }
     sink.check_mode(spec, mode)
@@ -230,11 +223,7 @@ pub struct Pipeline {
 
 fn failpoint(name: &str) {
     static FP: OnceLock<Option<String>> = OnceLock::new();
-    if FP
-        .get_or_init(|| std::env::var("ETL_FAILPOINT").ok())
-        .as_deref()
-        == Some(name)
-    {
+    if FP.get_or_init(|| std::env::var("ETL_FAILPOINT").ok()).as_deref() == Some(name) {
         eprintln!("ETL_FAILPOINT={name}: aborting the process");
         std::process::abort();
     }
@@ -316,9 +305,7 @@ impl Pipeline {
         for (spec, _) in &plan {
             match self.source.check(spec).instrument(span.clone()).await {
                 Ok(()) => {}
-                Err(e @ (Error::TableNotFound { .. } | Error::ColumnNotFound { .. }))
-                    if !spec.required =>
-                {
+                Err(e @ (Error::TableNotFound { .. } | Error::ColumnNotFound { .. })) if !spec.required => {
                     tracing::warn!(parent: &span, table = %spec.name, error = %e, "optional table skipped");
                     skip.insert(spec.name.clone());
                 }
@@ -349,13 +336,8 @@ impl Pipeline {
             finished_at: Utc::now(),
             tables,
         };
-        let status = if report.is_success() {
-            "success"
-        } else {
-            "failed"
-        };
-        metrics::counter!("etl_runs_total", "pipeline" => self.name.clone(), "status" => status)
-            .increment(1);
+        let status = if report.is_success() { "success" } else { "failed" };
+        metrics::counter!("etl_runs_total", "pipeline" => self.name.clone(), "status" => status).increment(1);
         Ok(report)
     }
 
@@ -368,25 +350,18 @@ impl Pipeline {
     ) -> TableReport {
         let t0 = Instant::now();
         let mut report = TableReport::new(&spec.name, &spec.target, mode);
-        if let Err(e) = self
-            .run_table_inner(spec, mode, run_id, started_at, &mut report)
-            .await
-        {
+        if let Err(e) = self.run_table_inner(spec, mode, run_id, started_at, &mut report).await {
             tracing::error!(error = %e, "table failed");
             report.status = TableStatus::Failed;
             report.error = Some(e.to_string());
         }
         report.duration_ms = t0.elapsed().as_millis() as u64;
-        let labels = [
-            ("pipeline", self.name.clone()),
-            ("table", spec.name.clone()),
-        ];
+        let labels = [("pipeline", self.name.clone()), ("table", spec.name.clone())];
         metrics::counter!("etl_rows_extracted_total", &labels).increment(report.extracted_count);
         metrics::counter!("etl_rows_written_total", &labels).increment(report.written_count);
         metrics::counter!("etl_rows_rejected_total", &labels).increment(report.rejected_count);
         metrics::counter!("etl_bytes_written_total", &labels).increment(report.bytes_written);
-        metrics::histogram!("etl_table_duration_seconds", &labels)
-            .record(t0.elapsed().as_secs_f64());
+        metrics::histogram!("etl_table_duration_seconds", &labels).record(t0.elapsed().as_secs_f64());
         tracing::info!(
             status = ?report.status,
             extracted = report.extracted_count,
@@ -488,9 +463,7 @@ impl Pipeline {
                 started_at,
             })
             .await?;
-        let pumped = self
-            .pump(spec, started_at, extract.stream, writer.as_mut())
-            .await;
+        let pumped = self.pump(spec, started_at, extract.stream, writer.as_mut()).await;
         let stats = &extract.stats;
         report.source_count = ExtractStats::get(&stats.source_rows);
         report.rejected_count = ExtractStats::get(&stats.rejected_rows);
@@ -511,11 +484,7 @@ impl Pipeline {
         };
         failpoint("after_stage");
         let window_low = from.and_then(|p| p.cursor.clone());
-        let base_cursor = if incremental {
-            window_low.clone()
-        } else {
-            None
-        };
+        let base_cursor = if incremental { window_low.clone() } else { None };
         let position = Position {
             cursor: CursorValue::max_opt(
                 CursorValue::max_opt(base_cursor, extract.high.cursor.clone()),
@@ -544,9 +513,7 @@ impl Pipeline {
         report.bytes_written = staged.bytes;
         report.files_written = staged.files;
         report.target_count = committed.target_rows;
-        report.difference = committed
-            .target_rows
-            .map(|t| report.source_count as i64 - t as i64);
+        report.difference = committed.target_rows.map(|t| report.source_count as i64 - t as i64);
         let next = Watermark {
             pipeline: self.name.clone(),
             table: spec.name.clone(),
@@ -558,15 +525,13 @@ impl Pipeline {
             position,
             rows: pumped.written,
         };
-        self.commit_watermark(wm.as_ref(), &next)
-            .await
-            .map_err(|e| {
-                Error::config(format!(
-                    "table `{}`: the target committed but the watermark could not be stored ({e}); \
+        self.commit_watermark(wm.as_ref(), &next).await.map_err(|e| {
+            Error::config(format!(
+                "table `{}`: the target committed but the watermark could not be stored ({e}); \
                  the next run completes it from the sink's checkpoint",
-                    spec.name
-                ))
-            })?;
+                spec.name
+            ))
+        })?;
         report.watermark_after = Some(WatermarkSummary::of(next.generation, &next.position));
         report.status = TableStatus::Committed;
         Ok(())
@@ -590,10 +555,8 @@ impl Pipeline {
         while let Some(batch) = stream.try_next().await? {
             p.extracted += batch.num_rows() as u64;
             if !spec.cursor.is_empty() {
-                p.max_cursor = CursorValue::max_opt(
-                    p.max_cursor,
-                    cursor::max_cursor(&spec.name, &batch, &spec.cursor)?,
-                );
+                p.max_cursor =
+                    CursorValue::max_opt(p.max_cursor, cursor::max_cursor(&spec.name, &batch, &spec.cursor)?);
             }
             let mut b = batch;
             for t in &spec.transforms {
@@ -614,8 +577,7 @@ impl Pipeline {
             }
         }
         if spec.keep_latest {
-            let (out, collapsed) =
-                transform::keep_latest(&spec.name, &held, &spec.primary_key, &spec.cursor)?;
+            let (out, collapsed) = transform::keep_latest(&spec.name, &held, &spec.primary_key, &spec.cursor)?;
             drop(held);
             p.collapsed = collapsed;
             if let Some(out) = out {

@@ -104,8 +104,7 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
 
     /// The checkpoint of the table's last commit, after finishing any commit a dead run left
     /// half applied.
-    async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec)
-    -> Result<Option<Checkpoint>>;
+    async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>>;
 
     /// Starts writing one table for one run.
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;

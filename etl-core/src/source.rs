@@ -182,16 +182,16 @@ impl Source for MemorySource {
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
         let spec = req.spec;
         let name = self.table_name(spec)?;
-        let (schema, batches) = self
-            .tables
-            .read()
-            .expect("lock")
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TableNotFound {
-                table: name.to_string(),
-                source_name: "memory".to_string(),
-            })?;
+        let (schema, batches) =
+            self.tables
+                .read()
+                .expect("lock")
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::TableNotFound {
+                    table: name.to_string(),
+                    source_name: "memory".to_string(),
+                })?;
         let stats = Arc::new(ExtractStats::default());
         let mut high: Option<CursorValue> = None;
         for b in &batches {

@@ -87,12 +87,7 @@ pub struct Rename(Vec<(String, String)>);
 impl Rename {
     /// Renames each `(from, to)` pair.
     pub fn new<I: IntoIterator<Item = (S, T)>, S: Into<String>, T: Into<String>>(pairs: I) -> Self {
-        Rename(
-            pairs
-                .into_iter()
-                .map(|(a, b)| (a.into(), b.into()))
-                .collect(),
-        )
+        Rename(pairs.into_iter().map(|(a, b)| (a.into(), b.into())).collect())
     }
 }
 
@@ -152,9 +147,7 @@ impl Transform for Cast {
     }
 }
 
-type Predicate = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, arrow::error::ArrowError>
-    + Send
-    + Sync;
+type Predicate = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, arrow::error::ArrowError> + Send + Sync;
 
 /// Keeps the rows for which a predicate is true (NULL counts as false).
 #[derive(Clone)]
@@ -183,9 +176,9 @@ impl Filter {
         let column = column.into();
         let name = format!("{column} IS NOT NULL");
         Filter::new(name, move |b| {
-            let c = b.column_by_name(&column).ok_or_else(|| {
-                arrow::error::ArrowError::SchemaError(format!("column `{column}` not found"))
-            })?;
+            let c = b
+                .column_by_name(&column)
+                .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("column `{column}` not found")))?;
             arrow::compute::is_not_null(c)
         })
     }
@@ -213,10 +206,8 @@ pub fn add_processed_at(table: &str, batch: RecordBatch, at: DateTime<Utc>) -> R
     let schema = batch.schema();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut cols = batch.columns().to_vec();
-    let col: ArrayRef = Arc::new(
-        TimestampMicrosecondArray::from_value(at.timestamp_micros(), batch.num_rows())
-            .with_timezone("UTC"),
-    );
+    let col: ArrayRef =
+        Arc::new(TimestampMicrosecondArray::from_value(at.timestamp_micros(), batch.num_rows()).with_timezone("UTC"));
     let field = Field::new(
         PROCESSED_AT,
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -260,8 +251,7 @@ pub fn keep_latest(
         )));
     }
     let schema = first.schema();
-    let all =
-        arrow::compute::concat_batches(&schema, batches).map_err(|e| Error::arrow(table, e))?;
+    let all = arrow::compute::concat_batches(&schema, batches).map_err(|e| Error::arrow(table, e))?;
     let cols = |names: &[String]| -> Result<Vec<ArrayRef>> {
         names
             .iter()
@@ -269,13 +259,8 @@ pub fn keep_latest(
             .collect()
     };
     let converter = |arrays: &[ArrayRef]| {
-        RowConverter::new(
-            arrays
-                .iter()
-                .map(|a| SortField::new(a.data_type().clone()))
-                .collect(),
-        )
-        .map_err(|e| Error::arrow(table, e))
+        RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())
+            .map_err(|e| Error::arrow(table, e))
     };
     let key_cols = cols(key)?;
     let keys = converter(&key_cols)?
@@ -315,8 +300,7 @@ pub fn keep_latest(
     }
     let mut idx: Vec<u32> = best.into_values().collect();
     idx.sort_unstable();
-    let out = arrow::compute::take_record_batch(&all, &UInt32Array::from(idx))
-        .map_err(|e| Error::arrow(table, e))?;
+    let out = arrow::compute::take_record_batch(&all, &UInt32Array::from(idx)).map_err(|e| Error::arrow(table, e))?;
     Ok((Some(out), collapsed))
 }
 
@@ -341,9 +325,7 @@ mod tests {
         let (out, collapsed) = keep_latest("t", &[a, b], &["id".into()], &["ver".into()]).unwrap();
         let out = out.unwrap();
         assert_eq!(collapsed, 3);
-        let text = arrow::util::pretty::pretty_format_batches(&[out])
-            .unwrap()
-            .to_string();
+        let text = arrow::util::pretty::pretty_format_batches(&[out]).unwrap().to_string();
         assert_eq!(
             text,
             "+----+-----+----------+\n| id | ver | name     |\n+----+-----+----------+\n| 1  | 5   | a5       |\n| 2  | 2   | b2       |\n| 3  | 1   | c1-later |\n+----+-----+----------+"
@@ -352,11 +334,7 @@ mod tests {
 
     #[test]
     fn cast_failure_names_the_column() {
-        let b = RecordBatch::try_from_iter([(
-            "n",
-            Arc::new(StringArray::from(vec!["1", "x"])) as ArrayRef,
-        )])
-        .unwrap();
+        let b = RecordBatch::try_from_iter([("n", Arc::new(StringArray::from(vec!["1", "x"])) as ArrayRef)]).unwrap();
         let err = Cast::new([("n", DataType::Int64)])
             .apply("orders", b)
             .unwrap_err()

@@ -197,11 +197,7 @@ impl ObjectStoreWatermarkStore {
     /// Migration aid: when `table` has no watermark yet, start from the timestamp in the
     /// plain-text file at `rel_path` under this store's location (the
     /// `last_processed_timestamp.txt` of existing Glue jobs, e.g. `2025-07-24 01:05:23`).
-    pub fn with_legacy_timestamp_file(
-        mut self,
-        table: impl Into<String>,
-        rel_path: impl Into<String>,
-    ) -> Self {
+    pub fn with_legacy_timestamp_file(mut self, table: impl Into<String>, rel_path: impl Into<String>) -> Self {
         self.legacy.insert(table.into(), rel_path.into());
         self
     }
@@ -210,23 +206,14 @@ impl ObjectStoreWatermarkStore {
         format!("{pipeline}/{table}")
     }
 
-    async fn generations(
-        &self,
-        pipeline: &str,
-        table: &str,
-    ) -> Result<Vec<(u64, object_store::path::Path)>> {
+    async fn generations(&self, pipeline: &str, table: &str) -> Result<Vec<(u64, object_store::path::Path)>> {
         let mut gens: Vec<_> = self
             .location
             .list(&self.dir(pipeline, table))
             .await?
             .into_iter()
             .filter_map(|m| {
-                let name = m
-                    .location
-                    .filename()?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()?;
+                let name = m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok()?;
                 Some((name, m.location))
             })
             .collect();
@@ -289,11 +276,7 @@ fn parse_legacy_timestamp(s: &str) -> Option<NaiveDateTime> {
     ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .or_else(|| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .ok()?
-                .and_hms_opt(0, 0, 0)
-        })
+        .or_else(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0))
 }
 
 #[async_trait]
@@ -314,9 +297,7 @@ impl WatermarkStore for ObjectStoreWatermarkStore {
             )));
         }
         let dir = self.dir(&next.pipeline, &next.table);
-        let path = self
-            .location
-            .path(&format!("{dir}/{:020}.json", next.generation));
+        let path = self.location.path(&format!("{dir}/{:020}.json", next.generation));
         let body = serde_json::to_vec_pretty(next).expect("watermarks serialise");
         let opts = PutOptions::from(PutMode::Create);
         match self
@@ -326,10 +307,7 @@ impl WatermarkStore for ObjectStoreWatermarkStore {
             .await
         {
             Ok(_) => {}
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 return Err(Error::ConcurrentRun {
                     pipeline: next.pipeline.clone(),
                     table: next.table.clone(),
@@ -377,10 +355,7 @@ mod tests {
     #[test]
     fn cursor_values_order_within_a_type_only() {
         assert!(CursorValue::Int(2) > CursorValue::Int(1));
-        assert_eq!(
-            CursorValue::Int(1).partial_cmp(&CursorValue::Text("1".into())),
-            None
-        );
+        assert_eq!(CursorValue::Int(1).partial_cmp(&CursorValue::Text("1".into())), None);
         assert_eq!(
             CursorValue::max_opt(Some(CursorValue::Int(3)), Some(CursorValue::Int(5))),
             Some(CursorValue::Int(5))

@@ -13,18 +13,13 @@ async fn watermark_store_in_memory() {
 #[tokio::test]
 async fn watermark_store_on_local_disk() {
     let dir = tempfile::tempdir().unwrap();
-    conformance::watermark_store(&ObjectStoreWatermarkStore::new(
-        Location::local(dir.path()).unwrap(),
-    ))
-    .await;
+    conformance::watermark_store(&ObjectStoreWatermarkStore::new(Location::local(dir.path()).unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watermark_commits_race_on_local_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ObjectStoreWatermarkStore::new(
-        Location::local(dir.path()).unwrap(),
-    ));
+    let store = Arc::new(ObjectStoreWatermarkStore::new(Location::local(dir.path()).unwrap()));
     for _ in 0..5 {
         conformance::watermark_store_race(store.clone()).await;
     }
@@ -47,18 +42,10 @@ async fn legacy_timestamp_file_is_the_starting_watermark() {
     .unwrap();
     let store = ObjectStoreWatermarkStore::new(Location::local(dir.path()).unwrap())
         .with_legacy_timestamp_file("orders", "legacy/last_processed_timestamp.txt");
-    let wm = store
-        .load("p", "orders")
-        .await
-        .unwrap()
-        .expect("legacy watermark");
+    let wm = store.load("p", "orders").await.unwrap().expect("legacy watermark");
     assert_eq!(wm.generation, 0);
     assert_eq!(
-        wm.position
-            .cursor
-            .as_ref()
-            .map(CursorValue::to_string)
-            .as_deref(),
+        wm.position.cursor.as_ref().map(CursorValue::to_string).as_deref(),
         Some("2025-07-24 01:05:23")
     );
     assert!(
@@ -71,16 +58,9 @@ async fn legacy_timestamp_file_is_the_starting_watermark() {
     next.generation = 1;
     next.run_id = "r1".into();
     store.commit(Some(&wm), &next).await.unwrap();
-    assert_eq!(
-        store.load("p", "orders").await.unwrap().unwrap().run_id,
-        "r1"
-    );
+    assert_eq!(store.load("p", "orders").await.unwrap().unwrap().run_id, "r1");
 
-    std::fs::write(
-        dir.path().join("legacy/last_processed_timestamp.txt"),
-        "garbage",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("legacy/last_processed_timestamp.txt"), "garbage").unwrap();
     let err = ObjectStoreWatermarkStore::new(Location::local(dir.path()).unwrap())
         .with_legacy_timestamp_file("t2", "legacy/last_processed_timestamp.txt")
         .load("p", "t2")

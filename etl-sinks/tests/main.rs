@@ -6,8 +6,8 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use etl_core::conformance::{self, TargetProbe, render_sorted, sample_batch};
 use etl_core::{
-    LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Partitioning, Pipeline, TableSpec,
-    TableStatus, WatermarkStore,
+    LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Partitioning, Pipeline, TableSpec, TableStatus,
+    WatermarkStore,
 };
 use etl_sinks::lake::{LakeOptions, LakeSink};
 
@@ -48,9 +48,7 @@ fn pipeline(name: &str, source: Arc<MemorySource>, sink: &LakeSink, spec: TableS
     Pipeline::builder(name)
         .source_arc(source)
         .sink(sink.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(
-            sink.location().child("_etl/watermarks"),
-        ))
+        .watermarks(ObjectStoreWatermarkStore::new(sink.location().child("_etl/watermarks")))
         .table(spec)
         .build()
         .unwrap()
@@ -79,14 +77,9 @@ async fn partitions_and_file_names_follow_the_layout() {
     let (dir, sink) = local();
     let source = Arc::new(MemorySource::new());
     // ids 1..=3 are 1..3 seconds after 2025-01-01; 86_400 lands on 2025-01-02.
-    source
-        .append("orders", sample_batch(&[1, 2, 86_400]))
-        .unwrap();
+    source.append("orders", sample_batch(&[1, 2, 86_400])).unwrap();
     let spec = TableSpec::new("orders").partition_by(Partitioning::ByDate("updated_at".into()));
-    let r = pipeline("layout", source.clone(), &sink, spec)
-        .run()
-        .await
-        .unwrap();
+    let r = pipeline("layout", source.clone(), &sink, spec).run().await.unwrap();
     let run_id = &r.run_id;
     let t = r.table("orders").unwrap();
     assert_eq!(
@@ -111,9 +104,7 @@ async fn partitions_and_file_names_follow_the_layout() {
         );
     }
     assert!(
-        !files(dir.path())
-            .iter()
-            .any(|f| f.starts_with("_etl/staging/")),
+        !files(dir.path()).iter().any(|f| f.starts_with("_etl/staging/")),
         "nothing is left in staging after a commit"
     );
 
@@ -121,10 +112,7 @@ async fn partitions_and_file_names_follow_the_layout() {
     let spec = TableSpec::new("orders")
         .target("orders_by_run")
         .partition_by(Partitioning::ByProcessingDate);
-    let r = pipeline("layout2", source, &sink, spec)
-        .run()
-        .await
-        .unwrap();
+    let r = pipeline("layout2", source, &sink, spec).run().await.unwrap();
     let day = r
         .started_at
         .format("processing_year=%Y/processing_month=%m/processing_day=%d")
@@ -173,8 +161,7 @@ async fn every_mode_the_lake_supports() {
     let source = Arc::new(MemorySource::new());
     source.append("t", sample_batch(&[1, 2])).unwrap();
     let rows = |ids: &[i64]| render_sorted(&[sample_batch(ids)], &[]);
-    let read =
-        || async { render_sorted(&sink.read_table("t").await.unwrap(), &["etl_processed_at"]) };
+    let read = || async { render_sorted(&sink.read_table("t").await.unwrap(), &["etl_processed_at"]) };
 
     let append = pipeline(
         "append",
@@ -197,20 +184,11 @@ async fn every_mode_the_lake_supports() {
         TableSpec::new("t").mode(LoadMode::TruncateInsert),
     );
     let r = trunc.run().await.unwrap().into_result().unwrap();
-    assert_eq!(
-        read().await,
-        rows(&[1, 2]),
-        "TRUNCATE_INSERT empties and refills"
-    );
+    assert_eq!(read().await, rows(&[1, 2]), "TRUNCATE_INSERT empties and refills");
     assert_eq!(r.table("t").unwrap().target_count, Some(2));
 
     source.append("t", sample_batch(&[3])).unwrap();
-    let full = pipeline(
-        "full",
-        source.clone(),
-        &sink,
-        TableSpec::new("t").mode(LoadMode::Full),
-    );
+    let full = pipeline("full", source.clone(), &sink, TableSpec::new("t").mode(LoadMode::Full));
     let r = full.run().await.unwrap().into_result().unwrap();
     assert_eq!(read().await, rows(&[1, 2, 3]), "FULL replaces the table");
     assert_eq!(r.table("t").unwrap().difference, Some(0));
@@ -219,9 +197,7 @@ async fn every_mode_the_lake_supports() {
         "inc",
         source.clone(),
         &sink,
-        TableSpec::new("t")
-            .mode(LoadMode::Incremental)
-            .cursor(["updated_at"]),
+        TableSpec::new("t").mode(LoadMode::Incremental).cursor(["updated_at"]),
     );
     let r = inc.run().await.unwrap().into_result().unwrap();
     assert_eq!(
@@ -283,10 +259,7 @@ async fn keep_latest_collapses_versions_and_reports_it() {
         .into_result()
         .unwrap();
     let t = r.table("t").unwrap();
-    assert_eq!(
-        (t.extracted_count, t.collapsed_count, t.written_count),
-        (3, 1, 2)
-    );
+    assert_eq!((t.extracted_count, t.collapsed_count, t.written_count), (3, 1, 2));
     let got = render_sorted(&sink.read_table("t").await.unwrap(), &["etl_processed_at"]);
     assert_eq!(
         got,
@@ -323,21 +296,12 @@ async fn crash_child() {
     let dir = std::env::var("ETL_CRASH_DIR").expect("ETL_CRASH_DIR");
     let (p, _, _) = crash_pipeline(std::path::Path::new(&dir));
     let _ = p.run().await;
-    panic!(
-        "the failpoint {:?} did not fire",
-        std::env::var("ETL_FAILPOINT")
-    );
+    panic!("the failpoint {:?} did not fire", std::env::var("ETL_FAILPOINT"));
 }
 
 fn kill_at(dir: &std::path::Path, failpoint: &str) {
     let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("ETL_FAILPOINT", failpoint)
         .env("ETL_CRASH_DIR", dir)
         .status()
@@ -372,10 +336,7 @@ async fn killed_between_stage_and_commit_then_rerun() {
     let r = p.run().await.unwrap().into_result().unwrap();
     assert_eq!(r.table("events").unwrap().written_count, 3);
     assert_eq!(
-        render_sorted(
-            &sink.read_table("events").await.unwrap(),
-            &["etl_processed_at"]
-        ),
+        render_sorted(&sink.read_table("events").await.unwrap(), &["etl_processed_at"]),
         render_sorted(&[sample_batch(&[1, 2, 3])], &[]),
         "exactly one clean run's rows"
     );
@@ -385,14 +346,7 @@ async fn killed_between_stage_and_commit_then_rerun() {
             .any(|f| f.starts_with("_etl/staging/")),
         "the dead run's staged files were cleaned"
     );
-    assert_eq!(
-        wm.load("crash", "events")
-            .await
-            .unwrap()
-            .unwrap()
-            .generation,
-        1
-    );
+    assert_eq!(wm.load("crash", "events").await.unwrap().unwrap().generation, 1);
 }
 
 #[tokio::test]
@@ -417,16 +371,9 @@ async fn killed_between_commit_and_watermark_then_rerun() {
     let r = p.run().await.unwrap().into_result().unwrap();
     let t = r.table("events").unwrap();
     assert!(t.recovered, "the rerun completes the dead run's watermark");
+    assert_eq!(t.status, TableStatus::NoNewData, "and then finds nothing new: {t:?}");
     assert_eq!(
-        t.status,
-        TableStatus::NoNewData,
-        "and then finds nothing new: {t:?}"
-    );
-    assert_eq!(
-        render_sorted(
-            &sink.read_table("events").await.unwrap(),
-            &["etl_processed_at"]
-        ),
+        render_sorted(&sink.read_table("events").await.unwrap(), &["etl_processed_at"]),
         render_sorted(&[sample_batch(&[1, 2, 3])], &[]),
         "exactly one clean run's rows, none twice"
     );

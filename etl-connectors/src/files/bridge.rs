@@ -58,9 +58,7 @@ impl StoreReader {
     /// Opens `path` of `location`.
     pub(super) fn open(handle: Handle, location: &Location, path: &Path) -> Result<Self> {
         let store = location.store().clone();
-        let got = handle
-            .block_on(store.get(path))
-            .map_err(|e| Error::store(path, e))?;
+        let got = handle.block_on(store.get(path)).map_err(|e| Error::store(path, e))?;
         Ok(StoreReader {
             handle,
             stream: got.into_stream(),

@@ -34,16 +34,9 @@ fn csv_err(file: &str, e: csv::Error) -> Error {
 }
 
 /// Column names: the header's, or `column_1…` without one.
-fn read_header<R: std::io::Read>(
-    rdr: &mut csv::Reader<R>,
-    o: &CsvOptions,
-    file: &str,
-) -> Result<Option<Vec<String>>> {
+fn read_header<R: std::io::Read>(rdr: &mut csv::Reader<R>, o: &CsvOptions, file: &str) -> Result<Option<Vec<String>>> {
     let mut rec = csv::ByteRecord::new();
-    if !rdr
-        .read_byte_record(&mut rec)
-        .map_err(|e| csv_err(file, e))?
-    {
+    if !rdr.read_byte_record(&mut rec).map_err(|e| csv_err(file, e))? {
         return Ok(None);
     }
     if o.header {
@@ -55,9 +48,7 @@ fn read_header<R: std::io::Read>(
     } else {
         // No header: the first record is data; rewind by re-reading is not possible on a
         // stream, so callers without a header get positional names and this record back.
-        Ok(Some(
-            (1..=rec.len()).map(|i| format!("column_{i}")).collect(),
-        ))
+        Ok(Some((1..=rec.len()).map(|i| format!("column_{i}")).collect()))
     }
 }
 
@@ -68,9 +59,7 @@ fn fields<'a>(rec: &'a csv::ByteRecord, n: usize) -> std::result::Result<Vec<&'a
     }
     rec.iter()
         .enumerate()
-        .map(|(i, f)| {
-            std::str::from_utf8(f).map_err(|_| format!("field {} is not valid UTF-8", i + 1))
-        })
+        .map(|(i, f)| std::str::from_utf8(f).map_err(|_| format!("field {} is not valid UTF-8", i + 1)))
         .collect()
 }
 
@@ -88,7 +77,10 @@ fn infer_type(col: &StringArray) -> DataType {
     ];
     let opts = CastOptions::default();
     for t in candidates {
-        if let Ok(out) = cast_with_options(col, &t, &opts)
+        // The date cast accepts (and drops) a time of day: a date column has bare dates only.
+        let bare = t != DataType::Date32 || col.iter().flatten().all(|v| v.trim().len() <= 10);
+        if bare
+            && let Ok(out) = cast_with_options(col, &t, &opts)
             && out.null_count() == col.null_count()
         {
             return t;
@@ -98,12 +90,7 @@ fn infer_type(col: &StringArray) -> DataType {
 }
 
 /// Infers a file's schema from its first `sample` records.
-pub(super) async fn infer(
-    location: &Location,
-    f: &FileTask,
-    o: &CsvOptions,
-    sample: usize,
-) -> Result<Schema> {
+pub(super) async fn infer(location: &Location, f: &FileTask, o: &CsvOptions, sample: usize) -> Result<Schema> {
     let (location, f, o) = (location.clone(), f.clone(), o.clone());
     tokio::task::spawn_blocking(move || {
         let r = StoreReader::open(Handle::current(), &location, &f.meta.location)?;
@@ -114,11 +101,7 @@ pub(super) async fn infer(
         };
         let mut cols: Vec<StringBuilder> = names.iter().map(|_| StringBuilder::new()).collect();
         let mut n = 0;
-        while n < sample
-            && rdr
-                .read_byte_record(&mut rec)
-                .map_err(|e| csv_err(&f.rel, e))?
-        {
+        while n < sample && rdr.read_byte_record(&mut rec).map_err(|e| csv_err(&f.rel, e))? {
             let Ok(values) = fields(&rec, names.len()) else {
                 continue;
             };
@@ -180,8 +163,7 @@ fn convert(
         let out: ArrayRef = if field.data_type() == &DataType::Utf8 {
             Arc::new(s.clone())
         } else {
-            cast_with_options(s, field.data_type(), &opts)
-                .map_err(|e| Error::arrow(&ctx.table, e))?
+            cast_with_options(s, field.data_type(), &opts).map_err(|e| Error::arrow(&ctx.table, e))?
         };
         if out.null_count() > s.null_count() {
             for r in 0..n {
@@ -198,17 +180,13 @@ fn convert(
         if !field.is_nullable() && out.null_count() > 0 {
             for r in 0..n {
                 if bad[r].is_none() && out.is_null(r) {
-                    bad[r] = Some(format!(
-                        "column `{}` is NULL but declared not nullable",
-                        field.name()
-                    ));
+                    bad[r] = Some(format!("column `{}` is NULL but declared not nullable", field.name()));
                 }
             }
         }
         cols.push(out);
     }
-    let batch =
-        RecordBatch::try_new(ctx.schema.clone(), cols).map_err(|e| Error::arrow(&ctx.table, e));
+    let batch = RecordBatch::try_new(ctx.schema.clone(), cols).map_err(|e| Error::arrow(&ctx.table, e));
     let first_bad = bad.iter().position(Option::is_some);
     let batch = match (first_bad, ctx.bad_rows) {
         (None, _) => batch?,
@@ -255,8 +233,7 @@ fn strings_to_typed(
         .zip(strings)
         .map(|(f, s)| {
             let kept = arrow::compute::filter(s, keep).map_err(|e| Error::arrow(table, e))?;
-            cast_with_options(&kept, f.data_type(), &CastOptions::default())
-                .map_err(|e| Error::arrow(table, e))
+            cast_with_options(&kept, f.data_type(), &CastOptions::default()).map_err(|e| Error::arrow(table, e))
         })
         .collect()
 }
@@ -292,10 +269,7 @@ fn decode(
     let mut rejects = Vec::new();
     let mut rec = csv::ByteRecord::new();
     loop {
-        if !rdr
-            .read_byte_record(&mut rec)
-            .map_err(|e| csv_err(file, e))?
-        {
+        if !rdr.read_byte_record(&mut rec).map_err(|e| csv_err(file, e))? {
             break;
         }
         let line = rec.position().map_or(0, |p| p.line());
@@ -303,16 +277,15 @@ fn decode(
             Ok(v) => v,
             Err(reason) => {
                 if ctx.bad_rows == BadRows::Fail {
+                    // Rows before this one may hold an earlier error: report that first.
+                    convert(&ctx, file, &mut pending, &mut rejects, o.delimiter)?;
                     return Err(Error::MalformedRow {
                         file: file.to_string(),
                         line,
                         reason,
                     });
                 }
-                let raw: Vec<String> = rec
-                    .iter()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .collect();
+                let raw: Vec<String> = rec.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
                 rejects.push((line, reason, raw.join(&(o.delimiter as char).to_string())));
                 continue;
             }
@@ -340,11 +313,6 @@ fn decode(
 }
 
 /// The batches of one CSV file.
-pub(super) fn stream(
-    location: Location,
-    f: FileTask,
-    o: CsvOptions,
-    ctx: DecodeContext,
-) -> BatchStream {
+pub(super) fn stream(location: Location, f: FileTask, o: CsvOptions, ctx: DecodeContext) -> BatchStream {
     decode_in_thread(move |handle, emit| decode(handle, emit, location, f, o, ctx))
 }

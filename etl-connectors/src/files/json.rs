@@ -56,10 +56,7 @@ pub(super) async fn infer(location: &Location, f: &FileTask, sample: usize) -> R
 }
 
 /// Decodes some lines with the schema; `Err` holds the decoder's message.
-fn decode_lines(
-    ctx: &DecodeContext,
-    lines: &[(u64, String)],
-) -> std::result::Result<Option<RecordBatch>, String> {
+fn decode_lines(ctx: &DecodeContext, lines: &[(u64, String)]) -> std::result::Result<Option<RecordBatch>, String> {
     let mut d = ReaderBuilder::new(ctx.schema.clone())
         .with_batch_size(lines.len().max(1))
         .build_decoder()
@@ -103,22 +100,13 @@ fn convert(
             if good.is_empty() {
                 return Ok(None);
             }
-            Some(
-                arrow::compute::concat_batches(&ctx.schema, &good)
-                    .map_err(|e| Error::arrow(&ctx.table, e))?,
-            )
+            Some(arrow::compute::concat_batches(&ctx.schema, &good).map_err(|e| Error::arrow(&ctx.table, e))?)
         }
     };
     batch.map(|b| ctx.finish_batch(b)).transpose()
 }
 
-fn decode(
-    handle: Handle,
-    emit: &Emit,
-    location: Location,
-    f: FileTask,
-    ctx: DecodeContext,
-) -> Result<()> {
+fn decode(handle: Handle, emit: &Emit, location: Location, f: FileTask, ctx: DecodeContext) -> Result<()> {
     let r = StoreReader::open(handle.clone(), &location, &f.meta.location)?;
     let file = f.rel.as_str();
     let mut lines = Vec::with_capacity(ctx.batch_size.min(65_536));

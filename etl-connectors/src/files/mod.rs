@@ -29,11 +29,11 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use etl_core::cursor;
 use etl_core::{
-    BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, Location, Position, ReadRequest,
-    Result, Source, SourceRef, TableSpec,
+    BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, Location, Position, ReadRequest, Result, Source,
+    SourceRef, TableSpec,
 };
 use futures::StreamExt;
-use object_store::ObjectMeta;
+use object_store::{ObjectMeta, ObjectStoreExt};
 
 /// Rows read per file to infer a schema.
 const SAMPLE_ROWS: usize = 1000;
@@ -98,15 +98,15 @@ impl DecodeContext {
     }
 
     /// Writes rejected rows (`file,line,reason,record` CSV) for one input file.
-    async fn write_rejects(&self, file: &str, rows: Vec<(u64, String, String)>) -> Result<()> {
+    async fn write_rejects(&self, file: &str, mut rows: Vec<(u64, String, String)>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
+        rows.sort_by_key(|r| r.0);
         ExtractStats::add(&self.stats.rejected_rows, rows.len() as u64);
         let mut w = ::csv::Writer::from_writer(Vec::new());
         let io = |e: ::csv::Error| Error::config(format!("rejects file: {e}"));
-        w.write_record(["file", "line", "reason", "record"])
-            .map_err(io)?;
+        w.write_record(["file", "line", "reason", "record"]).map_err(io)?;
         for (line, reason, record) in rows {
             w.write_record([file, &line.to_string(), &reason, &record])
                 .map_err(io)?;
@@ -115,10 +115,9 @@ impl DecodeContext {
             .into_inner()
             .map_err(|e| Error::config(format!("rejects file: {e}")))?;
         let name = file.replace('/', "__");
-        let path = self.rejects.path(&format!(
-            "_etl/rejects/{}/{}/{name}.csv",
-            self.table, self.run_id
-        ));
+        let path = self
+            .rejects
+            .path(&format!("_etl/rejects/{}/{}/{name}.csv", self.table, self.run_id));
         use object_store::ObjectStoreExt;
         self.rejects
             .store()
@@ -175,16 +174,21 @@ impl FileSource {
 
     async fn list(&self, spec: &TableSpec) -> Result<Vec<FileTask>> {
         let (prefix, format) = self.files_spec(spec)?;
-        let files: Vec<FileTask> = self
-            .location
-            .list(prefix)
-            .await?
+        let mut listed = self.location.list(prefix).await?;
+        if listed.is_empty() {
+            // The prefix may name a single file.
+            let path = self.location.path(prefix);
+            match self.location.store().head(&path).await {
+                Ok(meta) => listed.push(meta),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store(&path, e)),
+            }
+        }
+        let files: Vec<FileTask> = listed
             .into_iter()
             .filter_map(|meta| {
                 let rel = self.location.relative(&meta.location);
-                let hidden = rel
-                    .split('/')
-                    .any(|p| p.starts_with('_') || p.starts_with('.'));
+                let hidden = rel.split('/').any(|p| p.starts_with('_') || p.starts_with('.'));
                 let name = rel.to_ascii_lowercase();
                 let ours = format.extensions().iter().any(|e| name.ends_with(e));
                 (ours && !hidden).then_some(FileTask { meta, rel })
@@ -193,11 +197,7 @@ impl FileSource {
         if files.is_empty() {
             return Err(Error::TableNotFound {
                 table: spec.name.clone(),
-                source_name: format!(
-                    "files ({}) under {}/{prefix}",
-                    format.name(),
-                    self.location.url()
-                ),
+                source_name: format!("files ({}) under {}/{prefix}", format.name(), self.location.url()),
             });
         }
         Ok(files)
@@ -212,10 +212,7 @@ impl FileSource {
                 FileFormat::JsonLines => json::infer(&self.location, f, SAMPLE_ROWS).await?,
                 FileFormat::Parquet => parquet::schema(&self.location, f).await?,
                 _ => {
-                    return Err(Error::config(format!(
-                        "table `{}`: unsupported file format",
-                        spec.name
-                    )));
+                    return Err(Error::config(format!("table `{}`: unsupported file format", spec.name)));
                 }
             };
             merged = Some(match merged {
@@ -231,8 +228,7 @@ impl FileSource {
 /// compatibly (integer → float → text), nullable where either is.
 fn merge_schemas(table: &str, file: &str, a: Schema, b: Schema) -> Result<Schema> {
     use arrow::datatypes::DataType::*;
-    let mut fields: Vec<arrow::datatypes::Field> =
-        a.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<arrow::datatypes::Field> = a.fields().iter().map(|f| f.as_ref().clone()).collect();
     for fb in b.fields() {
         match fields.iter_mut().find(|f| f.name() == fb.name()) {
             None => fields.push(fb.as_ref().clone().with_nullable(true)),
@@ -245,14 +241,8 @@ fn merge_schemas(table: &str, file: &str, a: Schema, b: Schema) -> Result<Schema
                 let t = match (fa.data_type(), fb.data_type()) {
                     (Int64, Float64) | (Float64, Int64) => Float64,
                     (Null, t) | (t, Null) => t.clone(),
-                    (Date32, Timestamp(u, z)) | (Timestamp(u, z), Date32) => {
-                        Timestamp(*u, z.clone())
-                    }
-                    (Utf8, _) | (_, Utf8)
-                        if fa.data_type().is_primitive() || fb.data_type().is_primitive() =>
-                    {
-                        Utf8
-                    }
+                    (Date32, Timestamp(u, z)) | (Timestamp(u, z), Date32) => Timestamp(*u, z.clone()),
+                    (Utf8, _) | (_, Utf8) if fa.data_type().is_primitive() || fb.data_type().is_primitive() => Utf8,
                     (x, y) => {
                         return Err(Error::ColumnTypeConflict {
                             table: table.to_string(),

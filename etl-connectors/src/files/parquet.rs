@@ -16,10 +16,7 @@ fn err(file: &str, e: parquet::errors::ParquetError) -> Error {
     }
 }
 
-async fn builder(
-    location: &Location,
-    f: &FileTask,
-) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
+async fn builder(location: &Location, f: &FileTask) -> Result<ParquetRecordBatchStreamBuilder<ObjectReader>> {
     let reader = ObjectReader::new(location.store().clone(), f.meta.clone());
     ParquetRecordBatchStreamBuilder::new(reader)
         .await

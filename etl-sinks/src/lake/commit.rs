@@ -55,9 +55,7 @@ impl CommitLog {
     /// # Errors
     /// [`Error::ObjectStore`] when it cannot be read, [`Error::Metadata`] when it is corrupt.
     pub async fn read(&self, sequence: u64) -> Result<CommitRecord> {
-        let path = self
-            .location
-            .path(&lake::commit_path(&self.table, sequence));
+        let path = self.location.path(&lake::commit_path(&self.table, sequence));
         let bytes = self
             .location
             .store()
@@ -90,37 +88,28 @@ impl CommitLog {
     /// # Errors
     /// [`Error::ConcurrentRun`], [`Error::ObjectStore`].
     pub async fn create(&self, pipeline: &str, rec: &CommitRecord) -> Result<()> {
-        let path = self
-            .location
-            .path(&lake::commit_path(&self.table, rec.sequence));
+        let path = self.location.path(&lake::commit_path(&self.table, rec.sequence));
         let body = serde_json::to_vec_pretty(rec).expect("records serialise");
         match self
             .location
             .store()
-            .put_opts(
-                &path,
-                PutPayload::from(body),
-                PutOptions::from(PutMode::Create),
-            )
+            .put_opts(&path, PutPayload::from(body), PutOptions::from(PutMode::Create))
             .await
         {
             Ok(_) => Ok(()),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Err(Error::ConcurrentRun {
-                pipeline: pipeline.to_string(),
-                table: self.table.clone(),
-            }),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(Error::ConcurrentRun {
+                    pipeline: pipeline.to_string(),
+                    table: self.table.clone(),
+                })
+            }
             Err(e) => Err(Error::store(&path, e)),
         }
     }
 
     fn applied_marker(&self, sequence: u64) -> Path {
-        self.location.path(&format!(
-            "{}/{sequence:020}.applied",
-            lake::commits_dir(&self.table)
-        ))
+        self.location
+            .path(&format!("{}/{sequence:020}.applied", lake::commits_dir(&self.table)))
     }
 
     /// Makes a created record's files visible and removes the files it replaces. Idempotent:
@@ -207,10 +196,7 @@ impl CommitLog {
             let mut dead = std::collections::BTreeSet::new();
             for m in self.location.list(&staging_root).await? {
                 let rel = self.location.relative(&m.location);
-                let run_dir = rel[staging_root.len()..]
-                    .trim_start_matches('/')
-                    .split('/')
-                    .next();
+                let run_dir = rel[staging_root.len()..].trim_start_matches('/').split('/').next();
                 if let Some(dir) = run_dir {
                     let base = dir.split('-').next().and_then(|b| b.parse::<u64>().ok());
                     if base.is_some_and(|b| b < sequence) {

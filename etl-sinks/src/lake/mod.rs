@@ -27,9 +27,7 @@ mod commit;
 mod writer;
 
 use async_trait::async_trait;
-use etl_core::{
-    Checkpoint, Error, LoadMode, Location, Result, Sink, TableSpec, TableWriter, WriteRequest,
-};
+use etl_core::{Checkpoint, Error, LoadMode, Location, Result, Sink, TableSpec, TableWriter, WriteRequest};
 use parquet::basic::{Compression, ZstdLevel};
 
 pub use commit::CommitLog;
@@ -126,10 +124,7 @@ impl LakeSink {
                 message: format!("reading `{path}`: {e}"),
                 retryable: false,
             };
-            let reader = etl_core::parquet_io::ObjectReader::new(
-                self.location.store().clone(),
-                meta.clone(),
-            );
+            let reader = etl_core::parquet_io::ObjectReader::new(self.location.store().clone(), meta.clone());
             let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(err)?
@@ -168,11 +163,7 @@ impl Sink for LakeSink {
         }
     }
 
-    async fn last_checkpoint(
-        &self,
-        _pipeline: &str,
-        spec: &TableSpec,
-    ) -> Result<Option<Checkpoint>> {
+    async fn last_checkpoint(&self, _pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let log = self.commit_log(&spec.target);
         let Some(rec) = log.latest().await? else {
             return Ok(None);
@@ -184,11 +175,6 @@ impl Sink for LakeSink {
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
         let log = self.commit_log(&req.spec.target);
         let base = log.latest().await?;
-        Ok(Box::new(writer::LakeWriter::new(
-            log,
-            base,
-            req,
-            self.options.clone(),
-        )))
+        Ok(Box::new(writer::LakeWriter::new(log, base, req, self.options.clone())))
     }
 }

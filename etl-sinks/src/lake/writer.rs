@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use etl_core::lake::{self, AddedFile, CommitRecord};
 use etl_core::{
-    Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, TableWriter,
-    WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, TableWriter, WriteRequest,
 };
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -49,12 +48,7 @@ pub(super) struct LakeWriter {
 }
 
 impl LakeWriter {
-    pub(super) fn new(
-        log: CommitLog,
-        base: Option<CommitRecord>,
-        req: WriteRequest<'_>,
-        options: LakeOptions,
-    ) -> Self {
+    pub(super) fn new(log: CommitLog, base: Option<CommitRecord>, req: WriteRequest<'_>, options: LakeOptions) -> Self {
         let base_seq = base.as_ref().map_or(0, |r| r.sequence);
         let table = req.spec.target.clone();
         let props = WriterProperties::builder()
@@ -95,12 +89,10 @@ impl LakeWriter {
             }
             Partitioning::ByDate(c) => c,
         };
-        let col = batch
-            .column_by_name(column)
-            .ok_or_else(|| Error::ColumnNotFound {
-                table: self.table.clone(),
-                column: column.clone(),
-            })?;
+        let col = batch.column_by_name(column).ok_or_else(|| Error::ColumnNotFound {
+            table: self.table.clone(),
+            column: column.clone(),
+        })?;
         let days = days_of(&self.table, column, col)?;
         let mut groups: HashMap<Option<i32>, Vec<u32>> = HashMap::new();
         for i in 0..days.len() {
@@ -108,8 +100,7 @@ impl LakeWriter {
             groups.entry(d).or_default().push(i as u32);
         }
         let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-        let day =
-            |d: Option<i32>| d.and_then(|d| epoch.checked_add_signed(TimeDelta::days(d as i64)));
+        let day = |d: Option<i32>| d.and_then(|d| epoch.checked_add_signed(TimeDelta::days(d as i64)));
         if groups.len() == 1 {
             let d = groups.into_keys().next().expect("one group");
             return Ok(vec![(lake::date_partition("", day(d)), batch)]);
@@ -183,11 +174,7 @@ impl LakeWriter {
     /// Keeps the row groups buffered over all open files under the memory budget.
     async fn bound_memory(&mut self) -> Result<()> {
         loop {
-            let total: usize = self
-                .open
-                .values()
-                .map(|f| f.writer.in_progress_size())
-                .sum();
+            let total: usize = self.open.values().map(|f| f.writer.in_progress_size()).sum();
             if total <= self.options.max_buffered_bytes {
                 return Ok(());
             }
@@ -221,11 +208,7 @@ fn days_of(table: &str, column: &str, col: &ArrayRef) -> Result<Date32Array> {
         found: col.data_type().to_string(),
     };
     match col.data_type() {
-        DataType::Date32 => Ok(col
-            .as_any()
-            .downcast_ref::<Date32Array>()
-            .expect("date32")
-            .clone()),
+        DataType::Date32 => Ok(col.as_any().downcast_ref::<Date32Array>().expect("date32").clone()),
         DataType::Date64 | DataType::Timestamp(_, _) => {
             let micros = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))
                 .and_then(|a| cast(&a, &DataType::Int64))
@@ -269,9 +252,7 @@ impl TableWriter for LakeWriter {
                 .map_err(|e| parquet_err(&self.table, &f.staged, e))?;
             f.rows += part.num_rows() as u64;
             f.last_used = tick;
-            if f.writer.bytes_written() + f.writer.in_progress_size()
-                >= self.options.target_file_size
-            {
+            if f.writer.bytes_written() + f.writer.in_progress_size() >= self.options.target_file_size {
                 self.close_file(&partition).await?;
             }
         }
