@@ -19,10 +19,10 @@ install() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
   fi
   mkdir -p "$SVC_DIR"
-  if [ ! -x "$VENV/bin/fakesnow" ] || [ ! -x "$VENV/bin/moto_server" ]; then
+  if [ ! -x "$VENV/bin/fakesnow" ] || [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
     python3 -m venv "$VENV"
     # snowflake-connector-python 5.x removed snowflake.connector.converter, which fakesnow 0.12.1 imports
-    "$VENV/bin/pip" install -q 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5' 'moto[server]==5.2.5'
+    "$VENV/bin/pip" install -q 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5' 'moto[server]==5.2.5' 'duckdb~=2.0.0'
   fi
   if [ "$WITH_S3S_FS" = 1 ] && ! command -v s3s-fs >/dev/null; then
     cargo install s3s-fs --version 0.14.1 --features binary --locked   # >=0.15 needs rustc 1.96
@@ -42,7 +42,7 @@ start() {
     mkdir -p $pg && chown postgres:postgres $pg
     runuser -u postgres -- $PGBIN/initdb -D $pg/data -A trust -U postgres >/dev/null
   fi
-  runuser -u postgres -- $PGBIN/pg_ctl -D $pg/data -l $pg/log -w -o \
+  pg_isready -q -h 127.0.0.1 -p $PG_PORT || runuser -u postgres -- $PGBIN/pg_ctl -D $pg/data -l $pg/log -w -o \
     "-p $PG_PORT -k $pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
   wait_for postgres pg_isready -h 127.0.0.1 -p $PG_PORT
   local my=$SVC_DIR/mysql                                # MariaDB, root with empty password over TCP
@@ -54,7 +54,8 @@ start() {
     --no-defaults --user=mysql --datadir=$my/data --port=$MY_PORT --bind-address=127.0.0.1 \
     --socket=$my/mysqld.sock --pid-file=$my/mysqld.pid --log-error=$my/err.log --innodb-flush-log-at-trx-commit=0
   wait_for mariadb mariadb --no-defaults -h 127.0.0.1 -P $MY_PORT -u root -e 'SELECT 1'
-  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p $S3_PORT >$SVC_DIR/moto.log 2>&1 & echo $! >$SVC_DIR/moto.pid
+  curl -sf http://127.0.0.1:$S3_PORT/moto-api/ >/dev/null ||
+    { nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p $S3_PORT >$SVC_DIR/moto.log 2>&1 & echo $! >$SVC_DIR/moto.pid; }
   wait_for moto curl -sf http://127.0.0.1:$S3_PORT/moto-api/
   curl -sf -X PUT http://127.0.0.1:$S3_PORT/etl-test >/dev/null      # bucket
   if [ "$WITH_S3S_FS" = 1 ]; then
@@ -62,7 +63,8 @@ start() {
     nohup s3s-fs --host 127.0.0.1 --port $S3FS_PORT --access-key testkey --secret-key testsecret $SVC_DIR/s3fs >$SVC_DIR/s3fs.log 2>&1 & echo $! >$SVC_DIR/s3fs.pid
     wait_for s3s-fs curl -s -o /dev/null http://127.0.0.1:$S3FS_PORT/
   fi
-  nohup "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p $SF_PORT >$SVC_DIR/fakesnow.log 2>&1 & echo $! >$SVC_DIR/fakesnow.pid
+  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$SF_PORT/)" = 404 ] ||
+    { nohup "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p $SF_PORT >$SVC_DIR/fakesnow.log 2>&1 & echo $! >$SVC_DIR/fakesnow.pid; }
   wait_for fakesnow sh -c "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$SF_PORT/ | grep -q 404"
 }
 
@@ -79,6 +81,7 @@ export ETL_TEST_PG="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
 export ETL_TEST_MYSQL="mysql://root@127.0.0.1:$MY_PORT/"
 export ETL_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" ETL_TEST_S3_BUCKET=etl-test AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_REGION=us-east-1
 export ETL_TEST_SNOWFLAKE_URL="http://127.0.0.1:$SF_PORT"
+export ETL_TEST_PYTHON="$VENV/bin/python"
 EOV
 }
 case "${1:-}" in install) install ;; start) start ;; stop) stop ;; env) env_ ;; *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;; esac

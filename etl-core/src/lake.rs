@@ -1,8 +1,8 @@
 //! The lake layout: where data files, staged files and commit records live.
 //!
 //! ```text
-//! <root>/<table>/year=2025/month=07/day=24/<table>_20250724_010523_<run>_00001.parquet   data
-//! <root>/<table>/processing_year=2025/processing_month=07/processing_day=24/…             (or)
+//! <root>/<table>/year=2025/month=7/day=24/<table>_20250724_010523_<run>_00001.parquet   data
+//! <root>/<table>/processing_year=2025/processing_month=7/processing_day=24/…             (or)
 //! <root>/_etl/staging/<table>/<run>/…                                                  staged, invisible
 //! <root>/_etl/commits/<table>/<sequence, 20 digits>.json                                commit records
 //! ```
@@ -39,12 +39,12 @@ pub fn commit_path(table: &str, sequence: u64) -> String {
     format!("{}/{sequence:020}.json", commits_dir(table))
 }
 
-/// Hive partition folders of a date: `year=2025/month=07/day=24`, with `prefix` before each
+/// Hive partition folders of a date: `year=2025/month=7/day=24`, with `prefix` before each
 /// key (`processing_` for processing-date partitions); `None` gives the NULL partition.
 pub fn date_partition(prefix: &str, day: Option<NaiveDate>) -> String {
     match day {
         Some(d) => format!(
-            "{prefix}year={}/{prefix}month={:02}/{prefix}day={:02}",
+            "{prefix}year={}/{prefix}month={}/{prefix}day={}",
             d.year(),
             d.month(),
             d.day()
@@ -65,7 +65,7 @@ pub struct AddedFile {
     pub staged: String,
     /// Its final path, relative to the lake root.
     pub path: String,
-    /// Its partition folders (`year=2025/month=07/day=24`), empty when unpartitioned.
+    /// Its partition folders (`year=2025/month=7/day=24`), empty when unpartitioned.
     pub partition: String,
     /// Rows in it.
     pub rows: u64,

@@ -229,10 +229,9 @@ fn failpoint(name: &str) {
     }
 }
 
-/// A short unique run id: start time plus random hex.
-fn new_run_id(at: DateTime<Utc>) -> String {
-    let r = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}{}", at.format("%Y%m%dT%H%M%S"), &r[..8])
+/// A short unique run id (12 random hex digits); file names carry the start time beside it.
+fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
 struct Pumped {
@@ -298,7 +297,7 @@ impl Pipeline {
             plan.push((spec, mode));
         }
         let started_at = Utc::now();
-        let run_id = new_run_id(started_at);
+        let run_id = new_run_id();
         let span = tracing::info_span!("etl_run", pipeline = %self.name, run_id = %run_id);
         // Preflight: every required table must exist before anything is written.
         let mut skip = HashSet::new();

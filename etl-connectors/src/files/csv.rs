@@ -53,7 +53,7 @@ fn read_header<R: std::io::Read>(rdr: &mut csv::Reader<R>, o: &CsvOptions, file:
 }
 
 /// Text values of one record, or why it is bad.
-fn fields<'a>(rec: &'a csv::ByteRecord, n: usize) -> std::result::Result<Vec<&'a str>, String> {
+fn fields(rec: &csv::ByteRecord, n: usize) -> std::result::Result<Vec<&str>, String> {
     if rec.len() != n {
         return Err(format!("expected {n} fields, found {}", rec.len()));
     }
@@ -166,9 +166,9 @@ fn convert(
             cast_with_options(s, field.data_type(), &opts).map_err(|e| Error::arrow(&ctx.table, e))?
         };
         if out.null_count() > s.null_count() {
-            for r in 0..n {
-                if bad[r].is_none() && s.is_valid(r) && out.is_null(r) {
-                    bad[r] = Some(format!(
+            for (r, slot) in bad.iter_mut().enumerate() {
+                if slot.is_none() && s.is_valid(r) && out.is_null(r) {
+                    *slot = Some(format!(
                         "column `{}`: `{}` is not a valid {}",
                         field.name(),
                         s.value(r),
@@ -178,9 +178,9 @@ fn convert(
             }
         }
         if !field.is_nullable() && out.null_count() > 0 {
-            for r in 0..n {
-                if bad[r].is_none() && out.is_null(r) {
-                    bad[r] = Some(format!("column `{}` is NULL but declared not nullable", field.name()));
+            for (r, slot) in bad.iter_mut().enumerate() {
+                if slot.is_none() && out.is_null(r) {
+                    *slot = Some(format!("column `{}` is NULL but declared not nullable", field.name()));
                 }
             }
         }
@@ -209,12 +209,11 @@ fn convert(
                     rejects.push((lines[r], reason, record.join(&sep)));
                 }
             }
-            let b = RecordBatch::try_new(
+            RecordBatch::try_new(
                 ctx.schema.clone(),
                 strings_to_typed(&ctx.schema, &strings, &keep, &ctx.table)?,
             )
-            .map_err(|e| Error::arrow(&ctx.table, e))?;
-            b
+            .map_err(|e| Error::arrow(&ctx.table, e))?
         }
     };
     ctx.finish_batch(batch).map(Some)

@@ -189,7 +189,7 @@ impl CommitLog {
     }
 
     /// After committing `sequence`: deletes staged files of runs that began before it (they
-    /// can no longer commit) and records older than the last [`KEEP_RECORDS`].
+    /// can no longer commit) and records older than the last 20.
     pub async fn tidy(&self, sequence: u64) {
         let staging_root = format!("{}/staging/{}", lake::META_DIR, self.table);
         let result: Result<()> = async {
