@@ -124,6 +124,26 @@ impl Location {
         }
     }
 
+    /// Reads a JSON document (a watermark, a commit record).
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when it cannot be read, [`Error::Metadata`] when it does not parse.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<T> {
+        use object_store::ObjectStoreExt;
+        let bytes = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| Error::store(path, e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::store(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Metadata {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
+    }
+
     /// Every object under `rel`, recursively, sorted by path.
     ///
     /// # Errors

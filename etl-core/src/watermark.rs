@@ -222,19 +222,7 @@ impl ObjectStoreWatermarkStore {
     }
 
     async fn read(&self, path: &object_store::path::Path) -> Result<Watermark> {
-        let bytes = self
-            .location
-            .store()
-            .get(path)
-            .await
-            .map_err(|e| Error::store(path, e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::store(path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Metadata {
-            path: path.to_string(),
-            message: e.to_string(),
-        })
+        self.location.get_json(path).await
     }
 
     async fn read_legacy(&self, pipeline: &str, table: &str) -> Result<Option<Watermark>> {

@@ -56,19 +56,7 @@ impl CommitLog {
     /// [`Error::ObjectStore`] when it cannot be read, [`Error::Metadata`] when it is corrupt.
     pub async fn read(&self, sequence: u64) -> Result<CommitRecord> {
         let path = self.location.path(&lake::commit_path(&self.table, sequence));
-        let bytes = self
-            .location
-            .store()
-            .get(&path)
-            .await
-            .map_err(|e| Error::store(&path, e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::store(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Metadata {
-            path: path.to_string(),
-            message: e.to_string(),
-        })
+        self.location.get_json(&path).await
     }
 
     /// The latest record, if the table has any.
