@@ -283,3 +283,19 @@ async fn cursor_inside_files_keeps_only_newer_rows() {
         "2025-01-03 00:00:00"
     );
 }
+
+#[tokio::test]
+async fn csv_without_header_reads_by_position() {
+    let (_d, loc) = local();
+    put(&loc, "h/a.csv", "1,ann\n2,bob\n3,cy\n").await;
+    let opts = CsvOptions {
+        header: false,
+        ..CsvOptions::default()
+    };
+    let spec = TableSpec::new("h").from_files("h/", FileFormat::Csv(opts));
+    let batches = read_all(&FileSource::new(loc), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+----------+----------+\n| column_1 | column_2 |\n+----------+----------+\n| 1        | ann      |\n| 2        | bob      |\n| 3        | cy       |\n+----------+----------+"
+    );
+}

@@ -46,8 +46,7 @@ fn read_header<R: std::io::Read>(rdr: &mut csv::Reader<R>, o: &CsvOptions, file:
                 .collect(),
         ))
     } else {
-        // No header: the first record is data; rewind by re-reading is not possible on a
-        // stream, so callers without a header get positional names and this record back.
+        // No header: positional names (the inference sample skips this first record).
         Ok(Some((1..=rec.len()).map(|i| format!("column_{i}")).collect()))
     }
 }
@@ -248,15 +247,15 @@ fn decode(
     let r = StoreReader::open(handle.clone(), &location, &f.meta.location)?;
     let mut rdr = reader(r, &o);
     let file = f.rel.as_str();
-    let Some(names) = read_header(&mut rdr, &o, file)? else {
-        return Ok(());
+    let names: Vec<String> = if o.header {
+        match read_header(&mut rdr, &o, file)? {
+            Some(names) => names,
+            None => return Ok(()),
+        }
+    } else {
+        // Without a header, fields are taken by position.
+        ctx.schema.fields().iter().map(|f| f.name().clone()).collect()
     };
-    if !o.header {
-        return Err(Error::config(format!(
-            "table `{}`: CSV without a header needs a schema given in the spec",
-            ctx.table
-        )));
-    }
     // Schema column i is record field map[i] (None: the file lacks it, read as NULL).
     let map: Vec<Option<usize>> = ctx
         .schema
