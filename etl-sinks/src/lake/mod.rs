@@ -43,7 +43,8 @@ pub struct LakeOptions {
     pub row_group_bytes: usize,
     /// Compression (default zstd level 1).
     pub compression: Compression,
-    /// Open files at most; the least recently written is closed beyond it (default 64).
+    /// Open files at most; the least recently written is closed beyond it (default 2048, so a
+    /// run spread over a few years of daily partitions writes one file per partition).
     pub max_open_files: usize,
     /// Buffered row-group bytes over all open files at most (default 256 MiB).
     pub max_buffered_bytes: usize,
@@ -56,7 +57,7 @@ impl Default for LakeOptions {
             row_group_rows: 1024 * 1024,
             row_group_bytes: 128 * 1024 * 1024,
             compression: Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
-            max_open_files: 64,
+            max_open_files: 2048,
             max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
