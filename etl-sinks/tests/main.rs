@@ -381,3 +381,33 @@ async fn killed_between_commit_and_watermark_then_rerun() {
     assert_eq!(w.generation, 1);
     assert_eq!(w.rows, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_write_the_window_once() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, sink, wm) = crash_pipeline(dir.path());
+        let (b, _, _) = crash_pipeline(dir.path());
+        let (ra, rb) = tokio::join!(a.run(), b.run());
+        let mut statuses: Vec<(TableStatus, Option<String>)> = [ra.unwrap(), rb.unwrap()]
+            .into_iter()
+            .map(|r| (r.tables[0].status, r.tables[0].error.clone()))
+            .collect();
+        statuses.sort_by_key(|(s, _)| format!("{s:?}"));
+        // One run commits; the other either lost the race (ConcurrentRun, or a write error when
+        // the winner's tidy removed its doomed staging files) and changed nothing, or started
+        // after the commit point and found nothing new.
+        assert_eq!(statuses[0].0, TableStatus::Committed, "round {round}: {statuses:?}");
+        match &statuses[1] {
+            (TableStatus::Failed, Some(_)) => {}
+            (TableStatus::NoNewData, None) => {}
+            other => panic!("round {round}: unexpected second outcome {other:?}"),
+        }
+        assert_eq!(
+            render_sorted(&sink.read_table("events").await.unwrap(), &["etl_processed_at"]),
+            render_sorted(&[sample_batch(&[1, 2, 3])], &[]),
+            "round {round}: the window is written exactly once"
+        );
+        assert_eq!(wm.load("crash", "events").await.unwrap().unwrap().generation, 1);
+    }
+}
