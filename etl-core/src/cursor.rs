@@ -182,11 +182,6 @@ pub fn filter_batch(table: &str, batch: &RecordBatch, mask: &BooleanArray) -> Re
     arrow::compute::filter_record_batch(batch, mask).map_err(|e| Error::arrow(table, e))
 }
 
-/// Whether `array` is of a type [`max_cursor`] accepts.
-pub fn is_cursor_type(dt: &DataType) -> bool {
-    canonical("", "", dt).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -524,13 +524,17 @@ impl Pipeline {
             position,
             rows: pumped.written,
         };
-        self.commit_watermark(wm.as_ref(), &next).await.map_err(|e| {
-            Error::config(format!(
-                "table `{}`: the target committed but the watermark could not be stored ({e}); \
+        self.commit_watermark(wm.as_ref(), &next)
+            .await
+            .map_err(|e| Error::Connector {
+                connector: "pipeline",
+                message: format!(
+                    "table `{}`: the target committed but the watermark could not be stored ({e}); \
                  the next run completes it from the sink's checkpoint",
-                spec.name
-            ))
-        })?;
+                    spec.name
+                ),
+                retryable: e.is_retryable(),
+            })?;
         report.watermark_after = Some(WatermarkSummary::of(next.generation, &next.position));
         report.status = TableStatus::Committed;
         Ok(())

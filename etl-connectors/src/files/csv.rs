@@ -185,10 +185,9 @@ fn convert(
         }
         cols.push(out);
     }
-    let batch = RecordBatch::try_new(ctx.schema.clone(), cols).map_err(|e| Error::arrow(&ctx.table, e));
     let first_bad = bad.iter().position(Option::is_some);
-    let batch = match (first_bad, ctx.bad_rows) {
-        (None, _) => batch?,
+    let cols = match (first_bad, ctx.bad_rows) {
+        (None, _) => cols,
         (Some(r), BadRows::Fail) => {
             return Err(Error::MalformedRow {
                 file: file.to_string(),
@@ -208,32 +207,14 @@ fn convert(
                     rejects.push((lines[r], reason, record.join(&sep)));
                 }
             }
-            RecordBatch::try_new(
-                ctx.schema.clone(),
-                strings_to_typed(&ctx.schema, &strings, &keep, &ctx.table)?,
-            )
-            .map_err(|e| Error::arrow(&ctx.table, e))?
+            // The typed columns, without the diverted rows.
+            cols.iter()
+                .map(|c| arrow::compute::filter(c, &keep).map_err(|e| Error::arrow(&ctx.table, e)))
+                .collect::<Result<Vec<_>>>()?
         }
     };
+    let batch = RecordBatch::try_new(ctx.schema.clone(), cols).map_err(|e| Error::arrow(&ctx.table, e))?;
     ctx.finish_batch(batch).map(Some)
-}
-
-/// Casts the kept rows only (after bad rows were diverted).
-fn strings_to_typed(
-    schema: &Schema,
-    strings: &[StringArray],
-    keep: &BooleanArray,
-    table: &str,
-) -> Result<Vec<ArrayRef>> {
-    schema
-        .fields()
-        .iter()
-        .zip(strings)
-        .map(|(f, s)| {
-            let kept = arrow::compute::filter(s, keep).map_err(|e| Error::arrow(table, e))?;
-            cast_with_options(&kept, f.data_type(), &CastOptions::default()).map_err(|e| Error::arrow(table, e))
-        })
-        .collect()
 }
 
 fn decode(
