@@ -216,12 +216,13 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
             res.unwrap_or_else(|e| panic!("mode {mode} must be accepted: {e}"));
         }
     }
-    let req = |mode, run_id| WriteRequest {
+    let req = |mode, run_id, last_checkpoint| WriteRequest {
         pipeline: "conformance",
         spec: &spec,
         mode,
         run_id,
         started_at: Utc::now(),
+        last_checkpoint,
     };
     let empty = "(no rows)";
     let base_mode = if refused.contains(&LoadMode::Full) {
@@ -231,7 +232,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     };
 
     // Stage, then commit.
-    let mut w = sink.begin(req(base_mode, "c1")).await.expect("begin");
+    let mut w = sink.begin(req(base_mode, "c1", None)).await.expect("begin");
     w.write(sample_batch(&[1, 2, 3])).await.expect("write");
     let staged = w.stage().await.expect("stage");
     assert_eq!(staged.rows, 3, "stage reports the rows written");
@@ -249,7 +250,10 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     );
 
     // Abort changes nothing.
-    let mut w = sink.begin(req(LoadMode::Append, "c2")).await.expect("begin");
+    let mut w = sink
+        .begin(req(LoadMode::Append, "c2", Some("c1")))
+        .await
+        .expect("begin");
     w.write(sample_batch(&[4])).await.expect("write");
     w.stage().await.expect("stage");
     w.abort().await.expect("abort");
@@ -260,8 +264,14 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     );
 
     // Two writers from the same state: one commits, the other loses and changes nothing.
-    let mut a = sink.begin(req(LoadMode::Append, "c3")).await.expect("begin a");
-    let mut b = sink.begin(req(LoadMode::Append, "c4")).await.expect("begin b");
+    let mut a = sink
+        .begin(req(LoadMode::Append, "c3", Some("c1")))
+        .await
+        .expect("begin a");
+    let mut b = sink
+        .begin(req(LoadMode::Append, "c4", Some("c1")))
+        .await
+        .expect("begin b");
     a.write(sample_batch(&[5])).await.expect("write a");
     b.write(sample_batch(&[6])).await.expect("write b");
     a.stage().await.expect("stage a");
@@ -284,6 +294,23 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         cp.map(|c| c.run_id),
         Some("c3".to_string()),
         "the last checkpoint is the winner's"
+    );
+
+    // A run that started before another committed cannot commit after it.
+    let stale = async {
+        let mut w = sink.begin(req(LoadMode::Append, "c5", Some("c1"))).await?;
+        w.write(sample_batch(&[7])).await?;
+        w.stage().await?;
+        w.commit(checkpoint("c5", Some("c1"), LoadMode::Append, 1)).await
+    };
+    let err = stale
+        .await
+        .expect_err("a writer from a stale checkpoint must not commit");
+    assert!(err.is_concurrent_run(), "it must be ConcurrentRun: {err}");
+    assert_eq!(
+        render_sorted(&probe.rows(&target).await, &[]),
+        render_sorted(&[sample_batch(&[1, 2, 3, 5])], &[]),
+        "a stale writer changes nothing"
     );
 }
 

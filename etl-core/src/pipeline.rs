@@ -378,13 +378,13 @@ impl Pipeline {
         spec: &TableSpec,
         wm: Option<Watermark>,
         report: &mut TableReport,
-    ) -> Result<Option<Watermark>> {
+    ) -> Result<(Option<Watermark>, Option<String>)> {
         let Some(cp) = self.sink.last_checkpoint(&self.name, spec).await? else {
-            return Ok(wm);
+            return Ok((wm, None));
         };
         let wm_run = wm.as_ref().map(|w| w.run_id.as_str());
         if Some(cp.run_id.as_str()) == wm_run || cp.parent_run_id.as_deref() != wm_run {
-            return Ok(wm);
+            return Ok((wm, Some(cp.run_id)));
         }
         tracing::warn!(run = %cp.run_id, "completing a run that committed its target but not its watermark");
         let next = Watermark {
@@ -400,7 +400,7 @@ impl Pipeline {
         };
         self.commit_watermark(wm.as_ref(), &next).await?;
         report.recovered = true;
-        Ok(Some(next))
+        Ok((Some(next), Some(cp.run_id)))
     }
 
     async fn commit_watermark(&self, expected: Option<&Watermark>, next: &Watermark) -> Result<()> {
@@ -425,7 +425,7 @@ impl Pipeline {
         report: &mut TableReport,
     ) -> Result<()> {
         let wm = self.watermarks.load(&self.name, &spec.name).await?;
-        let wm = self.recover(spec, wm, report).await?;
+        let (wm, last_checkpoint) = self.recover(spec, wm, report).await?;
         let generation = wm.as_ref().map_or(0, |w| w.generation);
         let empty = Position::default();
         let current = wm.as_ref().map_or(&empty, |w| &w.position);
@@ -460,6 +460,7 @@ impl Pipeline {
                 mode,
                 run_id,
                 started_at,
+                last_checkpoint: last_checkpoint.as_deref(),
             })
             .await?;
         let pumped = self.pump(spec, started_at, extract.stream, writer.as_mut()).await;

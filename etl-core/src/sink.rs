@@ -56,6 +56,9 @@ pub struct WriteRequest<'a> {
     pub run_id: &'a str,
     /// The run's start time (file names, processing-date partitions).
     pub started_at: DateTime<Utc>,
+    /// The run id of the sink's last checkpoint when the run started (`None`: there was
+    /// none). The writer commits only if that is still the last checkpoint.
+    pub last_checkpoint: Option<&'a str>,
 }
 
 /// What staging wrote.
@@ -90,7 +93,9 @@ pub struct CommitSummary {
 ///   reaches a run.
 /// - Nothing a writer does before [`TableWriter::commit`] is visible to readers of the
 ///   target. After `commit` returns, the data and its [`Checkpoint`] are durable together.
-/// - Of two writers begun from the same last checkpoint, at most one can commit; the other
+/// - A writer commits only while the sink's last checkpoint is still
+///   [`WriteRequest::last_checkpoint`]: of two runs that started from the same state at most
+///   one can commit, and a run whose state moved on under it (another run committed first)
 ///   gets [`crate::Error::ConcurrentRun`] and leaves the target as it was.
 /// - A process that dies at any point leaves the target as before the run or as after it;
 ///   [`Sink::last_checkpoint`] completes or cleans what a dead run left.

@@ -176,6 +176,13 @@ impl Sink for LakeSink {
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
         let log = self.commit_log(&req.spec.target);
         let base = log.latest().await?;
+        if base.as_ref().map(|r| r.checkpoint.run_id.as_str()) != req.last_checkpoint {
+            // Another run committed since this one read its watermark and checkpoint.
+            return Err(Error::ConcurrentRun {
+                pipeline: req.pipeline.to_string(),
+                table: req.spec.name.clone(),
+            });
+        }
         Ok(Box::new(writer::LakeWriter::new(log, base, req, self.options.clone())))
     }
 }
