@@ -50,5 +50,7 @@ pub use etl_sinks as sinks;
 
 #[cfg(feature = "files")]
 pub use etl_connectors::files::FileSource;
+#[cfg(feature = "postgres")]
+pub use etl_connectors::postgres::PostgresSource;
 #[cfg(feature = "lake")]
 pub use etl_sinks::lake::{LakeOptions, LakeSink};

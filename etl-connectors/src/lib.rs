@@ -5,7 +5,13 @@
 //! - `files`: [`files::FileSource`], CSV, JSON lines and Parquet files under any object-store
 //!   prefix, incremental by file bookmark and optionally by a cursor column.
 //!
+//! - `postgres`: [`postgres::PostgresSource`], tables and queries read by binary `COPY`,
+//!   incremental by cursor columns with the window pushed down.
+//!
 //! Every source implements [`etl_core::Source`].
 
 #[cfg(feature = "files")]
 pub mod files;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;

@@ -299,3 +299,6 @@ async fn csv_without_header_reads_by_position() {
         "+----------+----------+\n| column_1 | column_2 |\n+----------+----------+\n| 1        | ann      |\n| 2        | bob      |\n| 3        | cy       |\n+----------+----------+"
     );
 }
+
+#[cfg(feature = "postgres")]
+mod postgres;

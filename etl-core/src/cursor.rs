@@ -21,7 +21,7 @@ fn canonical(table: &str, column: &str, dt: &DataType) -> Result<DataType> {
     Ok(match dt {
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Int64,
         Timestamp(_, None) => Timestamp(TimeUnit::Microsecond, None),
-        Timestamp(_, Some(_)) => Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Timestamp(_, Some(_)) => Timestamp(TimeUnit::Microsecond, Some(crate::UTC.into())),
         Date32 | Date64 => Date32,
         Utf8 | LargeUtf8 | Utf8View => Utf8,
         other => {
@@ -56,7 +56,7 @@ fn scalar_array(table: &str, column: &str, v: &CursorValue, dt: &DataType) -> Re
             Arc::new(TimestampMicrosecondArray::from(vec![t.and_utc().timestamp_micros()]))
         }
         (CursorValue::TimestampTz(t), DataType::Timestamp(_, Some(_))) => {
-            Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"))
+            Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone(crate::UTC))
         }
         (CursorValue::Date(d), DataType::Date32) => {
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");

@@ -64,6 +64,7 @@ mod report;
 mod sink;
 mod source;
 mod spec;
+pub mod sql;
 pub mod transform;
 mod watermark;
 
@@ -79,6 +80,10 @@ pub use sink::{Checkpoint, CommitSummary, Sink, StageSummary, TableWriter, Write
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, Partitioning, SourceRef, TableSpec};
 pub use watermark::{CursorValue, FileMark, ObjectStoreWatermarkStore, Position, Watermark, WatermarkStore};
+
+/// The time zone of every zoned timestamp this workspace produces (`+00:00`, i.e. UTC, spelled as
+/// an offset so that Arrow formats it without a time-zone database).
+pub const UTC: &str = "+00:00";
 
 /// Re-exports of the crates whose types appear in this API.
 pub mod deps {

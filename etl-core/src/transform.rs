@@ -206,11 +206,12 @@ pub fn add_processed_at(table: &str, batch: RecordBatch, at: DateTime<Utc>) -> R
     let schema = batch.schema();
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut cols = batch.columns().to_vec();
-    let col: ArrayRef =
-        Arc::new(TimestampMicrosecondArray::from_value(at.timestamp_micros(), batch.num_rows()).with_timezone("UTC"));
+    let col: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from_value(at.timestamp_micros(), batch.num_rows()).with_timezone(crate::UTC),
+    );
     let field = Field::new(
         PROCESSED_AT,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(crate::UTC.into())),
         false,
     );
     match schema.index_of(PROCESSED_AT) {

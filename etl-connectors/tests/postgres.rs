@@ -1,0 +1,257 @@
+//! The Postgres source against the real server named by `ETL_TEST_PG`
+//! (`scripts/services.sh` starts one and prints it).
+
+use std::sync::Arc;
+
+use etl_connectors::postgres::PostgresSource;
+use etl_core::conformance::{self, render_sorted, unique};
+use etl_core::{
+    Error, LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Source, TableSpec, TableStatus,
+};
+use etl_sinks::lake::LakeSink;
+use futures::TryStreamExt;
+use tokio_postgres::{Client, NoTls};
+
+/// A connection and a fresh schema of the test's own.
+struct Db {
+    client: Client,
+    schema: String,
+    conn: String,
+}
+
+impl Db {
+    async fn new() -> Db {
+        let conn = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
+            panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+        });
+        let (client, c) = tokio_postgres::connect(&conn, NoTls).await.unwrap_or_else(|e| {
+            panic!("cannot connect to Postgres at ETL_TEST_PG ({e}): run scripts/services.sh start")
+        });
+        tokio::spawn(c);
+        let schema = unique("t");
+        client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
+        Db { client, schema, conn }
+    }
+
+    async fn exec(&self, sql: &str) {
+        let sql = sql.replace("$S", &self.schema);
+        self.client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn source(&self) -> PostgresSource {
+        PostgresSource::new(&self.conn).unwrap()
+    }
+
+    fn table(&self, t: &str) -> String {
+        format!("{}.{t}", self.schema)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let (conn, schema) = (self.conn.clone(), self.schema.clone());
+        // Best effort: a fresh connection on a fresh thread, so Drop needs no runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&conn, NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+async fn read(source: &PostgresSource, spec: &TableSpec) -> Result<Vec<arrow::record_batch::RecordBatch>, Error> {
+    let req = ReadRequest {
+        spec,
+        mode: LoadMode::Full,
+        from: None,
+        run_id: "t",
+        batch_size: 1000,
+    };
+    source.read(req).await?.stream.try_collect().await
+}
+
+#[tokio::test]
+async fn every_mapped_type_round_trips_with_nulls_and_edges() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TYPE $S.mood AS ENUM ('sad', 'happy');
+         CREATE TABLE $S.t (
+           id int2, b bool, i4 int4, i8 int8, f4 float4, f8 float8, n numeric(12,3), nu numeric,
+           t text, v varchar(5), c char(3), by bytea, d date, tm time, ts timestamp, tz timestamptz,
+           iv interval, u uuid, j json, jb jsonb, m $S.mood);
+         INSERT INTO $S.t VALUES
+           (1, true, -2147483648, 9223372036854775807, 1.5, -0.25, -123456789.125, 3.14159265358979323846264338327950288419716939937510,
+            'héllo', 'abc', 'x', '\\x00ff', '1999-12-31', '23:59:59.999999', '2025-07-24 01:05:23.123456',
+            '2025-07-24 01:05:23.5+02', '1 year 2 mons 3 days 04:05:06.000007', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+            '{\"a\": [1, 2]}', '{\"b\": null}', 'happy'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL),
+           (3, false, 0, -1, 'NaN', '-Infinity', 0, -0.0000001, '', '', '', '', '0001-01-01', '00:00:00',
+            '1970-01-01 00:00:00', '1970-01-01 00:00:00+00', '-1 days', '00000000-0000-0000-0000-000000000000',
+            'null', '[]', 'sad');",
+    )
+    .await;
+    let spec = TableSpec::new("t").from_table(db.table("t"));
+    let batches = read(&db.source(), &spec).await.unwrap();
+    let schema = batches[0].schema();
+    let types: Vec<String> = schema.fields().iter().map(|f| f.data_type().to_string()).collect();
+    assert_eq!(
+        types.join(", "),
+        "Int16, Boolean, Int32, Int64, Float32, Float64, Decimal128(12, 3), Utf8, Utf8, Utf8, Utf8, Binary, Date32, \
+         Time64(µs), Timestamp(µs), Timestamp(µs, \"+00:00\"), Interval(MonthDayNano), Utf8, Utf8, Utf8, Utf8"
+    );
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let expected = [
+        "+----+-------+-------------+---------------------+-----+-------+----------------+------------------------------------------------------+-------+-----+-----+------+------------+-----------------+----------------------------+--------------------------+------------------------------------------------+--------------------------------------+---------------+-------------+-------+",
+        "| id | b     | i4          | i8                  | f4  | f8    | n              | nu                                                   | t     | v   | c   | by   | d          | tm              | ts                         | tz                       | iv                                             | u                                    | j             | jb          | m     |",
+        "+----+-------+-------------+---------------------+-----+-------+----------------+------------------------------------------------------+-------+-----+-----+------+------------+-----------------+----------------------------+--------------------------+------------------------------------------------+--------------------------------------+---------------+-------------+-------+",
+        r#"| 1  | true  | -2147483648 | 9223372036854775807 | 1.5 | -0.25 | -123456789.125 | 3.14159265358979323846264338327950288419716939937510 | héllo | abc | x   | 00ff | 1999-12-31 | 23:59:59.999999 | 2025-07-24T01:05:23.123456 | 2025-07-23T23:05:23.500Z | 14 mons 3 days 4 hours 5 mins 6.000007000 secs | a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 | {"a": [1, 2]} | {"b": null} | happy |"#,
+        "| 2  |       |             |                     |     |       |                |                                                      |       |     |     |      |            |                 |                            |                          |                                                |                                      |               |             |       |",
+        "| 3  | false | 0           | -1                  | NaN | -inf  | 0.000          | -0.0000001                                           |       |     |     |      | 0001-01-01 | 00:00:00        | 1970-01-01T00:00:00        | 1970-01-01T00:00:00Z     | -1 days                                        | 00000000-0000-0000-0000-000000000000 | null          | []          | sad   |",
+        "+----+-------+-------------+---------------------+-----+-------+----------------+------------------------------------------------------+-------+-----+-----+------+------------+-----------------+----------------------------+--------------------------+------------------------------------------------+--------------------------------------+---------------+-------------+-------+",
+    ]
+    .join("\n");
+    assert_eq!(text, expected, "every value comes back as it went in");
+    // Row 2: every column but id is NULL.
+    let nulls: Vec<usize> = batches[0].columns().iter().map(|c| c.null_count()).collect();
+    assert_eq!(nulls[0], 0);
+    assert!(nulls[1..].iter().all(|n| *n == 1), "{nulls:?}");
+}
+
+#[tokio::test]
+async fn unmapped_types_are_named_or_read_as_text() {
+    let db = Db::new().await;
+    db.exec("CREATE TABLE $S.g (id int, p point); INSERT INTO $S.g VALUES (1, '(1,2)');")
+        .await;
+    let spec = TableSpec::new("g").from_table(db.table("g"));
+    let err = read(&db.source(), &spec).await.unwrap_err().to_string();
+    assert!(
+        err.contains("`g`") && err.contains("`p`") && err.contains("point"),
+        "{err}"
+    );
+    let batches = read(&db.source().with_unmapped_as_text(true), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+----+-------+\n| id | p     |\n+----+-------+\n| 1  | (1,2) |\n+----+-------+"
+    );
+}
+
+#[tokio::test]
+async fn source_conformance_and_missing_tables() {
+    let db = Db::new().await;
+    db.exec("CREATE TABLE $S.people (id int PRIMARY KEY, name text); INSERT INTO $S.people VALUES (1,'ann'),(2,'bob'),(3,NULL);")
+        .await;
+    let spec = TableSpec::new("people").from_table(db.table("people")).cursor(["id"]);
+    let missing = TableSpec::new("ghosts").from_table(db.table("ghosts"));
+    let expected =
+        "+----+------+\n| id | name |\n+----+------+\n| 1  | ann  |\n| 2  | bob  |\n| 3  |      |\n+----+------+";
+    conformance::source(&db.source(), &spec, &missing, expected, &[]).await;
+    let err = db.source().check(&spec.clone().cursor(["nope"])).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ColumnNotFound { ref column, .. } if column == "nope"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn incremental_join_into_a_lake() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.customers (customer_id int PRIMARY KEY, name text, updated_at timestamp);
+         CREATE TABLE $S.orders (order_id int PRIMARY KEY, customer_id int, amount numeric(10,2), order_date date,
+                                 updated_at timestamp);
+         CREATE INDEX ON $S.orders (updated_at);
+         INSERT INTO $S.customers VALUES (1, 'ann', '2025-07-01'), (2, 'bob', '2025-07-01');
+         INSERT INTO $S.orders VALUES (1, 1, 10.50, '2025-07-22', '2025-07-22 08:00'),
+                                      (2, 2, 20.00, '2025-07-22', '2025-07-22 08:00'),
+                                      (3, 1, 30.25, '2025-07-23', '2025-07-23 09:00');",
+    )
+    .await;
+    let query = format!(
+        "SELECT o.order_id, o.amount, o.order_date, c.name, o.updated_at
+           FROM {s}.orders o JOIN {s}.customers c ON c.customer_id = o.customer_id",
+        s = db.schema
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let p = Pipeline::builder("pg")
+        .source(db.source())
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(
+            Location::local(dir.path().join("_etl/wm")).unwrap(),
+        ))
+        .table(
+            TableSpec::new("orders_enriched")
+                .from_query(query)
+                .mode(LoadMode::Incremental)
+                .cursor(["updated_at"])
+                .partition_by(etl_core::Partitioning::ByDate("order_date".into())),
+        )
+        .table(TableSpec::new("absent").from_table(db.table("absent")).optional())
+        .build()
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("orders_enriched").unwrap();
+    assert_eq!(
+        (t.status, t.source_count, t.written_count),
+        (TableStatus::Committed, 3, 3)
+    );
+    assert_eq!(r.table("absent").unwrap().status, TableStatus::Skipped);
+    assert_eq!(
+        t.watermark_after.as_ref().unwrap().cursor.as_ref().unwrap().to_string(),
+        "2025-07-23 09:00:00"
+    );
+
+    let r = p.run().await.unwrap();
+    assert_eq!(r.table("orders_enriched").unwrap().status, TableStatus::NoNewData);
+
+    // One order changes, one arrives; both share the new watermark value.
+    db.exec(
+        "UPDATE $S.orders SET amount = 11.00, updated_at = '2025-07-24 10:00' WHERE order_id = 1;
+         INSERT INTO $S.orders VALUES (4, 2, 40.00, '2025-07-24', '2025-07-24 10:00');",
+    )
+    .await;
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("orders_enriched").unwrap();
+    assert_eq!((t.source_count, t.extracted_count, t.written_count), (4, 2, 2));
+    let rows = lake.read_table("orders_enriched").await.unwrap();
+    assert_eq!(
+        render_sorted(&rows, &["etl_processed_at"]),
+        "+----------+--------+------------+------+---------------------+\n\
+         | order_id | amount | order_date | name | updated_at          |\n\
+         +----------+--------+------------+------+---------------------+\n\
+         | 1        | 10.50  | 2025-07-22 | ann  | 2025-07-22T08:00:00 |\n\
+         | 1        | 11.00  | 2025-07-22 | ann  | 2025-07-24T10:00:00 |\n\
+         | 2        | 20.00  | 2025-07-22 | bob  | 2025-07-22T08:00:00 |\n\
+         | 3        | 30.25  | 2025-07-23 | ann  | 2025-07-23T09:00:00 |\n\
+         | 4        | 40.00  | 2025-07-24 | bob  | 2025-07-24T10:00:00 |\n\
+         +----------+--------+------------+------+---------------------+"
+    );
+    // A missing required table stops the run before anything is read or written.
+    let err = Pipeline::builder("pg2")
+        .source(db.source())
+        .sink(lake)
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(TableSpec::new("absent").from_table(db.table("absent")))
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+    let _ = Arc::new(());
+}

@@ -1,0 +1,84 @@
+//! SQL text shared by every database connector: identifier quoting per dialect, and the
+//! rendering of cursor values as typed literals where a statement cannot take parameters
+//! (Postgres `COPY (SELECT …)`).
+
+use crate::watermark::CursorValue;
+
+/// A SQL dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// PostgreSQL (and Redshift).
+    Postgres,
+    /// MySQL and MariaDB.
+    MySql,
+}
+
+impl Dialect {
+    /// Quotes one identifier: `"a""b"` for Postgres, `` `a``b` `` for MySQL.
+    ///
+    /// ```
+    /// use etl_core::sql::Dialect;
+    /// assert_eq!(Dialect::Postgres.quote("order"), r#""order""#);
+    /// assert_eq!(Dialect::Postgres.quote(r#"a"b"#), r#""a""b""#);
+    /// assert_eq!(Dialect::MySql.quote("a`b"), "`a``b`");
+    /// ```
+    pub fn quote(self, ident: &str) -> String {
+        let q = match self {
+            Dialect::Postgres => '"',
+            Dialect::MySql => '`',
+        };
+        let mut out = String::with_capacity(ident.len() + 2);
+        out.push(q);
+        for c in ident.chars() {
+            if c == q {
+                out.push(q);
+            }
+            out.push(c);
+        }
+        out.push(q);
+        out
+    }
+
+    /// Quotes a possibly schema-qualified name, part by part (`public.orders` →
+    /// `"public"."orders"`).
+    ///
+    /// ```
+    /// use etl_core::sql::Dialect;
+    /// assert_eq!(Dialect::Postgres.quote_qualified("public.orders"), r#""public"."orders""#);
+    /// ```
+    pub fn quote_qualified(self, name: &str) -> String {
+        name.split('.').map(|p| self.quote(p)).collect::<Vec<_>>().join(".")
+    }
+
+    /// A string literal with quotes doubled (`'it''s'`).
+    pub fn string_literal(self, s: &str) -> String {
+        let body = match self {
+            Dialect::Postgres => s.replace('\'', "''"),
+            Dialect::MySql => s.replace('\\', "\\\\").replace('\'', "''"),
+        };
+        format!("'{body}'")
+    }
+
+    /// A cursor value as a typed literal, for statements that cannot take parameters.
+    ///
+    /// ```
+    /// use etl_core::{CursorValue, sql::Dialect};
+    /// let t = chrono::NaiveDate::from_ymd_opt(2025, 7, 24).unwrap().and_hms_micro_opt(1, 5, 23, 5).unwrap();
+    /// assert_eq!(Dialect::Postgres.literal(&CursorValue::Timestamp(t)), "'2025-07-24 01:05:23.000005'::timestamp");
+    /// assert_eq!(Dialect::Postgres.literal(&CursorValue::Text("o'k".into())), "'o''k'::text");
+    /// ```
+    pub fn literal(self, v: &CursorValue) -> String {
+        let (text, pg_type) = match v {
+            CursorValue::Int(i) => return i.to_string(),
+            CursorValue::Timestamp(t) => (t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(), "timestamp"),
+            CursorValue::TimestampTz(t) => (t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(), "timestamptz"),
+            CursorValue::Date(d) => (d.to_string(), "date"),
+            CursorValue::Text(s) => (s.clone(), "text"),
+        };
+        match self {
+            Dialect::Postgres => format!("{}::{pg_type}", self.string_literal(&text)),
+            Dialect::MySql => self.string_literal(&text),
+        }
+    }
+}
