@@ -208,7 +208,7 @@ async fn incremental_join_into_a_lake() {
     let t = r.table("orders_enriched").unwrap();
     assert_eq!(
         (t.status, t.source_count, t.written_count),
-        (TableStatus::Committed, 3, 3)
+        (TableStatus::Committed, Some(3), 3)
     );
     assert_eq!(r.table("absent").unwrap().status, TableStatus::Skipped);
     assert_eq!(
@@ -227,7 +227,11 @@ async fn incremental_join_into_a_lake() {
     .await;
     let r = p.run().await.unwrap().into_result().unwrap();
     let t = r.table("orders_enriched").unwrap();
-    assert_eq!((t.source_count, t.extracted_count, t.written_count), (4, 2, 2));
+    assert_eq!(
+        (t.source_count, t.extracted_count, t.written_count),
+        (None, 2, 2),
+        "an incremental read does not count the table"
+    );
     let rows = lake.read_table("orders_enriched").await.unwrap();
     assert_eq!(
         render_sorted(&rows, &["etl_processed_at"]),

@@ -60,8 +60,9 @@ pub struct TableReport {
     pub mode: LoadMode,
     /// How it ended.
     pub status: TableStatus,
-    /// Rows in the source (the table, or the files read) before the incremental filter.
-    pub source_count: u64,
+    /// Rows in the source (the table, or the files read) before the incremental filter, when
+    /// the source counted them.
+    pub source_count: Option<u64>,
     /// Rows extracted: the window after the incremental filter.
     pub extracted_count: u64,
     /// Rows diverted to a rejects file as unparseable.
@@ -99,7 +100,7 @@ impl TableReport {
             target: target.to_string(),
             mode,
             status: TableStatus::Failed,
-            source_count: 0,
+            source_count: None,
             extracted_count: 0,
             rejected_count: 0,
             collapsed_count: 0,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -26,8 +26,10 @@ pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 #[derive(Debug, Default)]
 pub struct ExtractStats {
     /// Rows in the source before the incremental filter (a table's `count(*)`, or the rows of
-    /// the files read).
+    /// the files read); meaningful once [`ExtractStats::count_source`] was called.
     pub source_rows: AtomicU64,
+    /// Whether the source counted its rows.
+    pub source_counted: AtomicBool,
     /// Rows that could not be parsed and were diverted to a rejects file.
     pub rejected_rows: AtomicU64,
     /// Files read (file sources).
@@ -40,6 +42,19 @@ impl ExtractStats {
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to the source's row count and marks it counted.
+    pub fn count_source(&self, n: u64) {
+        self.source_rows.fetch_add(n, Ordering::Relaxed);
+        self.source_counted.store(true, Ordering::Relaxed);
+    }
+
+    /// The source's row count, if it counted one.
+    pub fn source_count(&self) -> Option<u64> {
+        self.source_counted
+            .load(Ordering::Relaxed)
+            .then(|| self.source_rows.load(Ordering::Relaxed))
     }
 
     /// Reads a counter.
@@ -195,7 +210,7 @@ impl Source for MemorySource {
         let stats = Arc::new(ExtractStats::default());
         let mut high: Option<CursorValue> = None;
         for b in &batches {
-            ExtractStats::add(&stats.source_rows, b.num_rows() as u64);
+            stats.count_source(b.num_rows() as u64);
             if !spec.cursor.is_empty() {
                 high = CursorValue::max_opt(high, cursor::max_cursor(&spec.name, b, &spec.cursor)?);
             }

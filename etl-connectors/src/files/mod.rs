@@ -87,7 +87,7 @@ struct DecodeContext {
 impl DecodeContext {
     /// Counts a decoded batch and applies the incremental filter.
     fn finish_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        ExtractStats::add(&self.stats.source_rows, batch.num_rows() as u64);
+        self.stats.count_source(batch.num_rows() as u64);
         match &self.low {
             Some(low) if !self.cursor.is_empty() => {
                 let mask = cursor::rows_after(&self.table, &batch, &self.cursor, low)?;

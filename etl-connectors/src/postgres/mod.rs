@@ -13,8 +13,10 @@
 //!   parameters: the two bounds are rendered as typed literals from the stored watermark by
 //!   [`etl_core::sql::Dialect::literal`] (never from user text). Rows whose cursor is NULL are
 //!   read by a full or first read only.
-//! - The table's `count(*)` for the report runs on a second connection while the rows stream
-//!   ([`PostgresSource::with_counts`] turns it off).
+//! - The table's `count(*)` for the report runs on a second connection while the rows stream,
+//!   on reads of the whole table only by default: counting a large table would read all of
+//!   it and defeat a delta read ([`PostgresSource::with_counts`]). The window's count is the
+//!   report's extracted count.
 //!
 //! # Memory
 //! One batch of Arrow builders and one network chunk: flat however large the table.
@@ -79,7 +81,19 @@ pub(crate) fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
 pub struct PostgresSource {
     config: tokio_postgres::Config,
     unmapped_as_text: bool,
-    counts: bool,
+    counts: Counts,
+}
+
+/// When the Postgres source counts the table's rows for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counts {
+    /// On every read.
+    Always,
+    /// When the whole table is read (full and first incremental reads); the default.
+    #[default]
+    WholeReads,
+    /// Never.
+    Never,
 }
 
 impl fmt::Debug for PostgresSource {
@@ -106,7 +120,7 @@ impl PostgresSource {
         Ok(PostgresSource {
             config,
             unmapped_as_text: false,
-            counts: true,
+            counts: Counts::default(),
         })
     }
 
@@ -125,9 +139,9 @@ impl PostgresSource {
         self
     }
 
-    /// Whether to count the table's rows for the report (default true).
-    pub fn with_counts(mut self, on: bool) -> Self {
-        self.counts = on;
+    /// When to count the table's rows for the report (default [`Counts::WholeReads`]).
+    pub fn with_counts(mut self, counts: Counts) -> Self {
+        self.counts = counts;
         self
     }
 
@@ -358,7 +372,13 @@ impl Source for PostgresSource {
             select.join(", ")
         );
         tracing::debug!(table = %spec.name, sql = %sql, "postgres read");
-        let count = self.counts.then(|| {
+        let whole = !incremental || low.is_none();
+        let counting = match self.counts {
+            Counts::Always => true,
+            Counts::WholeReads => whole,
+            Counts::Never => false,
+        };
+        let count = counting.then(|| {
             let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
             AbortOnDrop(Some(tokio::spawn(async move {
                 let c = me.connect(&table).await?;
@@ -367,7 +387,7 @@ impl Source for PostgresSource {
                     .await
                     .map_err(|e| pg_err(&table, e))?;
                 let n: i64 = row.get(0);
-                ExtractStats::add(&stats.source_rows, n as u64);
+                stats.count_source(n as u64);
                 Ok::<(), Error>(())
             })))
         });
