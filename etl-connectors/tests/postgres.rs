@@ -160,6 +160,26 @@ async fn source_conformance_and_missing_tables() {
     let expected =
         "+----+------+\n| id | name |\n+----+------+\n| 1  | ann  |\n| 2  | bob  |\n| 3  |      |\n+----+------+";
     conformance::source(&db.source(), &spec, &missing, expected, &[]).await;
+    // A whole read counts the table as it streams.
+    let req = ReadRequest {
+        spec: &spec,
+        mode: LoadMode::Full,
+        from: None,
+        run_id: "t",
+        batch_size: 2,
+    };
+    let e = db.source().read(req).await.unwrap();
+    let stats = e.stats.clone();
+    assert_eq!(stats.source_count(), None, "not counted before the rows stream");
+    let n: usize = e
+        .stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!((n, stats.source_count()), (3, Some(3)));
     let err = db.source().check(&spec.clone().cursor(["nope"])).await.unwrap_err();
     assert!(
         matches!(err, Error::ColumnNotFound { ref column, .. } if column == "nope"),

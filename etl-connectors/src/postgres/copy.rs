@@ -6,7 +6,9 @@
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::{Buf, Bytes, BytesMut};
-use etl_core::{BatchStream, Error, Result};
+use std::sync::Arc;
+
+use etl_core::{BatchStream, Error, ExtractStats, Result};
 use futures::{Stream, StreamExt};
 
 use super::types::{Builder, ColumnPlan};
@@ -17,6 +19,7 @@ struct Decoder {
     table: String,
     schema: SchemaRef,
     plans: Vec<ColumnPlan>,
+    counter: Option<Arc<ExtractStats>>,
     builders: Vec<Builder>,
     batch_size: usize,
     rows: usize,
@@ -129,6 +132,9 @@ impl Decoder {
             return Ok(None);
         }
         let cols = self.builders.iter_mut().map(|b| b.finish()).collect();
+        if let Some(c) = &self.counter {
+            c.count_source(self.rows as u64);
+        }
         self.rows = 0;
         RecordBatch::try_new(self.schema.clone(), cols)
             .map(Some)
@@ -142,6 +148,7 @@ pub(super) fn batches<S>(
     schema: SchemaRef,
     plans: Vec<ColumnPlan>,
     batch_size: usize,
+    counter: Option<Arc<ExtractStats>>,
     input: S,
 ) -> BatchStream
 where
@@ -153,6 +160,7 @@ where
         schema,
         builders: Decoder::new_builders(&plans, batch_size),
         plans,
+        counter,
         batch_size,
         rows: 0,
         buf: BytesMut::new(),

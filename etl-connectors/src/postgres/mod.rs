@@ -373,12 +373,14 @@ impl Source for PostgresSource {
         );
         tracing::debug!(table = %spec.name, sql = %sql, "postgres read");
         let whole = !incremental || low.is_none();
-        let counting = match self.counts {
+        let wanted = match self.counts {
             Counts::Always => true,
             Counts::WholeReads => whole,
             Counts::Never => false,
         };
-        let count = counting.then(|| {
+        // An unfiltered COPY counts the table as it streams; a filtered one needs count(*).
+        let unfiltered = filter == "TRUE";
+        let count = (wanted && !unfiltered).then(|| {
             let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
             AbortOnDrop(Some(tokio::spawn(async move {
                 let c = me.connect(&table).await?;
@@ -392,7 +394,8 @@ impl Source for PostgresSource {
             })))
         });
         let copy = client.copy_out(sql.as_str()).await.map_err(|e| pg_err(&spec.name, e))?;
-        let rows = copy::batches(&spec.name, schema.clone(), plans, req.batch_size, copy);
+        let counter = (wanted && unfiltered).then(|| stats.clone());
+        let rows = copy::batches(&spec.name, schema.clone(), plans, req.batch_size, counter, copy);
         // Keep the client alive until the copy ends; then wait for the count.
         let table = spec.name.clone();
         let tail = futures::stream::once(async move {
