@@ -62,7 +62,9 @@ impl Drop for Db {
             rt.block_on(async {
                 if let Ok((c, conn)) = tokio_postgres::connect(&conn, NoTls).await {
                     tokio::spawn(conn);
-                    let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await;
+                    let _ = c
+                        .batch_execute(&format!("SET lock_timeout = '10s'; DROP SCHEMA {schema} CASCADE"))
+                        .await;
                 }
             });
         })
@@ -278,4 +280,51 @@ async fn incremental_join_into_a_lake() {
         .unwrap_err();
     assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
     let _ = Arc::new(());
+}
+
+#[tokio::test]
+async fn parallel_chunks_read_every_row_once() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.big (id int8 PRIMARY KEY, pad text);
+         INSERT INTO $S.big SELECT i, repeat('x', 100) FROM generate_series(1, 5000) i;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let r = Pipeline::builder("par")
+        .source(db.source().with_parallelism(3).with_min_parallel_pages(1))
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(TableSpec::new("big").from_table(db.table("big")))
+        .batch_size(700)
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("big").unwrap();
+    assert_eq!(
+        (t.chunks, t.source_count, t.written_count, t.difference),
+        (3, Some(5000), 5000, Some(0))
+    );
+    let mut ids: Vec<i64> = lake
+        .read_table("big")
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
 }

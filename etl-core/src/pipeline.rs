@@ -466,6 +466,7 @@ impl Pipeline {
         let pumped = self.pump(spec, started_at, extract.stream, writer.as_mut()).await;
         let stats = &extract.stats;
         report.source_count = stats.source_count();
+        report.chunks = ExtractStats::get(&stats.chunks);
         report.rejected_count = ExtractStats::get(&stats.rejected_rows);
         let pumped = match pumped {
             Ok(p) => p,

@@ -79,6 +79,9 @@ pub struct TableReport {
     pub bytes_written: u64,
     /// Files written (lake sinks).
     pub files_written: u64,
+    /// Chunks the source split the read into (parallel reads; 0 when not reported).
+    #[serde(default)]
+    pub chunks: u64,
     /// Wall time of the table's run.
     pub duration_ms: u64,
     /// The watermark before the run.
@@ -109,6 +112,7 @@ impl TableReport {
             difference: None,
             bytes_written: 0,
             files_written: 0,
+            chunks: 0,
             duration_ms: 0,
             watermark_before: None,
             watermark_after: None,

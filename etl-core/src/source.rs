@@ -36,6 +36,8 @@ pub struct ExtractStats {
     pub files: AtomicU64,
     /// Bytes read from the source, where known.
     pub bytes: AtomicU64,
+    /// Chunks the read was split into (parallel reads).
+    pub chunks: AtomicU64,
 }
 
 impl ExtractStats {

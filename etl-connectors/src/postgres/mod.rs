@@ -82,6 +82,8 @@ pub struct PostgresSource {
     config: tokio_postgres::Config,
     unmapped_as_text: bool,
     counts: Counts,
+    parallelism: usize,
+    min_parallel_pages: u64,
 }
 
 /// When the Postgres source counts the table's rows for the report.
@@ -121,6 +123,8 @@ impl PostgresSource {
             config,
             unmapped_as_text: false,
             counts: Counts::default(),
+            parallelism: 2,
+            min_parallel_pages: 16_384,
         })
     }
 
@@ -142,6 +146,22 @@ impl PostgresSource {
     /// When to count the table's rows for the report (default [`Counts::WholeReads`]).
     pub fn with_counts(mut self, counts: Counts) -> Self {
         self.counts = counts;
+        self
+    }
+
+    /// Reads a whole table over `connections` connections at once (default 2), each a range
+    /// of its pages, all on one exported snapshot so the read is consistent. Filtered
+    /// (incremental) reads and queries use one connection: their predicate uses the
+    /// table's indexes instead.
+    pub fn with_parallelism(mut self, connections: usize) -> Self {
+        self.parallelism = connections.max(1);
+        self
+    }
+
+    /// Reads tables smaller than this many pages (8 KiB each; default 16 384 = 128 MiB) over
+    /// one connection.
+    pub fn with_min_parallel_pages(mut self, pages: u64) -> Self {
+        self.min_parallel_pages = pages;
         self
     }
 
@@ -264,6 +284,64 @@ impl PostgresSource {
     }
 }
 
+impl PostgresSource {
+    /// Splits a whole-table read into ctid ranges read over several connections that share
+    /// the first connection's snapshot. Returns the connections and each one's extra
+    /// predicate (empty for a single chunk).
+    async fn chunks(
+        &self,
+        client: Client,
+        spec: &TableSpec,
+        rel: &str,
+        unfiltered: bool,
+    ) -> Result<(Vec<Client>, Vec<String>)> {
+        let single = |client| Ok((vec![client], vec![String::new()]));
+        if !unfiltered || self.parallelism < 2 || !matches!(spec.source, SourceRef::Table(_)) {
+            return single(client);
+        }
+        let err = |e| pg_err(&spec.name, e);
+        let pages: i64 = client
+            .query_one(
+                "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
+                &[&rel],
+            )
+            .await
+            .map_err(err)?
+            .get(0);
+        if pages < self.min_parallel_pages as i64 {
+            return single(client);
+        }
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(err)?
+            .get(0);
+        let n = self.parallelism as i64;
+        let step = pages / n + 1;
+        let mut clients = vec![client];
+        let mut preds = Vec::new();
+        for i in 0..n {
+            if i > 0 {
+                let c = self.connect(&spec.name).await?;
+                c.batch_execute(&format!(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                    PG.string_literal(&snapshot)
+                ))
+                .await
+                .map_err(err)?;
+                clients.push(c);
+            }
+            let lo = format!(" AND ctid >= '({},0)'::tid", i * step);
+            preds.push(if i + 1 < n {
+                format!("{lo} AND ctid < '({},0)'::tid", (i + 1) * step)
+            } else {
+                lo
+            });
+        }
+        Ok((clients, preds))
+    }
+}
+
 /// `WHERE` text of an incremental window over `columns`: any cursor past `low`, none past
 /// `high`.
 fn window_predicate(columns: &[String], low: Option<&CursorValue>, high: Option<&CursorValue>) -> String {
@@ -326,6 +404,11 @@ impl Source for PostgresSource {
                 .collect::<Vec<_>>(),
         ));
         let stats = Arc::new(ExtractStats::default());
+        // One snapshot for the high-water mark and every chunk of the read.
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg_err(&spec.name, e))?;
         let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
         let high = if spec.cursor.is_empty() {
             None
@@ -367,11 +450,6 @@ impl Source for PostgresSource {
                 if p.as_text { format!("{c}::text AS {c}") } else { c }
             })
             .collect();
-        let sql = format!(
-            "COPY (SELECT {} FROM {rel} WHERE {filter}) TO STDOUT (FORMAT binary)",
-            select.join(", ")
-        );
-        tracing::debug!(table = %spec.name, sql = %sql, "postgres read");
         let whole = !incremental || low.is_none();
         let wanted = match self.counts {
             Counts::Always => true,
@@ -393,13 +471,35 @@ impl Source for PostgresSource {
                 Ok::<(), Error>(())
             })))
         });
-        let copy = client.copy_out(sql.as_str()).await.map_err(|e| pg_err(&spec.name, e))?;
+        let (clients, chunks) = self.chunks(client, spec, &rel, unfiltered).await?;
+        ExtractStats::add(&stats.chunks, chunks.len() as u64);
         let counter = (wanted && unfiltered).then(|| stats.clone());
-        let rows = copy::batches(&spec.name, schema.clone(), plans, req.batch_size, counter, copy);
-        // Keep the client alive until the copy ends; then wait for the count.
+        let mut streams = Vec::with_capacity(chunks.len());
+        for (client, chunk) in clients.iter().zip(&chunks) {
+            let sql = format!(
+                "COPY (SELECT {} FROM {rel} WHERE {filter}{chunk}) TO STDOUT (FORMAT binary)",
+                select.join(", ")
+            );
+            tracing::debug!(table = %spec.name, sql = %sql, "postgres read");
+            let copy = client.copy_out(sql.as_str()).await.map_err(|e| pg_err(&spec.name, e))?;
+            streams.push(copy::batches(
+                &spec.name,
+                schema.clone(),
+                plans.clone(),
+                req.batch_size,
+                counter.clone(),
+                copy,
+            ));
+        }
+        let rows = futures::stream::select_all(streams);
+        // Keep the clients (and their snapshot) alive until the copies end; then wait for
+        // the count.
         let table = spec.name.clone();
         let tail = futures::stream::once(async move {
-            drop(client);
+            for c in clients {
+                // End the read-only snapshot transactions (and release their locks) now.
+                c.batch_execute("COMMIT").await.map_err(|e| pg_err(&table, e))?;
+            }
             if let Some(mut guard) = count
                 && let Some(handle) = guard.0.take()
             {
