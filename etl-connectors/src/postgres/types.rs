@@ -241,8 +241,9 @@ fn uuid_text(u: &[u8; 16]) -> String {
     s
 }
 
-/// The parts of a binary numeric: sign, weight, display scale, base-10000 digits.
-fn numeric_parts(v: &[u8]) -> Result<(bool, i16, u16, Vec<i16>), String> {
+/// The parts of a binary numeric: sign, weight, display scale, base-10000 digits (as the
+/// big-endian byte pairs that follow the header).
+fn numeric_parts(v: &[u8]) -> Result<(bool, i16, u16, &[u8]), String> {
     if v.len() < 8 {
         return Err("numeric value too short".into());
     }
@@ -259,18 +260,21 @@ fn numeric_parts(v: &[u8]) -> Result<(bool, i16, u16, Vec<i16>), String> {
     if v.len() != 8 + 2 * ndigits {
         return Err("numeric value has a wrong length".into());
     }
-    let digits = (0..ndigits).map(|i| be16(8 + 2 * i)).collect();
-    Ok((sign == 0x4000, weight, dscale, digits))
+    Ok((sign == 0x4000, weight, dscale, &v[8..]))
+}
+
+fn digits(d: &[u8]) -> impl Iterator<Item = i16> + '_ {
+    d.chunks_exact(2).map(|p| i16::from_be_bytes([p[0], p[1]]))
 }
 
 /// A binary numeric as an integer scaled by 10^scale; an error rather than a rounding.
 fn numeric_scaled(v: &[u8], scale: i8) -> Result<i128, String> {
-    let (neg, weight, _, digits) = numeric_parts(v)?;
+    let (neg, weight, _, ds) = numeric_parts(v)?;
     let mut acc: i128 = 0;
     let overflow = || "numeric value does not fit Decimal128".to_string();
-    for (i, d) in digits.iter().enumerate() {
+    for (i, d) in digits(ds).enumerate() {
         let exp = 4 * (weight as i32 - i as i32) + scale as i32;
-        let d = *d as i128;
+        let d = d as i128;
         let term = if exp >= 0 {
             10i128
                 .checked_pow(exp as u32)
@@ -290,7 +294,8 @@ fn numeric_scaled(v: &[u8], scale: i8) -> Result<i128, String> {
 
 /// A binary numeric as exact decimal text.
 fn numeric_text(v: &[u8]) -> Result<String, String> {
-    let (neg, weight, dscale, digits) = numeric_parts(v)?;
+    let (neg, weight, dscale, ds) = numeric_parts(v)?;
+    let digits: Vec<i16> = digits(ds).collect();
     let digit = |g: i32| {
         if g >= 0 && (g as usize) < digits.len() {
             digits[g as usize]

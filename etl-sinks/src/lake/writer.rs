@@ -15,6 +15,7 @@ use etl_core::{
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::LakeOptions;
 use super::commit::CommitLog;
@@ -137,7 +138,18 @@ impl LakeWriter {
         let path = join(&self.table);
         let location = self.log.location();
         let sink = BufWriter::new(location.store().clone(), location.path(&staged));
-        let writer = AsyncArrowWriter::try_new(sink, schema, Some(self.props.clone()))
+        // Dictionaries pay off for repeated text; numbers and times compress as well without
+        // them and cost far less to encode.
+        let mut props = self.props.clone().into_builder();
+        for f in schema.fields() {
+            if !matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary
+            ) {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            }
+        }
+        let writer = AsyncArrowWriter::try_new(sink, schema, Some(props.build()))
             .map_err(|e| parquet_err(&self.table, &staged, e))?;
         self.open.insert(
             partition.to_string(),
