@@ -438,7 +438,10 @@ impl Source for PostgresSource {
                 no_new_data: true,
             });
         }
-        let filter = if incremental {
+        // The high-water mark is the maximum within this same snapshot, so without a lower
+        // bound the window is the whole table: read it unfiltered (in parallel, counted as it
+        // streams).
+        let filter = if incremental && low.is_some() {
             window_predicate(&spec.cursor, low.as_ref(), high.as_ref())
         } else {
             "TRUE".to_string()
