@@ -65,6 +65,7 @@ mod sink;
 mod source;
 mod spec;
 pub mod sql;
+pub mod task;
 pub mod transform;
 mod watermark;
 

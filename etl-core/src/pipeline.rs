@@ -611,26 +611,16 @@ const PREFETCH: usize = 2;
 /// aborts the task.
 fn prefetch(mut stream: BatchStream) -> BatchStream {
     let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH);
-    let task = tokio::spawn(async move {
+    let guard = crate::task::AbortOnDrop::spawn(async move {
         while let Some(item) = stream.next().await {
             if tx.send(item).await.is_err() {
                 break;
             }
         }
     });
-    let guard = AbortOnDrop(task);
     Box::pin(futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
         rx.recv().await.map(|item| (item, (rx, guard)))
     }))
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 async fn abort(writer: Box<dyn TableWriter>, e: Error) -> Error {

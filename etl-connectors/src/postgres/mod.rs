@@ -32,6 +32,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use etl_core::cursor;
 use etl_core::sql::Dialect;
+use etl_core::task::AbortOnDrop;
 use etl_core::{
     CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, Source, SourceRef, TableSpec,
 };
@@ -369,17 +370,6 @@ fn window_predicate(columns: &[String], low: Option<&CursorValue>, high: Option<
     }
 }
 
-/// Aborts a spawned task when dropped (the read was cancelled).
-struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        if let Some(h) = &self.0 {
-            h.abort();
-        }
-    }
-}
-
 #[async_trait]
 impl Source for PostgresSource {
     fn name(&self) -> &str {
@@ -463,7 +453,7 @@ impl Source for PostgresSource {
         let unfiltered = filter == "TRUE";
         let count = (wanted && !unfiltered).then(|| {
             let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
-            AbortOnDrop(Some(tokio::spawn(async move {
+            AbortOnDrop::spawn(async move {
                 let c = me.connect(&table).await?;
                 let row = c
                     .query_one(&format!("SELECT count(*) FROM {rel}"), &[])
@@ -472,7 +462,7 @@ impl Source for PostgresSource {
                 let n: i64 = row.get(0);
                 stats.count_source(n as u64);
                 Ok::<(), Error>(())
-            })))
+            })
         });
         let (clients, chunks) = self.chunks(client, spec, &rel, unfiltered).await?;
         ExtractStats::add(&stats.chunks, chunks.len() as u64);
@@ -503,10 +493,8 @@ impl Source for PostgresSource {
                 // End the read-only snapshot transactions (and release their locks) now.
                 c.batch_execute("COMMIT").await.map_err(|e| pg_err(&table, e))?;
             }
-            if let Some(mut guard) = count
-                && let Some(handle) = guard.0.take()
-            {
-                match handle.await {
+            if let Some(task) = count {
+                match task.join().await {
                     Ok(r) => r?,
                     Err(e) => {
                         return Err(Error::Connector {
