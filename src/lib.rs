@@ -7,7 +7,8 @@
 //!
 //! This crate re-exports [`etl_core`] (contracts, runner, transforms, watermark stores) and,
 //! by cargo feature, the connectors: `files` ([`FileSource`]) and `lake` ([`LakeSink`]),
-//! both on by default; `s3` adds S3 object stores.
+//! both on by default; `postgres` (`PostgresSource`) and `mysql` (`MySqlSource`) read
+//! databases; `s3` adds S3 object stores.
 //!
 //! ## Example
 //!
@@ -48,8 +49,12 @@ pub use etl_core::*;
 pub use etl_connectors as connectors;
 pub use etl_sinks as sinks;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub use etl_connectors::Counts;
 #[cfg(feature = "files")]
 pub use etl_connectors::files::FileSource;
+#[cfg(feature = "mysql")]
+pub use etl_connectors::mysql::MySqlSource;
 #[cfg(feature = "postgres")]
 pub use etl_connectors::postgres::PostgresSource;
 #[cfg(feature = "lake")]

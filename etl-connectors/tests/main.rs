@@ -306,3 +306,6 @@ async fn csv_without_header_reads_by_position() {
 
 #[cfg(feature = "postgres")]
 mod postgres;
+
+#[cfg(feature = "mysql")]
+mod mysql;

@@ -1,6 +1,6 @@
-//! SQL text shared by every database connector: identifier quoting per dialect, and the
-//! rendering of cursor values as typed literals where a statement cannot take parameters
-//! (Postgres `COPY (SELECT …)`).
+//! SQL text shared by every database connector: identifier quoting per dialect, the
+//! incremental window's predicate, and the rendering of cursor values as typed literals where
+//! a statement cannot take parameters (Postgres `COPY (SELECT …)`).
 
 use crate::watermark::CursorValue;
 
@@ -79,6 +79,68 @@ impl Dialect {
         match self {
             Dialect::Postgres => format!("{}::{pg_type}", self.string_literal(&text)),
             Dialect::MySql => self.string_literal(&text),
+        }
+    }
+    /// A bound of a statement: `?` (MySQL) or `$n` (Postgres) pushed onto `params`, or a
+    /// typed literal when `params` is `None`.
+    fn bound(self, v: &CursorValue, params: &mut Option<&mut Vec<CursorValue>>) -> String {
+        match params {
+            Some(p) => {
+                p.push(v.clone());
+                match self {
+                    Dialect::Postgres => format!("${}", p.len()),
+                    Dialect::MySql => "?".to_string(),
+                }
+            }
+            None => self.literal(v),
+        }
+    }
+
+    /// The `WHERE` text of an incremental window over the cursor `columns`: any of them past
+    /// `low`, none past `high`. Without a `low` (a first read), rows whose cursors are NULL
+    /// are inside the window. Bounds are parameters pushed onto `params` in order, or typed
+    /// literals when `params` is `None`.
+    ///
+    /// ```
+    /// use etl_core::{CursorValue, sql::Dialect};
+    /// let cols = ["created_at".to_string(), "updated_at".to_string()];
+    /// let mut params = Vec::new();
+    /// let sql = Dialect::MySql.window_predicate(&cols, Some(&CursorValue::Int(5)), Some(&CursorValue::Int(9)), Some(&mut params));
+    /// assert_eq!(sql, "(`created_at` > ? OR `updated_at` > ?) AND `created_at` <= ? AND `updated_at` <= ?");
+    /// assert_eq!(params.len(), 4);
+    /// assert_eq!(Dialect::Postgres.window_predicate(&cols[..1], None, Some(&CursorValue::Int(9)), None),
+    ///            r#"("created_at" <= 9 OR "created_at" IS NULL)"#);
+    /// ```
+    pub fn window_predicate(
+        self,
+        columns: &[String],
+        low: Option<&CursorValue>,
+        high: Option<&CursorValue>,
+        mut params: Option<&mut Vec<CursorValue>>,
+    ) -> String {
+        let mut parts = Vec::new();
+        if let Some(low) = low {
+            let any: Vec<String> = columns
+                .iter()
+                .map(|c| format!("{} > {}", self.quote(c), self.bound(low, &mut params)))
+                .collect();
+            parts.push(format!("({})", any.join(" OR ")));
+        }
+        if let Some(high) = high {
+            for c in columns {
+                let c = self.quote(c);
+                let b = self.bound(high, &mut params);
+                parts.push(if low.is_some() {
+                    format!("{c} <= {b}")
+                } else {
+                    format!("({c} <= {b} OR {c} IS NULL)")
+                });
+            }
+        }
+        if parts.is_empty() {
+            "TRUE".to_string()
+        } else {
+            parts.join(" AND ")
         }
     }
 }

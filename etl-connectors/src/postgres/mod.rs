@@ -30,16 +30,15 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use etl_core::cursor;
 use etl_core::sql::Dialect;
 use etl_core::task::AbortOnDrop;
-use etl_core::{
-    CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, Source, SourceRef, TableSpec,
-};
+use etl_core::{CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec};
 use futures::StreamExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+pub use crate::db::Counts;
+use crate::db::{self, Window};
 use types::{ColumnPlan, Decode};
 
 const PG: Dialect = Dialect::Postgres;
@@ -85,18 +84,6 @@ pub struct PostgresSource {
     counts: Counts,
     parallelism: usize,
     min_parallel_pages: u64,
-}
-
-/// When the Postgres source counts the table's rows for the report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Counts {
-    /// On every read.
-    Always,
-    /// When the whole table is read (full and first incremental reads); the default.
-    #[default]
-    WholeReads,
-    /// Never.
-    Never,
 }
 
 impl fmt::Debug for PostgresSource {
@@ -343,33 +330,6 @@ impl PostgresSource {
     }
 }
 
-/// `WHERE` text of an incremental window over `columns`: any cursor past `low`, none past
-/// `high`.
-fn window_predicate(columns: &[String], low: Option<&CursorValue>, high: Option<&CursorValue>) -> String {
-    let mut parts = Vec::new();
-    if let Some(low) = low {
-        let lit = PG.literal(low);
-        let any: Vec<String> = columns.iter().map(|c| format!("{} > {lit}", PG.quote(c))).collect();
-        parts.push(format!("({})", any.join(" OR ")));
-    }
-    if let Some(high) = high {
-        let lit = PG.literal(high);
-        for c in columns {
-            let c = PG.quote(c);
-            if low.is_some() {
-                parts.push(format!("{c} <= {lit}"));
-            } else {
-                parts.push(format!("({c} <= {lit} OR {c} IS NULL)"));
-            }
-        }
-    }
-    if parts.is_empty() {
-        "TRUE".to_string()
-    } else {
-        parts.join(" AND ")
-    }
-}
-
 #[async_trait]
 impl Source for PostgresSource {
     fn name(&self) -> &str {
@@ -399,40 +359,17 @@ impl Source for PostgresSource {
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| pg_err(&spec.name, e))?;
-        let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
         let high = if spec.cursor.is_empty() {
             None
         } else {
             self.high_water(&client, spec, &rel, &plans).await?
         };
-        let low = if incremental {
-            cursor::window_low(spec, req.from.and_then(|p| p.cursor.as_ref()), high.as_ref())
-        } else {
-            None
-        };
-        let position = Position {
-            cursor: high.clone(),
-            files: Default::default(),
-        };
-        let nothing_new = incremental
-            && low.is_some()
-            && spec.lookback.is_none()
-            && req.from.is_some()
-            && high.as_ref().is_none_or(|h| Some(h) <= low.as_ref());
-        if nothing_new {
-            return Ok(Extract {
-                schema,
-                stream: Box::pin(futures::stream::empty()),
-                high: position,
-                stats,
-                no_new_data: true,
-            });
+        let window = Window::new(&req, high);
+        if window.nothing_new {
+            return Ok(window.empty(schema, stats));
         }
-        // The high-water mark is the maximum within this same snapshot, so without a lower
-        // bound the window is the whole table: read it unfiltered (in parallel, counted as it
-        // streams).
-        let filter = if incremental && low.is_some() {
-            window_predicate(&spec.cursor, low.as_ref(), high.as_ref())
+        let filter = if window.filtered() {
+            PG.window_predicate(&spec.cursor, window.low.as_ref(), window.high.as_ref(), None)
         } else {
             "TRUE".to_string()
         };
@@ -443,12 +380,7 @@ impl Source for PostgresSource {
                 if p.as_text { format!("{c}::text AS {c}") } else { c }
             })
             .collect();
-        let whole = !incremental || low.is_none();
-        let wanted = match self.counts {
-            Counts::Always => true,
-            Counts::WholeReads => whole,
-            Counts::Never => false,
-        };
+        let wanted = window.wants_count(self.counts);
         // An unfiltered COPY counts the table as it streams; a filtered one needs count(*).
         let unfiltered = filter == "TRUE";
         let count = (wanted && !unfiltered).then(|| {
@@ -494,16 +426,7 @@ impl Source for PostgresSource {
                 c.batch_execute("COMMIT").await.map_err(|e| pg_err(&table, e))?;
             }
             if let Some(task) = count {
-                match task.join().await {
-                    Ok(r) => r?,
-                    Err(e) => {
-                        return Err(Error::Connector {
-                            connector: "postgres",
-                            message: format!("table `{table}`: count task failed: {e}"),
-                            retryable: true,
-                        });
-                    }
-                }
+                db::join_count("postgres", &table, task).await?;
             }
             Ok(None)
         })
@@ -511,7 +434,7 @@ impl Source for PostgresSource {
         Ok(Extract {
             schema,
             stream: Box::pin(rows.chain(tail)),
-            high: position,
+            high: window.position(),
             stats,
             no_new_data: false,
         })
@@ -521,20 +444,6 @@ impl Source for PostgresSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn window_predicates() {
-        let cols = vec!["updated_at".to_string()];
-        assert_eq!(
-            window_predicate(&cols, Some(&CursorValue::Int(5)), Some(&CursorValue::Int(9))),
-            r#"("updated_at" > 5) AND "updated_at" <= 9"#
-        );
-        let two = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(
-            window_predicate(&two, None, Some(&CursorValue::Int(9))),
-            r#"("a" <= 9 OR "a" IS NULL) AND ("b" <= 9 OR "b" IS NULL)"#
-        );
-    }
 
     #[test]
     fn debug_redacts_the_password() {

@@ -1,0 +1,104 @@
+//! What the database sources share: when to count, the incremental window of a read, and
+//! the join of a count running beside the rows.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use etl_core::task::AbortOnDrop;
+use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, cursor};
+
+/// When a database source counts the table's rows for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Counts {
+    /// On every read.
+    Always,
+    /// When the whole table is read (full and first incremental reads); the default, so a
+    /// delta read never scans the whole table just to count it.
+    #[default]
+    WholeReads,
+    /// Never.
+    Never,
+}
+
+/// The window of one read, from the stored position and the high-water mark taken in the
+/// read's snapshot.
+#[derive(Debug)]
+pub(crate) struct Window {
+    /// The mode reads incrementally and the spec has cursor columns.
+    pub incremental: bool,
+    /// Exclusive lower bound (`None`: from the beginning).
+    pub low: Option<CursorValue>,
+    /// The high-water mark.
+    pub high: Option<CursorValue>,
+    /// Nothing can be new: the high-water mark has not moved past the stored cursor.
+    pub nothing_new: bool,
+}
+
+impl Window {
+    pub(crate) fn new(req: &ReadRequest<'_>, high: Option<CursorValue>) -> Window {
+        let spec = req.spec;
+        let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
+        let low = if incremental {
+            cursor::window_low(spec, req.from.and_then(|p| p.cursor.as_ref()), high.as_ref())
+        } else {
+            None
+        };
+        let nothing_new = incremental
+            && low.is_some()
+            && spec.lookback.is_none()
+            && req.from.is_some()
+            && high.as_ref().is_none_or(|h| Some(h) <= low.as_ref());
+        Window {
+            incremental,
+            low,
+            high,
+            nothing_new,
+        }
+    }
+
+    /// The read needs a predicate. Without a lower bound it does not: the high-water mark is
+    /// the maximum within the read's own snapshot, so the window is the whole table.
+    pub(crate) fn filtered(&self) -> bool {
+        self.incremental && self.low.is_some()
+    }
+
+    /// Whether `counts` asks for a count of this read.
+    pub(crate) fn wants_count(&self, counts: Counts) -> bool {
+        match counts {
+            Counts::Always => true,
+            Counts::WholeReads => !self.filtered(),
+            Counts::Never => false,
+        }
+    }
+
+    /// The position the run reaches.
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            cursor: self.high.clone(),
+            files: Default::default(),
+        }
+    }
+
+    /// The answer when nothing is new.
+    pub(crate) fn empty(&self, schema: SchemaRef, stats: Arc<ExtractStats>) -> Extract {
+        Extract {
+            schema,
+            stream: Box::pin(futures::stream::empty()),
+            high: self.position(),
+            stats,
+            no_new_data: true,
+        }
+    }
+}
+
+/// Waits for a count task started beside the read.
+pub(crate) async fn join_count(connector: &'static str, table: &str, task: AbortOnDrop<Result<()>>) -> Result<()> {
+    match task.join().await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Connector {
+            connector,
+            message: format!("table `{table}`: count task failed: {e}"),
+            retryable: true,
+        }),
+    }
+}

@@ -1,0 +1,707 @@
+//! MySQL and MariaDB as a source: results streamed over the binary protocol and decoded into
+//! Arrow builders.
+//!
+//! # Reads
+//! - A table (`shop.orders`, or `orders` in the connection's database) or a query (`SELECT …
+//!   JOIN …`, run by the database).
+//! - Columns and types come from the server's result-set metadata (a prepared `LIMIT 0`)
+//!   before anything is read: a missing table is [`Error::TableNotFound`], a missing cursor
+//!   column [`Error::ColumnNotFound`], a type not mapped yet an error naming table, column and
+//!   type (or read as text with [`MySqlSource::with_unmapped_as_text`]).
+//! - Every read runs in one `START TRANSACTION WITH CONSISTENT SNAPSHOT`; the session's time
+//!   zone is UTC, so `TIMESTAMP` columns arrive in UTC and `DATETIME` columns stay naive.
+//! - Incremental: the high-water mark is `max(cursor)` in the read's snapshot; the window
+//!   `(low, high]` is a predicate with bound parameters, so an index on the cursor makes a 1%
+//!   delta read about 1% of the rows.
+//! - A large table with an integer primary key, read whole, is split into key ranges read over
+//!   several connections at once ([`MySqlSource::with_parallelism`]). MySQL cannot share a
+//!   snapshot between connections, so the table is held under `LOCK TABLES … READ` for the
+//!   moment the readers start their snapshots: every range sees the same committed state.
+//!   Without the `LOCK TABLES` privilege the read falls back to one connection.
+//!
+//! # Types
+//! | MySQL | Arrow |
+//! |---|---|
+//! | `TINYINT(1)`, `BIT(1)` | Boolean (values other than 0/1 are an error; see [`MySqlSource::with_tinyint1_as_bool`]) |
+//! | `TINYINT`…`BIGINT` (`UNSIGNED`) | Int8…Int64 (UInt8…UInt64); `MEDIUMINT` → Int32 |
+//! | `YEAR` | Int16 |
+//! | `FLOAT`, `DOUBLE` | Float32, Float64 |
+//! | `DECIMAL(p,s)`, p ≤ 38 | Decimal128(p, s), exact |
+//! | `DECIMAL(p,s)`, p > 38 | Utf8, the exact decimal text |
+//! | `BIT(n)`, n > 1 | UInt64 |
+//! | `CHAR`, `VARCHAR`, `TEXT`, `ENUM`, `SET` (`a,b`), `JSON` | Utf8 |
+//! | `BINARY`, `VARBINARY`, `BLOB` | Binary |
+//! | `DATE` | Date32 (zero dates are an error) |
+//! | `TIME` | Time64(µs) (values outside a day are an error) |
+//! | `DATETIME` | Timestamp(µs), naive |
+//! | `TIMESTAMP` | Timestamp(µs, UTC) |
+//!
+//! # Memory
+//! One batch of builders per connection and at most two decoded batches in flight.
+
+mod types;
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use etl_core::sql::Dialect;
+use etl_core::task::AbortOnDrop;
+use etl_core::{CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec};
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Params, Value};
+use tokio::sync::mpsc;
+
+pub use crate::db::Counts;
+use crate::db::{self, Window};
+use types::{Builder, ColumnPlan, Decode};
+
+const MY: Dialect = Dialect::MySql;
+const CONNECTOR: &str = "mysql";
+
+/// Maps a driver error at the crate boundary.
+fn my_err(table: &str, e: mysql_async::Error) -> Error {
+    match &e {
+        mysql_async::Error::Server(s) if s.code == 1146 || s.code == 1049 => Error::TableNotFound {
+            table: table.to_string(),
+            source_name: CONNECTOR.to_string(),
+        },
+        mysql_async::Error::Server(s) => Error::Connector {
+            connector: CONNECTOR,
+            message: format!("table `{table}`: {} (error {})", s.message, s.code),
+            // Deadlock, lock wait timeout, too many connections, server shutting down,
+            // connection killed.
+            retryable: [1213, 1205, 1040, 1053, 1927].contains(&s.code),
+        },
+        mysql_async::Error::Io(_) => Error::Connector {
+            connector: CONNECTOR,
+            message: format!("table `{table}`: {e}"),
+            retryable: true,
+        },
+        _ => Error::Connector {
+            connector: CONNECTOR,
+            message: format!("table `{table}`: {e}"),
+            retryable: e.is_fatal(),
+        },
+    }
+}
+
+/// Reads tables and queries of one MySQL or MariaDB server.
+///
+/// The connection string is a URL (`mysql://user:password@host:3306/database`); its password
+/// never appears in `Debug` output.
+#[derive(Clone)]
+pub struct MySqlSource {
+    opts: Opts,
+    unmapped_as_text: bool,
+    tinyint1_as_bool: bool,
+    counts: Counts,
+    parallelism: usize,
+    min_parallel_bytes: u64,
+}
+
+impl fmt::Debug for MySqlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MySqlSource")
+            .field("host", &self.opts.ip_or_hostname())
+            .field("port", &self.opts.tcp_port())
+            .field("user", &self.opts.user())
+            .field("database", &self.opts.db_name())
+            .field("password", &self.opts.pass().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl MySqlSource {
+    /// A source from a `mysql://` URL.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the URL does not parse (the message never repeats it).
+    pub fn new(url: &str) -> Result<Self> {
+        let opts = Opts::from_url(url).map_err(|e| {
+            let reason = match e {
+                mysql_async::UrlError::Parse(p) => p.to_string(),
+                mysql_async::UrlError::UnsupportedScheme { scheme } => format!("unsupported scheme `{scheme}`"),
+                mysql_async::UrlError::UnknownParameter { param } => format!("unknown parameter `{param}`"),
+                mysql_async::UrlError::InvalidParamValue { param, .. } => format!("invalid value of `{param}`"),
+                _ => "malformed URL".to_string(),
+            };
+            Error::config(format!("invalid MySQL connection URL: {reason}"))
+        })?;
+        Ok(MySqlSource {
+            opts,
+            unmapped_as_text: false,
+            tinyint1_as_bool: true,
+            counts: Counts::default(),
+            parallelism: 2,
+            min_parallel_bytes: 128 << 20,
+        })
+    }
+
+    /// A source from the URL in environment variable `var`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when it is unset or invalid.
+    pub fn from_env(var: &str) -> Result<Self> {
+        let url = std::env::var(var).map_err(|_| Error::config(format!("environment variable {var} is not set")))?;
+        Self::new(&url)
+    }
+
+    /// Reads columns of types not mapped yet as their text form (`CAST(… AS CHAR)`) instead
+    /// of failing.
+    pub fn with_unmapped_as_text(mut self, on: bool) -> Self {
+        self.unmapped_as_text = on;
+        self
+    }
+
+    /// Reads `TINYINT(1)` as a boolean (the default; MySQL's `BOOL`) or, when `false`, as an
+    /// 8-bit integer.
+    pub fn with_tinyint1_as_bool(mut self, on: bool) -> Self {
+        self.tinyint1_as_bool = on;
+        self
+    }
+
+    /// When to count the table's rows for the report (default [`Counts::WholeReads`]).
+    pub fn with_counts(mut self, counts: Counts) -> Self {
+        self.counts = counts;
+        self
+    }
+
+    /// Reads a whole table with an integer primary key over `connections` connections at
+    /// once (default 2), each a range of keys, all on the same committed state. Filtered
+    /// (incremental) reads and queries use one connection: their predicate uses the table's
+    /// indexes instead.
+    pub fn with_parallelism(mut self, connections: usize) -> Self {
+        self.parallelism = connections.max(1);
+        self
+    }
+
+    /// Reads tables smaller than this many bytes of data (default 128 MiB, as the server
+    /// estimates it) over one connection.
+    pub fn with_min_parallel_bytes(mut self, bytes: u64) -> Self {
+        self.min_parallel_bytes = bytes;
+        self
+    }
+
+    async fn connect(&self, table: &str) -> Result<Conn> {
+        let opts = OptsBuilder::from_opts(self.opts.clone()).init(vec![
+            "SET time_zone = '+00:00'",
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        ]);
+        Conn::new(opts).await.map_err(|e| my_err(table, e))
+    }
+
+    /// The FROM clause item of a spec.
+    fn relation(spec: &TableSpec) -> Result<String> {
+        match &spec.source {
+            SourceRef::Table(t) => Ok(MY.quote_qualified(t)),
+            SourceRef::Query(q) => Ok(format!("({q}) AS {}", MY.quote("q"))),
+            other => Err(Error::config(format!(
+                "table `{}`: the MySQL source reads tables and queries, not {other:?}",
+                spec.name
+            ))),
+        }
+    }
+
+    /// Columns of the relation, mapped to Arrow.
+    async fn describe(&self, conn: &mut Conn, spec: &TableSpec, rel: &str) -> Result<Vec<ColumnPlan>> {
+        let stmt = conn
+            .prep(format!("SELECT * FROM {rel} LIMIT 0"))
+            .await
+            .map_err(|e| my_err(&spec.name, e))?;
+        let plans = stmt
+            .columns()
+            .iter()
+            .map(|c| {
+                let name = c.name_str().to_string();
+                let type_name = types::type_name(c);
+                match types::map_column(c, self.tinyint1_as_bool) {
+                    Some((data_type, kind)) => Ok(ColumnPlan {
+                        name,
+                        data_type,
+                        kind,
+                        as_text: false,
+                        type_name,
+                    }),
+                    None if self.unmapped_as_text => Ok(ColumnPlan {
+                        name,
+                        data_type: DataType::Utf8,
+                        kind: Decode::Text,
+                        as_text: true,
+                        type_name,
+                    }),
+                    None => Err(Error::ColumnTypeConflict {
+                        table: spec.name.clone(),
+                        column: name,
+                        expected: "a type the MySQL source maps (or MySqlSource::with_unmapped_as_text)".into(),
+                        found: type_name,
+                    }),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        conn.close(stmt).await.map_err(|e| my_err(&spec.name, e))?;
+        for c in &spec.cursor {
+            if !plans.iter().any(|p| &p.name == c) {
+                return Err(Error::ColumnNotFound {
+                    table: spec.name.clone(),
+                    column: c.clone(),
+                });
+            }
+        }
+        Ok(plans)
+    }
+
+    /// `max` over the cursor columns, read in the connection's snapshot.
+    async fn high_water(
+        &self,
+        conn: &mut Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[ColumnPlan],
+    ) -> Result<Option<CursorValue>> {
+        let mut best = None;
+        for c in &spec.cursor {
+            let plan = plans.iter().find(|p| &p.name == c).expect("described");
+            // The binary protocol, so temporal values arrive as values, not text.
+            let v: Option<Value> = conn
+                .exec_first(format!("SELECT max({}) FROM {rel}", MY.quote(c)), ())
+                .await
+                .map_err(|e| my_err(&spec.name, e))?;
+            let v = match v {
+                None | Some(Value::NULL) => None,
+                Some(v) => Some(cursor_value(plan, v).map_err(|found| Error::ColumnTypeConflict {
+                    table: spec.name.clone(),
+                    column: c.clone(),
+                    expected: "an integer, date, timestamp or text cursor".into(),
+                    found,
+                })?),
+            };
+            best = CursorValue::max_opt(best, v);
+        }
+        Ok(best)
+    }
+
+    /// The integer primary key and estimated data size of a table, when it has both.
+    async fn split_key(&self, conn: &mut Conn, spec: &TableSpec, plans: &[ColumnPlan]) -> Result<Option<String>> {
+        let SourceRef::Table(t) = &spec.source else {
+            return Ok(None);
+        };
+        let (schema, table) = match t.split_once('.') {
+            Some((s, t)) => (Some(s.to_string()), t.to_string()),
+            None => (None, t.clone()),
+        };
+        let err = |e| my_err(&spec.name, e);
+        let size: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT DATA_LENGTH FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ?",
+                (schema.clone(), table.clone()),
+            )
+            .await
+            .map_err(err)?;
+        if size.flatten().unwrap_or(0) < self.min_parallel_bytes {
+            return Ok(None);
+        }
+        let keys: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
+                (schema, table),
+            )
+            .await
+            .map_err(err)?;
+        let integer = |k: &String| {
+            plans.iter().any(|p| {
+                &p.name == k
+                    && matches!(
+                        p.kind,
+                        Decode::I8 | Decode::I16 | Decode::I32 | Decode::I64 | Decode::U8 | Decode::U16 | Decode::U32
+                    )
+            })
+        };
+        Ok(match keys.as_slice() {
+            [k] if integer(k) => Some(k.clone()),
+            _ => None,
+        })
+    }
+
+    /// Connections for a whole-table read split by key ranges, each in a consistent snapshot
+    /// of the same committed state, and the predicate (with parameters) of each one's range.
+    /// Falls back to `first` alone when the table cannot be locked for the moment it takes.
+    async fn open_ranges(
+        &self,
+        first: Conn,
+        spec: &TableSpec,
+        rel: &str,
+        key: &str,
+    ) -> Result<Vec<(Conn, String, Vec<Value>)>> {
+        let err = |e| my_err(&spec.name, e);
+        let mut locker = self.connect(&spec.name).await?;
+        if let Err(e) = locker.query_drop(format!("LOCK TABLES {rel} READ")).await {
+            tracing::warn!(table = %spec.name, error = %e,
+                "cannot LOCK TABLES for a consistent parallel read; reading over one connection");
+            let _ = locker.disconnect().await;
+            let mut first = first;
+            first.query_drop(SNAPSHOT).await.map_err(err)?;
+            return Ok(vec![(first, String::new(), Vec::new())]);
+        }
+        let mut conns = vec![first];
+        for _ in 1..self.parallelism {
+            conns.push(self.connect(&spec.name).await?);
+        }
+        let started = async {
+            for c in &mut conns {
+                c.query_drop(SNAPSHOT).await?;
+            }
+            Ok::<(), mysql_async::Error>(())
+        }
+        .await;
+        locker.query_drop("UNLOCK TABLES").await.map_err(err)?;
+        let _ = locker.disconnect().await;
+        started.map_err(err)?;
+        let k = MY.quote(key);
+        let bounds: Option<(Option<i64>, Option<i64>)> = conns[0]
+            .query_first(format!("SELECT min({k}), max({k}) FROM {rel}"))
+            .await
+            .map_err(err)?;
+        let (Some(lo), Some(hi)) = bounds.unwrap_or((None, None)) else {
+            // Empty: one range reads nothing.
+            conns.truncate(1);
+            return Ok(conns.into_iter().map(|c| (c, String::new(), Vec::new())).collect());
+        };
+        let n = conns.len() as i64;
+        let step = ((hi - lo) / n).max(1);
+        Ok(conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let i = i as i64;
+                let start = lo + i * step;
+                let end = lo + (i + 1) * step;
+                match (i == 0, i + 1 == n) {
+                    (true, true) => (c, String::new(), vec![]),
+                    (true, false) => (c, format!(" AND {k} < ?"), vec![Value::Int(end)]),
+                    (false, true) => (c, format!(" AND {k} >= ?"), vec![Value::Int(start)]),
+                    (false, false) => (
+                        c,
+                        format!(" AND {k} >= ? AND {k} < ?"),
+                        vec![Value::Int(start), Value::Int(end)],
+                    ),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Ends the snapshots of connections not needed any more (a dropped connection would end
+/// its snapshot only once the runtime gets to its disconnect).
+async fn disconnect(ranges: Vec<(Conn, String, Vec<Value>)>) {
+    for (c, ..) in ranges {
+        let _ = c.disconnect().await;
+    }
+}
+
+const SNAPSHOT: &str = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+
+/// A cursor value from a `max(…)` result.
+fn cursor_value(plan: &ColumnPlan, v: Value) -> std::result::Result<CursorValue, String> {
+    let bad = |v: &Value| format!("{} ({v:?})", plan.type_name);
+    Ok(match (plan.kind, v) {
+        (Decode::I8 | Decode::I16 | Decode::I32 | Decode::I64 | Decode::U8 | Decode::U16 | Decode::U32, v) => match v {
+            Value::Int(i) => CursorValue::Int(i),
+            Value::UInt(u) => CursorValue::Int(i64::try_from(u).map_err(|_| bad(&v))?),
+            Value::Bytes(ref b) => CursorValue::Int(
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad(&v))?,
+            ),
+            v => return Err(bad(&v)),
+        },
+        (Decode::Date, Value::Date(y, m, d, ..)) => {
+            CursorValue::Date(NaiveDate::from_ymd_opt(y.into(), m.into(), d.into()).ok_or(format!("{y}-{m}-{d}"))?)
+        }
+        (Decode::DateTime | Decode::Timestamp, Value::Date(y, mo, d, h, mi, s, us)) => {
+            let t = NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+                .and_then(|date| date.and_hms_micro_opt(h.into(), mi.into(), s.into(), us))
+                .ok_or(format!("{y}-{mo}-{d} {h}:{mi}:{s}"))?;
+            if plan.kind == Decode::Timestamp {
+                CursorValue::TimestampTz(t.and_utc())
+            } else {
+                CursorValue::Timestamp(t)
+            }
+        }
+        (Decode::Text, Value::Bytes(b)) => CursorValue::Text(String::from_utf8(b).map_err(|e| e.to_string())?),
+        (_, v) => return Err(bad(&v)),
+    })
+}
+
+/// A cursor value as a statement parameter (timestamps in the session's UTC).
+fn param(v: &CursorValue) -> Value {
+    let dt = |t: NaiveDateTime| {
+        Value::Date(
+            t.year() as u16,
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond() / 1000,
+        )
+    };
+    match v {
+        CursorValue::Int(i) => Value::Int(*i),
+        CursorValue::Timestamp(t) => dt(*t),
+        CursorValue::TimestampTz(t) => dt(t.naive_utc()),
+        CursorValue::Date(d) => dt(d.and_hms_opt(0, 0, 0).expect("midnight")),
+        CursorValue::Text(s) => Value::Bytes(s.clone().into_bytes()),
+    }
+}
+
+/// One range's rows, decoded on its own task.
+struct RangeRead {
+    table: String,
+    schema: SchemaRef,
+    plans: Vec<ColumnPlan>,
+    batch_size: usize,
+    counter: Option<Arc<ExtractStats>>,
+}
+
+impl RangeRead {
+    /// Streams the rows of `sql` into `tx` as batches, then ends the snapshot. An error is
+    /// sent down `tx` too, so the reader sees it at once.
+    async fn run(self, mut conn: Conn, sql: String, params: Vec<Value>, tx: mpsc::Sender<Result<RecordBatch>>) {
+        if let Err(e) = self.stream(&mut conn, sql, params, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+        // Ends the snapshot now, whatever happened (a dropped connection would end it only
+        // once the runtime gets to its disconnect).
+        let _ = conn.disconnect().await;
+    }
+
+    async fn stream(
+        &self,
+        conn: &mut Conn,
+        sql: String,
+        params: Vec<Value>,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        let err = |e| my_err(&self.table, e);
+        let params = if params.is_empty() {
+            Params::Empty
+        } else {
+            Params::Positional(params)
+        };
+        let mut builders: Vec<Builder> = self.plans.iter().map(|p| Builder::new(p, self.batch_size)).collect();
+        let mut rows = 0;
+        {
+            let mut result = conn.exec_iter(sql, params).await.map_err(err)?;
+            while let Some(row) = result.next().await.map_err(err)? {
+                for ((b, v), plan) in builders.iter_mut().zip(row.unwrap_raw()).zip(&self.plans) {
+                    b.append(v).map_err(|e| Error::Connector {
+                        connector: CONNECTOR,
+                        message: format!(
+                            "table `{}`, column `{}` ({}): {e}",
+                            self.table, plan.name, plan.type_name
+                        ),
+                        retryable: false,
+                    })?;
+                }
+                rows += 1;
+                if rows == self.batch_size {
+                    if tx.send(self.batch(&mut builders, rows)).await.is_err() {
+                        return Ok(()); // the reader is gone
+                    }
+                    rows = 0;
+                }
+            }
+        }
+        if rows > 0 {
+            let _ = tx.send(self.batch(&mut builders, rows)).await;
+        }
+        conn.query_drop("COMMIT").await.map_err(err)?;
+        Ok(())
+    }
+
+    fn batch(&self, builders: &mut [Builder], rows: usize) -> Result<RecordBatch> {
+        if let Some(c) = &self.counter {
+            c.count_source(rows as u64);
+        }
+        let cols = builders.iter_mut().map(|b| b.finish()).collect();
+        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::arrow(&self.table, e))
+    }
+}
+
+#[async_trait]
+impl Source for MySqlSource {
+    fn name(&self) -> &str {
+        CONNECTOR
+    }
+
+    async fn check(&self, spec: &TableSpec) -> Result<()> {
+        let rel = Self::relation(spec)?;
+        let mut conn = self.connect(&spec.name).await?;
+        let described = self.describe(&mut conn, spec, &rel).await.map(|_| ());
+        let _ = conn.disconnect().await;
+        described
+    }
+
+    async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
+        let spec = req.spec;
+        let rel = Self::relation(spec)?;
+        let mut conn = self.connect(&spec.name).await?;
+        let plans = self.describe(&mut conn, spec, &rel).await?;
+        let schema = Arc::new(Schema::new(
+            plans
+                .iter()
+                .map(|p| Field::new(&p.name, p.data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let stats = Arc::new(ExtractStats::default());
+        // Whether this read can be of the whole table is known before the snapshot: only a
+        // stored cursor or an initial window gives it a lower bound.
+        let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
+        let bounded = incremental && (req.from.is_some_and(|p| p.cursor.is_some()) || spec.initial_window.is_some());
+        let key = if !bounded && self.parallelism > 1 {
+            self.split_key(&mut conn, spec, &plans).await?
+        } else {
+            None
+        };
+        let mut ranges = match key {
+            Some(key) => self.open_ranges(conn, spec, &rel, &key).await?,
+            None => {
+                conn.query_drop(SNAPSHOT).await.map_err(|e| my_err(&spec.name, e))?;
+                vec![(conn, String::new(), Vec::new())]
+            }
+        };
+        let high = if spec.cursor.is_empty() {
+            Ok(None)
+        } else {
+            self.high_water(&mut ranges[0].0, spec, &rel, &plans).await
+        };
+        let high = match high {
+            Ok(h) => h,
+            Err(e) => {
+                disconnect(ranges).await;
+                return Err(e);
+            }
+        };
+        let window = Window::new(&req, high);
+        if window.nothing_new {
+            disconnect(ranges).await;
+            return Ok(window.empty(schema, stats));
+        }
+        let mut window_params = Vec::new();
+        let filter = if window.filtered() {
+            MY.window_predicate(
+                &spec.cursor,
+                window.low.as_ref(),
+                window.high.as_ref(),
+                Some(&mut window_params),
+            )
+        } else {
+            "TRUE".to_string()
+        };
+        let select: Vec<String> = plans
+            .iter()
+            .map(|p| {
+                let c = MY.quote(&p.name);
+                match (p.as_text, p.type_name.as_str()) {
+                    (false, _) => c,
+                    (true, "geometry") => format!("ST_AsText({c}) AS {c}"),
+                    (true, _) => format!("CAST({c} AS CHAR) AS {c}"),
+                }
+            })
+            .collect();
+        let wanted = window.wants_count(self.counts);
+        let unfiltered = !window.filtered();
+        let count = (wanted && !unfiltered).then(|| {
+            let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
+            AbortOnDrop::spawn(async move {
+                let mut c = me.connect(&table).await?;
+                let n: Option<u64> = c
+                    .query_first(format!("SELECT count(*) FROM {rel}"))
+                    .await
+                    .map_err(|e| my_err(&table, e))?;
+                stats.count_source(n.unwrap_or(0));
+                let _ = c.disconnect().await;
+                Ok::<(), Error>(())
+            })
+        });
+        ExtractStats::add(&stats.chunks, ranges.len() as u64);
+        let (tx, rx) = mpsc::channel(2);
+        let tasks: Vec<AbortOnDrop<()>> = ranges
+            .drain(..)
+            .map(|(conn, range, range_params)| {
+                let sql = format!("SELECT {} FROM {rel} WHERE {filter}{range}", select.join(", "));
+                tracing::debug!(table = %spec.name, sql = %sql, "mysql read");
+                let params = window_params.iter().map(param).chain(range_params).collect();
+                let read = RangeRead {
+                    table: spec.name.clone(),
+                    schema: schema.clone(),
+                    plans: plans.clone(),
+                    batch_size: req.batch_size.max(1),
+                    counter: (wanted && unfiltered).then(|| stats.clone()),
+                };
+                AbortOnDrop::spawn(read.run(conn, sql, params, tx.clone()))
+            })
+            .collect();
+        drop(tx);
+        let table = spec.name.clone();
+        let rows = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        // After the last batch: every range ended cleanly (a panic is an error, never a
+        // silently short read), then the count.
+        let tail = futures::stream::once(async move {
+            for t in tasks {
+                t.join().await.map_err(|e| Error::Connector {
+                    connector: CONNECTOR,
+                    message: format!("table `{table}`: read task failed: {e}"),
+                    retryable: false,
+                })?;
+            }
+            if let Some(task) = count {
+                db::join_count(CONNECTOR, &table, task).await?;
+            }
+            Ok(None)
+        })
+        .filter_map(|r: Result<Option<RecordBatch>>| async move { r.transpose() });
+        Ok(Extract {
+            schema,
+            stream: Box::pin(rows.chain(tail)),
+            high: window.position(),
+            stats,
+            no_new_data: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let s = MySqlSource::new("mysql://u:hunter2@db.example:3307/shop").unwrap();
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("hunter2") && d.contains("redacted") && d.contains("3307"),
+            "{d}"
+        );
+        let e = MySqlSource::new("postgres://u:hunter2@x/y").unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn cursor_values_become_parameters() {
+        let t = NaiveDate::from_ymd_opt(2025, 7, 24)
+            .unwrap()
+            .and_hms_micro_opt(1, 5, 23, 5)
+            .unwrap();
+        assert_eq!(param(&CursorValue::Timestamp(t)), Value::Date(2025, 7, 24, 1, 5, 23, 5));
+        assert_eq!(param(&CursorValue::Int(-3)), Value::Int(-3));
+    }
+}

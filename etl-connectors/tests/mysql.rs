@@ -1,0 +1,362 @@
+//! The MySQL source against the real MariaDB named by `ETL_TEST_MYSQL`
+//! (`scripts/services.sh` starts one and prints it).
+
+use etl_connectors::mysql::MySqlSource;
+use etl_core::conformance::{self, render_sorted, unique};
+use etl_core::{
+    Error, LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Source, TableSpec, TableStatus,
+};
+use etl_sinks::lake::LakeSink;
+use futures::TryStreamExt;
+use mysql_async::prelude::Queryable;
+
+/// A connection and a fresh database of the test's own.
+struct Db {
+    conn: mysql_async::Conn,
+    name: String,
+    url: String,
+}
+
+fn base_url() -> String {
+    let url = std::env::var("ETL_TEST_MYSQL").unwrap_or_else(|_| {
+        panic!("ETL_TEST_MYSQL is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    });
+    url.trim_end_matches('/').to_string()
+}
+
+impl Db {
+    async fn new() -> Db {
+        let base = base_url();
+        let mut conn = mysql_async::Conn::from_url(&base).await.unwrap_or_else(|e| {
+            panic!("cannot connect to MariaDB at ETL_TEST_MYSQL ({e}): run scripts/services.sh start")
+        });
+        let name = unique("t");
+        conn.query_drop(format!("CREATE DATABASE {name}")).await.unwrap();
+        conn.query_drop(format!("USE {name}")).await.unwrap();
+        Db {
+            conn,
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    async fn exec(&mut self, sql: &str) {
+        self.conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    fn source(&self) -> MySqlSource {
+        MySqlSource::new(&self.url).unwrap()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let (url, name) = (base_url(), self.name.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = mysql_async::Conn::from_url(&url).await {
+                    let _ = c
+                        .query_drop(format!("SET lock_wait_timeout = 10; DROP DATABASE {name}"))
+                        .await;
+                    let _ = c.disconnect().await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+async fn read(source: &MySqlSource, spec: &TableSpec) -> Result<Vec<arrow::record_batch::RecordBatch>, Error> {
+    let req = ReadRequest {
+        spec,
+        mode: LoadMode::Full,
+        from: None,
+        run_id: "t",
+        batch_size: 1000,
+    };
+    source.read(req).await?.stream.try_collect().await
+}
+
+fn types_of(batches: &[arrow::record_batch::RecordBatch]) -> String {
+    batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test]
+async fn every_mapped_type_round_trips_with_nulls_and_edges() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE ints (id int PRIMARY KEY, b bool, t tinyint, tu tinyint unsigned, s smallint,
+           su smallint unsigned, m mediumint, mu mediumint unsigned, i int, iu int unsigned, g bigint,
+           gu bigint unsigned, y year, b1 bit(1), b10 bit(10));
+         INSERT INTO ints VALUES
+           (1, true, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
+            -9223372036854775808, 18446744073709551615, 2025, b'1', b'1111111111'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+           (3, false, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0, 1901, b'0', b'0');",
+    )
+    .await;
+    let spec = TableSpec::new("ints").from_table("ints");
+    let batches = read(&db.source(), &spec).await.unwrap();
+    assert_eq!(
+        types_of(&batches),
+        "Int32, Boolean, Int8, UInt8, Int16, UInt16, Int32, UInt32, Int32, UInt32, Int64, UInt64, Int16, Boolean, UInt64"
+    );
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        [
+            "+----+-------+------+-----+--------+-------+----------+----------+-------------+------------+----------------------+----------------------+------+-------+------+",
+            "| id | b     | t    | tu  | s      | su    | m        | mu       | i           | iu         | g                    | gu                   | y    | b1    | b10  |",
+            "+----+-------+------+-----+--------+-------+----------+----------+-------------+------------+----------------------+----------------------+------+-------+------+",
+            "| 1  | true  | -128 | 255 | -32768 | 65535 | -8388608 | 16777215 | -2147483648 | 4294967295 | -9223372036854775808 | 18446744073709551615 | 2025 | true  | 1023 |",
+            "| 2  |       |      |     |        |       |          |          |             |            |                      |                      |      |       |      |",
+            "| 3  | false | 127  | 0   | 32767  | 0     | 8388607  | 0        | 2147483647  | 0          | 9223372036854775807  | 0                    | 1901 | false | 0    |",
+            "+----+-------+------+-----+--------+-------+----------+----------+-------------+------------+----------------------+----------------------+------+-------+------+",
+        ]
+        .join("\n")
+    );
+
+    db.exec(
+        "CREATE TABLE other (id int PRIMARY KEY, f float, d double, n decimal(12,3), nu decimal(10,0) unsigned,
+           wide decimal(65,30), c char(3), v varchar(10), tx text, bn binary(2), vb varbinary(4), bl blob,
+           dt date, tm time(6), ts datetime(6), tz timestamp(6) NULL, e enum('sad','happy'), st set('a','b','c'),
+           j json, u uuid);
+         INSERT INTO other VALUES
+           (1, 1.5, -0.25, -123456789.125, 9999999999, 12345678901234567890123456789012345.123456789012345678901234567890,
+            'x', 'héllo', 'long text', x'00ff', x'01', x'deadbeef', '1999-12-31', '23:59:59.999999',
+            '2025-07-24 01:05:23.123456', '2025-07-24 01:05:23.5', 'happy', 'a,c', '{\"a\": [1, 2]}',
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+           (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL),
+           (3, 0, 1e300, 0, 0, -0.000000000000000000000000000001, '', '', '', x'0000', x'', x'', '1000-01-01',
+            '00:00:00', '1000-01-01 00:00:00', '1970-01-01 00:00:01', 'sad', '', '[]',
+            '00000000-0000-0000-0000-000000000000');",
+    )
+    .await;
+    let spec = TableSpec::new("other").from_table("other");
+    let batches = read(&db.source(), &spec).await.unwrap();
+    assert_eq!(
+        types_of(&batches),
+        "Int32, Float32, Float64, Decimal128(12, 3), Decimal128(10, 0), Utf8, Utf8, Utf8, Utf8, Binary, Binary, \
+         Binary, Date32, Time64(µs), Timestamp(µs), Timestamp(µs, \"+00:00\"), Utf8, Utf8, Utf8, Utf8"
+    );
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        [
+            "+----+-----+-------+----------------+------------+--------------------------------------------------------------------+---+-------+-----------+------+----+----------+------------+-----------------+----------------------------+--------------------------+-------+-----+---------------+--------------------------------------+",
+            "| id | f   | d     | n              | nu         | wide                                                               | c | v     | tx        | bn   | vb | bl       | dt         | tm              | ts                         | tz                       | e     | st  | j             | u                                    |",
+            "+----+-----+-------+----------------+------------+--------------------------------------------------------------------+---+-------+-----------+------+----+----------+------------+-----------------+----------------------------+--------------------------+-------+-----+---------------+--------------------------------------+",
+            r#"| 1  | 1.5 | -0.25 | -123456789.125 | 9999999999 | 12345678901234567890123456789012345.123456789012345678901234567890 | x | héllo | long text | 00ff | 01 | deadbeef | 1999-12-31 | 23:59:59.999999 | 2025-07-24T01:05:23.123456 | 2025-07-24T01:05:23.500Z | happy | a,c | {"a": [1, 2]} | a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11 |"#,
+            "| 2  |     |       |                |            |                                                                    |   |       |           |      |    |          |            |                 |                            |                          |       |     |               |                                      |",
+            "| 3  | 0.0 | 1e300 | 0.000          | 0          | -0.000000000000000000000000000001                                  |   |       |           | 0000 |    |          | 1000-01-01 | 00:00:00        | 1000-01-01T00:00:00        | 1970-01-01T00:00:01Z     | sad   |     | []            | 00000000-0000-0000-0000-000000000000 |",
+            "+----+-----+-------+----------------+------------+--------------------------------------------------------------------+---+-------+-----------+------+----+----------+------------+-----------------+----------------------------+--------------------------+-------+-----+---------------+--------------------------------------+",
+        ]
+        .join("\n")
+    );
+}
+
+#[tokio::test]
+async fn bad_values_and_unmapped_types_are_named() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE g (id int, p point, flag tinyint(1), tm time);
+         INSERT INTO g VALUES (1, ST_GeomFromText('POINT(1 2)'), 1, '10:00:00');",
+    )
+    .await;
+    let spec = TableSpec::new("g").from_table("g");
+    let err = read(&db.source(), &spec).await.unwrap_err().to_string();
+    assert!(
+        err.contains("`g`") && err.contains("`p`") && err.contains("geometry"),
+        "{err}"
+    );
+    let batches = read(&db.source().with_unmapped_as_text(true), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+----+------------+------+----------+\n| id | p          | flag | tm       |\n+----+------------+------+----------+\n| 1  | POINT(1 2) | true | 10:00:00 |\n+----+------------+------+----------+"
+    );
+    // A TINYINT(1) holding 2 is not a boolean; a TIME past a day is not a time of day.
+    db.exec("INSERT INTO g VALUES (2, NULL, 2, '30:00:00')").await;
+    let err = read(&db.source().with_unmapped_as_text(true), &spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`flag`") && err.contains("not a boolean"), "{err}");
+    let spec = TableSpec::new("g").from_query("SELECT id, flag FROM g");
+    let batches = read(&db.source().with_tinyint1_as_bool(false), &spec).await.unwrap();
+    assert_eq!(types_of(&batches), "Int32, Int8");
+    let spec = TableSpec::new("g").from_query("SELECT id, tm FROM g");
+    let err = read(&db.source(), &spec).await.unwrap_err().to_string();
+    assert!(err.contains("`tm`") && err.contains("30:00:00"), "{err}");
+}
+
+#[tokio::test]
+async fn source_conformance_and_missing_tables() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE people (id int PRIMARY KEY, name text); INSERT INTO people VALUES (1,'ann'),(2,'bob'),(3,NULL);",
+    )
+    .await;
+    let spec = TableSpec::new("people")
+        .from_table(format!("{}.people", db.name))
+        .cursor(["id"]);
+    let missing = TableSpec::new("ghosts").from_table("ghosts");
+    let expected =
+        "+----+------+\n| id | name |\n+----+------+\n| 1  | ann  |\n| 2  | bob  |\n| 3  |      |\n+----+------+";
+    conformance::source(&db.source(), &spec, &missing, expected, &[]).await;
+    let err = db.source().check(&spec.clone().cursor(["nope"])).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ColumnNotFound { ref column, .. } if column == "nope"),
+        "{err}"
+    );
+    let err = db
+        .source()
+        .check(&TableSpec::new("x").from_table("nodb.people"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+    // Bad credentials: a clear error that does not repeat the password.
+    let bad = format!("{}/{}", base_url().replace("root@", "root:wrongpw@"), db.name);
+    let err = MySqlSource::new(&bad)
+        .unwrap()
+        .check(&spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("people") && !err.contains("wrongpw"), "{err}");
+}
+
+#[tokio::test]
+async fn incremental_join_into_a_lake() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE customers (customer_id int PRIMARY KEY, name text, updated_at datetime(6));
+         CREATE TABLE orders (order_id int PRIMARY KEY, customer_id int, amount decimal(10,2), order_date date,
+                              updated_at datetime(6), INDEX (updated_at));
+         INSERT INTO customers VALUES (1, 'ann', '2025-07-01'), (2, 'bob', '2025-07-01');
+         INSERT INTO orders VALUES (1, 1, 10.50, '2025-07-22', '2025-07-22 08:00'),
+                                   (2, 2, 20.00, '2025-07-22', '2025-07-22 08:00'),
+                                   (3, 1, 30.25, '2025-07-23', '2025-07-23 09:00:00.000001');",
+    )
+    .await;
+    // The watermark covers the change columns of both joined tables.
+    let query = "SELECT o.order_id, o.amount, o.order_date, c.name, o.updated_at, c.updated_at AS customer_updated_at
+                   FROM orders o JOIN customers c ON c.customer_id = o.customer_id";
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let p = Pipeline::builder("my")
+        .source(db.source())
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(
+            Location::local(dir.path().join("_etl/wm")).unwrap(),
+        ))
+        .table(
+            TableSpec::new("orders_enriched")
+                .from_query(query)
+                .mode(LoadMode::Incremental)
+                .cursor(["updated_at", "customer_updated_at"])
+                .partition_by(etl_core::Partitioning::ByDate("order_date".into())),
+        )
+        .table(TableSpec::new("absent").from_table("absent").optional())
+        .build()
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("orders_enriched").unwrap();
+    assert_eq!(
+        (t.status, t.source_count, t.written_count),
+        (TableStatus::Committed, Some(3), 3)
+    );
+    assert_eq!(r.table("absent").unwrap().status, TableStatus::Skipped);
+    assert_eq!(
+        t.watermark_after.as_ref().unwrap().cursor.as_ref().unwrap().to_string(),
+        "2025-07-23 09:00:00.000001",
+        "microseconds kept"
+    );
+    let r = p.run().await.unwrap();
+    assert_eq!(r.table("orders_enriched").unwrap().status, TableStatus::NoNewData);
+
+    // One order changes, one arrives, and customer bob changes (re-emitting order 2).
+    db.exec(
+        "UPDATE orders SET amount = 11.00, updated_at = '2025-07-24 10:00' WHERE order_id = 1;
+         INSERT INTO orders VALUES (4, 1, 40.00, '2025-07-24', '2025-07-24 10:00');
+         UPDATE customers SET name = 'bobby', updated_at = '2025-07-24 11:00' WHERE customer_id = 2;",
+    )
+    .await;
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("orders_enriched").unwrap();
+    assert_eq!(
+        (t.source_count, t.extracted_count, t.written_count),
+        (None, 3, 3),
+        "an incremental read does not count the table"
+    );
+    let rows = lake.read_table("orders_enriched").await.unwrap();
+    assert_eq!(
+        render_sorted(&rows, &["etl_processed_at", "customer_updated_at"]),
+        "+----------+--------+------------+-------+----------------------------+\n\
+         | order_id | amount | order_date | name  | updated_at                 |\n\
+         +----------+--------+------------+-------+----------------------------+\n\
+         | 1        | 10.50  | 2025-07-22 | ann   | 2025-07-22T08:00:00        |\n\
+         | 1        | 11.00  | 2025-07-22 | ann   | 2025-07-24T10:00:00        |\n\
+         | 2        | 20.00  | 2025-07-22 | bob   | 2025-07-22T08:00:00        |\n\
+         | 2        | 20.00  | 2025-07-22 | bobby | 2025-07-22T08:00:00        |\n\
+         | 3        | 30.25  | 2025-07-23 | ann   | 2025-07-23T09:00:00.000001 |\n\
+         | 4        | 40.00  | 2025-07-24 | ann   | 2025-07-24T10:00:00        |\n\
+         +----------+--------+------------+-------+----------------------------+"
+    );
+}
+
+#[tokio::test]
+async fn parallel_key_ranges_read_every_row_once() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE big (id bigint PRIMARY KEY, pad varchar(200));
+         INSERT INTO big SELECT seq, repeat('x', 100) FROM seq_1_to_5000;",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let r = Pipeline::builder("par")
+        .source(db.source().with_parallelism(3).with_min_parallel_bytes(0))
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(TableSpec::new("big").from_table("big"))
+        .batch_size(700)
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("big").unwrap();
+    assert_eq!(
+        (t.chunks, t.source_count, t.written_count, t.difference),
+        (3, Some(5000), 5000, Some(0))
+    );
+    let mut ids: Vec<i64> = lake
+        .read_table("big")
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
+}
