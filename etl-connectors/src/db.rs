@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use etl_core::sql::Dialect;
 use etl_core::task::AbortOnDrop;
-use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, cursor};
+use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, TableSpec, cursor};
 
 /// When a database source counts the table's rows for the report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub(crate) struct Window {
     pub high: Option<CursorValue>,
     /// Nothing can be new: the high-water mark has not moved past the stored cursor.
     pub nothing_new: bool,
+    /// A chunked read: its row limit.
+    pub limit: Option<usize>,
+    /// A chunked read: the key of the last row read at `low`.
+    pub key: Option<Vec<CursorValue>>,
 }
 
 impl Window {
@@ -43,8 +48,12 @@ impl Window {
         } else {
             None
         };
+        let limit = req.limit.filter(|_| incremental);
+        let key = req.from.and_then(|p| p.key.clone()).filter(|_| limit.is_some());
+        // With a key, rows at the stored cursor value itself may be left to read.
         let nothing_new = incremental
             && low.is_some()
+            && key.is_none()
             && spec.lookback.is_none()
             && req.from.is_some()
             && high.as_ref().is_none_or(|h| Some(h) <= low.as_ref());
@@ -53,13 +62,41 @@ impl Window {
             low,
             high,
             nothing_new,
+            limit,
+            key,
+        }
+    }
+
+    /// The `WHERE` text of the read and its `ORDER BY … LIMIT` suffix, in `dialect` with
+    /// bounds bound to `params` (or literals when `None`). `TRUE` when the whole table is
+    /// read.
+    pub(crate) fn predicate(
+        &self,
+        dialect: Dialect,
+        spec: &TableSpec,
+        params: Option<&mut Vec<CursorValue>>,
+    ) -> (String, String) {
+        match self.limit {
+            Some(n) => dialect.chunk_window(
+                &spec.cursor[0],
+                &spec.primary_key,
+                self.low.as_ref().map(|l| (l, self.key.as_deref())),
+                self.high.as_ref(),
+                n,
+                params,
+            ),
+            None if self.filtered() => (
+                dialect.window_predicate(&spec.cursor, self.low.as_ref(), self.high.as_ref(), params),
+                String::new(),
+            ),
+            None => ("TRUE".to_string(), String::new()),
         }
     }
 
     /// The read needs a predicate. Without a lower bound it does not: the high-water mark is
     /// the maximum within the read's own snapshot, so the window is the whole table.
     pub(crate) fn filtered(&self) -> bool {
-        self.incremental && self.low.is_some()
+        self.incremental && (self.low.is_some() || self.limit.is_some())
     }
 
     /// Whether `counts` asks for a count of this read.
@@ -76,6 +113,7 @@ impl Window {
         Position {
             cursor: self.high.clone(),
             files: Default::default(),
+            key: None,
         }
     }
 

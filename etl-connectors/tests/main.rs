@@ -28,6 +28,7 @@ async fn read_all(source: &FileSource, spec: &TableSpec) -> Result<Vec<RecordBat
         from: None,
         run_id: "t",
         batch_size: 1024,
+        limit: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -304,6 +305,8 @@ async fn csv_without_header_reads_by_position() {
     );
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod chunked;
 #[cfg(feature = "postgres")]
 mod postgres;
 

@@ -78,6 +78,7 @@ async fn read(source: &MySqlSource, spec: &TableSpec) -> Result<Vec<arrow::recor
         from: None,
         run_id: "t",
         batch_size: 1000,
+        limit: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -359,4 +360,22 @@ async fn parallel_key_ranges_read_every_row_once() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
+}
+
+#[tokio::test]
+async fn chunked_reads_resume_at_the_first_uncommitted_chunk() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE ev (id int PRIMARY KEY, ts datetime, INDEX (ts, id));
+         INSERT INTO ev SELECT seq, '2025-01-01' FROM seq_1_to_7;
+         INSERT INTO ev SELECT seq, '2025-01-02' FROM seq_8_to_10;",
+    )
+    .await;
+    let url = db.url.clone();
+    crate::chunked::resume_at_first_uncommitted_chunk(db.source(), "ev", || async move {
+        let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+        c.query_drop("INSERT INTO ev VALUES (11, '2025-01-03')").await.unwrap();
+        c.disconnect().await.unwrap();
+    })
+    .await;
 }

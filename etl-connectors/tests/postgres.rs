@@ -80,6 +80,7 @@ async fn read(source: &PostgresSource, spec: &TableSpec) -> Result<Vec<arrow::re
         from: None,
         run_id: "t",
         batch_size: 1000,
+        limit: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -169,6 +170,7 @@ async fn source_conformance_and_missing_tables() {
         from: None,
         run_id: "t",
         batch_size: 2,
+        limit: None,
     };
     let e = db.source().read(req).await.unwrap();
     let stats = e.stats.clone();
@@ -327,4 +329,87 @@ async fn parallel_chunks_read_every_row_once() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
+}
+
+#[tokio::test]
+async fn chunked_reads_resume_at_the_first_uncommitted_chunk() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.ev (id int PRIMARY KEY, ts timestamp);
+         INSERT INTO $S.ev SELECT i, '2025-01-01' FROM generate_series(1, 7) i;
+         INSERT INTO $S.ev SELECT i, '2025-01-02' FROM generate_series(8, 10) i;",
+    )
+    .await;
+    crate::chunked::resume_at_first_uncommitted_chunk(db.source(), &db.table("ev"), || {
+        db.exec("INSERT INTO $S.ev VALUES (11, '2025-01-03')")
+    })
+    .await;
+}
+
+/// Initial window, lookback for rows committed late, and a change column that stays NULL
+/// until a row's first update (`created_at > w OR updated_at > w`).
+#[tokio::test]
+async fn initial_window_lookback_and_nullable_cursors() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.t (id int PRIMARY KEY, created_at timestamp NOT NULL, updated_at timestamp);
+         INSERT INTO $S.t VALUES (1, '2025-06-01', NULL), (2, '2025-07-20', NULL), (3, '2025-07-22', '2025-07-23');",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let pipeline = |lookback: bool| {
+        let mut spec = TableSpec::new("t")
+            .from_table(db.table("t"))
+            .mode(LoadMode::Incremental)
+            .cursor(["created_at", "updated_at"])
+            .initial_window(chrono::TimeDelta::days(30))
+            .processed_at(false);
+        if lookback {
+            spec = spec.lookback(chrono::TimeDelta::days(2));
+        }
+        Pipeline::builder("win")
+            .source(db.source())
+            .sink(lake.clone())
+            .watermarks(ObjectStoreWatermarkStore::new(
+                Location::local(dir.path().join("_etl/wm")).unwrap(),
+            ))
+            .table(spec)
+            .build()
+            .unwrap()
+    };
+    let ids = || async {
+        let rows = lake.read_table("t").await.unwrap();
+        render_sorted(&rows, &["created_at", "updated_at"])
+    };
+    // First run: only the last 30 days before the high-water mark (2025-07-23).
+    let r = pipeline(false).run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("t").unwrap().written_count, 2);
+    assert_eq!(ids().await, "+----+\n| id |\n+----+\n| 2  |\n| 3  |\n+----+");
+    // Row 2 gets its first update; row 4 arrives with only created_at; row 5 is committed
+    // late with a created_at behind the watermark.
+    db.exec(
+        "UPDATE $S.t SET updated_at = '2025-07-24' WHERE id = 2;
+         INSERT INTO $S.t VALUES (4, '2025-07-24 12:00', NULL), (5, '2025-07-22 18:00', NULL);",
+    )
+    .await;
+    let r = pipeline(false).run().await.unwrap().into_result().unwrap();
+    assert_eq!(
+        r.table("t").unwrap().written_count,
+        2,
+        "rows 2 and 4; the late row 5 is behind the mark"
+    );
+    // With a 2-day lookback the late row is read (with the rows re-read inside the lookback).
+    db.exec("INSERT INTO $S.t VALUES (6, '2025-07-23 06:00', NULL)").await;
+    let r = pipeline(true).run().await.unwrap().into_result().unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!(
+        t.watermark_after.as_ref().unwrap().cursor.as_ref().unwrap().to_string(),
+        "2025-07-24 12:00:00"
+    );
+    assert_eq!(
+        ids().await,
+        "+----+\n| id |\n+----+\n| 2  |\n| 2  |\n| 2  |\n| 3  |\n| 3  |\n| 4  |\n| 4  |\n| 5  |\n| 6  |\n+----+",
+        "the lookback window (2025-07-22 12:00, 2025-07-24 12:00] is read again"
+    );
 }

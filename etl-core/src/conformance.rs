@@ -108,6 +108,7 @@ fn watermark(pipeline: &str, table: &str, generation: u64, run: &str, cursor: i6
         position: Position {
             cursor: Some(crate::CursorValue::Int(cursor)),
             files: Default::default(),
+            key: None,
         },
         rows: 1,
     }
@@ -448,6 +449,7 @@ pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, 
         from,
         run_id: "conformance",
         batch_size: 2,
+        limit: None,
     };
     let full = source.read(read(LoadMode::Full, None)).await.expect("read");
     let high = full.high.clone();

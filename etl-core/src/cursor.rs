@@ -103,6 +103,28 @@ pub fn window_low(
     }
 }
 
+/// The (cursor, primary key) pair of the last row of `batch`, where a chunked read stops.
+///
+/// # Errors
+/// A missing column, a type that cannot be a cursor or key, or a NULL.
+pub fn last_row_position(
+    spec: &crate::spec::TableSpec,
+    batch: &RecordBatch,
+) -> Result<(CursorValue, Vec<CursorValue>)> {
+    let last = batch.slice(batch.num_rows().saturating_sub(1), batch.num_rows().min(1));
+    let value = |column: &String| -> Result<CursorValue> {
+        max_cursor(&spec.name, &last, std::slice::from_ref(column))?.ok_or_else(|| Error::ColumnTypeConflict {
+            table: spec.name.clone(),
+            column: column.clone(),
+            expected: "a non-NULL value in every row of a chunked read".to_string(),
+            found: "NULL".to_string(),
+        })
+    };
+    let cursor = value(&spec.cursor[0])?;
+    let key = spec.primary_key.iter().map(value).collect::<Result<Vec<_>>>()?;
+    Ok((cursor, key))
+}
+
 /// Rows of `batch` where any of `columns` is greater than `low` (NULLs are not).
 ///
 /// # Errors

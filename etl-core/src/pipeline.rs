@@ -115,7 +115,8 @@ impl PipelineBuilder {
     /// # Errors
     /// - [`Error::Config`]: no source, sink or watermark store; an empty or duplicate table
     ///   name; an incremental table without cursor columns or file bookmarks; `UPSERT` or
-    ///   `keep_latest` without a primary key.
+    ///   `keep_latest` without a primary key; chunked reads without what they need (see
+    ///   [`TableSpec::chunk_rows`]).
     /// - [`Error::UnsupportedMode`]: the sink refuses a table's mode.
     pub fn build(self) -> Result<Pipeline> {
         if self.name.trim().is_empty() || self.name.contains('/') {
@@ -142,6 +143,7 @@ impl PipelineBuilder {
                 )));
             }
             validate_mode(sink.as_ref(), spec, spec.mode)?;
+            validate_chunks(source.as_ref(), spec)?;
         }
         Ok(Pipeline {
             name: self.name,
@@ -152,6 +154,30 @@ impl PipelineBuilder {
             batch_size: self.batch_size,
             concurrency: self.concurrency,
         })
+    }
+}
+
+fn validate_chunks(source: &dyn Source, spec: &TableSpec) -> Result<()> {
+    if spec.chunk_rows.is_none() {
+        return Ok(());
+    }
+    let problem = if spec.cursor.len() != 1 {
+        Some("one cursor column")
+    } else if spec.primary_key.is_empty() {
+        Some("a primary key (TableSpec::primary_key)")
+    } else if spec.lookback.is_some() {
+        Some("no lookback")
+    } else if !source.reads_in_chunks() {
+        Some("a source that reads in chunks")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(Error::config(format!(
+            "table `{}`: chunked reads (TableSpec::chunk_rows) need {p}",
+            spec.name
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -239,6 +265,19 @@ struct Pumped {
     written: u64,
     collapsed: u64,
     max_cursor: Option<CursorValue>,
+    /// Cursor and primary key of the last row extracted (chunked reads only).
+    last_row: Option<(CursorValue, Vec<CursorValue>)>,
+}
+
+/// One window of one table's run.
+struct Window<'a> {
+    spec: &'a TableSpec,
+    mode: LoadMode,
+    run_id: &'a str,
+    started_at: DateTime<Utc>,
+    wm: Option<&'a Watermark>,
+    last_checkpoint: Option<&'a str>,
+    limit: Option<usize>,
 }
 
 impl Pipeline {
@@ -425,18 +464,63 @@ impl Pipeline {
         report: &mut TableReport,
     ) -> Result<()> {
         let wm = self.watermarks.load(&self.name, &spec.name).await?;
-        let (wm, last_checkpoint) = self.recover(spec, wm, report).await?;
-        let generation = wm.as_ref().map_or(0, |w| w.generation);
+        let (mut wm, mut last_checkpoint) = self.recover(spec, wm, report).await?;
         let empty = Position::default();
         let current = wm.as_ref().map_or(&empty, |w| &w.position);
-        report.watermark_before = Some(WatermarkSummary::of(generation, current));
+        report.watermark_before = Some(WatermarkSummary::of(wm.as_ref().map_or(0, |w| w.generation), current));
         report.watermark_after = report.watermark_before.clone();
+        report.status = TableStatus::NoNewData;
+        let limit = spec.chunk_rows.filter(|_| mode.reads_incrementally());
+        // One window, or chunk after chunk, each committed before the next is read.
+        for n in 1.. {
+            let id = if n == 1 {
+                run_id.to_string()
+            } else {
+                format!("{run_id}-{n}")
+            };
+            let window = Window {
+                spec,
+                mode,
+                run_id: &id,
+                started_at,
+                wm: wm.as_ref(),
+                last_checkpoint: last_checkpoint.as_deref(),
+                limit,
+            };
+            let Some((next, full)) = self.run_window(window, report).await? else {
+                break;
+            };
+            report.watermark_after = Some(WatermarkSummary::of(next.generation, &next.position));
+            report.status = TableStatus::Committed;
+            wm = Some(next);
+            last_checkpoint = Some(id);
+            if !full {
+                break;
+            }
+        }
+        report.difference = report
+            .source_count
+            .zip(report.target_count)
+            .map(|(s, t)| s as i64 - t as i64);
+        Ok(())
+    }
+
+    /// Reads, writes and commits one window (or one chunk of it). Returns the new watermark
+    /// and whether a chunked read filled its chunk (more may follow); `None` when nothing
+    /// was new.
+    async fn run_window(&self, w: Window<'_>, report: &mut TableReport) -> Result<Option<(Watermark, bool)>> {
+        let Window {
+            spec,
+            mode,
+            run_id,
+            started_at,
+            wm,
+            last_checkpoint,
+            limit,
+        } = w;
+        let generation = wm.map_or(0, |w| w.generation);
         let incremental = mode.reads_incrementally();
-        let from = if incremental {
-            wm.as_ref().map(|w| &w.position)
-        } else {
-            None
-        };
+        let from = if incremental { wm.map(|w| &w.position) } else { None };
         let extract = self
             .source
             .read(ReadRequest {
@@ -445,12 +529,12 @@ impl Pipeline {
                 from,
                 run_id,
                 batch_size: self.batch_size,
+                limit,
             })
             .await?;
         if incremental && extract.no_new_data {
             tracing::info!("no new data");
-            report.status = TableStatus::NoNewData;
-            return Ok(());
+            return Ok(None);
         }
         let mut writer = self
             .sink
@@ -460,24 +544,26 @@ impl Pipeline {
                 mode,
                 run_id,
                 started_at,
-                last_checkpoint: last_checkpoint.as_deref(),
+                last_checkpoint,
             })
             .await?;
-        let pumped = self.pump(spec, started_at, extract.stream, writer.as_mut()).await;
+        let pumped = self
+            .pump(spec, started_at, extract.stream, writer.as_mut(), limit.is_some())
+            .await;
         let stats = &extract.stats;
-        report.source_count = stats.source_count();
-        report.chunks = ExtractStats::get(&stats.chunks);
-        report.rejected_count = ExtractStats::get(&stats.rejected_rows);
+        report.source_count = report.source_count.or(stats.source_count());
+        report.chunks += ExtractStats::get(&stats.chunks);
+        report.rejected_count += ExtractStats::get(&stats.rejected_rows);
         let pumped = match pumped {
             Ok(p) => p,
             Err(e) => return Err(abort(writer, e).await),
         };
-        report.extracted_count = pumped.extracted;
-        report.collapsed_count = pumped.collapsed;
+        report.extracted_count += pumped.extracted;
+        report.collapsed_count += pumped.collapsed;
         if incremental && pumped.extracted == 0 {
             tracing::info!("no new data");
-            report.status = TableStatus::NoNewData;
-            return writer.abort().await;
+            writer.abort().await?;
+            return Ok(None);
         }
         let staged = match writer.stage().await {
             Ok(s) => s,
@@ -486,16 +572,26 @@ impl Pipeline {
         failpoint("after_stage");
         let window_low = from.and_then(|p| p.cursor.clone());
         let base_cursor = if incremental { window_low.clone() } else { None };
-        let position = Position {
-            cursor: CursorValue::max_opt(
-                CursorValue::max_opt(base_cursor, extract.high.cursor.clone()),
-                pumped.max_cursor,
-            ),
-            files: extract.high.files,
+        // A full chunk stops at its last row's (cursor, key); anything else covers the window.
+        let full = limit.is_some_and(|n| pumped.extracted >= n as u64);
+        let position = match (full, pumped.last_row) {
+            (true, Some((cursor, key))) => Position {
+                cursor: Some(cursor),
+                files: extract.high.files,
+                key: Some(key),
+            },
+            _ => Position {
+                cursor: CursorValue::max_opt(
+                    CursorValue::max_opt(base_cursor, extract.high.cursor.clone()),
+                    pumped.max_cursor,
+                ),
+                files: extract.high.files,
+                key: None,
+            },
         };
         let checkpoint = Checkpoint {
             run_id: run_id.to_string(),
-            parent_run_id: wm.as_ref().map(|w| w.run_id.clone()),
+            parent_run_id: wm.map(|w| w.run_id.clone()),
             mode,
             position: position.clone(),
             window_low: window_low.clone(),
@@ -510,14 +606,10 @@ impl Pipeline {
             e => e,
         })?;
         failpoint("after_sink_commit");
-        report.written_count = pumped.written;
-        report.bytes_written = staged.bytes;
-        report.files_written = staged.files;
+        report.written_count += pumped.written;
+        report.bytes_written += staged.bytes;
+        report.files_written += staged.files;
         report.target_count = committed.target_rows;
-        report.difference = report
-            .source_count
-            .zip(committed.target_rows)
-            .map(|(s, t)| s as i64 - t as i64);
         let next = Watermark {
             pipeline: self.name.clone(),
             table: spec.name.clone(),
@@ -529,20 +621,16 @@ impl Pipeline {
             position,
             rows: pumped.written,
         };
-        self.commit_watermark(wm.as_ref(), &next)
-            .await
-            .map_err(|e| Error::Connector {
-                connector: "pipeline",
-                message: format!(
-                    "table `{}`: the target committed but the watermark could not be stored ({e}); \
+        self.commit_watermark(wm, &next).await.map_err(|e| Error::Connector {
+            connector: "pipeline",
+            message: format!(
+                "table `{}`: the target committed but the watermark could not be stored ({e}); \
                  the next run completes it from the sink's checkpoint",
-                    spec.name
-                ),
-                retryable: e.is_retryable(),
-            })?;
-        report.watermark_after = Some(WatermarkSummary::of(next.generation, &next.position));
-        report.status = TableStatus::Committed;
-        Ok(())
+                spec.name
+            ),
+            retryable: e.is_retryable(),
+        })?;
+        Ok(Some((next, full)))
     }
 
     async fn pump(
@@ -551,6 +639,7 @@ impl Pipeline {
         started_at: DateTime<Utc>,
         stream: BatchStream,
         writer: &mut dyn TableWriter,
+        chunked: bool,
     ) -> Result<Pumped> {
         let mut stream = prefetch(stream);
         let mut p = Pumped {
@@ -558,6 +647,7 @@ impl Pipeline {
             written: 0,
             collapsed: 0,
             max_cursor: None,
+            last_row: None,
         };
         let mut held = Vec::new();
         let mut next_progress = 1_000_000;
@@ -566,6 +656,9 @@ impl Pipeline {
             if !spec.cursor.is_empty() {
                 p.max_cursor =
                     CursorValue::max_opt(p.max_cursor, cursor::max_cursor(&spec.name, &batch, &spec.cursor)?);
+            }
+            if chunked && batch.num_rows() > 0 {
+                p.last_row = Some(cursor::last_row_position(spec, &batch)?);
             }
             let mut b = batch;
             for t in &spec.transforms {

@@ -32,6 +32,9 @@ pub struct WatermarkSummary {
     /// How many files its bookmark holds.
     #[serde(skip_serializing_if = "is_zero")]
     pub files: usize,
+    /// The key of the last row read at `cursor` by a chunked read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<CursorValue>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -45,6 +48,7 @@ impl WatermarkSummary {
             generation,
             cursor: p.cursor.clone(),
             files: p.files.len(),
+            key: p.key.clone(),
         }
     }
 }

@@ -79,6 +79,10 @@ pub struct ReadRequest<'a> {
     pub run_id: &'a str,
     /// Rows per batch the source should aim for.
     pub batch_size: usize,
+    /// A chunked read ([`crate::TableSpec::chunk_rows`]): at most this many rows, the first
+    /// ones in (cursor, primary key) order after `from`'s (cursor, key) pair, yielded in that
+    /// order. Only asked of sources whose [`Source::reads_in_chunks`] is true.
+    pub limit: Option<usize>,
 }
 
 /// The answer to a [`ReadRequest`]: a lazy stream over the window and what the window is.
@@ -127,6 +131,11 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
 
     /// Starts reading a window of a table.
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract>;
+
+    /// Whether the source honours [`ReadRequest::limit`] (ordered, resumable chunks).
+    fn reads_in_chunks(&self) -> bool {
+        false
+    }
 }
 
 /// A source over record batches held in memory, for tests, examples and data a program
@@ -246,6 +255,7 @@ impl Source for MemorySource {
             high: Position {
                 cursor: high,
                 files: Default::default(),
+                key: None,
             },
             stats,
             no_new_data,

@@ -155,6 +155,9 @@ pub struct TableSpec {
     pub bad_rows: BadRows,
     /// A schema to read with instead of inferring one (file sources).
     pub schema: Option<SchemaRef>,
+    /// Incremental reads in chunks of this many rows, in (cursor, primary key) order, each
+    /// committed to the target and the watermark on its own (see [`TableSpec::chunk_rows`]).
+    pub chunk_rows: Option<usize>,
 }
 
 impl TableSpec {
@@ -178,6 +181,7 @@ impl TableSpec {
             processed_at: true,
             bad_rows: BadRows::Fail,
             schema: None,
+            chunk_rows: None,
         }
     }
 
@@ -277,6 +281,20 @@ impl TableSpec {
     /// Reads with this schema instead of inferring one.
     pub fn schema(mut self, schema: SchemaRef) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Reads an incremental window in chunks of `rows` rows, ordered by (cursor, primary
+    /// key), and commits each chunk to the target and the watermark before reading the next.
+    /// The watermark then holds the (cursor, key) pair of the last row committed: rows that
+    /// share a cursor value are split between chunks without loss or repetition, and a run
+    /// that dies part way resumes at the first chunk not committed.
+    ///
+    /// Needs one cursor column, a primary key, a source that reads in chunks (the database
+    /// sources), and no lookback. Rows whose cursor is NULL are not read by chunked reads.
+    /// Modes that read the whole source ignore it.
+    pub fn chunk_rows(mut self, rows: usize) -> Self {
+        self.chunk_rows = Some(rows.max(1));
         self
     }
 }

@@ -66,7 +66,8 @@ impl Dialect {
     /// use etl_core::{CursorValue, sql::Dialect};
     /// let t = chrono::NaiveDate::from_ymd_opt(2025, 7, 24).unwrap().and_hms_micro_opt(1, 5, 23, 5).unwrap();
     /// assert_eq!(Dialect::Postgres.literal(&CursorValue::Timestamp(t)), "'2025-07-24 01:05:23.000005'::timestamp");
-    /// assert_eq!(Dialect::Postgres.literal(&CursorValue::Text("o'k".into())), "'o''k'::text");
+    /// // Text stays untyped, so it compares as the column's type (varchar, uuid, …).
+    /// assert_eq!(Dialect::Postgres.literal(&CursorValue::Text("o'k".into())), "'o''k'");
     /// ```
     pub fn literal(self, v: &CursorValue) -> String {
         let (text, pg_type) = match v {
@@ -74,7 +75,7 @@ impl Dialect {
             CursorValue::Timestamp(t) => (t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(), "timestamp"),
             CursorValue::TimestampTz(t) => (t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(), "timestamptz"),
             CursorValue::Date(d) => (d.to_string(), "date"),
-            CursorValue::Text(s) => (s.clone(), "text"),
+            CursorValue::Text(s) => return self.string_literal(s),
         };
         match self {
             Dialect::Postgres => format!("{}::{pg_type}", self.string_literal(&text)),
@@ -97,16 +98,18 @@ impl Dialect {
     }
 
     /// The `WHERE` text of an incremental window over the cursor `columns`: any of them past
-    /// `low`, none past `high`. Without a `low` (a first read), rows whose cursors are NULL
-    /// are inside the window. Bounds are parameters pushed onto `params` in order, or typed
-    /// literals when `params` is `None`.
+    /// `low`, none past `high`. A NULL column is never past `high`, so a row whose first
+    /// change column is still NULL is new when another column is past `low`; without a `low`
+    /// (a first read), rows whose cursors are all NULL are inside the window too. Bounds are
+    /// parameters pushed onto `params` in order, or typed literals when `params` is `None`.
     ///
     /// ```
     /// use etl_core::{CursorValue, sql::Dialect};
     /// let cols = ["created_at".to_string(), "updated_at".to_string()];
     /// let mut params = Vec::new();
     /// let sql = Dialect::MySql.window_predicate(&cols, Some(&CursorValue::Int(5)), Some(&CursorValue::Int(9)), Some(&mut params));
-    /// assert_eq!(sql, "(`created_at` > ? OR `updated_at` > ?) AND `created_at` <= ? AND `updated_at` <= ?");
+    /// assert_eq!(sql, "(`created_at` > ? OR `updated_at` > ?) AND (`created_at` <= ? OR `created_at` IS NULL) \
+    ///                   AND (`updated_at` <= ? OR `updated_at` IS NULL)");
     /// assert_eq!(params.len(), 4);
     /// assert_eq!(Dialect::Postgres.window_predicate(&cols[..1], None, Some(&CursorValue::Int(9)), None),
     ///            r#"("created_at" <= 9 OR "created_at" IS NULL)"#);
@@ -130,7 +133,8 @@ impl Dialect {
             for c in columns {
                 let c = self.quote(c);
                 let b = self.bound(high, &mut params);
-                parts.push(if low.is_some() {
+                // A NULL in one cursor column must not hide a row another column makes new.
+                parts.push(if low.is_some() && columns.len() == 1 {
                     format!("{c} <= {b}")
                 } else {
                     format!("({c} <= {b} OR {c} IS NULL)")
@@ -142,5 +146,52 @@ impl Dialect {
         } else {
             parts.join(" AND ")
         }
+    }
+
+    /// The `WHERE` text and the `ORDER BY … LIMIT` suffix of one chunk of a chunked read:
+    /// rows after the (cursor, key) pair `after` (or after the cursor value alone, when no
+    /// key is known), up to `high`, in (cursor, key) order. Rows whose cursor is NULL are
+    /// never in a chunk.
+    ///
+    /// ```
+    /// use etl_core::{CursorValue, sql::Dialect};
+    /// let keys = ["id".to_string()];
+    /// let key = [CursorValue::Int(7)];
+    /// let (w, order) = Dialect::Postgres.chunk_window(
+    ///     "ts", &keys, Some((&CursorValue::Int(5), Some(&key[..]))), Some(&CursorValue::Int(9)), 1000, None);
+    /// assert_eq!(w, r#"("ts", "id") > (5, 7) AND "ts" <= 9"#);
+    /// assert_eq!(order, r#" ORDER BY "ts", "id" LIMIT 1000"#);
+    /// ```
+    pub fn chunk_window(
+        self,
+        cursor: &str,
+        keys: &[String],
+        after: Option<(&CursorValue, Option<&[CursorValue]>)>,
+        high: Option<&CursorValue>,
+        limit: usize,
+        mut params: Option<&mut Vec<CursorValue>>,
+    ) -> (String, String) {
+        let c = self.quote(cursor);
+        let quoted: Vec<String> = keys.iter().map(|k| self.quote(k)).collect();
+        let mut parts = Vec::new();
+        match after {
+            Some((low, Some(key))) if key.len() == keys.len() => {
+                let values: Vec<String> = std::iter::once(low)
+                    .chain(key)
+                    .map(|v| self.bound(v, &mut params))
+                    .collect();
+                parts.push(format!("({c}, {}) > ({})", quoted.join(", "), values.join(", ")));
+            }
+            Some((low, _)) => parts.push(format!("{c} > {}", self.bound(low, &mut params))),
+            None => {}
+        }
+        match high {
+            Some(h) => parts.push(format!("{c} <= {}", self.bound(h, &mut params))),
+            None => parts.push("FALSE".to_string()),
+        }
+        (
+            parts.join(" AND "),
+            format!(" ORDER BY {c}, {} LIMIT {limit}", quoted.join(", ")),
+        )
     }
 }

@@ -102,12 +102,17 @@ pub struct Position {
     /// Files already read, by path relative to the source location.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, FileMark>,
+    /// With chunked reads ([`crate::TableSpec::chunk_rows`]): the primary key of the last row
+    /// read at `cursor`; the next read starts after the (cursor, key) pair. `None`: every row
+    /// at `cursor` was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<CursorValue>>,
 }
 
 impl Position {
     /// Whether the position says nothing (as for a first run).
     pub fn is_empty(&self) -> bool {
-        self.cursor.is_none() && self.files.is_empty()
+        self.cursor.is_none() && self.files.is_empty() && self.key.is_none()
     }
 }
 
@@ -254,6 +259,7 @@ impl ObjectStoreWatermarkStore {
             position: Position {
                 cursor: Some(CursorValue::Timestamp(ts)),
                 files: BTreeMap::new(),
+                key: None,
             },
             rows: 0,
         }))

@@ -51,7 +51,7 @@ const SAMPLE_ROWS: usize = 1000;
 /// std::fs::write(dir.path().join("in/a.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
 /// let source = FileSource::new(Location::local(dir.path()).unwrap());
 /// let spec = TableSpec::new("people").from_files("in", FileFormat::csv());
-/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024 };
+/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None };
 /// let batches: Vec<_> = source.read(req).await.unwrap().stream.try_collect().await.unwrap();
 /// assert_eq!(batches[0].num_rows(), 2);
 /// # });
@@ -343,6 +343,7 @@ impl Source for FileSource {
             high: Position {
                 cursor: None,
                 files: marks,
+                key: None,
             },
             stats,
             no_new_data,

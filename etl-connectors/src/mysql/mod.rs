@@ -542,6 +542,10 @@ impl Source for MySqlSource {
         CONNECTOR
     }
 
+    fn reads_in_chunks(&self) -> bool {
+        true
+    }
+
     async fn check(&self, spec: &TableSpec) -> Result<()> {
         let rel = Self::relation(spec)?;
         let mut conn = self.connect(&spec.name).await?;
@@ -565,7 +569,8 @@ impl Source for MySqlSource {
         // Whether this read can be of the whole table is known before the snapshot: only a
         // stored cursor or an initial window gives it a lower bound.
         let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
-        let bounded = incremental && (req.from.is_some_and(|p| p.cursor.is_some()) || spec.initial_window.is_some());
+        let bounded = incremental
+            && (req.from.is_some_and(|p| p.cursor.is_some()) || spec.initial_window.is_some() || req.limit.is_some());
         let key = if !bounded && self.parallelism > 1 {
             self.split_key(&mut conn, spec, &plans).await?
         } else {
@@ -596,16 +601,7 @@ impl Source for MySqlSource {
             return Ok(window.empty(schema, stats));
         }
         let mut window_params = Vec::new();
-        let filter = if window.filtered() {
-            MY.window_predicate(
-                &spec.cursor,
-                window.low.as_ref(),
-                window.high.as_ref(),
-                Some(&mut window_params),
-            )
-        } else {
-            "TRUE".to_string()
-        };
+        let (filter, order) = window.predicate(MY, spec, Some(&mut window_params));
         let select: Vec<String> = plans
             .iter()
             .map(|p| {
@@ -637,7 +633,7 @@ impl Source for MySqlSource {
         let tasks: Vec<AbortOnDrop<()>> = ranges
             .drain(..)
             .map(|(conn, range, range_params)| {
-                let sql = format!("SELECT {} FROM {rel} WHERE {filter}{range}", select.join(", "));
+                let sql = format!("SELECT {} FROM {rel} WHERE {filter}{range}{order}", select.join(", "));
                 tracing::debug!(table = %spec.name, sql = %sql, "mysql read");
                 let params = window_params.iter().map(param).chain(range_params).collect();
                 let read = RangeRead {

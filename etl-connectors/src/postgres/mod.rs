@@ -336,6 +336,10 @@ impl Source for PostgresSource {
         "postgres"
     }
 
+    fn reads_in_chunks(&self) -> bool {
+        true
+    }
+
     async fn check(&self, spec: &TableSpec) -> Result<()> {
         let rel = Self::relation(spec)?;
         let client = self.connect(&spec.name).await?;
@@ -368,11 +372,7 @@ impl Source for PostgresSource {
         if window.nothing_new {
             return Ok(window.empty(schema, stats));
         }
-        let filter = if window.filtered() {
-            PG.window_predicate(&spec.cursor, window.low.as_ref(), window.high.as_ref(), None)
-        } else {
-            "TRUE".to_string()
-        };
+        let (filter, order) = window.predicate(PG, spec, None);
         let select: Vec<String> = plans
             .iter()
             .map(|p| {
@@ -402,7 +402,7 @@ impl Source for PostgresSource {
         let mut streams = Vec::with_capacity(chunks.len());
         for (client, chunk) in clients.iter().zip(&chunks) {
             let sql = format!(
-                "COPY (SELECT {} FROM {rel} WHERE {filter}{chunk}) TO STDOUT (FORMAT binary)",
+                "COPY (SELECT {} FROM {rel} WHERE {filter}{chunk}{order}) TO STDOUT (FORMAT binary)",
                 select.join(", ")
             );
             tracing::debug!(table = %spec.name, sql = %sql, "postgres read");
