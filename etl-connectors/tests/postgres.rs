@@ -82,7 +82,13 @@ async fn read(source: &PostgresSource, spec: &TableSpec) -> Result<Vec<arrow::re
         batch_size: 1000,
         limit: None,
     };
-    source.read(req).await?.stream.try_collect().await
+    let out = source.read(req).await?.stream.try_collect().await;
+    if out.is_err() {
+        // Let the runtime close the dropped connections (and their locks) before Db's drop
+        // blocks this thread on DROP SCHEMA.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    out
 }
 
 #[tokio::test]
@@ -412,4 +418,48 @@ async fn initial_window_lookback_and_nullable_cursors() {
         "+----+\n| id |\n+----+\n| 2  |\n| 2  |\n| 2  |\n| 3  |\n| 3  |\n| 4  |\n| 4  |\n| 5  |\n| 6  |\n+----+",
         "the lookback window (2025-07-22 12:00, 2025-07-24 12:00] is read again"
     );
+}
+
+#[tokio::test]
+async fn arrays_round_trip_as_lists() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.a (id int, ints int4[], words text[], prices numeric(5,2)[], days date[], flags bool[]);
+         INSERT INTO $S.a VALUES
+           (1, '{1,NULL,-3}', '{\"a b\",\"\",NULL}', '{1.50,-0.01}', '{2025-07-24}', '{true,false}'),
+           (2, NULL, '{}', NULL, NULL, '{}');",
+    )
+    .await;
+    let spec = TableSpec::new("a").from_table(db.table("a"));
+    let batches = read(&db.source(), &spec).await.unwrap();
+    let types: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
+    assert_eq!(
+        types.join(", "),
+        "Int32, List(Int32), List(Utf8), List(Decimal128(5, 2)), List(Date32), List(Boolean)"
+    );
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+----+-----------+-----------+---------------+--------------+---------------+\n\
+         | id | ints      | words     | prices        | days         | flags         |\n\
+         +----+-----------+-----------+---------------+--------------+---------------+\n\
+         | 1  | [1, , -3] | [a b, , ] | [1.50, -0.01] | [2025-07-24] | [true, false] |\n\
+         | 2  |           | []        |               |              | []            |\n\
+         +----+-----------+-----------+---------------+--------------+---------------+"
+    );
+    // The empty string and the NULL element stay apart.
+    let words = batches[0].column_by_name("words").unwrap();
+    let words = words.as_any().downcast_ref::<arrow::array::ListArray>().unwrap();
+    let values = words.values();
+    assert_eq!((values.len(), values.null_count()), (3, 1));
+    // Two dimensions: an error naming the column, or the text form on request.
+    db.exec("CREATE TABLE $S.m (id int, grid int4[]); INSERT INTO $S.m VALUES (1, '{{1,2},{3,4}}');")
+        .await;
+    let spec = TableSpec::new("m").from_table(db.table("m"));
+    let err = read(&db.source(), &spec).await.unwrap_err().to_string();
+    assert!(err.contains("`grid`") && err.contains("2-dimensional"), "{err}");
 }

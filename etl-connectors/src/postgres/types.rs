@@ -4,12 +4,14 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
+    Int16Builder, Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListArray, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, FieldRef, IntervalMonthDayNano, TimeUnit};
 use tokio_postgres::types::{Kind, Type};
 
 /// Microseconds from 1970-01-01 to Postgres' epoch 2000-01-01.
@@ -26,8 +28,20 @@ pub(super) struct ColumnPlan {
     pub as_text: bool,
 }
 
+impl ColumnPlan {
+    /// The plan of a column of a mapped type.
+    pub(super) fn new(name: &str, (data_type, kind): (DataType, Decode)) -> Self {
+        ColumnPlan {
+            name: name.to_string(),
+            data_type,
+            kind,
+            as_text: false,
+        }
+    }
+}
+
 /// The decoder of one column's binary values.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) enum Decode {
     Bool,
     I16,
@@ -35,7 +49,9 @@ pub(super) enum Decode {
     I64,
     F32,
     F64,
-    Numeric { scale: i8 },
+    Numeric {
+        scale: i8,
+    },
     NumericText,
     Text,
     Jsonb,
@@ -46,6 +62,8 @@ pub(super) enum Decode {
     TimestampTz,
     Interval,
     Uuid,
+    /// A one-dimensional array of elements decoded by the element type's decoder.
+    List(Box<Decode>),
 }
 
 /// The Arrow type and decoder of a Postgres type with its type modifier, or `None` when it
@@ -88,6 +106,16 @@ pub(super) fn map_type(ty: &Type, typmod: i32) -> Option<(DataType, Decode)> {
         _ => match ty.kind() {
             Kind::Enum(_) => (DataType::Utf8, Decode::Text),
             Kind::Domain(inner) => return map_type(inner, typmod),
+            Kind::Array(element) => {
+                let (item, decode) = map_type(element, typmod)?;
+                if matches!(decode, Decode::List(_)) {
+                    return None;
+                }
+                (
+                    DataType::List(Arc::new(Field::new("item", item, true))),
+                    Decode::List(Box::new(decode)),
+                )
+            }
             _ => return None,
         },
     })
@@ -108,6 +136,72 @@ pub(super) enum Builder {
     Time(Time64MicrosecondBuilder),
     Ts(TimestampMicrosecondBuilder, bool),
     Interval(IntervalMonthDayNanoBuilder),
+    List(Box<ListBuilder>),
+}
+
+/// A list column: offsets and validity here, the elements in an inner builder.
+pub(super) struct ListBuilder {
+    field: FieldRef,
+    offsets: Vec<i32>,
+    nulls: NullBufferBuilder,
+    values: Builder,
+}
+
+impl ListBuilder {
+    /// Appends one array in Postgres' binary format: dimensions, a NULL flag, the element
+    /// type, each dimension's size and lower bound, then the elements.
+    fn append(&mut self, v: &[u8]) -> Result<(), String> {
+        let be = |i: usize| -> Result<i32, String> {
+            v.get(i..i + 4)
+                .map(|b| i32::from_be_bytes(b.try_into().expect("4")))
+                .ok_or_else(|| "array value too short".to_string())
+        };
+        let ndim = be(0)?;
+        let mut at = 12;
+        let len = match ndim {
+            0 => 0,
+            1 => {
+                at += 8;
+                be(12)?
+            }
+            n => {
+                return Err(format!(
+                    "{n}-dimensional arrays are not supported (read the column as text)"
+                ));
+            }
+        };
+        for _ in 0..len {
+            let l = be(at)?;
+            at += 4;
+            if l < 0 {
+                self.values.append(None)?;
+            } else {
+                let e = v.get(at..at + l as usize).ok_or("array element too short")?;
+                self.values.append(Some(e))?;
+                at += l as usize;
+            }
+        }
+        let last = *self.offsets.last().expect("offsets start at 0");
+        self.offsets.push(last + len);
+        self.nulls.append_non_null();
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        let last = *self.offsets.last().expect("offsets start at 0");
+        self.offsets.push(last);
+        self.nulls.append_null();
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        Arc::new(ListArray::new(
+            self.field.clone(),
+            OffsetBuffer::new(offsets.into()),
+            self.values.finish(),
+            self.nulls.finish(),
+        ))
+    }
 }
 
 fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
@@ -117,7 +211,7 @@ fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
 
 impl Builder {
     pub(super) fn new(plan: &ColumnPlan, capacity: usize) -> Self {
-        match plan.kind {
+        match &plan.kind {
             Decode::Bool => Builder::Bool(BooleanBuilder::with_capacity(capacity)),
             Decode::I16 => Builder::I16(Int16Builder::with_capacity(capacity)),
             Decode::I32 => Builder::I32(Int32Builder::with_capacity(capacity)),
@@ -126,10 +220,10 @@ impl Builder {
             Decode::F64 => Builder::F64(Float64Builder::with_capacity(capacity)),
             Decode::Numeric { scale } => Builder::Numeric(
                 Decimal128Builder::with_capacity(capacity).with_data_type(plan.data_type.clone()),
-                scale,
+                *scale,
             ),
             k @ (Decode::NumericText | Decode::Text | Decode::Jsonb | Decode::Uuid) => {
-                Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16), k)
+                Builder::Text(StringBuilder::with_capacity(capacity, capacity * 16), k.clone())
             }
             Decode::Bytes => Builder::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             Decode::Date => Builder::Date(Date32Builder::with_capacity(capacity)),
@@ -137,6 +231,18 @@ impl Builder {
             Decode::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity), false),
             Decode::TimestampTz => Builder::Ts(TimestampMicrosecondBuilder::with_capacity(capacity), true),
             Decode::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(capacity)),
+            Decode::List(element) => {
+                let DataType::List(field) = &plan.data_type else {
+                    unreachable!("list plans have list types")
+                };
+                let inner = ColumnPlan::new(&plan.name, (field.data_type().clone(), element.as_ref().clone()));
+                Builder::List(Box::new(ListBuilder {
+                    field: field.clone(),
+                    offsets: vec![0],
+                    nulls: NullBufferBuilder::new(capacity),
+                    values: Builder::new(&inner, capacity),
+                }))
+            }
         }
     }
 
@@ -157,6 +263,7 @@ impl Builder {
                 Builder::Time(b) => b.append_null(),
                 Builder::Ts(b, _) => b.append_null(),
                 Builder::Interval(b) => b.append_null(),
+                Builder::List(b) => b.append_null(),
             }
             return Ok(());
         };
@@ -204,6 +311,7 @@ impl Builder {
                 let months = i32::from_be_bytes(v[12..16].try_into().expect("4"));
                 b.append_value(IntervalMonthDayNano::new(months, days, us * 1000))
             }
+            Builder::List(b) => b.append(v)?,
         }
         Ok(())
     }
@@ -226,6 +334,7 @@ impl Builder {
                 Arc::new(if *tz { a.with_timezone(etl_core::UTC) } else { a })
             }
             Builder::Interval(b) => Arc::new(b.finish()),
+            Builder::List(b) => b.finish(),
         }
     }
 }
