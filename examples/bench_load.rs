@@ -13,6 +13,8 @@
 //! - `full-mysql`: the whole `$TABLE` of `$MYSQL_URL`'s database into the lake.
 //! - `upsert` comes with the Postgres sink.
 //!
+//! `PARALLELISM` (default 2) sets the connections of a whole-table read.
+//!
 //! Prints the run's report as one JSON line; exits non-zero when the run fails.
 
 use std::sync::Arc;
@@ -29,20 +31,20 @@ fn env(name: &str) -> Result<String, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cmd = std::env::args().nth(1).unwrap_or_default();
     let table = env("TABLE")?;
+    // Connections per whole-table read (default: the sources' own default, 2).
+    let parallelism: usize = std::env::var("PARALLELISM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let pg = || -> Result<PostgresSource, Box<dyn std::error::Error>> {
+        Ok(PostgresSource::new(&env("PG")?)?.with_parallelism(parallelism))
+    };
     let (mode, source, relation): (_, Arc<dyn Source>, _) = match cmd.as_str() {
-        "full" => (
-            LoadMode::Full,
-            Arc::new(PostgresSource::new(&env("PG")?)?),
-            format!("public.{table}"),
-        ),
-        "incremental" => (
-            LoadMode::Incremental,
-            Arc::new(PostgresSource::new(&env("PG")?)?),
-            format!("public.{table}"),
-        ),
+        "full" => (LoadMode::Full, Arc::new(pg()?), format!("public.{table}")),
+        "incremental" => (LoadMode::Incremental, Arc::new(pg()?), format!("public.{table}")),
         "full-mysql" => (
             LoadMode::Full,
-            Arc::new(MySqlSource::new(&env("MYSQL_URL")?)?),
+            Arc::new(MySqlSource::new(&env("MYSQL_URL")?)?.with_parallelism(parallelism)),
             table.clone(),
         ),
         "upsert" => return Err(format!("`{cmd}` is not implemented yet").into()),

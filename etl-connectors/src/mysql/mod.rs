@@ -138,7 +138,7 @@ impl MySqlSource {
             tinyint1_as_bool: true,
             counts: Counts::default(),
             parallelism: 2,
-            min_parallel_bytes: 128 << 20,
+            min_parallel_bytes: 32 << 20,
         })
     }
 
@@ -180,7 +180,7 @@ impl MySqlSource {
         self
     }
 
-    /// Reads tables smaller than this many bytes of data (default 128 MiB, as the server
+    /// Reads tables smaller than this many bytes of data (default 32 MiB, as the server
     /// estimates it) over one connection.
     pub fn with_min_parallel_bytes(mut self, bytes: u64) -> Self {
         self.min_parallel_bytes = bytes;

@@ -112,7 +112,7 @@ impl PostgresSource {
             unmapped_as_text: false,
             counts: Counts::default(),
             parallelism: 2,
-            min_parallel_pages: 16_384,
+            min_parallel_pages: 4_096,
         })
     }
 
@@ -146,7 +146,7 @@ impl PostgresSource {
         self
     }
 
-    /// Reads tables smaller than this many pages (8 KiB each; default 16 384 = 128 MiB) over
+    /// Reads tables smaller than this many pages (8 KiB each; default 4 096 = 32 MiB) over
     /// one connection.
     pub fn with_min_parallel_pages(mut self, pages: u64) -> Self {
         self.min_parallel_pages = pages;

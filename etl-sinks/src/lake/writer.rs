@@ -137,7 +137,10 @@ impl LakeWriter {
         let staged = join(&self.staging);
         let path = join(&self.table);
         let location = self.log.location();
-        let sink = BufWriter::new(location.store().clone(), location.path(&staged));
+        // Parts of 8 MiB, at most two in flight: memory stays flat however large the file
+        // (the default, eight parts of 10 MiB in flight, let a fast encoder queue 80 MiB).
+        let sink = BufWriter::with_capacity(location.store().clone(), location.path(&staged), UPLOAD_PART)
+            .with_max_concurrency(2);
         // Dictionaries pay off for repeated text; numbers and times compress as well without
         // them and cost far less to encode.
         let mut props = self.props.clone().into_builder();
@@ -202,6 +205,9 @@ impl LakeWriter {
         }
     }
 }
+
+/// Bytes per multipart upload part (S3 needs at least 5 MiB).
+const UPLOAD_PART: usize = 8 << 20;
 
 fn parquet_err(table: &str, path: &str, e: parquet::errors::ParquetError) -> Error {
     Error::Connector {
