@@ -35,8 +35,25 @@ wait_for() { # name, command...
   echo "$name did not become ready" >&2; return 1
 }
 
+# A private CA and a certificate for 127.0.0.1/localhost, so both databases also speak TLS.
+certs() {
+  local d=$SVC_DIR/tls
+  [ -f $d/my.key ] && return 0
+  mkdir -p $d
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=etl test CA" \
+    -keyout $d/ca.key -out $d/ca.pem >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout $d/server.key -out $d/server.csr >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >$d/ext.cnf
+  openssl x509 -req -in $d/server.csr -CA $d/ca.pem -CAkey $d/ca.key -CAcreateserial -days 3650 \
+    -extfile $d/ext.cnf -out $d/server.pem >/dev/null 2>&1
+  chmod 755 $d; chmod 644 $d/*.pem
+  cp $d/server.key $d/pg.key && chown postgres:postgres $d/pg.key && chmod 600 $d/pg.key
+  cp $d/server.key $d/my.key && chown mysql:mysql $d/my.key && chmod 600 $d/my.key
+}
+
 start() {
   mkdir -p "$SVC_DIR"
+  certs
   local pg=$SVC_DIR/pg                                   # PostgreSQL 15 (initdb refuses root)
   if [ ! -f $pg/data/PG_VERSION ]; then
     mkdir -p $pg && chown postgres:postgres $pg
@@ -45,14 +62,24 @@ start() {
   pg_isready -q -h 127.0.0.1 -p $PG_PORT || runuser -u postgres -- $PGBIN/pg_ctl -D $pg/data -l $pg/log -w -o \
     "-p $PG_PORT -k $pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
   wait_for postgres pg_isready -h 127.0.0.1 -p $PG_PORT
+  if ! psql "host=127.0.0.1 port=$PG_PORT user=postgres sslmode=require" -tAc 'SELECT 1' >/dev/null 2>&1; then  # no restart
+    psql -h 127.0.0.1 -p $PG_PORT -U postgres -q -c "ALTER SYSTEM SET ssl_cert_file = '$SVC_DIR/tls/server.pem'" \
+      -c "ALTER SYSTEM SET ssl_key_file = '$SVC_DIR/tls/pg.key'" -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()"
+  fi
   local my=$SVC_DIR/mysql                                # MariaDB, root with empty password over TCP
   if [ ! -d $my/data/mysql ]; then
     mkdir -p $my && chown mysql:mysql $my
     mariadb-install-db --user=mysql --datadir=$my/data --auth-root-authentication-method=normal --skip-test-db >/dev/null
   fi
+  # A server started before it had TLS is restarted with it.
+  if mariadb --no-defaults -h 127.0.0.1 -P $MY_PORT -u root -e 'SELECT 1' >/dev/null 2>&1 &&
+     [ "$(mariadb --no-defaults -h 127.0.0.1 -P $MY_PORT -u root -N -e "SELECT @@have_ssl")" != YES ]; then
+    start-stop-daemon --stop --oknodo --retry 30 --pidfile $my/ssd.pid >/dev/null || true
+  fi
   start-stop-daemon --start --oknodo --background --make-pidfile --pidfile $my/ssd.pid --exec /usr/sbin/mariadbd -- \
     --no-defaults --user=mysql --datadir=$my/data --port=$MY_PORT --bind-address=127.0.0.1 \
-    --socket=$my/mysqld.sock --pid-file=$my/mysqld.pid --log-error=$my/err.log --innodb-flush-log-at-trx-commit=0
+    --socket=$my/mysqld.sock --pid-file=$my/mysqld.pid --log-error=$my/err.log --innodb-flush-log-at-trx-commit=0 \
+    --ssl-ca=$SVC_DIR/tls/ca.pem --ssl-cert=$SVC_DIR/tls/server.pem --ssl-key=$SVC_DIR/tls/my.key
   wait_for mariadb mariadb --no-defaults -h 127.0.0.1 -P $MY_PORT -u root -e 'SELECT 1'
   curl -sf http://127.0.0.1:$S3_PORT/moto-api/ >/dev/null ||
     { nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p $S3_PORT >$SVC_DIR/moto.log 2>&1 & echo $! >$SVC_DIR/moto.pid; }
@@ -82,6 +109,7 @@ export ETL_TEST_MYSQL="mysql://root@127.0.0.1:$MY_PORT/"
 export ETL_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" ETL_TEST_S3_BUCKET=etl-test AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_REGION=us-east-1
 export ETL_TEST_SNOWFLAKE_URL="http://127.0.0.1:$SF_PORT"
 export ETL_TEST_PYTHON="$VENV/bin/python"
+export ETL_TEST_TLS_CA="$SVC_DIR/tls/ca.pem"
 EOV
 }
 case "${1:-}" in install) install ;; start) start ;; stop) stop ;; env) env_ ;; *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;; esac

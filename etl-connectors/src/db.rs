@@ -129,6 +129,36 @@ impl Window {
     }
 }
 
+/// A TLS client configuration: the bundled Mozilla roots, plus the PEM certificates of
+/// `root` (a private CA or a self-signed server) when given.
+#[cfg(feature = "tls")]
+pub(crate) fn tls_config(connector: &'static str, root: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = root {
+        let bad =
+            |e: &dyn std::fmt::Display| Error::config(format!("{connector}: root certificate {}: {e}", path.display()));
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(&e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        if certs.is_empty() {
+            return Err(bad(&"no PEM certificate in the file"));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| bad(&e))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(format!("{connector}: TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Waits for a count task started beside the read.
 pub(crate) async fn join_count(connector: &'static str, table: &str, task: AbortOnDrop<Result<()>>) -> Result<()> {
     match task.join().await {

@@ -379,3 +379,27 @@ async fn chunked_reads_resume_at_the_first_uncommitted_chunk() {
     })
     .await;
 }
+
+/// TLS with the server verified against the given root certificate.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn tls_connections_verify_the_server() {
+    let db = Db::new().await;
+    let ca = std::env::var("ETL_TEST_TLS_CA").expect("ETL_TEST_TLS_CA: run scripts/services.sh env");
+    let spec = TableSpec::new("ssl").from_query(
+        "SELECT VARIABLE_VALUE <> '' AS tls FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    );
+    let batches = read(&db.source().with_root_certificate(&ca), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+-----+\n| tls |\n+-----+\n| 1   |\n+-----+"
+    );
+    let batches = read(&db.source(), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+-----+\n| tls |\n+-----+\n| 0   |\n+-----+"
+    );
+    let untrusted = MySqlSource::new(&format!("{}?require_ssl=true", db.url)).unwrap();
+    let err = read(&untrusted, &spec).await.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

@@ -463,3 +463,30 @@ async fn arrays_round_trip_as_lists() {
     let err = read(&db.source(), &spec).await.unwrap_err().to_string();
     assert!(err.contains("`grid`") && err.contains("2-dimensional"), "{err}");
 }
+
+/// `sslmode=require` speaks TLS and verifies the server against the given root certificate.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn tls_connections_verify_the_server() {
+    let db = Db::new().await;
+    let ca = std::env::var("ETL_TEST_TLS_CA").expect("ETL_TEST_TLS_CA: run scripts/services.sh env");
+    let spec = TableSpec::new("ssl").from_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+    let tls = PostgresSource::new(&format!("{} sslmode=require", db.conn))
+        .unwrap()
+        .with_root_certificate(&ca);
+    let batches = read(&tls, &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+------+\n| ssl  |\n+------+\n| true |\n+------+"
+    );
+    // The default (prefer) connects in the clear.
+    let batches = read(&db.source(), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+-------+\n| ssl   |\n+-------+\n| false |\n+-------+"
+    );
+    // A server the client cannot verify is refused.
+    let untrusted = PostgresSource::new(&format!("{} sslmode=require", db.conn)).unwrap();
+    let err = read(&untrusted, &spec).await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+}

@@ -187,7 +187,23 @@ impl MySqlSource {
         self
     }
 
+    /// Trusts the PEM certificates of `path` (a private CA, or a self-signed server) and
+    /// connects over TLS (feature `tls`, rustls), verifying the server's certificate.
+    ///
+    /// Without it, TLS is used when the URL says `require_ssl=true` (verified against the
+    /// bundled Mozilla roots).
+    #[cfg(feature = "tls")]
+    pub fn with_root_certificate(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        let path: std::path::PathBuf = path.into();
+        let ssl = mysql_async::SslOpts::default().with_root_certs(vec![path.into()]);
+        self.opts = OptsBuilder::from_opts(self.opts).ssl_opts(ssl).into();
+        self
+    }
+
     async fn connect(&self, table: &str) -> Result<Conn> {
+        // The driver's rustls asks for a process-wide crypto provider; ring is the one built.
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let opts = OptsBuilder::from_opts(self.opts.clone()).init(vec![
             "SET time_zone = '+00:00'",
             "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",

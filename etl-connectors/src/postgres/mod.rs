@@ -61,9 +61,20 @@ pub(crate) fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
                 ]
                 .contains(c)
             });
-            let detail = e
-                .as_db_error()
-                .map_or_else(|| e.to_string(), |d| d.message().to_string());
+            let detail = e.as_db_error().map_or_else(
+                || {
+                    // The driver's message and its causes (a TLS handshake names the certificate
+                    // problem only in its source).
+                    let mut text = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        text.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    text
+                },
+                |d| d.message().to_string(),
+            );
             Error::Connector {
                 connector: "postgres",
                 message: format!("table `{table}`: {detail}"),
@@ -80,6 +91,8 @@ pub(crate) fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
 #[derive(Clone)]
 pub struct PostgresSource {
     config: tokio_postgres::Config,
+    /// Extra root certificate (PEM) for `sslmode=require`.
+    root_certificate: Option<std::path::PathBuf>,
     unmapped_as_text: bool,
     counts: Counts,
     parallelism: usize,
@@ -109,6 +122,7 @@ impl PostgresSource {
             .map_err(|e| Error::config(format!("invalid Postgres connection string: {e}")))?;
         Ok(PostgresSource {
             config,
+            root_certificate: None,
             unmapped_as_text: false,
             counts: Counts::default(),
             parallelism: 2,
@@ -153,13 +167,44 @@ impl PostgresSource {
         self
     }
 
+    /// Trusts the PEM certificates of `path` (a private CA, or a self-signed server) besides
+    /// the bundled Mozilla roots, for connections with `sslmode=require`.
+    ///
+    /// TLS (feature `tls`, rustls) is used when the connection string says
+    /// `sslmode=require`, and then the server's certificate is always verified (libpq's
+    /// `verify-full`); `sslmode=prefer` (the default) and `disable` connect without TLS.
+    pub fn with_root_certificate(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.root_certificate = Some(path.into());
+        self
+    }
+
     async fn connect(&self, table: &str) -> Result<Client> {
-        let (client, conn) = self.config.connect(NoTls).await.map_err(|e| pg_err(table, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "postgres connection ended with an error");
+        fn spawn<F>(conn: F)
+        where
+            F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send + 'static,
+        {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "postgres connection ended with an error");
+                }
+            });
+        }
+        if self.config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            #[cfg(feature = "tls")]
+            {
+                let tls = crate::db::tls_config("postgres", self.root_certificate.as_deref())?;
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                let (client, conn) = self.config.connect(tls).await.map_err(|e| pg_err(table, e))?;
+                spawn(conn);
+                return Ok(client);
             }
-        });
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::config(format!(
+                "table `{table}`: sslmode=require needs the `tls` feature of the etl crates"
+            )));
+        }
+        let (client, conn) = self.config.connect(NoTls).await.map_err(|e| pg_err(table, e))?;
+        spawn(conn);
         Ok(client)
     }
 
