@@ -94,6 +94,23 @@ fn my_err(table: &str, e: mysql_async::Error) -> Error {
 ///
 /// The connection string is a URL (`mysql://user:password@host:3306/database`); its password
 /// never appears in `Debug` output.
+///
+/// ```no_run
+/// # async fn demo() -> etl_core::Result<()> {
+/// use etl_connectors::mysql::MySqlSource;
+/// use etl_core::{LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, TableSpec};
+/// use etl_sinks::lake::LakeSink;
+///
+/// let pipeline = Pipeline::builder("shop")
+///     .source(MySqlSource::from_env("ETL_MYSQL")?)
+///     .sink(LakeSink::new(Location::local("./lake")?))
+///     .watermarks(ObjectStoreWatermarkStore::new(Location::local("./lake/_etl/watermarks")?))
+///     .table(TableSpec::new("orders").mode(LoadMode::Incremental).cursor(["updated_at"]))
+///     .build()?;
+/// let report = pipeline.run().await?;
+/// println!("{}", report.to_json());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct MySqlSource {
     opts: Opts,

@@ -18,8 +18,16 @@
 //!   it and defeat a delta read ([`PostgresSource::with_counts`]). The window's count is the
 //!   report's extracted count.
 //!
+//! - Chunked reads ([`etl_core::TableSpec::chunk_rows`]): `ORDER BY cursor, key LIMIT n`
+//!   after the stored (cursor, key) pair, with a row comparison an index on (cursor, key)
+//!   serves.
+//! - Types: see the crate README; one-dimensional arrays of mapped types are Arrow lists.
+//! - TLS (feature `tls`): with `sslmode=require` in the connection string, verified against
+//!   the bundled Mozilla roots and [`PostgresSource::with_root_certificate`].
+//!
 //! # Memory
-//! One batch of Arrow builders and one network chunk: flat however large the table.
+//! One batch of Arrow builders and one network chunk per connection: flat however large the
+//! table.
 
 mod copy;
 mod types;
