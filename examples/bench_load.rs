@@ -4,14 +4,15 @@
 //! ```text
 //! cargo build --release --all-features --example bench_load
 //! OUT_DIR=/tmp/out TABLE=orders CURSOR=updated_at PK=order_id PG=postgresql://… \
-//!     target/release/examples/bench_load full|incremental|full-mysql
+//!     target/release/examples/bench_load full|incremental|upsert|full-mysql
 //! ```
 //!
 //! - `full`: the whole `public.$TABLE` of `$PG` into a Parquet lake under `$OUT_DIR`.
 //! - `incremental`: rows past the watermark it keeps in `$OUT_DIR/_etl/`; the first call
 //!   loads everything.
+//! - `upsert`: rows past the watermark (kept in `$OUT_DIR/_etl/`) merged by `$PK` into
+//!   `$WH_SCHEMA.$TABLE` of the same Postgres; the first call loads everything.
 //! - `full-mysql`: the whole `$TABLE` of `$MYSQL_URL`'s database into the lake.
-//! - `upsert` comes with the Postgres sink.
 //!
 //! `PARALLELISM` (default 2) sets the connections of a whole-table read.
 //!
@@ -20,7 +21,8 @@
 use std::sync::Arc;
 
 use etl::{
-    LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSource, Source, TableSpec,
+    LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSink, PostgresSource, Sink,
+    Source, TableSpec,
 };
 
 fn env(name: &str) -> Result<String, Box<dyn std::error::Error>> {
@@ -47,20 +49,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(MySqlSource::new(&env("MYSQL_URL")?)?.with_parallelism(parallelism)),
             table.clone(),
         ),
-        "upsert" => return Err(format!("`{cmd}` is not implemented yet").into()),
-        _ => return Err("usage: bench_load full|incremental|full-mysql".into()),
+        "upsert" => (LoadMode::Upsert, Arc::new(pg()?), format!("public.{table}")),
+        _ => return Err("usage: bench_load full|incremental|upsert|full-mysql".into()),
     };
     let out = Location::local(env("OUT_DIR")?)?;
     let mut spec = TableSpec::new(table.clone())
         .from_table(relation)
         .mode(mode)
         .primary_key([env("PK")?]);
-    if mode == LoadMode::Incremental {
+    if mode.reads_incrementally() {
         spec = spec.cursor([env("CURSOR")?]);
     }
+    let sink: Arc<dyn Sink> = if mode == LoadMode::Upsert {
+        // The same columns as the source: no etl_processed_at.
+        spec = spec.processed_at(false);
+        Arc::new(PostgresSink::new(&env("PG")?)?.with_schema(env("WH_SCHEMA")?))
+    } else {
+        Arc::new(LakeSink::new(out.clone()))
+    };
     let report = Pipeline::builder("bench")
         .source_arc(source)
-        .sink(LakeSink::new(out.clone()))
+        .sink_arc(sink)
         .watermarks(ObjectStoreWatermarkStore::new(out.child("_etl/watermarks")))
         .table(spec)
         .build()?

@@ -59,3 +59,5 @@ pub use etl_connectors::mysql::MySqlSource;
 pub use etl_connectors::postgres::PostgresSource;
 #[cfg(feature = "lake")]
 pub use etl_sinks::lake::{LakeOptions, LakeSink};
+#[cfg(feature = "postgres")]
+pub use etl_sinks::postgres::PostgresSink;

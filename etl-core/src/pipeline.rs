@@ -610,6 +610,10 @@ impl Pipeline {
         report.bytes_written += staged.bytes;
         report.files_written += staged.files;
         report.target_count = committed.target_rows;
+        report.collapsed_count += committed.collapsed;
+        report.inserted_count += committed.inserted;
+        report.updated_count += committed.updated;
+        report.deleted_count += committed.deleted;
         let next = Watermark {
             pipeline: self.name.clone(),
             table: spec.name.clone(),

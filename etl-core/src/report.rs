@@ -71,10 +71,19 @@ pub struct TableReport {
     pub extracted_count: u64,
     /// Rows diverted to a rejects file as unparseable.
     pub rejected_count: u64,
-    /// Rows dropped by `keep_latest` as older versions of a key.
+    /// Rows dropped as older versions of a key: by `keep_latest`, or by a sink's merge.
     pub collapsed_count: u64,
     /// Rows written to the target.
     pub written_count: u64,
+    /// Rows the target gained (warehouse sinks; a lake counts its appended rows here).
+    #[serde(default)]
+    pub inserted_count: u64,
+    /// Target rows a merge updated.
+    #[serde(default)]
+    pub updated_count: u64,
+    /// Target rows removed (a replaced or truncated table, soft deletes).
+    #[serde(default)]
+    pub deleted_count: u64,
     /// Rows in the target after the commit, where known.
     pub target_count: Option<u64>,
     /// `source_count - target_count`, where both are known.
@@ -111,6 +120,9 @@ impl TableReport {
             extracted_count: 0,
             rejected_count: 0,
             collapsed_count: 0,
+            inserted_count: 0,
+            updated_count: 0,
+            deleted_count: 0,
             written_count: 0,
             target_count: None,
             difference: None,

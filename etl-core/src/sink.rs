@@ -83,6 +83,8 @@ pub struct CommitSummary {
     pub updated: u64,
     /// Rows deleted (replaced tables, soft deletes).
     pub deleted: u64,
+    /// Staged rows dropped because a later row of the same key replaced them (merges).
+    pub collapsed: u64,
 }
 
 /// Writes tables in two steps, stage then commit.

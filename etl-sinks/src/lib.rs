@@ -3,9 +3,20 @@
 //! Sinks of the etl workspace, each behind a cargo feature:
 //!
 //! - `lake`: [`lake::LakeSink`], Hive-partitioned Parquet on any object store.
+//! - `postgres`: [`postgres::PostgresSink`], PostgreSQL tables in every load mode (binary
+//!   `COPY` into a staging table, then the mode's statements and the checkpoint in one
+//!   transaction).
+//!
+//! [`sql`] holds what the warehouse sinks share: column types and table definitions per
+//! dialect.
 //!
 //! Every sink implements [`etl_core::Sink`]: stage, then commit together with a checkpoint,
 //! so a run that dies anywhere leaves the target as before or as after it.
 
 #[cfg(feature = "lake")]
 pub mod lake;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+pub mod sql;

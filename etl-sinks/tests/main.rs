@@ -411,3 +411,6 @@ async fn two_concurrent_runs_write_the_window_once() {
         assert_eq!(wm.load("crash", "events").await.unwrap().unwrap().generation, 1);
     }
 }
+
+#[cfg(feature = "postgres")]
+mod postgres;

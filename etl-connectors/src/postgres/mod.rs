@@ -29,8 +29,11 @@
 //! One batch of Arrow builders and one network chunk per connection: flat however large the
 //! table.
 
+mod conn;
 mod copy;
 mod types;
+
+pub use conn::{PgConfig, pg_err};
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,8 +45,7 @@ use etl_core::sql::Dialect;
 use etl_core::task::AbortOnDrop;
 use etl_core::{CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec};
 use futures::StreamExt;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub use crate::db::Counts;
 use crate::db::{self, Window};
@@ -51,56 +53,13 @@ use types::{ColumnPlan, Decode};
 
 const PG: Dialect = Dialect::Postgres;
 
-/// Maps a driver error at the crate boundary.
-pub(crate) fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
-    match e.code() {
-        Some(c) if *c == SqlState::UNDEFINED_TABLE => Error::TableNotFound {
-            table: table.to_string(),
-            source_name: "postgres".to_string(),
-        },
-        code => {
-            let retryable = code.is_none_or(|c| {
-                [
-                    SqlState::T_R_DEADLOCK_DETECTED,
-                    SqlState::T_R_SERIALIZATION_FAILURE,
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::TOO_MANY_CONNECTIONS,
-                ]
-                .contains(c)
-            });
-            let detail = e.as_db_error().map_or_else(
-                || {
-                    // The driver's message and its causes (a TLS handshake names the certificate
-                    // problem only in its source).
-                    let mut text = e.to_string();
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        text.push_str(&format!(": {s}"));
-                        source = s.source();
-                    }
-                    text
-                },
-                |d| d.message().to_string(),
-            );
-            Error::Connector {
-                connector: "postgres",
-                message: format!("table `{table}`: {detail}"),
-                retryable,
-            }
-        }
-    }
-}
-
 /// Reads tables and queries of one PostgreSQL database.
 ///
 /// The connection string is libpq's (`host=… user=… dbname=…`) or a URL
 /// (`postgresql://user:pw@host/db`); its password never appears in `Debug` output.
 #[derive(Clone)]
 pub struct PostgresSource {
-    config: tokio_postgres::Config,
-    /// Extra root certificate (PEM) for `sslmode=require`.
-    root_certificate: Option<std::path::PathBuf>,
+    pg: PgConfig,
     unmapped_as_text: bool,
     counts: Counts,
     parallelism: usize,
@@ -110,12 +69,8 @@ pub struct PostgresSource {
 impl fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSource")
-            .field("hosts", &self.config.get_hosts())
-            .field("ports", &self.config.get_ports())
-            .field("user", &self.config.get_user())
-            .field("dbname", &self.config.get_dbname())
-            .field("password", &self.config.get_password().map(|_| "<redacted>"))
-            .finish()
+            .field("pg", &self.pg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,12 +80,8 @@ impl PostgresSource {
     /// # Errors
     /// [`Error::Config`] when the string does not parse (the message never repeats it).
     pub fn new(conn: &str) -> Result<Self> {
-        let config = conn
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::config(format!("invalid Postgres connection string: {e}")))?;
         Ok(PostgresSource {
-            config,
-            root_certificate: None,
+            pg: PgConfig::new(conn)?,
             unmapped_as_text: false,
             counts: Counts::default(),
             parallelism: 2,
@@ -176,44 +127,14 @@ impl PostgresSource {
     }
 
     /// Trusts the PEM certificates of `path` (a private CA, or a self-signed server) besides
-    /// the bundled Mozilla roots, for connections with `sslmode=require`.
-    ///
-    /// TLS (feature `tls`, rustls) is used when the connection string says
-    /// `sslmode=require`, and then the server's certificate is always verified (libpq's
-    /// `verify-full`); `sslmode=prefer` (the default) and `disable` connect without TLS.
+    /// the bundled Mozilla roots, for connections with `sslmode=require` (see [`PgConfig`]).
     pub fn with_root_certificate(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.root_certificate = Some(path.into());
+        self.pg = self.pg.with_root_certificate(path);
         self
     }
 
     async fn connect(&self, table: &str) -> Result<Client> {
-        fn spawn<F>(conn: F)
-        where
-            F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send + 'static,
-        {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(error = %e, "postgres connection ended with an error");
-                }
-            });
-        }
-        if self.config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            #[cfg(feature = "tls")]
-            {
-                let tls = crate::db::tls_config("postgres", self.root_certificate.as_deref())?;
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-                let (client, conn) = self.config.connect(tls).await.map_err(|e| pg_err(table, e))?;
-                spawn(conn);
-                return Ok(client);
-            }
-            #[cfg(not(feature = "tls"))]
-            return Err(Error::config(format!(
-                "table `{table}`: sslmode=require needs the `tls` feature of the etl crates"
-            )));
-        }
-        let (client, conn) = self.config.connect(NoTls).await.map_err(|e| pg_err(table, e))?;
-        spawn(conn);
-        Ok(client)
+        self.pg.connect(table).await
     }
 
     /// The FROM clause item of a spec.

@@ -1,0 +1,683 @@
+//! PostgreSQL as a sink: Arrow encoded to binary `COPY … FROM STDIN` into an unlogged
+//! staging table, then the mode's statements and the run's checkpoint in one transaction.
+//!
+//! # Modes
+//! - `FULL`: the target is dropped and created again from the source's columns (with the
+//!   spec's primary key) and filled, in one transaction: readers see the old table until the
+//!   commit, and a failed run leaves it whole.
+//! - `TRUNCATE_INSERT`: `TRUNCATE` and `INSERT` in one transaction; the table keeps its
+//!   definition, indexes and grants.
+//! - `APPEND`, `INCREMENTAL`: `INSERT` of the staged rows.
+//! - `UPSERT`: the staged rows collapsed to the latest per primary key (by cursor, then by
+//!   arrival; the report counts the collapsed ones), then `MERGE` (Postgres 15+) or
+//!   `INSERT … ON CONFLICT` (older; needs a unique index on the key). A NULL key is an error
+//!   naming how many rows have one.
+//!
+//! A missing target is created; a new source column is added to it; a column whose type the
+//! target cannot hold is an error naming table, column and both types. The checkpoint lives in
+//! `<schema>._etl_checkpoints`, written in the same transaction as the rows, so target and
+//! watermark move together.
+
+mod encode;
+
+use std::fmt;
+use std::pin::Pin;
+
+use arrow::datatypes::{Field, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use etl_connectors::postgres::{PgConfig, pg_err};
+use etl_core::sql::Dialect;
+use etl_core::{
+    Checkpoint, CommitSummary, Error, LoadMode, Result, Sink, StageSummary, TableSpec, TableWriter, WriteRequest,
+};
+use futures::SinkExt;
+use tokio_postgres::{Client, CopyInSink};
+
+use crate::sql;
+
+const PG: Dialect = Dialect::Postgres;
+const CHECKPOINTS: &str = "_etl_checkpoints";
+/// Bytes of encoded rows sent to the server at a time.
+const SEND_BYTES: usize = 1 << 20;
+
+/// Writes tables of one PostgreSQL schema.
+///
+/// ```no_run
+/// # async fn demo() -> etl_core::Result<()> {
+/// use etl_sinks::postgres::PostgresSink;
+/// use etl_core::{LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Pipeline, TableSpec};
+///
+/// let pipeline = Pipeline::builder("crm")
+///     .source(MemorySource::new())
+///     .sink(PostgresSink::from_env("ETL_WAREHOUSE")?.with_schema("analytics"))
+///     .watermarks(ObjectStoreWatermarkStore::new(Location::local("./state")?))
+///     .table(TableSpec::new("customers").mode(LoadMode::Upsert).primary_key(["customer_id"]))
+///     .build()?;
+/// pipeline.run().await?.into_result()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresSink {
+    pg: PgConfig,
+    schema: String,
+}
+
+impl fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("pg", &self.pg)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl PostgresSink {
+    /// A sink writing into schema `public` of the database of a connection string (see
+    /// [`PgConfig`] for its forms and TLS).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the string does not parse.
+    pub fn new(conn: &str) -> Result<Self> {
+        Ok(PostgresSink {
+            pg: PgConfig::new(conn)?,
+            schema: "public".to_string(),
+        })
+    }
+
+    /// A sink from the connection string in environment variable `var`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when it is unset or invalid.
+    pub fn from_env(var: &str) -> Result<Self> {
+        let conn = std::env::var(var).map_err(|_| Error::config(format!("environment variable {var} is not set")))?;
+        Self::new(&conn)
+    }
+
+    /// Writes into `schema` (created when missing).
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Trusts the PEM certificates of `path` for `sslmode=require` (see [`PgConfig`]).
+    pub fn with_root_certificate(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.pg = self.pg.with_root_certificate(path);
+        self
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", PG.quote(&self.schema), PG.quote(table))
+    }
+
+    async fn checkpoint_of(&self, client: &Client, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
+        let table = self.qualified(CHECKPOINTS);
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(|e| pg_err(&spec.name, e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let row = client
+            .query_opt(
+                &format!("SELECT checkpoint::text FROM {table} WHERE pipeline = $1 AND table_name = $2"),
+                &[&pipeline, &spec.name],
+            )
+            .await
+            .map_err(|e| pg_err(&spec.name, e))?;
+        row.map(|r| {
+            serde_json::from_str::<Checkpoint>(r.get(0)).map_err(|e| Error::Metadata {
+                path: format!("{table} ({pipeline}, {})", spec.name),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn check_mode(&self, _spec: &TableSpec, _mode: LoadMode) -> Result<()> {
+        Ok(())
+    }
+
+    async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
+        let client = self.pg.connect(&spec.name).await?;
+        self.checkpoint_of(&client, pipeline, spec).await
+    }
+
+    async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        let spec = req.spec;
+        let client = self.pg.connect(&spec.name).await?;
+        let err = |e| pg_err(&spec.name, e);
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema};
+                 CREATE TABLE IF NOT EXISTS {cp} (pipeline text NOT NULL, table_name text NOT NULL,
+                   run_id text NOT NULL, checkpoint jsonb NOT NULL, committed_at timestamptz NOT NULL,
+                   PRIMARY KEY (pipeline, table_name))",
+                schema = PG.quote(&self.schema),
+                cp = self.qualified(CHECKPOINTS)
+            ))
+            .await
+            .map_err(err)?;
+        // Fail early when another run committed since this one started.
+        let current = self.checkpoint_of(&client, req.pipeline, spec).await?;
+        if current.as_ref().map(|c| c.run_id.as_str()) != req.last_checkpoint {
+            return Err(Error::ConcurrentRun {
+                pipeline: req.pipeline.to_string(),
+                table: spec.name.clone(),
+            });
+        }
+        // Everything the run does is one transaction, from its first row to its checkpoint: a
+        // run that fails or dies anywhere leaves nothing behind.
+        client.batch_execute("BEGIN").await.map_err(err)?;
+        // Identifiers are at most 63 bytes.
+        let mut aside = format!("_etl_new_{}_{}", req.run_id, spec.target);
+        aside.truncate(63);
+        Ok(Box::new(PgWriter {
+            client,
+            pipeline: req.pipeline.to_string(),
+            spec: spec.clone(),
+            mode: req.mode,
+            last_checkpoint: req.last_checkpoint.map(str::to_string),
+            target: self.qualified(&spec.target),
+            aside: self.qualified(&aside),
+            aside_name: aside,
+            checkpoints: self.qualified(CHECKPOINTS),
+            into: Dest::Stage,
+            columns: None,
+            copy: None,
+            buf: BytesMut::new(),
+            rows: 0,
+            bytes: 0,
+        }))
+    }
+}
+
+/// Where a run's rows are copied to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Dest {
+    /// A temporary staging table, merged or inserted into the target at commit.
+    Stage,
+    /// A new table (FULL: swapped in for the target at commit).
+    Aside,
+    /// The target itself, created by this run's transaction.
+    NewTarget,
+}
+
+const STAGE: &str = "_etl_stage";
+
+struct PgWriter {
+    client: Client,
+    pipeline: String,
+    spec: TableSpec,
+    mode: LoadMode,
+    last_checkpoint: Option<String>,
+    target: String,
+    aside: String,
+    aside_name: String,
+    checkpoints: String,
+    into: Dest,
+    /// The copied columns (the first batch's schema).
+    columns: Option<SchemaRef>,
+    copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
+    buf: BytesMut,
+    rows: u64,
+    bytes: u64,
+}
+
+impl PgWriter {
+    fn err(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+        |e| pg_err(&self.spec.name, e)
+    }
+
+    async fn exec(&self, sql: &str) -> Result<u64> {
+        self.client.execute(sql, &[]).await.map_err(self.err())
+    }
+
+    async fn count(&self, sql: &str) -> Result<u64> {
+        let n: i64 = self.client.query_one(sql, &[]).await.map_err(self.err())?.get(0);
+        Ok(n as u64)
+    }
+
+    async fn target_exists(&self) -> Result<bool> {
+        let row = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.target])
+            .await
+            .map_err(self.err())?;
+        Ok(row.get(0))
+    }
+
+    fn create(&self, table: &str, schema: &SchemaRef) -> Result<String> {
+        let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
+        sql::create_table(PG, &self.spec.name, table, &fields, &[], false)
+    }
+
+    /// Chooses where the rows go, creates it, and opens the COPY into it.
+    async fn open(&mut self, schema: SchemaRef) -> Result<()> {
+        for f in schema.fields() {
+            if !encode::writable(f.data_type()) {
+                return Err(Error::ColumnTypeConflict {
+                    table: self.spec.name.clone(),
+                    column: f.name().clone(),
+                    expected: "a type the Postgres sink writes".into(),
+                    found: f.data_type().to_string(),
+                });
+            }
+        }
+        self.into = if self.mode == LoadMode::Full {
+            Dest::Aside
+        } else if !self.target_exists().await? {
+            Dest::NewTarget
+        } else {
+            Dest::Stage
+        };
+        let table = match self.into {
+            Dest::Stage => {
+                let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
+                let create = sql::create_table(PG, &self.spec.name, STAGE, &fields, &[], false)?;
+                let create = create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1) + " ON COMMIT DROP";
+                self.exec(&create).await?;
+                STAGE.to_string()
+            }
+            Dest::Aside => {
+                self.exec(&self.create(&self.aside, &schema)?).await?;
+                self.aside.clone()
+            }
+            Dest::NewTarget => {
+                self.exec(&self.create(&self.target, &schema)?).await?;
+                self.target.clone()
+            }
+        };
+        let cols = column_list(&schema);
+        let copy = self
+            .client
+            .copy_in(&format!("COPY {table} ({cols}) FROM STDIN (FORMAT binary)"))
+            .await
+            .map_err(self.err())?;
+        self.copy = Some(Box::pin(copy));
+        encode::header(&mut self.buf);
+        self.columns = Some(schema);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.bytes += chunk.len() as u64;
+        let name = self.spec.name.clone();
+        let copy = self.copy.as_mut().expect("open");
+        copy.send(chunk).await.map_err(|e| pg_err(&name, e))
+    }
+
+    /// Adds source columns the target lacks; refuses a column whose type the target cannot
+    /// hold.
+    async fn evolve(&self, schema: &SchemaRef) -> Result<()> {
+        let existing = self
+            .client
+            .query(
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                  WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&self.target],
+            )
+            .await
+            .map_err(self.err())?;
+        for f in schema.fields() {
+            let wanted = sql::column_type(PG, &self.spec.name, f)?;
+            match existing.iter().find(|r| r.get::<_, &str>(0) == f.name()) {
+                Some(r) => {
+                    let have: &str = r.get(1);
+                    if !sql::compatible(have, &wanted) {
+                        return Err(Error::ColumnTypeConflict {
+                            table: self.spec.name.clone(),
+                            column: f.name().clone(),
+                            expected: have.to_string(),
+                            found: wanted,
+                        });
+                    }
+                }
+                None => {
+                    self.exec(&format!(
+                        "ALTER TABLE {} ADD COLUMN {} {wanted}",
+                        self.target,
+                        PG.quote(f.name())
+                    ))
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the checkpoint, only if the last one is still the one this run started from
+    /// (the row lock makes a concurrent committer wait, then find the run id changed).
+    async fn store_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
+        let json = serde_json::to_string(cp).map_err(|e| Error::config(e.to_string()))?;
+        let stored = match &self.last_checkpoint {
+            None => self
+                .client
+                .execute(
+                    &format!(
+                        "INSERT INTO {} VALUES ($1, $2, $3, $4::text::jsonb, now()) ON CONFLICT DO NOTHING",
+                        self.checkpoints
+                    ),
+                    &[&self.pipeline, &self.spec.name, &cp.run_id, &json],
+                )
+                .await
+                .map_err(self.err())?,
+            Some(last) => self
+                .client
+                .execute(
+                    &format!(
+                        "UPDATE {} SET run_id = $3, checkpoint = $4::text::jsonb, committed_at = now()
+                          WHERE pipeline = $1 AND table_name = $2 AND run_id = $5",
+                        self.checkpoints
+                    ),
+                    &[&self.pipeline, &self.spec.name, &cp.run_id, &json, last],
+                )
+                .await
+                .map_err(self.err())?,
+        };
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(Error::ConcurrentRun {
+                pipeline: self.pipeline.clone(),
+                table: self.spec.name.clone(),
+            })
+        }
+    }
+
+    /// Refuses rows whose primary key has a NULL in `table`.
+    async fn check_keys(&self, table: &str) -> Result<()> {
+        let key = &self.spec.primary_key;
+        let any_null: Vec<String> = key.iter().map(|c| format!("{} IS NULL", PG.quote(c))).collect();
+        let nulls = self
+            .count(&format!("SELECT count(*) FROM {table} WHERE {}", any_null.join(" OR ")))
+            .await?;
+        if nulls > 0 {
+            return Err(Error::Connector {
+                connector: "postgres",
+                message: format!(
+                    "table `{}`: {nulls} rows have a NULL in the primary key ({}); nothing was written",
+                    self.spec.name,
+                    key.join(", ")
+                ),
+                retryable: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// `ORDER BY` text putting the latest row of each key first: by cursor (NULLs oldest), then
+    /// by arrival (a table filled by one COPY has its rows in arrival order).
+    fn latest_first(&self) -> String {
+        let mut order: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
+        order.extend(
+            self.spec
+                .cursor
+                .iter()
+                .map(|c| format!("{} DESC NULLS LAST", PG.quote(c))),
+        );
+        order.push("ctid DESC".into());
+        order.join(", ")
+    }
+
+    /// Deletes all but the latest row of each key of `table`; returns how many went.
+    async fn collapse(&self, table: &str) -> Result<u64> {
+        let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
+        self.exec(&format!(
+            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER
+               (PARTITION BY {k} ORDER BY {order}) AS n FROM {table}) r WHERE n > 1)",
+            k = k.join(", "),
+            order = self.latest_first()
+        ))
+        .await
+    }
+
+    /// Gives a target this run created its primary key. The index is built once; only when
+    /// it finds a repeated key are all but the latest row of each key deleted first. Returns
+    /// the rows deleted.
+    async fn key_new_target(&self, table: &str) -> Result<u64> {
+        let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
+        let add_key = format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", k.join(", "));
+        self.exec("SAVEPOINT etl_key").await?;
+        match self.client.batch_execute(&add_key).await {
+            Ok(()) => Ok(0),
+            Err(e) => {
+                self.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
+                match e.code() {
+                    Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+                        let collapsed = self.collapse(table).await?;
+                        self.exec(&add_key).await?;
+                        Ok(collapsed)
+                    }
+                    Some(c) if *c == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION => {
+                        self.check_keys(table).await?;
+                        Err(pg_err(&self.spec.name, e))
+                    }
+                    _ => Err(pg_err(&self.spec.name, e)),
+                }
+            }
+        }
+    }
+
+    /// The mode's statements; returns inserted, updated, deleted, collapsed.
+    async fn apply(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
+        let cols = column_list(schema);
+        let insert_staged = format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {STAGE}", self.target);
+        Ok(match (self.into, self.mode) {
+            (Dest::Aside, _) => {
+                let deleted = if self.target_exists().await? {
+                    let n = self.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
+                    self.exec(&format!("DROP TABLE {}", self.target)).await?;
+                    n
+                } else {
+                    0
+                };
+                self.exec(&format!(
+                    "ALTER TABLE {} RENAME TO {}",
+                    self.aside,
+                    PG.quote(&self.spec.target)
+                ))
+                .await?;
+                (self.rows, 0, deleted, 0)
+            }
+            (Dest::NewTarget, LoadMode::Upsert) => {
+                let collapsed = self.key_new_target(&self.target).await?;
+                (self.rows - collapsed, 0, 0, collapsed)
+            }
+            (Dest::NewTarget, _) => (self.rows, 0, 0, 0),
+            (Dest::Stage, mode) => {
+                self.evolve(schema).await?;
+                match mode {
+                    LoadMode::TruncateInsert => {
+                        let deleted = self.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
+                        self.exec(&format!("TRUNCATE {}", self.target)).await?;
+                        (self.exec(&insert_staged).await?, 0, deleted, 0)
+                    }
+                    LoadMode::Upsert => self.merge(schema).await?,
+                    _ => (self.exec(&insert_staged).await?, 0, 0, 0),
+                }
+            }
+        })
+    }
+
+    /// Merges the staged rows, collapsed to the latest per key, into the target.
+    async fn merge(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
+        self.check_keys(STAGE).await?;
+        let key = &self.spec.primary_key;
+        let k: Vec<String> = key.iter().map(|c| PG.quote(c)).collect();
+        let cols = column_list(schema);
+        let collapsed = self.collapse(STAGE).await?;
+        let latest = self.rows - collapsed;
+        self.exec(&format!("ANALYZE {STAGE}")).await?;
+        let on: Vec<String> = k.iter().map(|c| format!("t.{c} = s.{c}")).collect();
+        let on = on.join(" AND ");
+        let non_key: Vec<String> = schema
+            .fields()
+            .iter()
+            .filter(|f| !key.contains(f.name()))
+            .map(|f| PG.quote(f.name()))
+            .collect();
+        let version: i32 = self
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(self.err())?
+            .get(0);
+        let updated = if version >= 150_000 {
+            let updated = self
+                .count(&format!(
+                    "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
+                    self.target
+                ))
+                .await?;
+            let matched = if non_key.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
+                format!("UPDATE SET {}", set.join(", "))
+            };
+            let values: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| format!("s.{}", PG.quote(f.name())))
+                .collect();
+            self.exec(&format!(
+                "MERGE INTO {target} t USING {STAGE} s ON {on}
+                   WHEN MATCHED THEN {matched}
+                   WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+                target = self.target,
+                values = values.join(", ")
+            ))
+            .await?;
+            updated
+        } else {
+            let action = if non_key.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                let set: Vec<String> = non_key.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                format!("DO UPDATE SET {}", set.join(", "))
+            };
+            // xmax = 0 marks a row this statement inserted.
+            let inserted = self
+                .count(&format!(
+                    "WITH m AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE}
+                       ON CONFLICT ({k}) {action} RETURNING (xmax = 0) AS ins)
+                     SELECT count(*) FILTER (WHERE ins) FROM m",
+                    target = self.target,
+                    k = k.join(", ")
+                ))
+                .await?;
+            latest - inserted
+        };
+        Ok((latest - updated, updated, 0, collapsed))
+    }
+
+    /// The commit's statements, in the run's transaction.
+    async fn commit_in(&self, checkpoint: &Checkpoint) -> Result<CommitSummary> {
+        self.store_checkpoint(checkpoint).await?;
+        let (inserted, updated, deleted, collapsed) = match &self.columns {
+            Some(schema) => self.apply(schema).await?,
+            // Nothing was read: a FULL or TRUNCATE_INSERT empties an existing target.
+            None if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && self.target_exists().await? => {
+                let deleted = self.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
+                self.exec(&format!("TRUNCATE {}", self.target)).await?;
+                (0, 0, deleted, 0)
+            }
+            None => (0, 0, 0, 0),
+        };
+        let target_rows = if self.target_exists().await? {
+            Some(self.count(&format!("SELECT count(*) FROM {}", self.target)).await?)
+        } else {
+            None
+        };
+        self.client.batch_execute("COMMIT").await.map_err(self.err())?;
+        tracing::debug!(table = %self.spec.name, target = %self.target, aside = %self.aside_name,
+            inserted, updated, deleted, collapsed, "postgres commit");
+        Ok(CommitSummary {
+            target_rows,
+            inserted,
+            updated,
+            deleted,
+            collapsed,
+        })
+    }
+}
+
+/// The quoted column names of `schema`, comma-separated.
+fn column_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| PG.quote(f.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait]
+impl TableWriter for PgWriter {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.columns.is_none() {
+            self.open(batch.schema()).await?;
+        }
+        encode::rows(&self.spec.name, &batch, &mut self.buf)?;
+        self.rows += batch.num_rows() as u64;
+        if self.buf.len() >= SEND_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn stage(&mut self) -> Result<StageSummary> {
+        if self.copy.is_some() {
+            encode::trailer(&mut self.buf);
+            self.flush().await?;
+            let name = self.spec.name.clone();
+            let mut copy = self.copy.take().expect("open");
+            let copied = copy.as_mut().finish().await.map_err(|e| pg_err(&name, e))?;
+            if copied != self.rows {
+                return Err(Error::Connector {
+                    connector: "postgres",
+                    message: format!("table `{name}`: copied {copied} rows of {}", self.rows),
+                    retryable: true,
+                });
+            }
+        }
+        Ok(StageSummary {
+            rows: self.rows,
+            bytes: self.bytes,
+            files: 0,
+        })
+    }
+
+    async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
+        let result = self.commit_in(&checkpoint).await;
+        if result.is_err() {
+            // Nothing of the run stays: its tables, rows and checkpoint go with the rollback.
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        // Dropping the COPY sink without finishing it aborts the COPY.
+        self.copy = None;
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| pg_err(&self.spec.name, e))
+    }
+}

@@ -1,0 +1,141 @@
+//! The SQL the warehouse sinks share: Arrow types as column types, and the statements of each
+//! load mode, per dialect (quoting comes from [`etl_core::sql::Dialect`]).
+
+use arrow::datatypes::{DataType, Field, TimeUnit};
+use etl_core::sql::Dialect;
+use etl_core::{Error, Result};
+
+/// The column type a warehouse table gets for an Arrow field.
+///
+/// # Errors
+/// [`Error::ColumnTypeConflict`] naming the table and column when the type has no mapping.
+///
+/// ```
+/// use arrow::datatypes::{DataType, Field, TimeUnit};
+/// use etl_core::sql::Dialect;
+/// let f = Field::new("paid_at", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true);
+/// assert_eq!(etl_sinks::sql::column_type(Dialect::Postgres, "orders", &f).unwrap(), "timestamptz");
+/// let f = Field::new("price", DataType::Decimal128(10, 2), true);
+/// assert_eq!(etl_sinks::sql::column_type(Dialect::Postgres, "orders", &f).unwrap(), "numeric(10,2)");
+/// ```
+pub fn column_type(dialect: Dialect, table: &str, field: &Field) -> Result<String> {
+    let unmapped = || Error::ColumnTypeConflict {
+        table: table.to_string(),
+        column: field.name().clone(),
+        expected: format!("a type the {dialect:?} sink maps"),
+        found: field.data_type().to_string(),
+    };
+    Ok(match field.data_type() {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::UInt64 => "numeric(20,0)".into(),
+        DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(p, s) => format!("numeric({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
+        DataType::Binary | DataType::LargeBinary => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Time64(_) | DataType::Time32(_) => "time".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Interval(_) => "interval".into(),
+        DataType::List(item) => format!("{}[]", column_type(dialect, table, item)?),
+        _ => return Err(unmapped()),
+    })
+}
+
+/// Whether a column of `existing` type (as the database names it) takes values of `wanted`
+/// (as [`column_type`] names it) without loss.
+pub(crate) fn compatible(existing: &str, wanted: &str) -> bool {
+    let norm = |t: &str| {
+        let t = t.trim().to_lowercase();
+        match t.as_str() {
+            "int2" => "smallint".to_string(),
+            "int4" | "int" => "integer".to_string(),
+            "int8" => "bigint".to_string(),
+            "float4" => "real".to_string(),
+            "float8" => "double precision".to_string(),
+            "bool" => "boolean".to_string(),
+            "timestamp without time zone" => "timestamp".to_string(),
+            "timestamp with time zone" => "timestamptz".to_string(),
+            "time without time zone" => "time".to_string(),
+            "character varying" | "varchar" | "character" | "char" | "bpchar" => "text".to_string(),
+            _ => t.replace(' ', ""),
+        }
+    };
+    let (e, w) = (norm(existing), norm(wanted));
+    if e == w || e == "text" && w == "text" {
+        return true;
+    }
+    let rank = |t: &str| match t {
+        "smallint" => Some(1),
+        "integer" => Some(2),
+        "bigint" => Some(3),
+        "numeric" => Some(4),
+        _ => None,
+    };
+    // An integer fits a wider integer or an unbounded numeric.
+    match (rank(&e), rank(&w)) {
+        (Some(a), Some(b)) => a >= b,
+        _ => e == "numeric" && w.starts_with("numeric") || e == "double precision" && w == "real",
+    }
+}
+
+/// `CREATE TABLE` text for `fields`, with a primary key when `key` is not empty.
+pub(crate) fn create_table(
+    dialect: Dialect,
+    table_name: &str,
+    qualified: &str,
+    fields: &[&Field],
+    key: &[String],
+    unlogged: bool,
+) -> Result<String> {
+    let mut cols = fields
+        .iter()
+        .map(|f| {
+            Ok(format!(
+                "{} {}",
+                dialect.quote(f.name()),
+                column_type(dialect, table_name, f)?
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !key.is_empty() {
+        let k: Vec<String> = key.iter().map(|k| dialect.quote(k)).collect();
+        cols.push(format!("PRIMARY KEY ({})", k.join(", ")));
+    }
+    Ok(format!(
+        "CREATE {}TABLE {qualified} ({})",
+        if unlogged { "UNLOGGED " } else { "" },
+        cols.join(", ")
+    ))
+}
+
+/// A time unit's microseconds per value.
+pub(crate) fn micros_per(unit: &TimeUnit) -> (i64, i64) {
+    match unit {
+        TimeUnit::Second => (1_000_000, 1),
+        TimeUnit::Millisecond => (1_000, 1),
+        TimeUnit::Microsecond => (1, 1),
+        TimeUnit::Nanosecond => (1, 1_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compatible_types() {
+        assert!(compatible("integer", "integer"));
+        assert!(compatible("bigint", "integer"));
+        assert!(!compatible("integer", "bigint"));
+        assert!(compatible("character varying", "text"));
+        assert!(compatible("timestamp without time zone", "timestamp"));
+        assert!(!compatible("timestamp without time zone", "timestamptz"));
+        assert!(compatible("numeric", "numeric(10,2)"));
+        assert!(!compatible("text", "integer"));
+    }
+}

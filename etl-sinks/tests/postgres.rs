@@ -1,0 +1,385 @@
+//! The Postgres sink against the real server named by `ETL_TEST_PG`
+//! (`scripts/services.sh` starts one and prints it).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use etl_connectors::postgres::PostgresSource;
+use etl_core::conformance::{self, TargetProbe, render_sorted, unique};
+use etl_core::{
+    Error, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Source, TableSpec,
+    TableStatus,
+};
+use etl_sinks::postgres::PostgresSink;
+use futures::TryStreamExt;
+use tokio_postgres::NoTls;
+
+fn conn() -> String {
+    std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
+        panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    })
+}
+
+/// A schema of the test's own, its sink, and a probe reading its tables back.
+struct Wh {
+    schema: String,
+    client: tokio_postgres::Client,
+}
+
+impl Wh {
+    async fn new() -> Wh {
+        let (client, c) = tokio_postgres::connect(&conn(), NoTls).await.unwrap_or_else(|e| {
+            panic!("cannot connect to Postgres at ETL_TEST_PG ({e}): run scripts/services.sh start")
+        });
+        tokio::spawn(c);
+        Wh {
+            schema: unique("wh"),
+            client,
+        }
+    }
+
+    fn sink(&self) -> PostgresSink {
+        PostgresSink::new(&conn()).unwrap().with_schema(&self.schema)
+    }
+
+    async fn exec(&self, sql: &str) {
+        let sql = sql.replace("$S", &self.schema);
+        self.client
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    async fn rows(&self, table: &str, order: &str) -> String {
+        let spec = TableSpec::new(table).from_query(format!("SELECT * FROM {}.{table} ORDER BY {order}", self.schema));
+        let req = ReadRequest {
+            spec: &spec,
+            mode: LoadMode::Full,
+            from: None,
+            run_id: "probe",
+            batch_size: 1000,
+            limit: None,
+        };
+        let batches: Vec<RecordBatch> = PostgresSource::new(&conn())
+            .unwrap()
+            .read(req)
+            .await
+            .unwrap()
+            .stream
+            .try_collect()
+            .await
+            .unwrap();
+        render_sorted(&batches, &[])
+    }
+}
+
+impl Drop for Wh {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok((c, conn)) = tokio_postgres::connect(&conn(), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = c
+                        .batch_execute(&format!(
+                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        ))
+                        .await;
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+#[async_trait]
+impl TargetProbe for Wh {
+    async fn rows(&self, target: &str) -> Vec<RecordBatch> {
+        let spec = TableSpec::new(target).from_table(format!("{}.{target}", self.schema));
+        let req = ReadRequest {
+            spec: &spec,
+            mode: LoadMode::Full,
+            from: None,
+            run_id: "probe",
+            batch_size: 1000,
+            limit: None,
+        };
+        match PostgresSource::new(&conn()).unwrap().read(req).await {
+            Ok(e) => e.stream.try_collect().await.unwrap(),
+            Err(Error::TableNotFound { .. }) => Vec::new(),
+            Err(e) => panic!("probe: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sink_and_pipeline_conformance() {
+    let wh = Wh::new().await;
+    conformance::sink(Arc::new(wh.sink()), &wh, &[]).await;
+    conformance::pipeline_replay(Arc::new(wh.sink()), &wh, &[]).await;
+}
+
+fn customers(rows: &[(i64, &str, i64)]) -> RecordBatch {
+    let base = chrono::NaiveDate::from_ymd_opt(2025, 7, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(
+            rows.iter().map(|r| base + r.2 * 3_600_000_000).collect::<Vec<_>>(),
+        )),
+    ];
+    RecordBatch::try_from_iter(["customer_id", "name", "updated_at"].into_iter().zip(cols)).unwrap()
+}
+
+/// The seed's walkthrough: customers 1–10, then a drop with 11–15 where key 15 appears twice;
+/// one row per key, the later one.
+#[tokio::test]
+async fn upsert_keeps_one_row_per_key_the_latest() {
+    let wh = Wh::new().await;
+    let source = Arc::new(MemorySource::new());
+    let day1: Vec<(i64, String, i64)> = (1..=10).map(|i| (i, format!("customer {i}"), 1)).collect();
+    let day1: Vec<(i64, &str, i64)> = day1.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
+    source.append("customers", customers(&day1)).unwrap();
+    let pipeline = Pipeline::builder("crm")
+        .source_arc(source.clone())
+        .sink(wh.sink())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(
+            TableSpec::new("customers")
+                .mode(LoadMode::Upsert)
+                .primary_key(["customer_id"])
+                .cursor(["updated_at"])
+                .processed_at(false),
+        )
+        .build()
+        .unwrap();
+    let r = pipeline.run().await.unwrap().into_result().unwrap();
+    let t = r.table("customers").unwrap();
+    assert_eq!(
+        (t.inserted_count, t.updated_count, t.target_count, t.difference),
+        (10, 0, Some(10), Some(0))
+    );
+
+    // Day 2: 11–15, key 15 twice (the later by cursor wins, whatever the order), and key 3
+    // changed.
+    source
+        .append(
+            "customers",
+            customers(&[
+                (11, "c11", 2),
+                (15, "c15 late", 4),
+                (12, "c12", 2),
+                (13, "c13", 2),
+                (14, "c14", 2),
+                (15, "c15 early", 3),
+                (3, "customer 3 renamed", 2),
+            ]),
+        )
+        .unwrap();
+    let r = pipeline.run().await.unwrap().into_result().unwrap();
+    let t = r.table("customers").unwrap();
+    assert_eq!(
+        (
+            t.extracted_count,
+            t.collapsed_count,
+            t.inserted_count,
+            t.updated_count,
+            t.target_count
+        ),
+        (7, 1, 5, 1, Some(15))
+    );
+    let rows = wh.rows("customers", "customer_id").await;
+    assert!(rows.contains("| 15          | c15 late           |"), "{rows}");
+    assert!(rows.contains("| 3           | customer 3 renamed |"), "{rows}");
+    assert_eq!(rows.lines().count(), 15 + 4, "one row per key: {rows}");
+    // A rerun of the same window changes nothing.
+    let r = pipeline.run().await.unwrap();
+    assert_eq!(r.table("customers").unwrap().status, TableStatus::NoNewData);
+    assert_eq!(wh.rows("customers", "customer_id").await, rows);
+}
+
+#[tokio::test]
+async fn modes_replace_truncate_and_append() {
+    let wh = Wh::new().await;
+    let run = |mode: LoadMode, batch: RecordBatch| {
+        let source = Arc::new(MemorySource::new());
+        source.append("t", batch).unwrap();
+        let sink = wh.sink();
+        async move {
+            Pipeline::builder(unique("p"))
+                .source_arc(source)
+                .sink(sink)
+                .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+                .table(
+                    TableSpec::new("t")
+                        .mode(mode)
+                        .primary_key(["customer_id"])
+                        .cursor(if mode == LoadMode::Upsert {
+                            vec!["customer_id"]
+                        } else {
+                            vec![]
+                        })
+                        .processed_at(false),
+                )
+                .build()
+                .unwrap()
+                .run()
+                .await
+                .unwrap()
+        }
+    };
+    let r = run(LoadMode::Full, customers(&[(1, "a", 1), (2, "b", 1)]))
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!(r.tables[0].target_count, Some(2));
+    // TRUNCATE_INSERT keeps the table's definition: an index and a comment survive.
+    wh.exec("CREATE INDEX t_name ON $S.t (name); COMMENT ON TABLE $S.t IS 'kept'")
+        .await;
+    let r = run(LoadMode::TruncateInsert, customers(&[(3, "c", 1)]))
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!((r.tables[0].deleted_count, r.tables[0].target_count), (2, Some(1)));
+    let kept: String = wh
+        .client
+        .query_one(
+            &format!("SELECT obj_description('{}.t'::regclass) || ',' || count(*) FROM pg_indexes WHERE indexname = 't_name'", wh.schema),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "kept,1");
+    let r = run(LoadMode::Append, customers(&[(4, "d", 1)]))
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!(r.tables[0].target_count, Some(2));
+    // A FULL that fails part way leaves the old rows whole; a successful one replaces them.
+    let bad = customers(&[(5, "e", 1)]);
+    let bad = RecordBatch::try_from_iter([
+        ("customer_id", bad.column(0).clone()),
+        (
+            "name",
+            Arc::new(arrow::array::DurationSecondArray::from(vec![1])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let r = run(LoadMode::Full, bad).await;
+    let err = r.tables[0].error.clone().unwrap();
+    assert!(err.contains("`name`") && err.contains("Duration"), "{err}");
+    assert_eq!(
+        wh.rows("t", "customer_id").await,
+        "+-------------+------+---------------------+\n\
+         | customer_id | name | updated_at          |\n\
+         +-------------+------+---------------------+\n\
+         | 3           | c    | 2025-07-01T01:00:00 |\n\
+         | 4           | d    | 2025-07-01T01:00:00 |\n\
+         +-------------+------+---------------------+"
+    );
+    let r = run(LoadMode::Full, customers(&[(9, "z", 2)]))
+        .await
+        .into_result()
+        .unwrap();
+    assert_eq!((r.tables[0].deleted_count, r.tables[0].target_count), (2, Some(1)));
+    // A column type the target cannot hold names table, column and both types; nothing moves.
+    let wide = RecordBatch::try_from_iter([
+        ("customer_id", Arc::new(Int64Array::from(vec![10])) as ArrayRef),
+        ("name", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ])
+    .unwrap();
+    let r = run(LoadMode::Append, wide).await;
+    let err = r.tables[0].error.clone().unwrap();
+    assert!(
+        err.contains("`name`") && err.contains("text") && err.contains("bigint"),
+        "{err}"
+    );
+    // A NULL key in an upsert batch is an error naming the count.
+    let nulls = RecordBatch::try_from_iter([
+        (
+            "customer_id",
+            Arc::new(Int64Array::from(vec![None, Some(1), None])) as ArrayRef,
+        ),
+        ("name", Arc::new(StringArray::from(vec!["x", "y", "z"])) as ArrayRef),
+    ])
+    .unwrap();
+    let r = run(LoadMode::Upsert, nulls).await;
+    let err = r.tables[0].error.clone().unwrap();
+    assert!(err.contains("2 rows have a NULL in the primary key"), "{err}");
+    assert_eq!(wh.rows("t", "customer_id").await.lines().count(), 1 + 4);
+}
+
+/// A first upsert creates the target and its key; repeated keys keep their latest row, a NULL
+/// key fails the run and leaves no table behind.
+#[tokio::test]
+async fn first_upsert_collapses_repeated_keys() {
+    let wh = Wh::new().await;
+    let run = |table: &str, batch: RecordBatch| {
+        let source = Arc::new(MemorySource::new());
+        source.append(table, batch).unwrap();
+        let spec = TableSpec::new(table)
+            .mode(LoadMode::Upsert)
+            .primary_key(["customer_id"])
+            .cursor(["updated_at"])
+            .processed_at(false);
+        let sink = wh.sink();
+        async move {
+            Pipeline::builder(unique("p"))
+                .source_arc(source)
+                .sink(sink)
+                .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+                .table(spec)
+                .build()
+                .unwrap()
+                .run()
+                .await
+                .unwrap()
+        }
+    };
+    let r = run("c", customers(&[(1, "late", 3), (2, "only", 1), (1, "early", 2)]))
+        .await
+        .into_result()
+        .unwrap();
+    let t = &r.tables[0];
+    assert_eq!((t.inserted_count, t.collapsed_count, t.target_count), (2, 1, Some(2)));
+    assert_eq!(
+        wh.rows("c", "customer_id").await,
+        "+-------------+------+---------------------+\n\
+         | customer_id | name | updated_at          |\n\
+         +-------------+------+---------------------+\n\
+         | 1           | late | 2025-07-01T03:00:00 |\n\
+         | 2           | only | 2025-07-01T01:00:00 |\n\
+         +-------------+------+---------------------+"
+    );
+    let with_null = RecordBatch::try_from_iter([
+        (
+            "customer_id",
+            Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+        ),
+        ("updated_at", customers(&[(1, "x", 1), (2, "y", 1)]).column(2).clone()),
+    ])
+    .unwrap();
+    let r = run("n", with_null).await;
+    let err = r.tables[0].error.clone().unwrap();
+    assert!(err.contains("1 rows have a NULL in the primary key"), "{err}");
+    let exists: bool = wh
+        .client
+        .query_one(&format!("SELECT to_regclass('{}.n') IS NOT NULL", wh.schema), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "a failed first run leaves no table");
+}
