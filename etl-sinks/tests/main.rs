@@ -300,8 +300,14 @@ async fn crash_child() {
 }
 
 fn kill_at(dir: &std::path::Path, failpoint: &str) {
+    kill_child_at("crash_child", dir, failpoint);
+}
+
+/// Runs the ignored test `child` in a child process with `ETL_FAILPOINT=failpoint` and
+/// `ETL_CRASH_DIR=dir`, and checks that the failpoint killed it.
+fn kill_child_at(child: &str, dir: &std::path::Path, failpoint: &str) {
     let status = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([child, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("ETL_FAILPOINT", failpoint)
         .env("ETL_CRASH_DIR", dir)
         .status()

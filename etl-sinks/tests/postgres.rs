@@ -383,3 +383,71 @@ async fn first_upsert_collapses_repeated_keys() {
         .get(0);
     assert!(!exists, "a failed first run leaves no table");
 }
+
+// ---------------------------------------------------------------- crashes
+
+/// The crash tests' pipeline: an UPSERT of `events` into the schema named in `dir/schema`.
+fn crash_pipeline(dir: &std::path::Path, rows: &[i64]) -> Pipeline {
+    let schema = std::fs::read_to_string(dir.join("schema")).unwrap();
+    let source = MemorySource::new();
+    source.append("events", conformance::sample_batch(rows)).unwrap();
+    Pipeline::builder("crash")
+        .source(source)
+        .sink(PostgresSink::new(&conn()).unwrap().with_schema(schema))
+        .watermarks(ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap()))
+        .table(
+            TableSpec::new("events")
+                .mode(LoadMode::Upsert)
+                .primary_key(["id"])
+                .cursor(["updated_at"])
+                .processed_at(false),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Run by the crash tests in a child process, which the failpoint kills.
+#[tokio::test]
+#[ignore = "run as a child process by the crash tests"]
+async fn postgres_crash_child() {
+    let dir = std::env::var("ETL_CRASH_DIR").expect("ETL_CRASH_DIR");
+    let _ = crash_pipeline(std::path::Path::new(&dir), &[1, 2, 3]).run().await;
+    panic!("the failpoint {:?} did not fire", std::env::var("ETL_FAILPOINT"));
+}
+
+#[tokio::test]
+async fn killed_at_any_point_then_rerun_leaves_one_clean_run() {
+    for failpoint in ["after_stage", "after_sink_commit"] {
+        let wh = Wh::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema"), &wh.schema).unwrap();
+        // A first run with ids 1–3 dies at the failpoint.
+        super::kill_child_at("postgres::postgres_crash_child", dir.path(), failpoint);
+        let committed = wh
+            .client
+            .query_one(&format!("SELECT to_regclass('{}.events') IS NOT NULL", wh.schema), &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0);
+        assert_eq!(committed, failpoint == "after_sink_commit", "{failpoint}");
+        // The rerun (whose source also has id 4 by now) leaves exactly one clean run's rows.
+        let r = crash_pipeline(dir.path(), &[1, 2, 3, 4])
+            .run()
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let t = &r.tables[0];
+        if failpoint == "after_sink_commit" {
+            assert!(t.recovered, "the rerun completes the dead run's watermark");
+            assert_eq!((t.extracted_count, t.inserted_count), (1, 1), "only id 4 is new");
+        } else {
+            assert_eq!((t.extracted_count, t.inserted_count), (4, 4));
+        }
+        assert_eq!(
+            wh.rows("events", "id").await,
+            render_sorted(&[conformance::sample_batch(&[1, 2, 3, 4])], &[]),
+            "{failpoint}"
+        );
+    }
+}
