@@ -516,74 +516,133 @@ impl PgWriter {
 
     /// Merges the staged rows, collapsed to the latest per key, into the target.
     async fn merge(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
-        self.check_keys(STAGE).await?;
         let key = &self.spec.primary_key;
         let k: Vec<String> = key.iter().map(|c| PG.quote(c)).collect();
         let cols = column_list(schema);
-        let collapsed = self.collapse(STAGE).await?;
-        let latest = self.rows - collapsed;
-        self.exec(&format!("ANALYZE {STAGE}")).await?;
-        let on: Vec<String> = k.iter().map(|c| format!("t.{c} = s.{c}")).collect();
-        let on = on.join(" AND ");
         let non_key: Vec<String> = schema
             .fields()
             .iter()
             .filter(|f| !key.contains(f.name()))
             .map(|f| PG.quote(f.name()))
             .collect();
-        let version: i32 = self
+        // A unique index on exactly the key (and whether it is the primary key, whose columns
+        // cannot be NULL).
+        let mut sorted_key = key.clone();
+        sorted_key.sort();
+        let unique: Option<bool> = self
             .client
-            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .query_opt(
+                "SELECT i.indisprimary FROM pg_index i WHERE i.indrelid = $1::text::regclass AND i.indisunique
+                   AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
+                     FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = $2
+                 ORDER BY i.indisprimary DESC LIMIT 1",
+                &[&self.target, &sorted_key],
+            )
             .await
             .map_err(self.err())?
-            .get(0);
-        let updated = if version >= 150_000 {
-            let updated = self
-                .count(&format!(
-                    "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
-                    self.target
-                ))
-                .await?;
-            let matched = if non_key.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
-                format!("UPDATE SET {}", set.join(", "))
-            };
-            let values: Vec<String> = schema
-                .fields()
-                .iter()
-                .map(|f| format!("s.{}", PG.quote(f.name())))
-                .collect();
-            self.exec(&format!(
-                "MERGE INTO {target} t USING {STAGE} s ON {on}
-                   WHEN MATCHED THEN {matched}
-                   WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
-                target = self.target,
-                values = values.join(", ")
-            ))
-            .await?;
-            updated
-        } else {
-            let action = if non_key.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                let set: Vec<String> = non_key.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-                format!("DO UPDATE SET {}", set.join(", "))
-            };
-            // xmax = 0 marks a row this statement inserted.
-            let inserted = self
-                .count(&format!(
+            .map(|r| r.get(0));
+        match unique {
+            Some(primary) => {
+                if !primary {
+                    self.check_keys(STAGE).await?;
+                }
+                // One pass of index probes. Repeated keys make it fail (a row cannot be
+                // changed twice): only then are they collapsed first. NULL keys make it fail
+                // on the primary key's NOT NULL: then the error counts them.
+                let action = if non_key.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    let set: Vec<String> = non_key.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                    format!("DO UPDATE SET {}", set.join(", "))
+                };
+                // xmax = 0 marks a row this statement inserted rather than updated.
+                let upsert = format!(
                     "WITH m AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE}
                        ON CONFLICT ({k}) {action} RETURNING (xmax = 0) AS ins)
-                     SELECT count(*) FILTER (WHERE ins) FROM m",
+                     SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM m",
                     target = self.target,
                     k = k.join(", ")
+                );
+                self.exec("SAVEPOINT etl_merge").await?;
+                let counts = |r: tokio_postgres::Row| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
+                match self.client.query_one(&upsert, &[]).await {
+                    Ok(r) => {
+                        let (inserted, updated) = counts(r);
+                        Ok((inserted, updated, 0, 0))
+                    }
+                    Err(e) => {
+                        self.exec("ROLLBACK TO SAVEPOINT etl_merge").await?;
+                        match e.code() {
+                            Some(c) if *c == tokio_postgres::error::SqlState::CARDINALITY_VIOLATION => {
+                                let collapsed = self.collapse(STAGE).await?;
+                                let r = self.client.query_one(&upsert, &[]).await.map_err(self.err())?;
+                                let (inserted, updated) = counts(r);
+                                Ok((inserted, updated, 0, collapsed))
+                            }
+                            Some(c) if *c == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION => {
+                                self.check_keys(STAGE).await?;
+                                Err(pg_err(&self.spec.name, e))
+                            }
+                            _ => Err(pg_err(&self.spec.name, e)),
+                        }
+                    }
+                }
+            }
+            None => {
+                // No unique index: MERGE (Postgres 15+), which joins instead.
+                let version: i32 = self
+                    .client
+                    .query_one("SELECT current_setting('server_version_num')::int", &[])
+                    .await
+                    .map_err(self.err())?
+                    .get(0);
+                if version < 150_000 {
+                    return Err(Error::Connector {
+                        connector: "postgres",
+                        message: format!(
+                            "table `{}`: UPSERT into {} needs a unique index on ({}) before Postgres 15 (MERGE)",
+                            self.spec.name,
+                            self.target,
+                            key.join(", ")
+                        ),
+                        retryable: false,
+                    });
+                }
+                self.check_keys(STAGE).await?;
+                let collapsed = self.collapse(STAGE).await?;
+                let latest = self.rows - collapsed;
+                self.exec(&format!("ANALYZE {STAGE}")).await?;
+                let on: Vec<String> = k.iter().map(|c| format!("t.{c} = s.{c}")).collect();
+                let on = on.join(" AND ");
+                let updated = self
+                    .count(&format!(
+                        "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
+                        self.target
+                    ))
+                    .await?;
+                let matched = if non_key.is_empty() {
+                    "DO NOTHING".to_string()
+                } else {
+                    let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
+                    format!("UPDATE SET {}", set.join(", "))
+                };
+                let values: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("s.{}", PG.quote(f.name())))
+                    .collect();
+                self.exec(&format!(
+                    "MERGE INTO {target} t USING {STAGE} s ON {on}
+                       WHEN MATCHED THEN {matched}
+                       WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+                    target = self.target,
+                    values = values.join(", ")
                 ))
                 .await?;
-            latest - inserted
-        };
-        Ok((latest - updated, updated, 0, collapsed))
+                let updated = if non_key.is_empty() { 0 } else { updated };
+                Ok((latest - updated, updated, 0, collapsed))
+            }
+        }
     }
 
     /// The commit's statements, in the run's transaction.
