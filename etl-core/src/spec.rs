@@ -36,6 +36,20 @@ pub enum BadRows {
     Divert,
 }
 
+/// How an `UPSERT` puts a run's rows (collapsed to the latest per key) into the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MergeStrategy {
+    /// Update the rows whose key exists, insert the others (`MERGE`, `ON CONFLICT DO UPDATE`);
+    /// the default.
+    #[default]
+    UpdateInsert,
+    /// Delete the target rows whose key arrives, then insert every arriving row (`DELETE
+    /// USING` + `INSERT`, the Redshift habit of many tools).
+    DeleteInsert,
+    /// Insert only the rows whose key is new; existing rows are kept as they are.
+    InsertOnly,
+}
+
 /// Options for CSV files.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CsvOptions {
@@ -158,6 +172,11 @@ pub struct TableSpec {
     /// Incremental reads in chunks of this many rows, in (cursor, primary key) order, each
     /// committed to the target and the watermark on its own (see [`TableSpec::chunk_rows`]).
     pub chunk_rows: Option<usize>,
+    /// How `UPSERT` merges (warehouse sinks).
+    pub merge: MergeStrategy,
+    /// A column that marks a source row as deleted (true, or not NULL for other types): under
+    /// `UPSERT` its key's target row is deleted instead of written.
+    pub soft_delete: Option<String>,
 }
 
 impl TableSpec {
@@ -182,6 +201,8 @@ impl TableSpec {
             bad_rows: BadRows::Fail,
             schema: None,
             chunk_rows: None,
+            merge: MergeStrategy::default(),
+            soft_delete: None,
         }
     }
 
@@ -281,6 +302,19 @@ impl TableSpec {
     /// Reads with this schema instead of inferring one.
     pub fn schema(mut self, schema: SchemaRef) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// How `UPSERT` merges into warehouse targets (default [`MergeStrategy::UpdateInsert`]).
+    pub fn merge_strategy(mut self, strategy: MergeStrategy) -> Self {
+        self.merge = strategy;
+        self
+    }
+
+    /// Names the soft-delete column: under `UPSERT`, a row where it is true (or, for other
+    /// types, not NULL) deletes its key's target row.
+    pub fn soft_delete(mut self, column: impl Into<String>) -> Self {
+        self.soft_delete = Some(column.into());
         self
     }
 

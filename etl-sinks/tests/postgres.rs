@@ -451,3 +451,117 @@ async fn killed_at_any_point_then_rerun_leaves_one_clean_run() {
         );
     }
 }
+
+/// The three merge strategies on a composite key, with a soft-delete column.
+#[tokio::test]
+async fn merge_strategies_with_soft_deletes_on_a_composite_key() {
+    use arrow::array::BooleanArray;
+    use etl_core::MergeStrategy;
+    let wh = Wh::new().await;
+    let batch = |rows: &[(&str, i64, &str, i64, bool)]| {
+        RecordBatch::try_from_iter([
+            (
+                "region",
+                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
+            ),
+            (
+                "id",
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())) as ArrayRef,
+            ),
+            (
+                "version",
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())) as ArrayRef,
+            ),
+            (
+                "is_deleted",
+                Arc::new(BooleanArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    };
+    for (strategy, table) in [
+        (MergeStrategy::UpdateInsert, "ui"),
+        (MergeStrategy::DeleteInsert, "di"),
+        (MergeStrategy::InsertOnly, "io"),
+    ] {
+        let source = Arc::new(MemorySource::new());
+        source
+            .append(
+                table,
+                batch(&[
+                    ("eu", 1, "a", 1, false),
+                    ("eu", 2, "b", 1, false),
+                    ("us", 1, "c", 1, false),
+                ]),
+            )
+            .unwrap();
+        let p = Pipeline::builder(unique("m"))
+            .source_arc(source.clone())
+            .sink(wh.sink())
+            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+            .table(
+                TableSpec::new(table)
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["region", "id"])
+                    .cursor(["version"])
+                    .merge_strategy(strategy)
+                    .soft_delete("is_deleted")
+                    .processed_at(false),
+            )
+            .build()
+            .unwrap();
+        p.run().await.unwrap().into_result().unwrap();
+        // eu/2 changes (twice: the later version wins), us/1 is deleted, us/2 arrives.
+        source
+            .append(
+                table,
+                batch(&[
+                    ("eu", 2, "b3", 3, false),
+                    ("us", 1, "c", 2, true),
+                    ("eu", 2, "b2", 2, false),
+                    ("us", 2, "d", 2, false),
+                ]),
+            )
+            .unwrap();
+        let r = p.run().await.unwrap().into_result().unwrap();
+        let t = &r.tables[0];
+        let kept_b = if strategy == MergeStrategy::InsertOnly {
+            "b "
+        } else {
+            "b3"
+        };
+        let (updated, name_version) = if strategy == MergeStrategy::InsertOnly {
+            (0, 1)
+        } else {
+            (1, 3)
+        };
+        assert_eq!(
+            (
+                t.collapsed_count,
+                t.inserted_count,
+                t.updated_count,
+                t.deleted_count,
+                t.target_count
+            ),
+            (1, 1, updated, 1, Some(3)),
+            "{strategy:?}"
+        );
+        assert_eq!(
+            wh.rows(table, "region, id").await,
+            format!(
+                "+--------+----+------+---------+------------+\n\
+                 | region | id | name | version | is_deleted |\n\
+                 +--------+----+------+---------+------------+\n\
+                 | eu     | 1  | a    | 1       | false      |\n\
+                 | eu     | 2  | {kept_b}   | {name_version}       | false      |\n\
+                 | us     | 2  | d    | 2       | false      |\n\
+                 +--------+----+------+---------+------------+"
+            ),
+            "{strategy:?}"
+        );
+    }
+}

@@ -9,9 +9,11 @@
 //!   definition, indexes and grants.
 //! - `APPEND`, `INCREMENTAL`: `INSERT` of the staged rows.
 //! - `UPSERT`: the staged rows collapsed to the latest per primary key (by cursor, then by
-//!   arrival; the report counts the collapsed ones), then `MERGE` (Postgres 15+) or
-//!   `INSERT … ON CONFLICT` (older; needs a unique index on the key). A NULL key is an error
-//!   naming how many rows have one.
+//!   arrival; the report counts the collapsed ones), rows marked by the spec's soft-delete
+//!   column deleting their key's target row, then the spec's [`MergeStrategy`]:
+//!   update-and-insert (`INSERT … ON CONFLICT` on the key's unique index, or `MERGE` without
+//!   one, Postgres 15+), delete-and-insert, or insert-only. A NULL key is an error naming how
+//!   many rows have one.
 //!
 //! A missing target is created; a new source column is added to it; a column whose type the
 //! target cannot hold is an error naming table, column and both types. The checkpoint lives in
@@ -30,9 +32,11 @@ use bytes::{Bytes, BytesMut};
 use etl_connectors::postgres::{PgConfig, pg_err};
 use etl_core::sql::Dialect;
 use etl_core::{
-    Checkpoint, CommitSummary, Error, LoadMode, Result, Sink, StageSummary, TableSpec, TableWriter, WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, TableSpec, TableWriter,
+    WriteRequest,
 };
 use futures::SinkExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink};
 
 use crate::sql;
@@ -458,12 +462,12 @@ impl PgWriter {
             Err(e) => {
                 self.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
                 match e.code() {
-                    Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
+                    Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
                         let collapsed = self.collapse(table).await?;
                         self.exec(&add_key).await?;
                         Ok(collapsed)
                     }
-                    Some(c) if *c == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION => {
+                    Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
                         self.check_keys(table).await?;
                         Err(pg_err(&self.spec.name, e))
                     }
@@ -496,7 +500,12 @@ impl PgWriter {
             }
             (Dest::NewTarget, LoadMode::Upsert) => {
                 let collapsed = self.key_new_target(&self.target).await?;
-                (self.rows - collapsed, 0, 0, collapsed)
+                // Rows marked deleted have nothing to delete yet: they are not kept.
+                let dropped = match self.soft_deleted(schema, "")? {
+                    Some(flag) => self.exec(&format!("DELETE FROM {} WHERE {flag}", self.target)).await?,
+                    None => 0,
+                };
+                (self.rows - collapsed - dropped, 0, 0, collapsed)
             }
             (Dest::NewTarget, _) => (self.rows, 0, 0, 0),
             (Dest::Stage, mode) => {
@@ -514,11 +523,32 @@ impl PgWriter {
         })
     }
 
-    /// Merges the staged rows, collapsed to the latest per key, into the target.
+    /// The predicate saying a row of `alias` is marked deleted by the spec's soft-delete
+    /// column (`None`: the spec has none).
+    fn soft_deleted(&self, schema: &SchemaRef, alias: &str) -> Result<Option<String>> {
+        let Some(col) = &self.spec.soft_delete else {
+            return Ok(None);
+        };
+        let field = schema.field_with_name(col).map_err(|_| Error::ColumnNotFound {
+            table: self.spec.name.clone(),
+            column: col.clone(),
+        })?;
+        let c = format!("{alias}{}", PG.quote(col));
+        Ok(Some(if field.data_type() == &arrow::datatypes::DataType::Boolean {
+            format!("{c} IS TRUE")
+        } else {
+            format!("{c} IS NOT NULL")
+        }))
+    }
+
+    /// Merges the staged rows, collapsed to the latest per key, into the target with the
+    /// spec's strategy, after applying its soft deletes.
     async fn merge(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
         let key = &self.spec.primary_key;
         let k: Vec<String> = key.iter().map(|c| PG.quote(c)).collect();
         let cols = column_list(schema);
+        let on: Vec<String> = k.iter().map(|c| format!("t.{c} = s.{c}")).collect();
+        let on = on.join(" AND ");
         let non_key: Vec<String> = schema
             .fields()
             .iter()
@@ -541,21 +571,40 @@ impl PgWriter {
             .await
             .map_err(self.err())?
             .map(|r| r.get(0));
-        match unique {
-            Some(primary) => {
-                if !primary {
-                    self.check_keys(STAGE).await?;
-                }
-                // One pass of index probes. Repeated keys make it fail (a row cannot be
-                // changed twice): only then are they collapsed first. NULL keys make it fail
-                // on the primary key's NOT NULL: then the error counts them.
+        let soft = self.soft_deleted(schema, "s.")?;
+        let fast = self.spec.merge == MergeStrategy::UpdateInsert && soft.is_none() && unique.is_some();
+        let mut collapsed = 0;
+        if !fast {
+            self.check_keys(STAGE).await?;
+            collapsed = self.collapse(STAGE).await?;
+        } else if unique == Some(false) {
+            self.check_keys(STAGE).await?;
+        }
+        let mut deleted = 0;
+        let mut dropped = 0;
+        if let Some(flag) = &soft {
+            deleted = self
+                .exec(&format!(
+                    "DELETE FROM {target} t USING {STAGE} s WHERE {on} AND {flag}",
+                    target = self.target
+                ))
+                .await?;
+            let flag = self.soft_deleted(schema, "")?.expect("soft delete");
+            dropped = self.exec(&format!("DELETE FROM {STAGE} WHERE {flag}")).await?;
+        }
+        let live = self.rows - collapsed - dropped;
+        let (inserted, updated) = match self.spec.merge {
+            MergeStrategy::UpdateInsert if unique.is_some() => {
                 let action = if non_key.is_empty() {
                     "DO NOTHING".to_string()
                 } else {
                     let set: Vec<String> = non_key.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
                     format!("DO UPDATE SET {}", set.join(", "))
                 };
-                // xmax = 0 marks a row this statement inserted rather than updated.
+                // One pass of index probes; xmax = 0 marks a row inserted rather than updated.
+                // Repeated keys make it fail (a row cannot change twice in one command): only
+                // then are they collapsed first. A NULL key fails the primary key's NOT NULL:
+                // then the error counts them.
                 let upsert = format!(
                     "WITH m AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE}
                        ON CONFLICT ({k}) {action} RETURNING (xmax = 0) AS ins)
@@ -563,32 +612,27 @@ impl PgWriter {
                     target = self.target,
                     k = k.join(", ")
                 );
-                self.exec("SAVEPOINT etl_merge").await?;
                 let counts = |r: tokio_postgres::Row| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
+                self.exec("SAVEPOINT etl_merge").await?;
                 match self.client.query_one(&upsert, &[]).await {
-                    Ok(r) => {
-                        let (inserted, updated) = counts(r);
-                        Ok((inserted, updated, 0, 0))
-                    }
+                    Ok(r) => counts(r),
                     Err(e) => {
                         self.exec("ROLLBACK TO SAVEPOINT etl_merge").await?;
                         match e.code() {
-                            Some(c) if *c == tokio_postgres::error::SqlState::CARDINALITY_VIOLATION => {
-                                let collapsed = self.collapse(STAGE).await?;
-                                let r = self.client.query_one(&upsert, &[]).await.map_err(self.err())?;
-                                let (inserted, updated) = counts(r);
-                                Ok((inserted, updated, 0, collapsed))
+                            Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
+                                collapsed = self.collapse(STAGE).await?;
+                                counts(self.client.query_one(&upsert, &[]).await.map_err(self.err())?)
                             }
-                            Some(c) if *c == tokio_postgres::error::SqlState::NOT_NULL_VIOLATION => {
+                            Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
                                 self.check_keys(STAGE).await?;
-                                Err(pg_err(&self.spec.name, e))
+                                return Err(pg_err(&self.spec.name, e));
                             }
-                            _ => Err(pg_err(&self.spec.name, e)),
+                            _ => return Err(pg_err(&self.spec.name, e)),
                         }
                     }
                 }
             }
-            None => {
+            MergeStrategy::UpdateInsert => {
                 // No unique index: MERGE (Postgres 15+), which joins instead.
                 let version: i32 = self
                     .client
@@ -608,18 +652,16 @@ impl PgWriter {
                         retryable: false,
                     });
                 }
-                self.check_keys(STAGE).await?;
-                let collapsed = self.collapse(STAGE).await?;
-                let latest = self.rows - collapsed;
                 self.exec(&format!("ANALYZE {STAGE}")).await?;
-                let on: Vec<String> = k.iter().map(|c| format!("t.{c} = s.{c}")).collect();
-                let on = on.join(" AND ");
-                let updated = self
-                    .count(&format!(
+                let updated = if non_key.is_empty() {
+                    0
+                } else {
+                    self.count(&format!(
                         "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
                         self.target
                     ))
-                    .await?;
+                    .await?
+                };
                 let matched = if non_key.is_empty() {
                     "DO NOTHING".to_string()
                 } else {
@@ -631,18 +673,43 @@ impl PgWriter {
                     .iter()
                     .map(|f| format!("s.{}", PG.quote(f.name())))
                     .collect();
+                let merged = self
+                    .exec(&format!(
+                        "MERGE INTO {target} t USING {STAGE} s ON {on}
+                           WHEN MATCHED THEN {matched}
+                           WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
+                        target = self.target,
+                        values = values.join(", ")
+                    ))
+                    .await?;
+                (merged - updated, updated)
+            }
+            MergeStrategy::DeleteInsert => {
+                let replaced = self
+                    .exec(&format!(
+                        "DELETE FROM {target} t USING {STAGE} s WHERE {on}",
+                        target = self.target
+                    ))
+                    .await?;
                 self.exec(&format!(
-                    "MERGE INTO {target} t USING {STAGE} s ON {on}
-                       WHEN MATCHED THEN {matched}
-                       WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
-                    target = self.target,
-                    values = values.join(", ")
+                    "INSERT INTO {} ({cols}) SELECT {cols} FROM {STAGE}",
+                    self.target
                 ))
                 .await?;
-                let updated = if non_key.is_empty() { 0 } else { updated };
-                Ok((latest - updated, updated, 0, collapsed))
+                (live - replaced, replaced)
             }
-        }
+            MergeStrategy::InsertOnly => {
+                let inserted = self
+                    .exec(&format!(
+                        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE} s
+                          WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})",
+                        target = self.target
+                    ))
+                    .await?;
+                (inserted, 0)
+            }
+        };
+        Ok((inserted, updated, deleted, collapsed))
     }
 
     /// The commit's statements, in the run's transaction.
