@@ -60,4 +60,4 @@ pub use etl_connectors::postgres::PostgresSource;
 #[cfg(feature = "lake")]
 pub use etl_sinks::lake::{LakeOptions, LakeSink};
 #[cfg(feature = "postgres")]
-pub use etl_sinks::postgres::PostgresSink;
+pub use etl_sinks::postgres::{PostgresSink, PostgresWatermarkStore};

@@ -126,6 +126,13 @@ async fn sink_and_pipeline_conformance() {
     conformance::pipeline_replay(Arc::new(wh.sink()), &wh, &[]).await;
 }
 
+#[tokio::test]
+async fn watermark_store_conformance() {
+    let wh = Wh::new().await;
+    conformance::watermark_store(&wh.sink().watermark_store()).await;
+    conformance::watermark_store_race(Arc::new(wh.sink().watermark_store())).await;
+}
+
 fn customers(rows: &[(i64, &str, i64)]) -> RecordBatch {
     let base = chrono::NaiveDate::from_ymd_opt(2025, 7, 1)
         .unwrap()
@@ -386,15 +393,22 @@ async fn first_upsert_collapses_repeated_keys() {
 
 // ---------------------------------------------------------------- crashes
 
-/// The crash tests' pipeline: an UPSERT of `events` into the schema named in `dir/schema`.
+/// The crash tests' pipeline: an UPSERT of `events` into the schema named in `dir/schema`,
+/// with watermarks on local disk, or in the warehouse when `dir/in_warehouse` exists.
 fn crash_pipeline(dir: &std::path::Path, rows: &[i64]) -> Pipeline {
     let schema = std::fs::read_to_string(dir.join("schema")).unwrap();
     let source = MemorySource::new();
     source.append("events", conformance::sample_batch(rows)).unwrap();
+    let sink = PostgresSink::new(&conn()).unwrap().with_schema(schema);
+    let wm: Arc<dyn etl_core::WatermarkStore> = if dir.join("in_warehouse").exists() {
+        Arc::new(sink.watermark_store())
+    } else {
+        Arc::new(ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap()))
+    };
     Pipeline::builder("crash")
         .source(source)
-        .sink(PostgresSink::new(&conn()).unwrap().with_schema(schema))
-        .watermarks(ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap()))
+        .sink(sink)
+        .watermarks_arc(wm)
         .table(
             TableSpec::new("events")
                 .mode(LoadMode::Upsert)
@@ -417,10 +431,17 @@ async fn postgres_crash_child() {
 
 #[tokio::test]
 async fn killed_at_any_point_then_rerun_leaves_one_clean_run() {
-    for failpoint in ["after_stage", "after_sink_commit"] {
+    for (failpoint, in_warehouse) in [
+        ("after_stage", false),
+        ("after_sink_commit", false),
+        ("after_sink_commit", true),
+    ] {
         let wh = Wh::new().await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("schema"), &wh.schema).unwrap();
+        if in_warehouse {
+            std::fs::write(dir.path().join("in_warehouse"), "").unwrap();
+        }
         // A first run with ids 1–3 dies at the failpoint.
         super::kill_child_at("postgres::postgres_crash_child", dir.path(), failpoint);
         let committed = wh
@@ -438,7 +459,13 @@ async fn killed_at_any_point_then_rerun_leaves_one_clean_run() {
             .into_result()
             .unwrap();
         let t = &r.tables[0];
-        if failpoint == "after_sink_commit" {
+        if in_warehouse {
+            assert!(
+                !t.recovered,
+                "the watermark committed with the rows: nothing to complete"
+            );
+            assert_eq!((t.extracted_count, t.inserted_count), (1, 1), "only id 4 is new");
+        } else if failpoint == "after_sink_commit" {
             assert!(t.recovered, "the rerun completes the dead run's watermark");
             assert_eq!((t.extracted_count, t.inserted_count), (1, 1), "only id 4 is new");
         } else {

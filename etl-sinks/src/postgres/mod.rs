@@ -21,6 +21,9 @@
 //! watermark move together.
 
 mod encode;
+mod watermarks;
+
+pub use watermarks::PostgresWatermarkStore;
 
 use std::fmt;
 use std::pin::Pin;
@@ -111,6 +114,12 @@ impl PostgresSink {
         self
     }
 
+    /// A watermark store in this sink's schema. The sink records each run's watermark in the
+    /// run's own transaction, so with this store target and watermark move together.
+    pub fn watermark_store(&self) -> PostgresWatermarkStore {
+        PostgresWatermarkStore::new(self.pg.clone(), self.schema.clone())
+    }
+
     fn qualified(&self, table: &str) -> String {
         format!("{}.{}", PG.quote(&self.schema), PG.quote(table))
     }
@@ -166,9 +175,11 @@ impl Sink for PostgresSink {
                 "CREATE SCHEMA IF NOT EXISTS {schema};
                  CREATE TABLE IF NOT EXISTS {cp} (pipeline text NOT NULL, table_name text NOT NULL,
                    run_id text NOT NULL, checkpoint jsonb NOT NULL, committed_at timestamptz NOT NULL,
-                   PRIMARY KEY (pipeline, table_name))",
+                   PRIMARY KEY (pipeline, table_name));
+                 {wm}",
                 schema = PG.quote(&self.schema),
-                cp = self.qualified(CHECKPOINTS)
+                cp = self.qualified(CHECKPOINTS),
+                wm = watermarks::create(&self.schema)
             ))
             .await
             .map_err(err)?;
@@ -196,6 +207,7 @@ impl Sink for PostgresSink {
             aside: self.qualified(&aside),
             aside_name: aside,
             checkpoints: self.qualified(CHECKPOINTS),
+            schema: self.schema.clone(),
             into: Dest::Stage,
             columns: None,
             copy: None,
@@ -229,6 +241,7 @@ struct PgWriter {
     aside: String,
     aside_name: String,
     checkpoints: String,
+    schema: String,
     into: Dest,
     /// The copied columns (the first batch's schema).
     columns: Option<SchemaRef>,
@@ -715,6 +728,7 @@ impl PgWriter {
     /// The commit's statements, in the run's transaction.
     async fn commit_in(&self, checkpoint: &Checkpoint) -> Result<CommitSummary> {
         self.store_checkpoint(checkpoint).await?;
+        watermarks::record(&self.client, &self.schema, &self.pipeline, &self.spec.name, checkpoint).await?;
         let (inserted, updated, deleted, collapsed) = match &self.columns {
             Some(schema) => self.apply(schema).await?,
             // Nothing was read: a FULL or TRUNCATE_INSERT empties an existing target.
