@@ -147,6 +147,15 @@ impl Error {
         }
     }
 
+    /// The value of environment variable `var` (a connection string, say), or a
+    /// configuration error naming the variable (never its value).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when it is unset or not Unicode.
+    pub fn env(var: &str) -> Result<String> {
+        std::env::var(var).map_err(|_| Error::config(format!("environment variable {var} is not set")))
+    }
+
     /// Wraps an object store error, keeping the path it concerned.
     pub fn store(path: impl std::fmt::Display, source: object_store::Error) -> Self {
         Error::ObjectStore {

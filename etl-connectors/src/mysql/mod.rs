@@ -164,8 +164,7 @@ impl MySqlSource {
     /// # Errors
     /// [`Error::Config`] when it is unset or invalid.
     pub fn from_env(var: &str) -> Result<Self> {
-        let url = std::env::var(var).map_err(|_| Error::config(format!("environment variable {var} is not set")))?;
-        Self::new(&url)
+        Self::new(&Error::env(var)?)
     }
 
     /// Reads columns of types not mapped yet as their text form (`CAST(… AS CHAR)`) instead

@@ -94,8 +94,7 @@ impl PostgresSource {
     /// # Errors
     /// [`Error::Config`] when it is unset or invalid.
     pub fn from_env(var: &str) -> Result<Self> {
-        let conn = std::env::var(var).map_err(|_| Error::config(format!("environment variable {var} is not set")))?;
-        Self::new(&conn)
+        Self::new(&Error::env(var)?)
     }
 
     /// Reads columns of types not mapped yet as their text form instead of failing.

@@ -98,8 +98,7 @@ impl PostgresSink {
     /// # Errors
     /// [`Error::Config`] when it is unset or invalid.
     pub fn from_env(var: &str) -> Result<Self> {
-        let conn = std::env::var(var).map_err(|_| Error::config(format!("environment variable {var} is not set")))?;
-        Self::new(&conn)
+        Self::new(&Error::env(var)?)
     }
 
     /// Writes into `schema` (created when missing).
