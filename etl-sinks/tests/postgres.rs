@@ -314,6 +314,24 @@ async fn modes_replace_truncate_and_append() {
         err.contains("`name`") && err.contains("text") && err.contains("bigint"),
         "{err}"
     );
+    // A new source column is added to the target; earlier rows have NULL in it.
+    let extra = RecordBatch::try_from_iter([
+        ("customer_id", Arc::new(Int64Array::from(vec![11])) as ArrayRef),
+        ("name", Arc::new(StringArray::from(vec!["k"])) as ArrayRef),
+        ("tier", Arc::new(StringArray::from(vec!["gold"])) as ArrayRef),
+    ])
+    .unwrap();
+    run(LoadMode::Append, extra).await.into_result().unwrap();
+    assert_eq!(
+        wh.rows("t", "customer_id").await,
+        "+-------------+------+---------------------+------+\n\
+         | customer_id | name | updated_at          | tier |\n\
+         +-------------+------+---------------------+------+\n\
+         | 11          | k    |                     | gold |\n\
+         | 9           | z    | 2025-07-01T02:00:00 |      |\n\
+         +-------------+------+---------------------+------+"
+    );
+    wh.exec("DELETE FROM $S.t WHERE customer_id = 11").await;
     // A NULL key in an upsert batch is an error naming the count.
     let nulls = RecordBatch::try_from_iter([
         (
