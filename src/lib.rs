@@ -2,13 +2,14 @@
 //!
 //! Full and incremental loads as a library: read tables and files, fully or past a stored
 //! watermark, transform them as Arrow record batches, and write them to a partitioned
-//! Parquet lake on any object store — with the watermark moved only after the target has
-//! committed, and a report of every run.
+//! Parquet lake on any object store or to a Postgres warehouse — with the watermark moved
+//! only after the target has committed, and a report of every run.
 //!
 //! This crate re-exports [`etl_core`] (contracts, runner, transforms, watermark stores) and,
 //! by cargo feature, the connectors: `files` ([`FileSource`]) and `lake` ([`LakeSink`]),
-//! both on by default; `postgres` (`PostgresSource`) and `mysql` (`MySqlSource`) read
-//! databases; `s3` adds S3 object stores.
+//! both on by default; `postgres` (`PostgresSource`, `PostgresSink`,
+//! `PostgresWatermarkStore`) and `mysql` (`MySqlSource`); `tls` for the database
+//! connections; `s3` adds S3 object stores.
 //!
 //! ## Example
 //!
