@@ -7,7 +7,7 @@
 //!   `COPY` into a staging table, then the mode's statements and the checkpoint in one
 //!   transaction).
 //!
-//! [`sql`] holds what the warehouse sinks share: column types and table definitions per
+//! `sql` holds what the warehouse sinks share: column types and table definitions per
 //! dialect.
 //!
 //! Every sink implements [`etl_core::Sink`]: stage, then commit together with a checkpoint,
@@ -19,4 +19,6 @@ pub mod lake;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
+/// Shared by the warehouse sinks (only Postgres so far).
+#[cfg(feature = "postgres")]
 pub mod sql;
