@@ -411,9 +411,13 @@ async fn first_upsert_collapses_repeated_keys() {
 
 // ---------------------------------------------------------------- crashes
 
-/// The crash tests' pipeline: an UPSERT of `events` into the schema named in `dir/schema`,
-/// with watermarks on local disk, or in the warehouse when `dir/in_warehouse` exists.
+/// The crash tests' pipeline: `events` into the schema named in `dir/schema`, in the mode
+/// named in `dir/mode` (default UPSERT), with watermarks on local disk, or in the warehouse
+/// when `dir/in_warehouse` exists.
 fn crash_pipeline(dir: &std::path::Path, rows: &[i64]) -> Pipeline {
+    let mode: LoadMode = std::fs::read_to_string(dir.join("mode"))
+        .map(|m| m.parse().unwrap())
+        .unwrap_or(LoadMode::Upsert);
     let schema = std::fs::read_to_string(dir.join("schema")).unwrap();
     let source = MemorySource::new();
     source.append("events", conformance::sample_batch(rows)).unwrap();
@@ -429,13 +433,54 @@ fn crash_pipeline(dir: &std::path::Path, rows: &[i64]) -> Pipeline {
         .watermarks_arc(wm)
         .table(
             TableSpec::new("events")
-                .mode(LoadMode::Upsert)
+                .mode(mode)
                 .primary_key(["id"])
                 .cursor(["updated_at"])
                 .processed_at(false),
         )
         .build()
         .unwrap()
+}
+
+/// In every other mode: a committed run with id 1, then a run with ids 1–3 killed after
+/// staging leaves the target as it was; the rerun (ids 1–4) leaves one clean run's rows.
+#[tokio::test]
+async fn killed_after_staging_in_every_mode() {
+    for (mode, after) in [
+        (LoadMode::Full, vec![1, 2, 3, 4]),
+        (LoadMode::TruncateInsert, vec![1, 2, 3, 4]),
+        (LoadMode::Incremental, vec![1, 2, 3, 4]),
+        (LoadMode::Append, vec![1, 1, 2, 3, 4]),
+    ] {
+        let wh = Wh::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema"), &wh.schema).unwrap();
+        std::fs::write(dir.path().join("mode"), mode.as_str()).unwrap();
+        crash_pipeline(dir.path(), &[1])
+            .run()
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let first = render_sorted(&[conformance::sample_batch(&[1])], &[]);
+        super::kill_child_at("postgres::postgres_crash_child", dir.path(), "after_stage");
+        assert_eq!(
+            wh.rows("events", "id").await,
+            first,
+            "{mode}: the dead run changed nothing"
+        );
+        crash_pipeline(dir.path(), &[1, 2, 3, 4])
+            .run()
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        assert_eq!(
+            wh.rows("events", "id").await,
+            render_sorted(&[conformance::sample_batch(&after)], &[]),
+            "{mode}"
+        );
+    }
 }
 
 /// Run by the crash tests in a child process, which the failpoint kills.
