@@ -169,19 +169,24 @@ impl Sink for PostgresSink {
         let spec = req.spec;
         let client = self.pg.connect(&spec.name).await?;
         let err = |e| pg_err(&spec.name, e);
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema};
-                 CREATE TABLE IF NOT EXISTS {cp} (pipeline text NOT NULL, table_name text NOT NULL,
-                   run_id text NOT NULL, checkpoint jsonb NOT NULL, committed_at timestamptz NOT NULL,
-                   PRIMARY KEY (pipeline, table_name));
-                 {wm}",
-                schema = PG.quote(&self.schema),
-                cp = self.qualified(CHECKPOINTS),
-                wm = watermarks::create(&self.schema)
-            ))
-            .await
-            .map_err(err)?;
+        let setup = format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {cp} (pipeline text NOT NULL, table_name text NOT NULL,
+               run_id text NOT NULL, checkpoint jsonb NOT NULL, committed_at timestamptz NOT NULL,
+               PRIMARY KEY (pipeline, table_name));
+             {wm}",
+            schema = PG.quote(&self.schema),
+            cp = self.qualified(CHECKPOINTS),
+            wm = watermarks::create(&self.schema)
+        );
+        // `IF NOT EXISTS` can still collide with a concurrent run creating the same object;
+        // then it exists, and a second try finds it.
+        if let Err(e) = client.batch_execute(&setup).await {
+            if e.code() != Some(&SqlState::UNIQUE_VIOLATION) {
+                return Err(err(e));
+            }
+            client.batch_execute(&setup).await.map_err(err)?;
+        }
         // Fail early when another run committed since this one started.
         let current = self.checkpoint_of(&client, req.pipeline, spec).await?;
         if current.as_ref().map(|c| c.run_id.as_str()) != req.last_checkpoint {
@@ -195,7 +200,9 @@ impl Sink for PostgresSink {
         client.batch_execute("BEGIN").await.map_err(err)?;
         // Identifiers are at most 63 bytes.
         let mut aside = format!("_etl_new_{}_{}", req.run_id, spec.target);
-        aside.truncate(63);
+        while aside.len() > 63 {
+            aside.pop();
+        }
         Ok(Box::new(PgWriter {
             client,
             pipeline: req.pipeline.to_string(),
