@@ -567,7 +567,10 @@ impl Pipeline {
         }
         let staged = match writer.stage().await {
             Ok(s) => s,
-            Err(e) => return Err(abort(writer, e).await),
+            Err(e) => {
+                let e = abort(writer, e).await;
+                return Err(self.lost_race(spec, last_checkpoint, e).await);
+            }
         };
         failpoint("after_stage");
         let window_low = from.and_then(|p| p.cursor.clone());
@@ -598,13 +601,10 @@ impl Pipeline {
             rows: pumped.written,
             committed_at: Utc::now(),
         };
-        let committed = writer.commit(checkpoint).await.map_err(|e| match e {
-            Error::ConcurrentRun { .. } => Error::ConcurrentRun {
-                pipeline: self.name.clone(),
-                table: spec.name.clone(),
-            },
-            e => e,
-        })?;
+        let committed = match writer.commit(checkpoint).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.lost_race(spec, last_checkpoint, e).await),
+        };
         failpoint("after_sink_commit");
         report.written_count += pumped.written;
         report.bytes_written += staged.bytes;
@@ -635,6 +635,26 @@ impl Pipeline {
             retryable: e.is_retryable(),
         })?;
         Ok(Some((next, full)))
+    }
+
+    /// A failed stage or commit while another run committed the table is that run's win:
+    /// [`Error::ConcurrentRun`], whatever the sink tripped over (say, its staged files removed
+    /// by the winner's clean-up).
+    async fn lost_race(&self, spec: &TableSpec, last_checkpoint: Option<&str>, e: Error) -> Error {
+        let lost = e.is_concurrent_run()
+            || matches!(
+                self.sink.last_checkpoint(&self.name, spec).await,
+                Ok(cp) if cp.as_ref().map(|c| c.run_id.as_str()) != last_checkpoint
+            );
+        if lost {
+            tracing::warn!(error = %e, "another run committed this table first");
+            Error::ConcurrentRun {
+                pipeline: self.name.clone(),
+                table: spec.name.clone(),
+            }
+        } else {
+            e
+        }
     }
 
     async fn pump(
