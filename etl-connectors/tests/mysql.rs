@@ -403,3 +403,22 @@ async fn tls_connections_verify_the_server() {
     let err = read(&untrusted, &spec).await.unwrap_err().to_string();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+#[tokio::test]
+async fn zero_dates_fail_or_read_as_null() {
+    let mut db = Db::new().await;
+    db.exec(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE z (id int, d date, ts datetime);
+         INSERT INTO z VALUES (1, '0000-00-00', '0000-00-00 00:00:00'), (2, '2025-07-24', '2025-07-24 01:02:03');",
+    )
+    .await;
+    let spec = TableSpec::new("z").from_table("z");
+    let err = read(&db.source(), &spec).await.unwrap_err().to_string();
+    assert!(err.contains("`d`") && err.contains("with_zero_dates_as_null"), "{err}");
+    let batches = read(&db.source().with_zero_dates_as_null(true), &spec).await.unwrap();
+    assert_eq!(
+        render_sorted(&batches, &[]),
+        "+----+------------+---------------------+\n| id | d          | ts                  |\n+----+------------+---------------------+\n| 1  |            |                     |\n| 2  | 2025-07-24 | 2025-07-24T01:02:03 |\n+----+------------+---------------------+"
+    );
+}

@@ -31,7 +31,7 @@
 //! | `BIT(n)`, n > 1 | UInt64 |
 //! | `CHAR`, `VARCHAR`, `TEXT`, `ENUM`, `SET` (`a,b`), `JSON` | Utf8 |
 //! | `BINARY`, `VARBINARY`, `BLOB` | Binary |
-//! | `DATE` | Date32 (zero dates are an error) |
+//! | `DATE` | Date32 (zero dates are an error, or NULL with [`MySqlSource::with_zero_dates_as_null`]) |
 //! | `TIME` | Time64(µs) (values outside a day are an error) |
 //! | `DATETIME` | Timestamp(µs), naive |
 //! | `TIMESTAMP` | Timestamp(µs, UTC) |
@@ -116,6 +116,7 @@ pub struct MySqlSource {
     opts: Opts,
     unmapped_as_text: bool,
     tinyint1_as_bool: bool,
+    zero_dates_as_null: bool,
     counts: Counts,
     parallelism: usize,
     min_parallel_bytes: u64,
@@ -153,6 +154,7 @@ impl MySqlSource {
             opts,
             unmapped_as_text: false,
             tinyint1_as_bool: true,
+            zero_dates_as_null: false,
             counts: Counts::default(),
             parallelism: 2,
             min_parallel_bytes: 32 << 20,
@@ -178,6 +180,13 @@ impl MySqlSource {
     /// 8-bit integer.
     pub fn with_tinyint1_as_bool(mut self, on: bool) -> Self {
         self.tinyint1_as_bool = on;
+        self
+    }
+
+    /// Reads zero dates (`0000-00-00`, or a zero month or day, which legacy MySQL data
+    /// holds) as NULL instead of failing on them (the default).
+    pub fn with_zero_dates_as_null(mut self, on: bool) -> Self {
+        self.zero_dates_as_null = on;
         self
     }
 
@@ -501,6 +510,7 @@ struct RangeRead {
     plans: Vec<ColumnPlan>,
     batch_size: usize,
     counter: Option<Arc<ExtractStats>>,
+    zero_dates_as_null: bool,
 }
 
 impl RangeRead {
@@ -534,7 +544,7 @@ impl RangeRead {
             let mut result = conn.exec_iter(sql, params).await.map_err(err)?;
             while let Some(row) = result.next().await.map_err(err)? {
                 for ((b, v), plan) in builders.iter_mut().zip(row.unwrap_raw()).zip(&self.plans) {
-                    b.append(v).map_err(|e| Error::Connector {
+                    b.append(v, self.zero_dates_as_null).map_err(|e| Error::Connector {
                         connector: CONNECTOR,
                         message: format!(
                             "table `{}`, column `{}` ({}): {e}",
@@ -674,6 +684,7 @@ impl Source for MySqlSource {
                     plans: plans.clone(),
                     batch_size: req.batch_size.max(1),
                     counter: (wanted && unfiltered).then(|| stats.clone()),
+                    zero_dates_as_null: self.zero_dates_as_null,
                 };
                 AbortOnDrop::spawn(read.run(conn, sql, params, tx.clone()))
             })

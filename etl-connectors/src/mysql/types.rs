@@ -197,7 +197,9 @@ fn unarrow<T: TryFrom<u64>>(v: &Value) -> Result<T, String> {
 /// Days since 1970-01-01 of a calendar date; zero dates (`0000-00-00`) are an error.
 fn days(y: u16, m: u8, d: u8) -> Result<i64, String> {
     let date = NaiveDate::from_ymd_opt(y.into(), m.into(), d.into())
-        .ok_or_else(|| format!("{y:04}-{m:02}-{d:02} is not a calendar date (a zero date?)"))?;
+        .ok_or_else(|| {
+            format!("{y:04}-{m:02}-{d:02} is not a calendar date (read zero dates as NULL with MySqlSource::with_zero_dates_as_null)")
+        })?;
     Ok(i64::from(date.num_days_from_ce()) - 719_163)
 }
 
@@ -231,10 +233,15 @@ impl Builder {
         }
     }
 
-    /// Appends one value (`NULL` or `None`: a null).
-    pub(super) fn append(&mut self, v: Option<Value>) -> Result<(), String> {
+    /// Appends one value (`NULL` or `None`: a null; a zero date too when `zero_dates_as_null`).
+    pub(super) fn append(&mut self, v: Option<Value>, zero_dates_as_null: bool) -> Result<(), String> {
         let v = match v {
             None | Some(Value::NULL) => {
+                self.append_null();
+                return Ok(());
+            }
+            // `0000-00-00`, or a date with a zero month or day, as legacy MySQL data keeps.
+            Some(Value::Date(_, m, d, ..)) if zero_dates_as_null && (m == 0 || d == 0) => {
                 self.append_null();
                 return Ok(());
             }
