@@ -53,6 +53,7 @@
 //! # });
 //! ```
 
+pub mod crawler;
 pub mod cursor;
 mod error;
 pub mod lake;

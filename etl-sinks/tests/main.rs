@@ -418,5 +418,7 @@ async fn two_concurrent_runs_write_the_window_once() {
     }
 }
 
+mod crawl;
+
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -1,0 +1,446 @@
+//! A crawler over any object-store prefix: the tables a lake holds, their formats, schemas,
+//! row counts and typed Hive partitions, and the DDL other engines need to read them.
+//!
+//! A table is a folder of data files, with optional `key=value` partition folders under it.
+//! Folders and files whose names start with `_` or `.` are hidden (the lake's `_etl/`, Spark's
+//! `_SUCCESS`). Parquet schemas and row counts come from the files' footers; CSV and JSON-lines
+//! tables are classified and listed (their schema inference comes with the catalog).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use etl_core::{Location, crawler::Crawler};
+//! let lake = Location::memory();
+//! let tables = Crawler::new(lake).crawl().await.unwrap();
+//! assert!(tables.is_empty());
+//! # });
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::NaiveDate;
+use object_store::ObjectMeta;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::parquet_io::ObjectReader;
+use crate::sql::Dialect;
+
+/// The file format of a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Parquet.
+    Parquet,
+    /// Comma-separated values.
+    Csv,
+    /// JSON lines.
+    JsonLines,
+}
+
+impl TableFormat {
+    fn of(path: &str) -> Option<TableFormat> {
+        let ext = path.rsplit('.').next()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "parquet" => TableFormat::Parquet,
+            "csv" => TableFormat::Csv,
+            "json" | "jsonl" | "ndjson" => TableFormat::JsonLines,
+            _ => return None,
+        })
+    }
+}
+
+/// A typed partition value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PartitionValue {
+    /// Hive's default partition (a NULL value).
+    Null,
+    /// An integer (`year=2025`).
+    Int(i64),
+    /// A date (`dt=2025-07-24`).
+    Date(NaiveDate),
+    /// Anything else.
+    Text(String),
+}
+
+impl fmt::Display for PartitionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartitionValue::Null => f.write_str("__HIVE_DEFAULT_PARTITION__"),
+            PartitionValue::Int(i) => write!(f, "{i}"),
+            PartitionValue::Date(d) => write!(f, "{d}"),
+            PartitionValue::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One partition of a table: its values (in the order of the table's partition keys), where it
+/// is, and what it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrawledPartition {
+    /// The values, one per partition key.
+    pub values: Vec<PartitionValue>,
+    /// Its folder, relative to the crawled prefix (`orders/year=2025/month=7`).
+    pub path: String,
+    /// Data files.
+    pub files: u64,
+    /// Rows, when the format records them (Parquet).
+    pub rows: Option<u64>,
+    /// Bytes of data files.
+    pub bytes: u64,
+}
+
+/// One table found by a crawl.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrawledTable {
+    /// Its folder relative to the crawled prefix (`orders`, `sales/eu`).
+    pub name: String,
+    /// The format of its files.
+    pub format: TableFormat,
+    /// The schema merged over its files (Parquet); `None` for formats not read yet.
+    pub schema: Option<SchemaRef>,
+    /// The partition keys and the type of their values (Int64, Date32 or Utf8).
+    pub partition_keys: Vec<(String, DataType)>,
+    /// The partitions, sorted by their values.
+    pub partitions: Vec<CrawledPartition>,
+}
+
+impl CrawledTable {
+    /// Rows over all partitions, when every file records its count.
+    pub fn rows(&self) -> Option<u64> {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    /// Athena / Hive DDL for the table under `root_url` (the crawled prefix as `s3://…`):
+    /// `CREATE EXTERNAL TABLE` and one `ALTER TABLE … ADD IF NOT EXISTS PARTITION` per
+    /// partition, each statement ending with `;`.
+    ///
+    /// # Errors
+    /// [`Error::ColumnTypeConflict`] for a column type Hive has no name for.
+    pub fn athena_ddl(&self, root_url: &str) -> Result<Vec<String>> {
+        let schema = self.schema.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "table `{}`: DDL needs a schema ({:?} tables are not read yet)",
+                self.name, self.format
+            ))
+        })?;
+        let q = |s: &str| format!("`{}`", s.replace('`', "``"));
+        let name = q(&self.name.replace('/', "_"));
+        let root = root_url.trim_end_matches('/');
+        let keys: BTreeSet<&str> = self.partition_keys.iter().map(|(k, _)| k.as_str()).collect();
+        let cols = schema
+            .fields()
+            .iter()
+            .filter(|f| !keys.contains(f.name().as_str()))
+            .map(|f| Ok(format!("  {} {}", q(f.name()), hive_type(&self.name, f)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ddl = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{}\n)", cols.join(",\n"));
+        if !self.partition_keys.is_empty() {
+            let parts: Vec<String> = self
+                .partition_keys
+                .iter()
+                .map(|(k, t)| {
+                    format!(
+                        "{} {}",
+                        q(k),
+                        hive_type(&self.name, &Field::new(k, t.clone(), true)).expect("partition types map")
+                    )
+                })
+                .collect();
+            ddl.push_str(&format!("\nPARTITIONED BY ({})", parts.join(", ")));
+        }
+        let stored = match self.format {
+            TableFormat::Parquet => "STORED AS PARQUET".to_string(),
+            TableFormat::Csv => "ROW FORMAT DELIMITED FIELDS TERMINATED BY ',' STORED AS TEXTFILE".to_string(),
+            TableFormat::JsonLines => "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'".to_string(),
+        };
+        ddl.push_str(&format!("\n{stored}\nLOCATION '{root}/{}/';", self.name));
+        let mut out = vec![ddl];
+        for p in &self.partitions {
+            if p.values.is_empty() {
+                continue;
+            }
+            let spec: Vec<String> = self
+                .partition_keys
+                .iter()
+                .zip(&p.values)
+                .map(|((k, _), v)| match v {
+                    PartitionValue::Int(i) => format!("{} = {i}", q(k)),
+                    other => format!("{} = {}", q(k), Dialect::Postgres.string_literal(&other.to_string())),
+                })
+                .collect();
+            out.push(format!(
+                "ALTER TABLE {name} ADD IF NOT EXISTS PARTITION ({}) LOCATION '{root}/{}/';",
+                spec.join(", "),
+                p.path
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Hive's name of an Arrow type.
+fn hive_type(table: &str, f: &Field) -> Result<String> {
+    Ok(match f.data_type() {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "int".into(),
+        DataType::Int64 | DataType::UInt32 => "bigint".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Binary | DataType::LargeBinary => "binary".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::List(item) => format!("array<{}>", hive_type(table, item)?),
+        other => {
+            return Err(Error::ColumnTypeConflict {
+                table: table.to_string(),
+                column: f.name().clone(),
+                expected: "a type Hive and Athena name".into(),
+                found: other.to_string(),
+            });
+        }
+    })
+}
+
+/// Crawls an object-store prefix.
+#[derive(Clone, Debug)]
+pub struct Crawler {
+    location: Location,
+}
+
+/// A data file, split into its table folder and partition segments.
+struct DataFile {
+    table: String,
+    partition: Vec<(String, String)>,
+    format: TableFormat,
+    meta: ObjectMeta,
+}
+
+impl Crawler {
+    /// A crawler of everything under `location`.
+    pub fn new(location: Location) -> Self {
+        Crawler { location }
+    }
+
+    fn classify(&self, meta: ObjectMeta) -> Option<DataFile> {
+        let rel = self.location.relative(&meta.location);
+        let parts: Vec<&str> = rel.split('/').collect();
+        if parts.iter().any(|p| p.starts_with('_') || p.starts_with('.')) || parts.len() < 2 {
+            return None;
+        }
+        let format = TableFormat::of(parts[parts.len() - 1])?;
+        let dirs = &parts[..parts.len() - 1];
+        let first_key = dirs.iter().position(|d| d.contains('=')).unwrap_or(dirs.len());
+        if first_key == 0 {
+            return None;
+        }
+        let partition = dirs[first_key..]
+            .iter()
+            .map(|d| {
+                let (k, v) = d.split_once('=').unwrap_or((d, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        Some(DataFile {
+            table: dirs[..first_key].join("/"),
+            partition,
+            format,
+            meta,
+        })
+    }
+
+    /// Lists the prefix once and reads every Parquet footer.
+    ///
+    /// # Errors
+    /// A listing or footer read that fails; a table whose files disagree on format, partition
+    /// keys or column types (the error names the files).
+    pub async fn crawl(&self) -> Result<Vec<CrawledTable>> {
+        let mut by_table: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
+        for meta in self.location.list("").await? {
+            if let Some(f) = self.classify(meta) {
+                by_table.entry(f.table.clone()).or_default().push(f);
+            }
+        }
+        let mut out = Vec::with_capacity(by_table.len());
+        for (name, files) in by_table {
+            out.push(self.table(name, files).await?);
+        }
+        Ok(out)
+    }
+
+    async fn table(&self, name: String, files: Vec<DataFile>) -> Result<CrawledTable> {
+        let conflict = |what: String| Error::config(format!("table `{name}`: {what}"));
+        let first = &files[0];
+        let keys: Vec<String> = first.partition.iter().map(|(k, _)| k.clone()).collect();
+        for f in &files {
+            if f.format != first.format {
+                return Err(conflict(format!(
+                    "files of two formats: {} ({:?}) and {} ({:?})",
+                    first.meta.location, first.format, f.meta.location, f.format
+                )));
+            }
+            let k: Vec<&String> = f.partition.iter().map(|(k, _)| k).collect();
+            if k != keys.iter().collect::<Vec<_>>() {
+                return Err(conflict(format!(
+                    "partition keys {keys:?} in {} but {k:?} in {}",
+                    first.meta.location, f.meta.location
+                )));
+            }
+        }
+        // Schemas and row counts from Parquet footers, merged file by file.
+        let mut schema: Option<(SchemaRef, String)> = None;
+        let mut rows_of = Vec::with_capacity(files.len());
+        for f in &files {
+            if f.format != TableFormat::Parquet {
+                rows_of.push(None);
+                continue;
+            }
+            let reader = ObjectReader::new(self.location.store().clone(), f.meta.clone());
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| conflict(format!("{}: {e}", f.meta.location)))?;
+            rows_of.push(Some(builder.metadata().file_metadata().num_rows() as u64));
+            let file_schema = builder.schema().clone();
+            schema = Some(match schema {
+                None => (file_schema, f.meta.location.to_string()),
+                Some((merged, from)) => (
+                    merge(&name, &merged, &from, &file_schema, f.meta.location.as_ref())?,
+                    from,
+                ),
+            });
+        }
+        // Partitions, with every key's values typed alike.
+        let mut parts: BTreeMap<Vec<String>, CrawledPartition> = BTreeMap::new();
+        for (f, rows) in files.iter().zip(rows_of) {
+            let raw: Vec<String> = f.partition.iter().map(|(_, v)| v.clone()).collect();
+            let path = std::iter::once(name.clone())
+                .chain(f.partition.iter().map(|(k, v)| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join("/");
+            let p = parts.entry(raw).or_insert_with(|| CrawledPartition {
+                values: Vec::new(),
+                path,
+                files: 0,
+                rows: Some(0),
+                bytes: 0,
+            });
+            p.files += 1;
+            p.bytes += f.meta.size;
+            p.rows = p.rows.zip(rows).map(|(a, b)| a + b);
+        }
+        let types: Vec<DataType> = (0..keys.len())
+            .map(|i| partition_type(parts.keys().map(|raw| raw[i].as_str())))
+            .collect();
+        let mut partitions: Vec<CrawledPartition> = parts
+            .into_iter()
+            .map(|(raw, mut p)| {
+                p.values = raw.iter().zip(&types).map(|(v, t)| typed(v, t)).collect();
+                p
+            })
+            .collect();
+        partitions.sort_by(|a, b| a.values.cmp(&b.values));
+        Ok(CrawledTable {
+            name,
+            format: first.format,
+            schema: schema.map(|(s, _)| s),
+            partition_keys: keys.into_iter().zip(types).collect(),
+            partitions,
+        })
+    }
+}
+
+const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// The narrowest type every value of a partition key fits: Int64, Date32, else Utf8.
+fn partition_type<'a>(values: impl Iterator<Item = &'a str> + Clone) -> DataType {
+    let present = values.filter(|v| *v != HIVE_NULL);
+    if present.clone().all(|v| v.parse::<i64>().is_ok()) {
+        DataType::Int64
+    } else if present
+        .clone()
+        .all(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d").is_ok())
+    {
+        DataType::Date32
+    } else {
+        DataType::Utf8
+    }
+}
+
+fn typed(v: &str, t: &DataType) -> PartitionValue {
+    if v == HIVE_NULL {
+        return PartitionValue::Null;
+    }
+    match t {
+        DataType::Int64 => PartitionValue::Int(v.parse().expect("typed as integer")),
+        DataType::Date32 => PartitionValue::Date(NaiveDate::parse_from_str(v, "%Y-%m-%d").expect("typed as date")),
+        _ => PartitionValue::Text(v.to_string()),
+    }
+}
+
+/// Merges a file's schema into a table's: new columns are added (nullable); a column may
+/// widen (int32 → int64, float32 → float64, date → timestamp); any other change is a
+/// conflict naming both files.
+fn merge(table: &str, merged: &Schema, from: &str, other: &Schema, file: &str) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = merged.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for f in other.fields() {
+        match fields.iter_mut().find(|m| m.name() == f.name()) {
+            None => fields.push(f.as_ref().clone().with_nullable(true)),
+            Some(m) if m.data_type() == f.data_type() => {}
+            Some(m) => match widen(m.data_type(), f.data_type()) {
+                Some(t) => *m = m.clone().with_data_type(t),
+                None => {
+                    return Err(Error::ColumnTypeConflict {
+                        table: table.to_string(),
+                        column: f.name().clone(),
+                        expected: format!("{} (as in {from})", m.data_type()),
+                        found: format!("{} in {file}", f.data_type()),
+                    });
+                }
+            },
+        }
+    }
+    Ok(std::sync::Arc::new(Schema::new(fields)))
+}
+
+/// The common type of two column types when one safely widens to the other.
+fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
+    use DataType::*;
+    let rank = |t: &DataType| match t {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(3),
+        Int64 => Some(4),
+        _ => None,
+    };
+    match (a, b) {
+        _ if rank(a).is_some() && rank(b).is_some() => Some(if rank(a) >= rank(b) { a.clone() } else { b.clone() }),
+        (Float32, Float64) | (Float64, Float32) => Some(Float64),
+        (Date32, t @ Timestamp(_, None)) | (t @ Timestamp(_, None), Date32) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_are_typed_alike() {
+        assert_eq!(partition_type(["2025", "2024"].into_iter()), DataType::Int64);
+        assert_eq!(partition_type(["2025-07-24", HIVE_NULL].into_iter()), DataType::Date32);
+        assert_eq!(partition_type(["eu", "7"].into_iter()), DataType::Utf8);
+        assert_eq!(typed(HIVE_NULL, &DataType::Int64), PartitionValue::Null);
+    }
+
+    #[test]
+    fn widening_is_safe_only() {
+        assert_eq!(widen(&DataType::Int32, &DataType::Int64), Some(DataType::Int64));
+        assert_eq!(widen(&DataType::Float64, &DataType::Float32), Some(DataType::Float64));
+        assert_eq!(widen(&DataType::Int64, &DataType::Utf8), None);
+    }
+}

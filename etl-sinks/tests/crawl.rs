@@ -1,0 +1,157 @@
+//! The crawler over a lake this sink wrote: tables, formats, merged schemas, typed
+//! partitions, the DDL, and DuckDB reading the same files with the partition columns listed.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::DataType;
+use arrow::record_batch::RecordBatch;
+use etl_core::crawler::{Crawler, PartitionValue, TableFormat};
+use etl_core::{Error, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Partitioning, Pipeline, TableSpec};
+use etl_sinks::lake::LakeSink;
+
+fn orders(ids: &[i64], days: &[i32], note: bool) -> RecordBatch {
+    let mut cols: Vec<(&str, ArrayRef)> = vec![
+        ("order_id", Arc::new(Int64Array::from(ids.to_vec()))),
+        ("order_date", Arc::new(Date32Array::from(days.to_vec()))),
+        ("amount", Arc::new(Float64Array::from(vec![9.5; ids.len()]))),
+    ];
+    if note {
+        cols.push(("note", Arc::new(StringArray::from(vec!["gift"; ids.len()]))));
+    }
+    RecordBatch::try_from_iter(cols).unwrap()
+}
+
+async fn load(lake: &LakeSink, batch: RecordBatch) {
+    let source = MemorySource::new();
+    source.append("orders", batch).unwrap();
+    Pipeline::builder("crawl")
+        .source(source)
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(
+            TableSpec::new("orders")
+                .mode(LoadMode::Append)
+                .partition_by(Partitioning::ByDate("order_date".into())),
+        )
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn crawl_a_lake_and_read_it_back_through_duckdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Location::local(dir.path()).unwrap();
+    let lake = LakeSink::new(root.clone());
+    // 2025-07-23, 2025-07-24 (days since 1970: 20292, 20293), then a later run adds a column.
+    load(&lake, orders(&[1, 2, 3], &[20292, 20293, 20293], false)).await;
+    load(&lake, orders(&[4], &[20293], true)).await;
+    std::fs::create_dir_all(dir.path().join("landing/customers")).unwrap();
+    std::fs::write(dir.path().join("landing/customers/day1.csv"), "id,name\n1,ann\n").unwrap();
+
+    let tables = Crawler::new(root.clone()).crawl().await.unwrap();
+    let names: Vec<(&str, TableFormat)> = tables.iter().map(|t| (t.name.as_str(), t.format)).collect();
+    assert_eq!(
+        names,
+        [
+            ("landing/customers", TableFormat::Csv),
+            ("orders", TableFormat::Parquet)
+        ]
+    );
+    let o = &tables[1];
+    let fields: Vec<String> = o
+        .schema
+        .as_ref()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "order_id:Int64",
+            "order_date:Date32",
+            "amount:Float64",
+            "etl_processed_at:Timestamp(µs, \"+00:00\")",
+            "note:Utf8"
+        ],
+        "the column added by the later run is merged in"
+    );
+    let keys: Vec<(&str, &DataType)> = o.partition_keys.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("year", &DataType::Int64),
+            ("month", &DataType::Int64),
+            ("day", &DataType::Int64)
+        ]
+    );
+    let parts: Vec<(Vec<PartitionValue>, u64, Option<u64>)> = o
+        .partitions
+        .iter()
+        .map(|p| (p.values.clone(), p.files, p.rows))
+        .collect();
+    use PartitionValue::Int;
+    assert_eq!(
+        parts,
+        [
+            (vec![Int(2025), Int(7), Int(23)], 1, Some(1)),
+            (vec![Int(2025), Int(7), Int(24)], 2, Some(3)),
+        ]
+    );
+    assert_eq!(o.rows(), Some(4));
+
+    let ddl = o.athena_ddl("s3://bucket/lake").unwrap();
+    assert!(ddl.iter().all(|s| s.ends_with(';')), "{ddl:?}");
+    assert!(
+        ddl[0].starts_with("CREATE EXTERNAL TABLE IF NOT EXISTS `orders` (\n  `order_id` bigint,\n  `order_date` date,\n  `amount` double,\n  `etl_processed_at` timestamp,\n  `note` string\n)\nPARTITIONED BY (`year` bigint, `month` bigint, `day` bigint)\nSTORED AS PARQUET\nLOCATION 's3://bucket/lake/orders/';"),
+        "{}",
+        ddl[0]
+    );
+    assert_eq!(
+        ddl[2],
+        "ALTER TABLE `orders` ADD IF NOT EXISTS PARTITION (`year` = 2025, `month` = 7, `day` = 24) LOCATION 's3://bucket/lake/orders/year=2025/month=7/day=24/';"
+    );
+
+    // DuckDB reads the same files with the partition columns the crawl lists, typed alike.
+    let python = std::env::var("ETL_TEST_PYTHON")
+        .expect("ETL_TEST_PYTHON is not set: run `eval \"$(scripts/services.sh env)\"` (DuckDB lives in its venv)");
+    let glob = dir.path().join("orders/**/*.parquet");
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            &format!(
+                "import duckdb; print(duckdb.sql(\"SELECT count(*), count(note), min(year), typeof(min(year)), \
+                 string_agg(DISTINCT day::varchar, ',' ORDER BY day::varchar) FROM read_parquet('{}', \
+                 hive_partitioning = true, union_by_name = true)\").fetchall()[0])",
+                glob.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "(4, 1, 2025, 'BIGINT', '23,24')"
+    );
+
+    // A file whose column type conflicts is named, never coerced.
+    let bad = RecordBatch::try_from_iter([("amount", Arc::new(StringArray::from(vec!["x"])) as ArrayRef)]).unwrap();
+    let path = dir.path().join("orders/year=2030/month=1/day=1/bad.parquet");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), bad.schema(), None).unwrap();
+    w.write(&bad).unwrap();
+    w.close().unwrap();
+    let err = Crawler::new(root).crawl().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ColumnTypeConflict { column, found, .. } if column == "amount" && found.contains("bad.parquet")),
+        "{err}"
+    );
+}
