@@ -53,7 +53,13 @@ impl Wh {
     }
 
     async fn rows(&self, table: &str, order: &str) -> String {
-        let spec = TableSpec::new(table).from_query(format!("SELECT * FROM {}.{table} ORDER BY {order}", self.schema));
+        self.query(&format!("SELECT * FROM {}.{table} ORDER BY {order}", self.schema))
+            .await
+    }
+
+    /// A query's rows, read through the Postgres source and rendered.
+    async fn query(&self, sql: &str) -> String {
+        let spec = TableSpec::new("probe").from_query(sql);
         let req = ReadRequest {
             spec: &spec,
             mode: LoadMode::Full,
@@ -695,27 +701,9 @@ async fn every_type_round_trips_through_the_sink() {
         .unwrap();
     assert_eq!(r.tables[0].target_count, Some(4));
     let copied = wh.rows("t", "id").await;
-    let original = {
-        let spec = TableSpec::new("t").from_query(format!("SELECT * FROM {}_src.t ORDER BY id", wh.schema));
-        let req = ReadRequest {
-            spec: &spec,
-            mode: LoadMode::Full,
-            from: None,
-            run_id: "probe",
-            batch_size: 1000,
-            limit: None,
-        };
-        let b: Vec<RecordBatch> = PostgresSource::new(&conn())
-            .unwrap()
-            .read(req)
-            .await
-            .unwrap()
-            .stream
-            .try_collect()
-            .await
-            .unwrap();
-        render_sorted(&b, &[])
-    };
+    let original = wh
+        .query(&format!("SELECT * FROM {}_src.t ORDER BY id", wh.schema))
+        .await;
     assert_eq!(copied, original);
     assert!(
         copied.contains("12345678901234567890") && copied.contains("-123456789.125"),
