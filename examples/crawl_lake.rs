@@ -8,10 +8,12 @@
 //! ```
 //!
 //! The second argument is the lake's location as other engines see it (for `LOCATION` in
-//! the DDL; default: the folder's `file://` URL). Schema versions and the stored catalog come
-//! with the catalog; this prints one crawl.
+//! the DDL; default: the folder's `file://` URL). The crawl is stored in the lake's catalog
+//! (`_etl/catalog/`): a second run reads only new files, and a changed schema shows as a new
+//! version.
 
 use etl::Location;
+use etl::catalog::Catalog;
 use etl::crawler::Crawler;
 
 #[tokio::main]
@@ -19,14 +21,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "./lake".into());
     let root = Location::local(&dir)?;
     let url = std::env::args().nth(2).unwrap_or_else(|| root.url().to_string());
-    for t in Crawler::new(root).crawl().await? {
+    let crawl = Crawler::new(root.clone()).crawl_into(&Catalog::new(root)).await?;
+    println!(
+        "-- {} tables, {} Parquet footers read",
+        crawl.tables.len(),
+        crawl.footers_read
+    );
+    for entry in &crawl.tables {
+        let t = entry.crawled()?;
         println!(
-            "-- table {} ({:?}), {} partitions, {:?} rows",
+            "-- table {} ({:?}), catalog generation {}, {} partitions, {:?} rows",
             t.name,
             t.format,
+            entry.generation,
             t.partitions.len(),
             t.rows()
         );
+        for v in &entry.versions {
+            println!("--   schema version {}: {}", v.version, v.changes.join("; "));
+        }
         if let Some(schema) = &t.schema {
             for f in schema.fields() {
                 println!("--   {}: {}", f.name(), f.data_type());

@@ -27,9 +27,10 @@ use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::parquet_io::ObjectReader;
 use crate::sql::Dialect;
+use crate::watermark::FileMark;
 
 /// The file format of a table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TableFormat {
     /// Parquet.
     Parquet,
@@ -52,7 +53,8 @@ impl TableFormat {
 }
 
 /// A typed partition value.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum PartitionValue {
     /// Hive's default partition (a NULL value).
     Null,
@@ -221,6 +223,17 @@ struct DataFile {
     meta: ObjectMeta,
 }
 
+impl DataFile {
+    fn clone_meta(&self) -> DataFile {
+        DataFile {
+            table: self.table.clone(),
+            partition: self.partition.clone(),
+            format: self.format,
+            meta: self.meta.clone(),
+        }
+    }
+}
+
 impl Crawler {
     /// A crawler of everything under `location`.
     pub fn new(location: Location) -> Self {
@@ -254,26 +267,78 @@ impl Crawler {
         })
     }
 
-    /// Lists the prefix once and reads every Parquet footer.
-    ///
-    /// # Errors
-    /// A listing or footer read that fails; a table whose files disagree on format, partition
-    /// keys or column types (the error names the files).
-    pub async fn crawl(&self) -> Result<Vec<CrawledTable>> {
+    /// Lists the prefix once and groups its data files by table.
+    async fn listing(&self) -> Result<BTreeMap<String, Vec<DataFile>>> {
         let mut by_table: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
         for meta in self.location.list("").await? {
             if let Some(f) = self.classify(meta) {
                 by_table.entry(f.table.clone()).or_default().push(f);
             }
         }
-        let mut out = Vec::with_capacity(by_table.len());
-        for (name, files) in by_table {
-            out.push(self.table(name, files).await?);
+        Ok(by_table)
+    }
+
+    /// Lists the prefix once and reads every Parquet footer.
+    ///
+    /// # Errors
+    /// A listing or footer read that fails; a table whose files disagree on format, partition
+    /// keys or column types (the error names the files).
+    pub async fn crawl(&self) -> Result<Vec<CrawledTable>> {
+        let mut out = Vec::new();
+        for (name, files) in self.listing().await? {
+            out.push(self.table(name, files, None).await?.table);
         }
         Ok(out)
     }
 
-    async fn table(&self, name: String, files: Vec<DataFile>) -> Result<CrawledTable> {
+    /// Crawls into `catalog`: one listing; footers are read only for files the catalog has
+    /// not seen (by path, size, last-modified and e-tag); deleted files leave the table's
+    /// partitions; a schema change records a new version. Tables whose files all vanished
+    /// are dropped from the catalog. Returns what the catalog holds now and how many footers
+    /// were read.
+    ///
+    /// # Errors
+    /// As [`Crawler::crawl`]; [`Error::ConcurrentRun`] when another crawl stored a table's
+    /// entry twice in a row while this one worked on it.
+    pub async fn crawl_into(&self, catalog: &crate::catalog::Catalog) -> Result<CrawlSummary> {
+        let mut summary = CrawlSummary::default();
+        let listing = self.listing().await?;
+        for name in catalog.list().await? {
+            if !listing.contains_key(&name) {
+                catalog.drop_table(&name).await?;
+            }
+        }
+        for (name, files) in listing {
+            let mut attempt = 0;
+            loop {
+                let previous = catalog.get(&name).await?;
+                let files: Vec<DataFile> = files.iter().map(DataFile::clone_meta).collect();
+                let scanned = self.table(name.clone(), files, previous.as_ref()).await?;
+                summary.footers_read += scanned.footers_read;
+                let entry = crate::catalog::CatalogTable::next(previous.as_ref(), &scanned);
+                if previous.as_ref().is_some_and(|p| p.same_content(&entry)) {
+                    summary.tables.push(previous.expect("checked"));
+                    break;
+                }
+                match catalog.put(&entry).await {
+                    Ok(()) => {
+                        summary.tables.push(entry);
+                        break;
+                    }
+                    Err(e) if e.is_concurrent_run() && attempt == 0 => attempt += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn table(
+        &self,
+        name: String,
+        files: Vec<DataFile>,
+        previous: Option<&crate::catalog::CatalogTable>,
+    ) -> Result<Scanned> {
         let conflict = |what: String| Error::config(format!("table `{name}`: {what}"));
         let first = &files[0];
         let keys: Vec<String> = first.partition.iter().map(|(k, _)| k.clone()).collect();
@@ -292,19 +357,35 @@ impl Crawler {
                 )));
             }
         }
-        // Schemas and row counts from Parquet footers, merged file by file.
-        let mut schema: Option<(SchemaRef, String)> = None;
-        let mut rows_of = Vec::with_capacity(files.len());
+        // Schemas and row counts from Parquet footers, merged file by file onto what the
+        // catalog knew; a file it has seen unchanged is not read again.
+        let mut schema: Option<(SchemaRef, String)> = previous
+            .and_then(|p| p.schema().transpose())
+            .transpose()?
+            .map(|s| (s, format!("the catalog's schema of `{name}`")));
+        let mut footers_read = 0;
+        let mut file_rows = BTreeMap::new();
         for f in &files {
+            let rel = self.location.relative(&f.meta.location);
+            let mark = FileMark {
+                size: f.meta.size,
+                last_modified: f.meta.last_modified,
+                e_tag: f.meta.e_tag.clone(),
+            };
+            if let Some(known) = previous.and_then(|p| p.files.get(&rel)).filter(|k| k.mark == mark) {
+                file_rows.insert(rel, (mark, known.rows));
+                continue;
+            }
             if f.format != TableFormat::Parquet {
-                rows_of.push(None);
+                file_rows.insert(rel, (mark, None));
                 continue;
             }
             let reader = ObjectReader::new(self.location.store().clone(), f.meta.clone());
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(|e| conflict(format!("{}: {e}", f.meta.location)))?;
-            rows_of.push(Some(builder.metadata().file_metadata().num_rows() as u64));
+            footers_read += 1;
+            file_rows.insert(rel, (mark, Some(builder.metadata().file_metadata().num_rows() as u64)));
             let file_schema = builder.schema().clone();
             schema = Some(match schema {
                 None => (file_schema, f.meta.location.to_string()),
@@ -316,7 +397,9 @@ impl Crawler {
         }
         // Partitions, with every key's values typed alike.
         let mut parts: BTreeMap<Vec<String>, CrawledPartition> = BTreeMap::new();
-        for (f, rows) in files.iter().zip(rows_of) {
+        for f in &files {
+            let rel = self.location.relative(&f.meta.location);
+            let rows = file_rows.get(&rel).and_then(|(_, r)| *r);
             let raw: Vec<String> = f.partition.iter().map(|(_, v)| v.clone()).collect();
             let path = std::iter::once(name.clone())
                 .chain(f.partition.iter().map(|(k, v)| format!("{k}={v}")))
@@ -344,14 +427,34 @@ impl Crawler {
             })
             .collect();
         partitions.sort_by(|a, b| a.values.cmp(&b.values));
-        Ok(CrawledTable {
-            name,
-            format: first.format,
-            schema: schema.map(|(s, _)| s),
-            partition_keys: keys.into_iter().zip(types).collect(),
-            partitions,
+        Ok(Scanned {
+            table: CrawledTable {
+                name,
+                format: first.format,
+                schema: schema.map(|(s, _)| s),
+                partition_keys: keys.into_iter().zip(types).collect(),
+                partitions,
+            },
+            files: file_rows,
+            footers_read,
         })
     }
+}
+
+/// One table as a crawl saw it, with each file's bookmark and rows.
+pub(crate) struct Scanned {
+    pub(crate) table: CrawledTable,
+    pub(crate) files: BTreeMap<String, (FileMark, Option<u64>)>,
+    pub(crate) footers_read: u64,
+}
+
+/// What [`Crawler::crawl_into`] did.
+#[derive(Debug, Default)]
+pub struct CrawlSummary {
+    /// Every table the catalog holds after the crawl.
+    pub tables: Vec<crate::catalog::CatalogTable>,
+    /// Parquet footers read (0 when nothing changed).
+    pub footers_read: u64,
 }
 
 const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";

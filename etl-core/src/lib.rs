@@ -53,6 +53,7 @@
 //! # });
 //! ```
 
+pub mod catalog;
 pub mod crawler;
 pub mod cursor;
 mod error;

@@ -155,3 +155,74 @@ async fn crawl_a_lake_and_read_it_back_through_duckdb() {
         "{err}"
     );
 }
+
+/// The catalog: versions as the schema changes, incremental crawls that read only new files
+/// (none when nothing changed), deleted files noticed, two crawls at once, partition pruning.
+#[tokio::test]
+async fn incremental_crawls_keep_the_catalog() {
+    use etl_core::catalog::Catalog;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Location::local(dir.path()).unwrap();
+    let lake = LakeSink::new(root.clone());
+    let catalog = Catalog::new(root.clone());
+    let crawler = Crawler::new(root.clone());
+    load(&lake, orders(&[1, 2, 3], &[20292, 20293, 20293], false)).await;
+    let first = crawler.crawl_into(&catalog).await.unwrap();
+    assert_eq!((first.tables.len(), first.footers_read), (1, 2));
+    let t = &first.tables[0];
+    assert_eq!((t.generation, t.versions.len(), t.rows()), (1, 1, Some(3)));
+    assert_eq!(t.versions[0].changes, ["first seen"]);
+
+    // Nothing changed: one listing, no footer read, no new document.
+    let again = crawler.crawl_into(&catalog).await.unwrap();
+    assert_eq!((again.footers_read, again.tables[0].generation), (0, 1));
+
+    // A run adds a column: only the new file is read; a second schema version says what changed.
+    load(&lake, orders(&[4], &[20293], true)).await;
+    let second = crawler.crawl_into(&catalog).await.unwrap();
+    let t = &second.tables[0];
+    assert_eq!((second.footers_read, t.generation, t.rows()), (1, 2, Some(4)));
+    assert_eq!(t.versions.len(), 2);
+    assert_eq!(t.versions[1].changes, ["added `note` Utf8"]);
+    assert_eq!(catalog.get("orders").await.unwrap().as_ref(), Some(t));
+    assert_eq!(catalog.list().await.unwrap(), ["orders"]);
+    // Partition pruning on typed values.
+    let day24 = t.partitions_where(|v| v.get(2) == Some(&PartitionValue::Int(24)));
+    assert_eq!(
+        day24.iter().map(|p| (p.files, p.rows)).collect::<Vec<_>>(),
+        [(2, Some(3))]
+    );
+    // The DDL from the catalog is the crawl's.
+    assert_eq!(
+        t.crawled().unwrap().athena_ddl("s3://b/l").unwrap(),
+        Crawler::new(root.clone()).crawl().await.unwrap()[0]
+            .athena_ddl("s3://b/l")
+            .unwrap()
+    );
+
+    // A deleted file leaves its partition (and the counts).
+    let day23 = dir.path().join("orders/year=2025/month=7/day=23");
+    std::fs::remove_dir_all(&day23).unwrap();
+    let third = crawler.crawl_into(&catalog).await.unwrap();
+    let t = &third.tables[0];
+    assert_eq!(
+        (third.footers_read, t.partitions.len(), t.rows(), t.files.len()),
+        (0, 1, Some(3), 2)
+    );
+
+    // Two crawls at once over a change: both succeed, the catalog says what one crawl says.
+    load(&lake, orders(&[5], &[20294], false)).await;
+    let (a, b) = tokio::join!(crawler.crawl_into(&catalog), crawler.crawl_into(&catalog));
+    a.unwrap();
+    b.unwrap();
+    let t = catalog.get("orders").await.unwrap().unwrap();
+    assert_eq!(
+        (t.partitions.len(), t.rows(), t.files.len(), t.versions.len()),
+        (2, Some(4), 3, 2)
+    );
+
+    // A table whose files are all gone leaves the catalog.
+    std::fs::remove_dir_all(dir.path().join("orders")).unwrap();
+    let gone = crawler.crawl_into(&catalog).await.unwrap();
+    assert!(gone.tables.is_empty() && catalog.list().await.unwrap().is_empty());
+}

@@ -1,0 +1,362 @@
+//! The catalog of a lake, kept in the lake itself: one JSON document per table and
+//! generation under `_etl/catalog/<table>/`, written by [`crate::crawler::Crawler::crawl_into`].
+//!
+//! A document holds the table's format, current schema, schema versions (with what changed),
+//! partitions (values, files, rows, bytes) and a bookmark of every file crawled, so the next
+//! crawl reads only new or changed files. Generation `g + 1` is created only if it does not
+//! exist yet (`PutMode::Create`), so two crawls at once cannot overwrite each other: the
+//! second finds the first's document and crawls that table again.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use etl_core::{Location, catalog::Catalog, crawler::Crawler};
+//! let lake = Location::memory();
+//! let crawl = Crawler::new(lake.clone()).crawl_into(&Catalog::new(lake.clone())).await.unwrap();
+//! assert_eq!((crawl.tables.len(), crawl.footers_read), (0, 0));
+//! assert!(Catalog::new(lake).list().await.unwrap().is_empty());
+//! # });
+//! ```
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{DateTime, Utc};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::crawler::{CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::watermark::FileMark;
+
+const DIR: &str = "_etl/catalog";
+
+/// A column as the catalog records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogColumn {
+    /// The name.
+    pub name: String,
+    /// The Arrow type, as Arrow prints it (`Int64`, `Timestamp(µs)`).
+    pub data_type: String,
+    /// Whether it may be NULL.
+    pub nullable: bool,
+}
+
+/// One version of a table's schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    /// 1 for the first schema seen, +1 for each change.
+    pub version: u32,
+    /// The columns of this version.
+    pub columns: Vec<CatalogColumn>,
+    /// What changed from the version before (`added `note` Utf8`, `widened `qty` Int32 →
+    /// Int64`).
+    pub changes: Vec<String>,
+    /// When the crawl that saw it ran.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A partition as the catalog records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogPartition {
+    /// Typed values, one per partition key.
+    pub values: Vec<PartitionValue>,
+    /// Its folder relative to the lake.
+    pub path: String,
+    /// Data files.
+    pub files: u64,
+    /// Rows, when the format records them.
+    pub rows: Option<u64>,
+    /// Bytes of data files.
+    pub bytes: u64,
+}
+
+/// A crawled file: its bookmark and rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogFile {
+    /// Size, last-modified and e-tag when crawled.
+    #[serde(flatten)]
+    pub mark: FileMark,
+    /// Rows (Parquet).
+    pub rows: Option<u64>,
+}
+
+/// One table's catalog document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatalogTable {
+    /// The table (its folder relative to the lake).
+    pub name: String,
+    /// 1 for the first document, +1 for each crawl that changed something.
+    pub generation: u64,
+    /// The format of its files.
+    pub format: TableFormat,
+    /// The current schema (empty for formats whose schema is not read yet).
+    pub columns: Vec<CatalogColumn>,
+    /// Partition keys and their value types.
+    pub partition_keys: Vec<CatalogColumn>,
+    /// Every schema version, oldest first.
+    pub versions: Vec<SchemaVersion>,
+    /// The partitions, sorted by value.
+    pub partitions: Vec<CatalogPartition>,
+    /// Every data file by path relative to the lake.
+    pub files: BTreeMap<String, CatalogFile>,
+    /// When the crawl that wrote this document ran.
+    pub crawled_at: DateTime<Utc>,
+}
+
+fn column(f: &Field) -> CatalogColumn {
+    CatalogColumn {
+        name: f.name().clone(),
+        data_type: f.data_type().to_string(),
+        nullable: f.is_nullable(),
+    }
+}
+
+fn data_type(table: &str, c: &CatalogColumn) -> Result<DataType> {
+    DataType::from_str(&c.data_type).map_err(|e| Error::Metadata {
+        path: format!("{DIR}/{table}"),
+        message: format!("column `{}`: type `{}`: {e}", c.name, c.data_type),
+    })
+}
+
+impl CatalogTable {
+    /// The current schema; `None` when the format's schema is not read yet.
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] when a stored type does not parse.
+    pub fn schema(&self) -> Result<Option<SchemaRef>> {
+        if self.columns.is_empty() {
+            return Ok(None);
+        }
+        let fields = self
+            .columns
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, data_type(&self.name, c)?, c.nullable)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Arc::new(Schema::new(fields))))
+    }
+
+    /// Rows over all partitions, when every file records its count.
+    pub fn rows(&self) -> Option<u64> {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    /// The partitions whose values pass `filter` (partition pruning).
+    pub fn partitions_where(&self, filter: impl Fn(&[PartitionValue]) -> bool) -> Vec<&CatalogPartition> {
+        self.partitions.iter().filter(|p| filter(&p.values)).collect()
+    }
+
+    /// The table as a crawl result, for [`CrawledTable::athena_ddl`].
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] when a stored type does not parse.
+    pub fn crawled(&self) -> Result<CrawledTable> {
+        Ok(CrawledTable {
+            name: self.name.clone(),
+            format: self.format,
+            schema: self.schema()?,
+            partition_keys: self
+                .partition_keys
+                .iter()
+                .map(|c| Ok((c.name.clone(), data_type(&self.name, c)?)))
+                .collect::<Result<Vec<_>>>()?,
+            partitions: self
+                .partitions
+                .iter()
+                .map(|p| CrawledPartition {
+                    values: p.values.clone(),
+                    path: p.path.clone(),
+                    files: p.files,
+                    rows: p.rows,
+                    bytes: p.bytes,
+                })
+                .collect(),
+        })
+    }
+
+    /// The document a crawl leads to from `previous`.
+    pub(crate) fn next(previous: Option<&CatalogTable>, scanned: &Scanned) -> CatalogTable {
+        let t = &scanned.table;
+        let columns: Vec<CatalogColumn> = match &t.schema {
+            Some(s) => s.fields().iter().map(|f| column(f)).collect(),
+            None => previous.map(|p| p.columns.clone()).unwrap_or_default(),
+        };
+        let mut versions = previous.map(|p| p.versions.clone()).unwrap_or_default();
+        let before = versions.last().map(|v| v.columns.clone()).unwrap_or_default();
+        if !columns.is_empty() && columns != before {
+            let mut changes = Vec::new();
+            for c in &columns {
+                match before.iter().find(|b| b.name == c.name) {
+                    None if before.is_empty() => {}
+                    None => changes.push(format!("added `{}` {}", c.name, c.data_type)),
+                    Some(b) if b.data_type != c.data_type => {
+                        changes.push(format!("widened `{}` {} → {}", c.name, b.data_type, c.data_type))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if before.is_empty() {
+                changes.push("first seen".to_string());
+            }
+            versions.push(SchemaVersion {
+                version: versions.len() as u32 + 1,
+                columns: columns.clone(),
+                changes,
+                recorded_at: Utc::now(),
+            });
+        }
+        CatalogTable {
+            name: t.name.clone(),
+            generation: previous.map_or(0, |p| p.generation) + 1,
+            format: t.format,
+            columns,
+            partition_keys: t
+                .partition_keys
+                .iter()
+                .map(|(k, dt)| column(&Field::new(k, dt.clone(), true)))
+                .collect(),
+            versions,
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| CatalogPartition {
+                    values: p.values.clone(),
+                    path: p.path.clone(),
+                    files: p.files,
+                    rows: p.rows,
+                    bytes: p.bytes,
+                })
+                .collect(),
+            files: scanned
+                .files
+                .iter()
+                .map(|(path, (mark, rows))| {
+                    (
+                        path.clone(),
+                        CatalogFile {
+                            mark: mark.clone(),
+                            rows: *rows,
+                        },
+                    )
+                })
+                .collect(),
+            crawled_at: Utc::now(),
+        }
+    }
+
+    /// Whether two documents say the same about the table (generation and crawl time aside).
+    pub(crate) fn same_content(&self, other: &CatalogTable) -> bool {
+        self.format == other.format
+            && self.columns == other.columns
+            && self.partition_keys == other.partition_keys
+            && self.versions == other.versions
+            && self.partitions == other.partitions
+            && self.files == other.files
+    }
+}
+
+/// The catalog of the lake at a location.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    lake: Location,
+}
+
+fn escape(name: &str) -> String {
+    name.replace('%', "%25").replace('/', "%2F")
+}
+
+fn unescape(name: &str) -> String {
+    name.replace("%2F", "/").replace("%25", "%")
+}
+
+impl Catalog {
+    /// The catalog of the lake at `lake` (documents under `_etl/catalog/`).
+    pub fn new(lake: Location) -> Self {
+        Catalog { lake }
+    }
+
+    /// Generations of a table's documents, oldest first.
+    async fn generations(&self, name: &str) -> Result<Vec<(u64, object_store::path::Path)>> {
+        let mut out: Vec<(u64, object_store::path::Path)> = self
+            .lake
+            .list(&format!("{DIR}/{}", escape(name)))
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let g = m.location.filename()?.strip_suffix(".json")?.parse().ok()?;
+                Some((g, m.location))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The tables the catalog holds.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when listing fails.
+    pub async fn list(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .lake
+            .list(DIR)
+            .await?
+            .iter()
+            .filter_map(|m| {
+                let rel = self.lake.relative(&m.location);
+                let dir = rel.strip_prefix(&format!("{DIR}/"))?.split('/').next()?.to_string();
+                Some(unescape(&dir))
+            })
+            .collect();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// A table's current document.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`], or [`Error::Metadata`] when the document does not parse.
+    pub async fn get(&self, name: &str) -> Result<Option<CatalogTable>> {
+        match self.generations(name).await?.pop() {
+            Some((_, path)) => Ok(Some(self.lake.get_json(&path).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `entry` as its table's next generation, unless another crawl stored it first
+    /// ([`Error::ConcurrentRun`]). Keeps the last 10 generations.
+    pub(crate) async fn put(&self, entry: &CatalogTable) -> Result<()> {
+        let dir = format!("{DIR}/{}", escape(&entry.name));
+        let path = self.lake.path(&format!("{dir}/{:020}.json", entry.generation));
+        let body = serde_json::to_vec_pretty(entry).expect("catalog documents serialise");
+        match self
+            .lake
+            .store()
+            .put_opts(&path, PutPayload::from(body), PutOptions::from(PutMode::Create))
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                return Err(Error::ConcurrentRun {
+                    pipeline: "crawler".into(),
+                    table: entry.name.clone(),
+                });
+            }
+            Err(e) => return Err(Error::store(&path, e)),
+        }
+        let gens = self.generations(&entry.name).await?;
+        for (_, old) in gens.iter().take(gens.len().saturating_sub(10)) {
+            let _ = self.lake.store().delete(old).await;
+        }
+        Ok(())
+    }
+
+    /// Forgets a table whose files are all gone.
+    pub(crate) async fn drop_table(&self, name: &str) -> Result<()> {
+        for (_, p) in self.generations(name).await? {
+            self.lake.store().delete(&p).await.map_err(|e| Error::store(&p, e))?;
+        }
+        Ok(())
+    }
+}
