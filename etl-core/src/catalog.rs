@@ -257,6 +257,44 @@ impl CatalogTable {
     }
 }
 
+/// A batch of one file in the scan's schema: its columns cast to the catalog's types, NULLs
+/// for columns the file lacks, constants for the partition keys.
+fn aligned(
+    table: &str,
+    b: &arrow::record_batch::RecordBatch,
+    schema: &SchemaRef,
+    keys: &[String],
+    values: &[PartitionValue],
+) -> Result<arrow::record_batch::RecordBatch> {
+    use arrow::array::{ArrayRef, Date32Array, Int64Array, StringArray, new_null_array};
+    let n = b.num_rows();
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef> {
+            if let Some(i) = keys.iter().position(|k| k == f.name()) {
+                let v = &values[i];
+                let a: ArrayRef = match (v, f.data_type()) {
+                    (PartitionValue::Int(x), DataType::Int64) => Arc::new(Int64Array::from(vec![*x; n])),
+                    (PartitionValue::Date(d), DataType::Date32) => {
+                        let days = (*d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+                        Arc::new(Date32Array::from(vec![days; n]))
+                    }
+                    (PartitionValue::Text(s), _) => Arc::new(StringArray::from(vec![s.as_str(); n])),
+                    _ => new_null_array(f.data_type(), n),
+                };
+                return Ok(a);
+            }
+            match b.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| Error::arrow(table, e)),
+                None => Ok(new_null_array(f.data_type(), n)),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(table, e))
+}
+
 /// The catalog of the lake at a location.
 #[derive(Clone, Debug)]
 pub struct Catalog {
@@ -350,6 +388,114 @@ impl Catalog {
             let _ = self.lake.store().delete(old).await;
         }
         Ok(())
+    }
+
+    /// Reads a table as record batches: only the partitions `filter` keeps (pruning on typed
+    /// values) and only `columns` (all when `None`), partition keys included as columns.
+    /// Every batch has the catalog's current schema (projected): a file written before a
+    /// column was added yields NULLs for it, a narrower type is widened.
+    ///
+    /// # Errors
+    /// [`Error::TableNotFound`] when the catalog lacks the table, [`Error::ColumnNotFound`]
+    /// for an unknown column, [`Error::Config`] for a table whose format is not read yet; the
+    /// stream yields read errors.
+    pub async fn scan(
+        &self,
+        name: &str,
+        filter: impl Fn(&[PartitionValue]) -> bool,
+        columns: Option<&[&str]>,
+    ) -> Result<crate::BatchStream> {
+        use futures::{StreamExt, TryStreamExt};
+        use parquet::arrow::ProjectionMask;
+        use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+        let entry = self.get(name).await?.ok_or_else(|| Error::TableNotFound {
+            table: name.to_string(),
+            source_name: format!("catalog of {}", self.lake.url()),
+        })?;
+        let data = entry.schema()?.ok_or_else(|| {
+            Error::config(format!(
+                "table `{name}`: {:?} tables cannot be scanned yet",
+                entry.format
+            ))
+        })?;
+        let keys: Vec<Field> = entry
+            .partition_keys
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, data_type(name, c)?, true)))
+            .collect::<Result<_>>()?;
+        let all: Vec<Field> = data
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .chain(keys.iter().cloned())
+            .collect();
+        let wanted: Vec<Field> = match columns {
+            None => all,
+            Some(cols) => cols
+                .iter()
+                .map(|c| {
+                    all.iter()
+                        .find(|f| f.name() == c)
+                        .cloned()
+                        .ok_or_else(|| Error::ColumnNotFound {
+                            table: name.to_string(),
+                            column: c.to_string(),
+                        })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let out_schema = Arc::new(Schema::new(wanted));
+        // The files of the kept partitions, with their partition values.
+        let mut files = Vec::new();
+        for p in entry.partitions.iter().filter(|p| filter(&p.values)) {
+            let prefix = format!("{}/", p.path);
+            for path in entry
+                .files
+                .keys()
+                .filter(|f| f.starts_with(&prefix) && !f[prefix.len()..].contains('/'))
+            {
+                files.push((path.clone(), p.values.clone()));
+            }
+        }
+        let (lake, table, key_names) = (
+            self.lake.clone(),
+            name.to_string(),
+            keys.iter().map(|k| k.name().clone()).collect::<Vec<_>>(),
+        );
+        let stream = futures::stream::iter(files)
+            .then(move |(path, values)| {
+                let (lake, table, out_schema, key_names) =
+                    (lake.clone(), table.clone(), out_schema.clone(), key_names.clone());
+                async move {
+                    let p = lake.path(&path);
+                    let meta = lake.store().head(&p).await.map_err(|e| Error::store(&p, e))?;
+                    let reader = crate::parquet_io::ObjectReader::new(lake.store().clone(), meta);
+                    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                        .await
+                        .map_err(|e| Error::config(format!("table `{table}`, file `{path}`: {e}")))?;
+                    let file_schema = builder.schema().clone();
+                    let roots: Vec<usize> = out_schema
+                        .fields()
+                        .iter()
+                        .filter_map(|f| file_schema.index_of(f.name()).ok())
+                        .collect();
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                    let batches = builder
+                        .with_projection(mask)
+                        .build()
+                        .map_err(|e| Error::config(format!("table `{table}`, file `{path}`: {e}")))?;
+                    let align = move |b: arrow::record_batch::RecordBatch| {
+                        aligned(&table, &b, &out_schema, &key_names, &values)
+                    };
+                    Ok::<_, Error>(batches.map(move |r| {
+                        r.map_err(|e| Error::config(format!("reading a file of the table: {e}")))
+                            .and_then(&align)
+                    }))
+                }
+            })
+            .try_flatten();
+        Ok(Box::pin(stream))
     }
 
     /// Forgets a table whose files are all gone.

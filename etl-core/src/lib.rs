@@ -78,7 +78,7 @@ pub use error::{Error, Result};
 pub use location::Location;
 pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
-pub use report::{RunReport, TableReport, TableStatus, WatermarkSummary};
+pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use sink::{Checkpoint, CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, Partitioning, SourceRef, TableSpec};

@@ -35,8 +35,9 @@ use tracing::Instrument;
 
 use crate::cursor;
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::mode::{LoadMode, ModeOverrides};
-use crate::report::{RunReport, TableReport, TableStatus, WatermarkSummary};
+use crate::report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
 use crate::sink::{Checkpoint, Sink, TableWriter, WriteRequest};
 use crate::source::{BatchStream, ExtractStats, ReadRequest, Source};
 use crate::spec::{SourceRef, TableSpec};
@@ -53,6 +54,7 @@ pub struct PipelineBuilder {
     tables: Vec<TableSpec>,
     batch_size: usize,
     concurrency: usize,
+    crawl_after: Option<Location>,
 }
 
 impl PipelineBuilder {
@@ -101,6 +103,14 @@ impl PipelineBuilder {
     /// Rows per batch asked of the source (default 65 536).
     pub fn batch_size(mut self, rows: usize) -> Self {
         self.batch_size = rows.max(1);
+        self
+    }
+
+    /// After a run that committed any table, crawls the lake at `lake` into its catalog
+    /// (`_etl/catalog/`), as a Glue crawler after a job: only new files are read. A failed
+    /// crawl is logged and reported, never a failed run (the data is committed).
+    pub fn crawl_after_run(mut self, lake: Location) -> Self {
+        self.crawl_after = Some(lake);
         self
     }
 
@@ -153,6 +163,7 @@ impl PipelineBuilder {
             tables: self.tables,
             batch_size: self.batch_size,
             concurrency: self.concurrency,
+            crawl_after: self.crawl_after,
         })
     }
 }
@@ -245,6 +256,7 @@ pub struct Pipeline {
     tables: Vec<TableSpec>,
     batch_size: usize,
     concurrency: usize,
+    crawl_after: Option<Location>,
 }
 
 fn failpoint(name: &str) {
@@ -291,6 +303,7 @@ impl Pipeline {
             tables: Vec::new(),
             batch_size: 65_536,
             concurrency: 1,
+            crawl_after: None,
         }
     }
 
@@ -367,12 +380,37 @@ impl Pipeline {
             .buffered(self.concurrency)
             .collect()
             .await;
+        let committed = tables.iter().any(|t| t.status == TableStatus::Committed);
+        let crawl = match &self.crawl_after {
+            Some(lake) if committed => {
+                let catalog = crate::catalog::Catalog::new(lake.clone());
+                Some(
+                    match crate::crawler::Crawler::new(lake.clone()).crawl_into(&catalog).await {
+                        Ok(c) => CrawlOutcome {
+                            tables: c.tables.len(),
+                            footers_read: c.footers_read,
+                            error: None,
+                        },
+                        Err(e) => {
+                            tracing::warn!(parent: &span, error = %e, "the crawl after the run failed");
+                            CrawlOutcome {
+                                tables: 0,
+                                footers_read: 0,
+                                error: Some(e.to_string()),
+                            }
+                        }
+                    },
+                )
+            }
+            _ => None,
+        };
         let report = RunReport {
             pipeline: self.name.clone(),
             run_id,
             started_at,
             finished_at: Utc::now(),
             tables,
+            crawl,
         };
         let status = if report.is_success() { "success" } else { "failed" };
         metrics::counter!("etl_runs_total", "pipeline" => self.name.clone(), "status" => status).increment(1);

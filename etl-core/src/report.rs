@@ -151,6 +151,20 @@ pub struct RunReport {
     pub finished_at: DateTime<Utc>,
     /// Every table, in spec order.
     pub tables: Vec<TableReport>,
+    /// The crawl after the run ([`crate::PipelineBuilder::crawl_after_run`]), when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawl: Option<CrawlOutcome>,
+}
+
+/// What the crawl after a run did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CrawlOutcome {
+    /// Tables the catalog holds after it.
+    pub tables: usize,
+    /// Parquet footers it read (only new files').
+    pub footers_read: u64,
+    /// Why it failed, if it did (the run's data is committed either way).
+    pub error: Option<String>,
 }
 
 impl RunReport {

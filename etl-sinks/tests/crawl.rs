@@ -192,6 +192,32 @@ async fn incremental_crawls_keep_the_catalog() {
         day24.iter().map(|p| (p.files, p.rows)).collect::<Vec<_>>(),
         [(2, Some(3))]
     );
+    // A scan reads only the kept partitions and columns, in the catalog's schema: the file
+    // written before `note` existed yields NULLs for it; partition keys come as columns.
+    let scanned: Vec<RecordBatch> = futures::TryStreamExt::try_collect(
+        catalog
+            .scan(
+                "orders",
+                |v| v.get(2) == Some(&PartitionValue::Int(24)),
+                Some(&["order_id", "note", "day"]),
+            )
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        etl_core::conformance::render_sorted(&scanned, &[]),
+        "+----------+------+-----+\n\
+         | order_id | note | day |\n\
+         +----------+------+-----+\n\
+         | 2        |      | 24  |\n\
+         | 3        |      | 24  |\n\
+         | 4        | gift | 24  |\n\
+         +----------+------+-----+"
+    );
+    let err = catalog.scan("orders", |_| true, Some(&["nope"])).await.err().unwrap();
+    assert!(matches!(err, Error::ColumnNotFound { .. }), "{err}");
     // The DDL from the catalog is the crawl's.
     assert_eq!(
         t.crawled().unwrap().athena_ddl("s3://b/l").unwrap(),
@@ -225,4 +251,44 @@ async fn incremental_crawls_keep_the_catalog() {
     std::fs::remove_dir_all(dir.path().join("orders")).unwrap();
     let gone = crawler.crawl_into(&catalog).await.unwrap();
     assert!(gone.tables.is_empty() && catalog.list().await.unwrap().is_empty());
+}
+
+/// The Glue flow: the job, then the crawler, then the catalog updated.
+#[tokio::test]
+async fn a_pipeline_crawls_what_it_wrote() {
+    use etl_core::catalog::Catalog;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Location::local(dir.path()).unwrap();
+    let source = Arc::new(MemorySource::new());
+    source
+        .append("orders", orders(&[1, 2], &[20292, 20293], false))
+        .unwrap();
+    let p = Pipeline::builder("glue")
+        .source_arc(source.clone())
+        .sink(LakeSink::new(root.clone()))
+        .watermarks(ObjectStoreWatermarkStore::new(root.child("_etl/watermarks")))
+        .table(
+            TableSpec::new("orders")
+                .mode(LoadMode::Incremental)
+                .cursor(["order_id"])
+                .partition_by(Partitioning::ByDate("order_date".into())),
+        )
+        .crawl_after_run(root.clone())
+        .build()
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let crawl = r.crawl.clone().unwrap();
+    assert_eq!((crawl.tables, crawl.footers_read, crawl.error), (1, 2, None));
+    assert_eq!(
+        Catalog::new(root.clone()).get("orders").await.unwrap().unwrap().rows(),
+        Some(2)
+    );
+    // Nothing new: nothing committed, no crawl.
+    let r = p.run().await.unwrap();
+    assert_eq!(r.crawl, None);
+    // New rows: the crawl reads only the new file.
+    source.append("orders", orders(&[3], &[20294], false)).unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.crawl.unwrap().footers_read, 1);
+    assert_eq!(Catalog::new(root).get("orders").await.unwrap().unwrap().rows(), Some(3));
 }
