@@ -4,23 +4,67 @@
 //!
 //! ```text
 //! cargo run --example quickstart -- ./lake
-//! cargo run --example crawl_lake -- ./lake [s3://bucket/lake]
+//! cargo run --example crawl_lake -- ./lake [s3://bucket/lake] [--demo]
 //! ```
+//!
+//! `--demo` first lands a small `demo_events` Parquet table in the lake; run it twice and the
+//! second run lands a file with one more column, so the crawl shows schema version 2 and
+//! reads only that new file's footer.
 //!
 //! The second argument is the lake's location as other engines see it (for `LOCATION` in
 //! the DDL; default: the folder's `file://` URL). The crawl is stored in the lake's catalog
 //! (`_etl/catalog/`): a second run reads only new files, and a changed schema shows as a new
 //! version.
 
+use std::sync::Arc;
+
 use etl::Location;
 use etl::catalog::Catalog;
 use etl::crawler::Crawler;
+use etl::deps::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use etl::deps::parquet::arrow::ArrowWriter;
+
+/// Lands `demo_events/dt=2025-07-24/part-1.parquet` (id, name), or on the next call
+/// `part-2.parquet` with a `score` column too.
+fn land_demo(lake: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(lake).join("demo_events/dt=2025-07-24");
+    std::fs::create_dir_all(&dir)?;
+    let first = dir.join("part-1.parquet");
+    let (path, batch) = if !first.exists() {
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from(vec![1, 2]))),
+            ("name", Arc::new(StringArray::from(vec!["ada", "alan"]))),
+        ];
+        (first, RecordBatch::try_from_iter(cols)?)
+    } else {
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from(vec![3]))),
+            ("name", Arc::new(StringArray::from(vec!["grace"]))),
+            ("score", Arc::new(Float64Array::from(vec![9.5]))),
+        ];
+        (dir.join("part-2.parquet"), RecordBatch::try_from_iter(cols)?)
+    };
+    if !path.exists() {
+        let mut w = ArrowWriter::try_new(std::fs::File::create(&path)?, batch.schema(), None)?;
+        w.write(&batch)?;
+        w.close()?;
+        eprintln!("landed {}", path.display());
+    }
+    Ok(())
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "./lake".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let dir = positional.first().map_or("./lake".to_string(), |d| d.to_string());
+    if args.iter().any(|a| a == "--demo") {
+        land_demo(&dir)?;
+    }
     let root = Location::local(&dir)?;
-    let url = std::env::args().nth(2).unwrap_or_else(|| root.url().to_string());
+    let url = positional
+        .get(1)
+        .map_or_else(|| root.url().to_string(), |u| u.to_string());
     let crawl = Crawler::new(root.clone()).crawl_into(&Catalog::new(root)).await?;
     println!(
         "-- {} tables, {} Parquet footers read",

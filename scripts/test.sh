@@ -30,3 +30,13 @@ got=$(psql "$ETL_TEST_PG" -tAc "SELECT count(*) || ',' || count(DISTINCT custome
   (SELECT email FROM etl_demo.customers WHERE customer_id = 15) FROM etl_demo.customers")
 [ "$got" = "15,15,leslie@example.com" ] || { echo "s3_csv_to_redshift: got $got" >&2; exit 1; }
 echo "s3_csv_to_redshift OK: $got"
+
+# The crawl example on the quickstart's lake: a second --demo run lands a file with a new
+# column; the crawl reads only its footer and shows schema version 2; every DDL line ends a
+# statement with `;`.
+cargo run --quiet --example crawl_lake -- "$lake" --demo >/dev/null
+out=$(cargo run --quiet --example crawl_lake -- "$lake" --demo)
+echo "$out" | grep -q '^-- 3 tables, 1 Parquet footers read$' || { echo "crawl_lake: $out" >&2; exit 1; }
+echo "$out" | grep -q 'schema version 2: added `score` Float64' || { echo "crawl_lake: $out" >&2; exit 1; }
+[ "$(echo "$out" | grep -c '^CREATE EXTERNAL TABLE')" = 3 ] || { echo "crawl_lake: $out" >&2; exit 1; }
+echo "crawl_lake OK"
