@@ -323,43 +323,8 @@ async fn parallel_key_ranges_read_every_row_once() {
          INSERT INTO big SELECT seq, repeat('x', 100) FROM seq_1_to_5000;",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
-    let r = Pipeline::builder("par")
-        .source(db.source().with_parallelism(3).with_min_parallel_bytes(0))
-        .sink(lake.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-        .table(TableSpec::new("big").from_table("big"))
-        .batch_size(700)
-        .build()
-        .unwrap()
-        .run()
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
-    let t = r.table("big").unwrap();
-    assert_eq!(
-        (t.chunks, t.source_count, t.written_count, t.difference),
-        (3, Some(5000), 5000, Some(0))
-    );
-    let mut ids: Vec<i64> = lake
-        .read_table("big")
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
+    crate::chunked::parallel_read_every_row_once(db.source().with_parallelism(3).with_min_parallel_bytes(0), "big")
+        .await;
 }
 
 #[tokio::test]

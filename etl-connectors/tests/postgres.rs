@@ -1,8 +1,6 @@
 //! The Postgres source against the real server named by `ETL_TEST_PG`
 //! (`scripts/services.sh` starts one and prints it).
 
-use std::sync::Arc;
-
 use etl_connectors::postgres::PostgresSource;
 use etl_core::conformance::{self, render_sorted, unique};
 use etl_core::{
@@ -287,7 +285,6 @@ async fn incremental_join_into_a_lake() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
-    let _ = Arc::new(());
 }
 
 #[tokio::test]
@@ -298,43 +295,11 @@ async fn parallel_chunks_read_every_row_once() {
          INSERT INTO $S.big SELECT i, repeat('x', 100) FROM generate_series(1, 5000) i;",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
-    let r = Pipeline::builder("par")
-        .source(db.source().with_parallelism(3).with_min_parallel_pages(1))
-        .sink(lake.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-        .table(TableSpec::new("big").from_table(db.table("big")))
-        .batch_size(700)
-        .build()
-        .unwrap()
-        .run()
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
-    let t = r.table("big").unwrap();
-    assert_eq!(
-        (t.chunks, t.source_count, t.written_count, t.difference),
-        (3, Some(5000), 5000, Some(0))
-    );
-    let mut ids: Vec<i64> = lake
-        .read_table("big")
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
+    crate::chunked::parallel_read_every_row_once(
+        db.source().with_parallelism(3).with_min_parallel_pages(1),
+        &db.table("big"),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -58,21 +58,6 @@ pub struct SchemaVersion {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// A partition as the catalog records it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CatalogPartition {
-    /// Typed values, one per partition key.
-    pub values: Vec<PartitionValue>,
-    /// Its folder relative to the lake.
-    pub path: String,
-    /// Data files.
-    pub files: u64,
-    /// Rows, when the format records them.
-    pub rows: Option<u64>,
-    /// Bytes of data files.
-    pub bytes: u64,
-}
-
 /// A crawled file: its bookmark and rows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogFile {
@@ -99,7 +84,7 @@ pub struct CatalogTable {
     /// Every schema version, oldest first.
     pub versions: Vec<SchemaVersion>,
     /// The partitions, sorted by value.
-    pub partitions: Vec<CatalogPartition>,
+    pub partitions: Vec<CrawledPartition>,
     /// Every data file by path relative to the lake.
     pub files: BTreeMap<String, CatalogFile>,
     /// When the crawl that wrote this document ran.
@@ -144,7 +129,7 @@ impl CatalogTable {
     }
 
     /// The partitions whose values pass `filter` (partition pruning).
-    pub fn partitions_where(&self, filter: impl Fn(&[PartitionValue]) -> bool) -> Vec<&CatalogPartition> {
+    pub fn partitions_where(&self, filter: impl Fn(&[PartitionValue]) -> bool) -> Vec<&CrawledPartition> {
         self.partitions.iter().filter(|p| filter(&p.values)).collect()
     }
 
@@ -162,17 +147,7 @@ impl CatalogTable {
                 .iter()
                 .map(|c| Ok((c.name.clone(), data_type(&self.name, c)?)))
                 .collect::<Result<Vec<_>>>()?,
-            partitions: self
-                .partitions
-                .iter()
-                .map(|p| CrawledPartition {
-                    values: p.values.clone(),
-                    path: p.path.clone(),
-                    files: p.files,
-                    rows: p.rows,
-                    bytes: p.bytes,
-                })
-                .collect(),
+            partitions: self.partitions.clone(),
         })
     }
 
@@ -218,17 +193,7 @@ impl CatalogTable {
                 .map(|(k, dt)| column(&Field::new(k, dt.clone(), true)))
                 .collect(),
             versions,
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| CatalogPartition {
-                    values: p.values.clone(),
-                    path: p.path.clone(),
-                    files: p.files,
-                    rows: p.rows,
-                    bytes: p.bytes,
-                })
-                .collect(),
+            partitions: t.partitions.clone(),
             files: scanned
                 .files
                 .iter()
@@ -450,12 +415,20 @@ impl Catalog {
         let mut files = Vec::new();
         for p in entry.partitions.iter().filter(|p| filter(&p.values)) {
             let prefix = format!("{}/", p.path);
-            for path in entry
+            for (path, f) in entry
                 .files
-                .keys()
-                .filter(|f| f.starts_with(&prefix) && !f[prefix.len()..].contains('/'))
+                .iter()
+                .filter(|(f, _)| f.starts_with(&prefix) && !f[prefix.len()..].contains('/'))
             {
-                files.push((path.clone(), p.values.clone()));
+                // The catalog knows each file's size: no HEAD request before its footer.
+                let meta = object_store::ObjectMeta {
+                    location: self.lake.path(path),
+                    last_modified: f.mark.last_modified,
+                    size: f.mark.size,
+                    e_tag: f.mark.e_tag.clone(),
+                    version: None,
+                };
+                files.push((path.clone(), meta, p.values.clone()));
             }
         }
         let (lake, table, key_names) = (
@@ -464,12 +437,10 @@ impl Catalog {
             keys.iter().map(|k| k.name().clone()).collect::<Vec<_>>(),
         );
         let stream = futures::stream::iter(files)
-            .then(move |(path, values)| {
+            .then(move |(path, meta, values)| {
                 let (lake, table, out_schema, key_names) =
                     (lake.clone(), table.clone(), out_schema.clone(), key_names.clone());
                 async move {
-                    let p = lake.path(&path);
-                    let meta = lake.store().head(&p).await.map_err(|e| Error::store(&p, e))?;
                     let reader = crate::parquet_io::ObjectReader::new(lake.store().clone(), meta);
                     let builder = ParquetRecordBatchStreamBuilder::new(reader)
                         .await

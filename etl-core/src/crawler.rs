@@ -78,8 +78,8 @@ impl fmt::Display for PartitionValue {
 }
 
 /// One partition of a table: its values (in the order of the table's partition keys), where it
-/// is, and what it holds.
-#[derive(Clone, Debug, PartialEq)]
+/// is, and what it holds. The catalog stores it as is.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CrawledPartition {
     /// The values, one per partition key.
     pub values: Vec<PartitionValue>,

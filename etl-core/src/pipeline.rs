@@ -464,17 +464,8 @@ impl Pipeline {
             return Ok((wm, Some(cp.run_id)));
         }
         tracing::warn!(run = %cp.run_id, "completing a run that committed its target but not its watermark");
-        let next = Watermark {
-            pipeline: self.name.clone(),
-            table: spec.name.clone(),
-            generation: wm.as_ref().map_or(0, |w| w.generation) + 1,
-            run_id: cp.run_id.clone(),
-            committed_at: cp.committed_at,
-            mode: Some(cp.mode),
-            window_low: cp.window_low.clone(),
-            position: cp.position.clone(),
-            rows: cp.rows,
-        };
+        let generation = wm.as_ref().map_or(0, |w| w.generation) + 1;
+        let next = Watermark::from_checkpoint(&self.name, &spec.name, generation, &cp);
         self.commit_watermark(wm.as_ref(), &next).await?;
         report.recovered = true;
         Ok((Some(next), Some(cp.run_id)))

@@ -143,6 +143,40 @@ pub struct Watermark {
     pub rows: u64,
 }
 
+impl Watermark {
+    /// The watermark of the run a sink's checkpoint records, as generation `generation`.
+    pub fn from_checkpoint(pipeline: &str, table: &str, generation: u64, cp: &crate::sink::Checkpoint) -> Self {
+        Watermark {
+            pipeline: pipeline.to_string(),
+            table: table.to_string(),
+            generation,
+            run_id: cp.run_id.clone(),
+            committed_at: cp.committed_at,
+            mode: Some(cp.mode),
+            window_low: cp.window_low.clone(),
+            position: cp.position.clone(),
+            rows: cp.rows,
+        }
+    }
+
+    /// Checks that `next` is the generation after `expected` (a store's compare-and-swap
+    /// precondition).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming both generations.
+    pub fn check_follows(expected: Option<&Watermark>, next: &Watermark) -> Result<()> {
+        let base = expected.map_or(0, |w| w.generation);
+        if next.generation == base + 1 {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "watermark of `{}`: generation {} cannot follow generation {base}",
+                next.table, next.generation
+            )))
+        }
+    }
+}
+
 /// Keeps watermarks.
 ///
 /// # Contract
@@ -283,13 +317,7 @@ impl WatermarkStore for ObjectStoreWatermarkStore {
     }
 
     async fn commit(&self, expected: Option<&Watermark>, next: &Watermark) -> Result<()> {
-        let base = expected.map_or(0, |w| w.generation);
-        if next.generation != base + 1 {
-            return Err(Error::config(format!(
-                "watermark of `{}`: generation {} cannot follow generation {base}",
-                next.table, next.generation
-            )));
-        }
+        Watermark::check_follows(expected, next)?;
         let dir = self.dir(&next.pipeline, &next.table);
         let path = self.location.path(&format!("{dir}/{:020}.json", next.generation));
         let body = serde_json::to_vec_pretty(next).expect("watermarks serialise");

@@ -228,7 +228,12 @@ impl MySqlSource {
     async fn connect(&self, table: &str) -> Result<Conn> {
         // The driver's rustls asks for a process-wide crypto provider; ring is the one built.
         #[cfg(feature = "tls")]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        {
+            static PROVIDER: std::sync::Once = std::sync::Once::new();
+            PROVIDER.call_once(|| {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            });
+        }
         let opts = OptsBuilder::from_opts(self.opts.clone()).init(vec![
             "SET time_zone = '+00:00'",
             "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",

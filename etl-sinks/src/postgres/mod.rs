@@ -211,7 +211,6 @@ impl Sink for PostgresSink {
             last_checkpoint: req.last_checkpoint.map(str::to_string),
             target: self.qualified(&spec.target),
             aside: self.qualified(&aside),
-            aside_name: aside,
             checkpoints: self.qualified(CHECKPOINTS),
             schema: self.schema.clone(),
             into: Dest::Stage,
@@ -245,7 +244,6 @@ struct PgWriter {
     last_checkpoint: Option<String>,
     target: String,
     aside: String,
-    aside_name: String,
     checkpoints: String,
     schema: String,
     into: Dest,
@@ -751,7 +749,7 @@ impl PgWriter {
             None
         };
         self.client.batch_execute("COMMIT").await.map_err(self.err())?;
-        tracing::debug!(table = %self.spec.name, target = %self.target, aside = %self.aside_name,
+        tracing::debug!(table = %self.spec.name, target = %self.target,
             inserted, updated, deleted, collapsed, "postgres commit");
         Ok(CommitSummary {
             target_rows,

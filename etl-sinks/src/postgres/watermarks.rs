@@ -35,18 +35,12 @@ pub(super) async fn record(client: &Client, schema: &str, pipeline: &str, table:
         .await
         .map_err(err)?
         .get(0);
-    let wm = Watermark {
-        pipeline: pipeline.to_string(),
-        table: table.to_string(),
-        generation: generation as u64,
-        run_id: cp.run_id.clone(),
-        committed_at: cp.committed_at,
-        mode: Some(cp.mode),
-        window_low: cp.window_low.clone(),
-        position: cp.position.clone(),
-        rows: cp.rows,
-    };
-    insert(client, &t, &wm).await
+    insert(
+        client,
+        &t,
+        &Watermark::from_checkpoint(pipeline, table, generation as u64, cp),
+    )
+    .await
 }
 
 async fn insert(client: &Client, t: &str, wm: &Watermark) -> Result<()> {
@@ -134,13 +128,7 @@ impl WatermarkStore for PostgresWatermarkStore {
     }
 
     async fn commit(&self, expected: Option<&Watermark>, next: &Watermark) -> Result<()> {
-        let base = expected.map_or(0, |w| w.generation);
-        if next.generation != base + 1 {
-            return Err(Error::config(format!(
-                "watermark of `{}`: generation {} cannot follow generation {base}",
-                next.table, next.generation
-            )));
-        }
+        Watermark::check_follows(expected, next)?;
         let c = self.client(&next.table).await?;
         insert(&c, &self.table(), next).await
     }
