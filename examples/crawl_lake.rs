@@ -7,9 +7,10 @@
 //! cargo run --example crawl_lake -- ./lake [s3://bucket/lake] [--demo]
 //! ```
 //!
-//! `--demo` first lands a small `demo_events` Parquet table in the lake; run it twice and the
-//! second run lands a file with one more column, so the crawl shows schema version 2 and
-//! reads only that new file's footer.
+//! `--demo` first lands a small `demo_events` Parquet table and a `demo_visits` CSV table
+//! (typed from a sample: integers, decimals, dates, timestamps) in the lake; run it twice and
+//! the second run lands a Parquet file with one more column, so the crawl shows schema
+//! version 2 and reads only that new file's footer.
 //!
 //! The second argument is the lake's location as other engines see it (for `LOCATION` in
 //! the DDL; default: the folder's `file://` URL). The crawl is stored in the lake's catalog
@@ -18,15 +19,24 @@
 
 use std::sync::Arc;
 
-use etl::Location;
 use etl::catalog::Catalog;
 use etl::crawler::Crawler;
 use etl::deps::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use etl::deps::parquet::arrow::ArrowWriter;
+use etl::{CsvOptions, Location};
 
-/// Lands `demo_events/dt=2025-07-24/part-1.parquet` (id, name), or on the next call
-/// `part-2.parquet` with a `score` column too.
+/// Lands `demo_events/dt=2025-07-24/part-1.parquet` (id, name) and
+/// `demo_visits/day=2025-07-24/visits.csv`, or on the next call `part-2.parquet` with a
+/// `score` column too.
 fn land_demo(lake: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let visits = std::path::Path::new(lake).join("demo_visits/day=2025-07-24");
+    if !visits.exists() {
+        std::fs::create_dir_all(&visits)?;
+        std::fs::write(
+            visits.join("visits.csv"),
+            "visit_id,customer_id,spent,visited_at\n1,11,19.90,2025-07-24 09:15:00\n2,12,5.00,2025-07-24 10:40:00\n",
+        )?;
+    }
     let dir = std::path::Path::new(lake).join("demo_events/dt=2025-07-24");
     std::fs::create_dir_all(&dir)?;
     let first = dir.join("part-1.parquet");
@@ -65,11 +75,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = positional
         .get(1)
         .map_or_else(|| root.url().to_string(), |u| u.to_string());
-    let crawl = Crawler::new(root.clone()).crawl_into(&Catalog::new(root)).await?;
+    // Fixed-point CSV columns (`19.90`) as exact decimals.
+    let csv = CsvOptions {
+        decimals: true,
+        ..CsvOptions::default()
+    };
+    let crawl = Crawler::new(root.clone())
+        .with_csv_options(csv)
+        .crawl_into(&Catalog::new(root))
+        .await?;
     println!(
-        "-- {} tables, {} Parquet footers read",
+        "-- {} tables, {} Parquet footers read, {} CSV/JSON files sampled",
         crawl.tables.len(),
-        crawl.footers_read
+        crawl.footers_read,
+        crawl.samples_read
     );
     for entry in &crawl.tables {
         let t = entry.crawled()?;

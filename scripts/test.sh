@@ -36,7 +36,8 @@ echo "s3_csv_to_redshift OK: $got"
 # statement with `;`.
 cargo run --quiet --example crawl_lake -- "$lake" --demo >/dev/null
 out=$(cargo run --quiet --example crawl_lake -- "$lake" --demo)
-echo "$out" | grep -q '^-- 3 tables, 1 Parquet footers read$' || { echo "crawl_lake: $out" >&2; exit 1; }
+echo "$out" | grep -q '^-- 4 tables, 1 Parquet footers read, 0 CSV/JSON files sampled$' || { echo "crawl_lake: $out" >&2; exit 1; }
 echo "$out" | grep -q 'schema version 2: added `score` Float64' || { echo "crawl_lake: $out" >&2; exit 1; }
-[ "$(echo "$out" | grep -c '^CREATE EXTERNAL TABLE')" = 3 ] || { echo "crawl_lake: $out" >&2; exit 1; }
+echo "$out" | grep -q '^--   spent: Decimal128(38, 2)$' || { echo "crawl_lake: $out" >&2; exit 1; }
+[ "$(echo "$out" | grep -c '^CREATE EXTERNAL TABLE')" = 4 ] || { echo "crawl_lake: $out" >&2; exit 1; }
 echo "crawl_lake OK"

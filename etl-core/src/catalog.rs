@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crawler::{CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat};
 use crate::error::{Error, Result};
+use crate::formats::{self, Decoded, TextRead};
 use crate::location::Location;
+use crate::spec::CsvOptions;
 use crate::watermark::FileMark;
 
 const DIR: &str = "_etl/catalog";
@@ -77,7 +79,7 @@ pub struct CatalogTable {
     pub generation: u64,
     /// The format of its files.
     pub format: TableFormat,
-    /// The current schema (empty for formats whose schema is not read yet).
+    /// The current schema (empty while every file of the table is empty).
     pub columns: Vec<CatalogColumn>,
     /// Partition keys and their value types.
     pub partition_keys: Vec<CatalogColumn>,
@@ -107,7 +109,7 @@ fn data_type(table: &str, c: &CatalogColumn) -> Result<DataType> {
 }
 
 impl CatalogTable {
-    /// The current schema; `None` when the format's schema is not read yet.
+    /// The current schema; `None` while every file of the table is empty.
     ///
     /// # Errors
     /// [`Error::Metadata`] when a stored type does not parse.
@@ -250,11 +252,7 @@ fn aligned(
                 };
                 return Ok(a);
             }
-            match b.column_by_name(f.name()) {
-                Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-                Some(c) => arrow::compute::cast(c, f.data_type()).map_err(|e| Error::arrow(table, e)),
-                None => Ok(new_null_array(f.data_type(), n)),
-            }
+            formats::column_as(table, b, f)
         })
         .collect::<Result<Vec<_>>>()?;
     arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(table, e))
@@ -264,6 +262,7 @@ fn aligned(
 #[derive(Clone, Debug)]
 pub struct Catalog {
     lake: Location,
+    csv: CsvOptions,
 }
 
 fn escape(name: &str) -> String {
@@ -277,7 +276,17 @@ fn unescape(name: &str) -> String {
 impl Catalog {
     /// The catalog of the lake at `lake` (documents under `_etl/catalog/`).
     pub fn new(lake: Location) -> Self {
-        Catalog { lake }
+        Catalog {
+            lake,
+            csv: CsvOptions::default(),
+        }
+    }
+
+    /// How [`Catalog::scan`] reads CSV files (default: header, `,`, `"`); give the options
+    /// the crawler was given.
+    pub fn with_csv_options(mut self, options: CsvOptions) -> Self {
+        self.csv = options;
+        self
     }
 
     /// Generations of a table's documents, oldest first.
@@ -362,7 +371,7 @@ impl Catalog {
     ///
     /// # Errors
     /// [`Error::TableNotFound`] when the catalog lacks the table, [`Error::ColumnNotFound`]
-    /// for an unknown column, [`Error::Config`] for a table whose format is not read yet; the
+    /// for an unknown column, [`Error::Config`] for a table with no known schema; the
     /// stream yields read errors.
     pub async fn scan(
         &self,
@@ -380,7 +389,7 @@ impl Catalog {
         })?;
         let data = entry.schema()?.ok_or_else(|| {
             Error::config(format!(
-                "table `{name}`: {:?} tables cannot be scanned yet",
+                "table `{name}`: no schema is known (its {:?} files are empty)",
                 entry.format
             ))
         })?;
@@ -436,11 +445,45 @@ impl Catalog {
             name.to_string(),
             keys.iter().map(|k| k.name().clone()).collect::<Vec<_>>(),
         );
+        let (format, csv) = (entry.format, self.csv.clone());
         let stream = futures::stream::iter(files)
             .then(move |(path, meta, values)| {
-                let (lake, table, out_schema, key_names) =
-                    (lake.clone(), table.clone(), out_schema.clone(), key_names.clone());
+                let (lake, table, out_schema, key_names, data, csv) = (
+                    lake.clone(),
+                    table.clone(),
+                    out_schema.clone(),
+                    key_names.clone(),
+                    data.clone(),
+                    csv.clone(),
+                );
                 async move {
+                    let align = {
+                        let (table, out_schema) = (table.clone(), out_schema.clone());
+                        move |b: arrow::record_batch::RecordBatch| aligned(&table, &b, &out_schema, &key_names, &values)
+                    };
+                    let read = |table: &str| TextRead {
+                        table: table.to_string(),
+                        file: path.clone(),
+                        schema: data.clone(),
+                        batch_size: 8192,
+                        bad_rows: crate::spec::BadRows::Fail,
+                    };
+                    let text = match format {
+                        TableFormat::Parquet => None,
+                        TableFormat::Csv => Some(formats::read_csv(lake.clone(), meta.clone(), csv, read(&table))),
+                        TableFormat::JsonLines => Some(formats::read_json(lake.clone(), meta.clone(), read(&table))),
+                    };
+                    if let Some(text) = text {
+                        // Rows of a text file, decoded into the catalog's data columns.
+                        let rows = text.filter_map(move |item| {
+                            futures::future::ready(match item {
+                                Ok(Decoded::Batch(b)) => Some(align(b)),
+                                Ok(Decoded::Rejects(_)) => None,
+                                Err(e) => Some(Err(e)),
+                            })
+                        });
+                        return Ok::<_, Error>(rows.boxed());
+                    }
                     let reader = crate::parquet_io::ObjectReader::new(lake.store().clone(), meta);
                     let builder = ParquetRecordBatchStreamBuilder::new(reader)
                         .await
@@ -456,13 +499,12 @@ impl Catalog {
                         .with_projection(mask)
                         .build()
                         .map_err(|e| Error::config(format!("table `{table}`, file `{path}`: {e}")))?;
-                    let align = move |b: arrow::record_batch::RecordBatch| {
-                        aligned(&table, &b, &out_schema, &key_names, &values)
-                    };
-                    Ok::<_, Error>(batches.map(move |r| {
-                        r.map_err(|e| Error::config(format!("reading a file of the table: {e}")))
-                            .and_then(&align)
-                    }))
+                    Ok(batches
+                        .map(move |r| {
+                            r.map_err(|e| Error::config(format!("table `{table}`, file `{path}`: {e}")))
+                                .and_then(&align)
+                        })
+                        .boxed())
                 }
             })
             .try_flatten();

@@ -4,7 +4,10 @@
 //! A table is a folder of data files, with optional `key=value` partition folders under it.
 //! Folders and files whose names start with `_` or `.` are hidden (the lake's `_etl/`, Spark's
 //! `_SUCCESS`). Parquet schemas and row counts come from the files' footers; CSV and JSON-lines
-//! tables are classified and listed (their schema inference comes with the catalog).
+//! schemas are inferred from a bounded sample of each file (its first 1 000 rows, see
+//! [`crate::formats`]) and merged across files with [`MergePolicy::Inferred`] (a column seen
+//! as integers in one file and as decimals in another is a decimal); their row counts are
+//! unknown without reading them whole.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -18,14 +21,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use chrono::NaiveDate;
 use object_store::ObjectMeta;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
 use crate::error::{Error, Result};
+use crate::formats::{self, MergePolicy};
 use crate::location::Location;
 use crate::parquet_io::ObjectReader;
+use crate::spec::CsvOptions;
 use crate::sql::Dialect;
 use crate::watermark::FileMark;
 
@@ -100,7 +105,8 @@ pub struct CrawledTable {
     pub name: String,
     /// The format of its files.
     pub format: TableFormat,
-    /// The schema merged over its files (Parquet); `None` for formats not read yet.
+    /// The schema merged over its files: Parquet footers, or inferred from samples of CSV
+    /// and JSON files. `None` only for a table whose every file is empty.
     pub schema: Option<SchemaRef>,
     /// The partition keys and the type of their values (Int64, Date32 or Utf8).
     pub partition_keys: Vec<(String, DataType)>,
@@ -154,10 +160,14 @@ impl CrawledTable {
         }
         let stored = match self.format {
             TableFormat::Parquet => "STORED AS PARQUET".to_string(),
-            TableFormat::Csv => "ROW FORMAT DELIMITED FIELDS TERMINATED BY ',' STORED AS TEXTFILE".to_string(),
+            TableFormat::Csv => "ROW FORMAT DELIMITED FIELDS TERMINATED BY ','\nSTORED AS TEXTFILE".to_string(),
             TableFormat::JsonLines => "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'".to_string(),
         };
-        ddl.push_str(&format!("\n{stored}\nLOCATION '{root}/{}/';", self.name));
+        ddl.push_str(&format!("\n{stored}\nLOCATION '{root}/{}/'", self.name));
+        if self.format == TableFormat::Csv {
+            ddl.push_str("\nTBLPROPERTIES ('skip.header.line.count'='1')");
+        }
+        ddl.push(';');
         let mut out = vec![ddl];
         for p in &self.partitions {
             if p.values.is_empty() {
@@ -209,10 +219,14 @@ fn hive_type(table: &str, f: &Field) -> Result<String> {
     })
 }
 
+/// Rows sampled from each CSV or JSON file to infer its schema.
+pub const SAMPLE_ROWS: usize = 1000;
+
 /// Crawls an object-store prefix.
 #[derive(Clone, Debug)]
 pub struct Crawler {
     location: Location,
+    csv: CsvOptions,
 }
 
 /// A data file, split into its table folder and partition segments.
@@ -237,7 +251,16 @@ impl DataFile {
 impl Crawler {
     /// A crawler of everything under `location`.
     pub fn new(location: Location) -> Self {
-        Crawler { location }
+        Crawler {
+            location,
+            csv: CsvOptions::default(),
+        }
+    }
+
+    /// How CSV files are read (default: header, `,`, `"`, no decimal inference).
+    pub fn with_csv_options(mut self, options: CsvOptions) -> Self {
+        self.csv = options;
+        self
     }
 
     fn classify(&self, meta: ObjectMeta) -> Option<DataFile> {
@@ -278,7 +301,7 @@ impl Crawler {
         Ok(by_table)
     }
 
-    /// Lists the prefix once and reads every Parquet footer.
+    /// Lists the prefix once, reads every Parquet footer and samples every CSV and JSON file.
     ///
     /// # Errors
     /// A listing or footer read that fails; a table whose files disagree on format, partition
@@ -315,6 +338,7 @@ impl Crawler {
                 let files: Vec<DataFile> = files.iter().map(DataFile::clone_meta).collect();
                 let scanned = self.table(name.clone(), files, previous.as_ref()).await?;
                 summary.footers_read += scanned.footers_read;
+                summary.samples_read += scanned.samples_read;
                 let entry = crate::catalog::CatalogTable::next(previous.as_ref(), &scanned);
                 if previous.as_ref().is_some_and(|p| p.same_content(&entry)) {
                     summary.tables.push(previous.expect("checked"));
@@ -357,13 +381,17 @@ impl Crawler {
                 )));
             }
         }
-        // Schemas and row counts from Parquet footers, merged file by file onto what the
-        // catalog knew; a file it has seen unchanged is not read again.
+        // Schemas (and Parquet row counts) from footers or samples, merged file by file onto
+        // what the catalog knew; a file it has seen unchanged is not read again.
         let mut schema: Option<(SchemaRef, String)> = previous
             .and_then(|p| p.schema().transpose())
             .transpose()?
             .map(|s| (s, format!("the catalog's schema of `{name}`")));
-        let mut footers_read = 0;
+        let (mut footers_read, mut samples_read) = (0, 0);
+        let policy = match first.format {
+            TableFormat::Parquet => MergePolicy::Strict,
+            TableFormat::Csv | TableFormat::JsonLines => MergePolicy::Inferred,
+        };
         let mut file_rows = BTreeMap::new();
         for f in &files {
             let rel = self.location.relative(&f.meta.location);
@@ -376,21 +404,36 @@ impl Crawler {
                 file_rows.insert(rel, (mark, known.rows));
                 continue;
             }
-            if f.format != TableFormat::Parquet {
-                file_rows.insert(rel, (mark, None));
-                continue;
+            let (file_schema, rows) = match f.format {
+                TableFormat::Parquet => {
+                    let reader = ObjectReader::new(self.location.store().clone(), f.meta.clone());
+                    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                        .await
+                        .map_err(|e| conflict(format!("{}: {e}", f.meta.location)))?;
+                    footers_read += 1;
+                    let rows = builder.metadata().file_metadata().num_rows() as u64;
+                    (builder.schema().clone(), Some(rows))
+                }
+                TableFormat::Csv => {
+                    samples_read += 1;
+                    let s = formats::infer_csv(&self.location, &f.meta, &rel, &self.csv, SAMPLE_ROWS).await?;
+                    (std::sync::Arc::new(s), None)
+                }
+                TableFormat::JsonLines => {
+                    samples_read += 1;
+                    let s = formats::infer_json(&self.location, &f.meta, &rel, SAMPLE_ROWS).await?;
+                    (std::sync::Arc::new(s), None)
+                }
+            };
+            file_rows.insert(rel, (mark, rows));
+            if file_schema.fields().is_empty() {
+                continue; // an empty text file says nothing about the table
             }
-            let reader = ObjectReader::new(self.location.store().clone(), f.meta.clone());
-            let builder = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|e| conflict(format!("{}: {e}", f.meta.location)))?;
-            footers_read += 1;
-            file_rows.insert(rel, (mark, Some(builder.metadata().file_metadata().num_rows() as u64)));
-            let file_schema = builder.schema().clone();
+            let file = f.meta.location.to_string();
             schema = Some(match schema {
-                None => (file_schema, f.meta.location.to_string()),
+                None => (file_schema, file),
                 Some((merged, from)) => (
-                    merge(&name, &merged, &from, &file_schema, f.meta.location.as_ref())?,
+                    formats::merge_schemas(&name, &merged, &from, &file_schema, &file, policy)?,
                     from,
                 ),
             });
@@ -437,6 +480,7 @@ impl Crawler {
             },
             files: file_rows,
             footers_read,
+            samples_read,
         })
     }
 }
@@ -446,6 +490,7 @@ pub(crate) struct Scanned {
     pub(crate) table: CrawledTable,
     pub(crate) files: BTreeMap<String, (FileMark, Option<u64>)>,
     pub(crate) footers_read: u64,
+    pub(crate) samples_read: u64,
 }
 
 /// What [`Crawler::crawl_into`] did.
@@ -455,6 +500,8 @@ pub struct CrawlSummary {
     pub tables: Vec<crate::catalog::CatalogTable>,
     /// Parquet footers read (0 when nothing changed).
     pub footers_read: u64,
+    /// CSV and JSON files sampled for their schema (0 when nothing changed).
+    pub samples_read: u64,
 }
 
 const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -485,49 +532,6 @@ fn typed(v: &str, t: &DataType) -> PartitionValue {
     }
 }
 
-/// Merges a file's schema into a table's: new columns are added (nullable); a column may
-/// widen (int32 → int64, float32 → float64, date → timestamp); any other change is a
-/// conflict naming both files.
-fn merge(table: &str, merged: &Schema, from: &str, other: &Schema, file: &str) -> Result<SchemaRef> {
-    let mut fields: Vec<Field> = merged.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for f in other.fields() {
-        match fields.iter_mut().find(|m| m.name() == f.name()) {
-            None => fields.push(f.as_ref().clone().with_nullable(true)),
-            Some(m) if m.data_type() == f.data_type() => {}
-            Some(m) => match widen(m.data_type(), f.data_type()) {
-                Some(t) => *m = m.clone().with_data_type(t),
-                None => {
-                    return Err(Error::ColumnTypeConflict {
-                        table: table.to_string(),
-                        column: f.name().clone(),
-                        expected: format!("{} (as in {from})", m.data_type()),
-                        found: format!("{} in {file}", f.data_type()),
-                    });
-                }
-            },
-        }
-    }
-    Ok(std::sync::Arc::new(Schema::new(fields)))
-}
-
-/// The common type of two column types when one safely widens to the other.
-fn widen(a: &DataType, b: &DataType) -> Option<DataType> {
-    use DataType::*;
-    let rank = |t: &DataType| match t {
-        Int8 => Some(1),
-        Int16 => Some(2),
-        Int32 => Some(3),
-        Int64 => Some(4),
-        _ => None,
-    };
-    match (a, b) {
-        _ if rank(a).is_some() && rank(b).is_some() => Some(if rank(a) >= rank(b) { a.clone() } else { b.clone() }),
-        (Float32, Float64) | (Float64, Float32) => Some(Float64),
-        (Date32, t @ Timestamp(_, None)) | (t @ Timestamp(_, None), Date32) => Some(t.clone()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,12 +542,5 @@ mod tests {
         assert_eq!(partition_type(["2025-07-24", HIVE_NULL].into_iter()), DataType::Date32);
         assert_eq!(partition_type(["eu", "7"].into_iter()), DataType::Utf8);
         assert_eq!(typed(HIVE_NULL, &DataType::Int64), PartitionValue::Null);
-    }
-
-    #[test]
-    fn widening_is_safe_only() {
-        assert_eq!(widen(&DataType::Int32, &DataType::Int64), Some(DataType::Int64));
-        assert_eq!(widen(&DataType::Float64, &DataType::Float32), Some(DataType::Float64));
-        assert_eq!(widen(&DataType::Int64, &DataType::Utf8), None);
     }
 }

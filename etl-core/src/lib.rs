@@ -57,6 +57,7 @@ pub mod catalog;
 pub mod crawler;
 pub mod cursor;
 mod error;
+pub mod formats;
 pub mod lake;
 mod location;
 mod mode;

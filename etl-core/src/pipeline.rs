@@ -389,6 +389,7 @@ impl Pipeline {
                         Ok(c) => CrawlOutcome {
                             tables: c.tables.len(),
                             footers_read: c.footers_read,
+                            samples_read: c.samples_read,
                             error: None,
                         },
                         Err(e) => {
@@ -396,6 +397,7 @@ impl Pipeline {
                             CrawlOutcome {
                                 tables: 0,
                                 footers_read: 0,
+                                samples_read: 0,
                                 error: Some(e.to_string()),
                             }
                         }

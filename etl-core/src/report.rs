@@ -163,6 +163,9 @@ pub struct CrawlOutcome {
     pub tables: usize,
     /// Parquet footers it read (only new files').
     pub footers_read: u64,
+    /// CSV and JSON files it sampled for their schema (only new files).
+    #[serde(default)]
+    pub samples_read: u64,
     /// Why it failed, if it did (the run's data is committed either way).
     pub error: Option<String>,
 }

@@ -61,6 +61,9 @@ pub struct CsvOptions {
     pub quote: u8,
     /// Field values read as NULL (default: the empty string and `NULL`).
     pub null_markers: Vec<String>,
+    /// Infer plain-notation numbers with a fraction (`12.50`) as `Decimal128(38, s)`, exact,
+    /// rather than `Float64` (default false, as Glue, Spark and DuckDB infer them).
+    pub decimals: bool,
 }
 
 impl Default for CsvOptions {
@@ -70,6 +73,7 @@ impl Default for CsvOptions {
             delimiter: b',',
             quote: b'"',
             null_markers: vec![String::new(), "NULL".to_string()],
+            decimals: false,
         }
     }
 }

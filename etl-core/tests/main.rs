@@ -1,5 +1,7 @@
 //! Integration tests of etl-core: the watermark stores on every object store.
 
+mod crawl_text;
+
 use std::sync::Arc;
 
 use etl_core::conformance;

@@ -15,23 +15,20 @@
 //! One file is read at a time; CSV and JSON are parsed on a blocking thread that hands over
 //! at most two batches ahead of the consumer. Parquet files are read row group by row group.
 
-mod bridge;
-mod csv;
-mod json;
 mod parquet;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, new_null_array};
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use etl_core::cursor;
+use etl_core::formats::{self, Decoded, MergePolicy, RejectedRow, TextRead};
 use etl_core::{
     BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, Location, Position, ReadRequest, Result, Source,
     SourceRef, TableSpec,
 };
+use etl_core::{BatchStream, cursor};
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
@@ -98,22 +95,12 @@ impl DecodeContext {
     }
 
     /// Writes rejected rows (`file,line,reason,record` CSV) for one input file.
-    async fn write_rejects(&self, file: &str, mut rows: Vec<(u64, String, String)>) -> Result<()> {
+    async fn write_rejects(&self, file: &str, rows: Vec<RejectedRow>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        rows.sort_by_key(|r| r.0);
         ExtractStats::add(&self.stats.rejected_rows, rows.len() as u64);
-        let mut w = ::csv::Writer::from_writer(Vec::new());
-        let io = |e: ::csv::Error| Error::config(format!("rejects file: {e}"));
-        w.write_record(["file", "line", "reason", "record"]).map_err(io)?;
-        for (line, reason, record) in rows {
-            w.write_record([file, &line.to_string(), &reason, &record])
-                .map_err(io)?;
-        }
-        let body = w
-            .into_inner()
-            .map_err(|e| Error::config(format!("rejects file: {e}")))?;
+        let body = RejectedRow::to_csv(file, &rows);
         let name = file.replace('/', "__");
         let path = self
             .rejects
@@ -126,24 +113,6 @@ impl DecodeContext {
             .map_err(|e| Error::store(&path, e))?;
         Ok(())
     }
-}
-
-/// Reshapes a batch to `schema` by column name: casts where types differ, NULLs for
-/// missing columns.
-fn conform(table: &str, batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch);
-    }
-    let cols = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => etl_core::transform::cast_column(table, f.name(), c, f.data_type()),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
-        .collect::<Result<Vec<ArrayRef>>>()?;
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::arrow(table, e))
 }
 
 impl FileSource {
@@ -205,58 +174,44 @@ impl FileSource {
 
     async fn infer(&self, spec: &TableSpec, files: &[FileTask]) -> Result<SchemaRef> {
         let (_, format) = self.files_spec(spec)?;
-        let mut merged: Option<Schema> = None;
+        let mut merged: Option<(SchemaRef, String)> = None;
         for f in files {
             let s = match format {
-                FileFormat::Csv(o) => csv::infer(&self.location, f, o, SAMPLE_ROWS).await?,
-                FileFormat::JsonLines => json::infer(&self.location, f, SAMPLE_ROWS).await?,
+                FileFormat::Csv(o) => formats::infer_csv(&self.location, &f.meta, &f.rel, o, SAMPLE_ROWS).await?,
+                FileFormat::JsonLines => formats::infer_json(&self.location, &f.meta, &f.rel, SAMPLE_ROWS).await?,
                 FileFormat::Parquet => parquet::schema(&self.location, f).await?,
                 _ => {
                     return Err(Error::config(format!("table `{}`: unsupported file format", spec.name)));
                 }
             };
+            let policy = match format {
+                FileFormat::Parquet => MergePolicy::Strict,
+                _ => MergePolicy::Inferred,
+            };
             merged = Some(match merged {
-                None => s,
-                Some(m) => merge_schemas(&spec.name, &f.rel, m, s)?,
+                None => (Arc::new(s), f.rel.clone()),
+                Some((m, from)) => (formats::merge_schemas(&spec.name, &m, &from, &s, &f.rel, policy)?, from),
             });
         }
-        Ok(Arc::new(merged.unwrap_or_else(Schema::empty)))
+        Ok(merged.map_or_else(|| Arc::new(Schema::empty()), |(s, _)| s))
     }
 }
 
-/// Merges two inferred schemas: columns of both, a type widened where the two differ
-/// compatibly (integer → float → text), nullable where either is.
-fn merge_schemas(table: &str, file: &str, a: Schema, b: Schema) -> Result<Schema> {
-    use arrow::datatypes::DataType::*;
-    let mut fields: Vec<arrow::datatypes::Field> = a.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for fb in b.fields() {
-        match fields.iter_mut().find(|f| f.name() == fb.name()) {
-            None => fields.push(fb.as_ref().clone().with_nullable(true)),
-            Some(fa) if fa.data_type() == fb.data_type() => {
-                if fb.is_nullable() {
-                    *fa = fa.clone().with_nullable(true);
+/// The batches of one text file: decoded rows counted and filtered past the cursor, bad rows
+/// written to the rejects file.
+fn text_stream(decoded: formats::DecodedStream, ctx: DecodeContext, file: String) -> BatchStream {
+    Box::pin(decoded.then(move |item| {
+        let (ctx, file) = (ctx.clone(), file.clone());
+        async move {
+            match item? {
+                Decoded::Batch(b) => ctx.finish_batch(b),
+                Decoded::Rejects(rows) => {
+                    ctx.write_rejects(&file, rows).await?;
+                    Ok(RecordBatch::new_empty(ctx.schema.clone()))
                 }
             }
-            Some(fa) => {
-                let t = match (fa.data_type(), fb.data_type()) {
-                    (Int64, Float64) | (Float64, Int64) => Float64,
-                    (Null, t) | (t, Null) => t.clone(),
-                    (Date32, Timestamp(u, z)) | (Timestamp(u, z), Date32) => Timestamp(*u, z.clone()),
-                    (Utf8, _) | (_, Utf8) if fa.data_type().is_primitive() || fb.data_type().is_primitive() => Utf8,
-                    (x, y) => {
-                        return Err(Error::ColumnTypeConflict {
-                            table: table.to_string(),
-                            column: fa.name().clone(),
-                            expected: x.to_string(),
-                            found: format!("{y} in `{file}`"),
-                        });
-                    }
-                };
-                *fa = fa.clone().with_data_type(t).with_nullable(true);
-            }
         }
-    }
-    Ok(Schema::new(fields))
+    }))
 }
 
 #[async_trait]
@@ -329,9 +284,22 @@ impl Source for FileSource {
             .map(move |f| {
                 ExtractStats::add(&ctx.stats.files, 1);
                 ExtractStats::add(&ctx.stats.bytes, f.meta.size);
+                let read = TextRead {
+                    table: ctx.table.clone(),
+                    file: f.rel.clone(),
+                    schema: ctx.schema.clone(),
+                    batch_size: ctx.batch_size,
+                    bad_rows: ctx.bad_rows,
+                };
                 match &format {
-                    FileFormat::Csv(o) => csv::stream(location.clone(), f, o.clone(), ctx.clone()),
-                    FileFormat::JsonLines => json::stream(location.clone(), f, ctx.clone()),
+                    FileFormat::Csv(o) => text_stream(
+                        formats::read_csv(location.clone(), f.meta, o.clone(), read),
+                        ctx.clone(),
+                        f.rel,
+                    ),
+                    FileFormat::JsonLines => {
+                        text_stream(formats::read_json(location.clone(), f.meta, read), ctx.clone(), f.rel)
+                    }
                     _ => parquet::stream(location.clone(), f, ctx.clone()),
                 }
             })

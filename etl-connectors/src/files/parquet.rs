@@ -6,7 +6,7 @@ use etl_core::{BatchStream, Error, Location, Result};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
-use super::{DecodeContext, FileTask, conform};
+use super::{DecodeContext, FileTask};
 
 fn err(file: &str, e: parquet::errors::ParquetError) -> Error {
     Error::Connector {
@@ -38,7 +38,7 @@ pub(super) fn stream(location: Location, f: FileTask, ctx: DecodeContext) -> Bat
             .map_err(|e| err(&f.rel, e))?;
         let rel = f.rel.clone();
         Ok::<_, Error>(s.map_err(move |e| err(&rel, e)).map(move |b| {
-            let b = conform(&ctx.table, b?, &ctx.schema)?;
+            let b = etl_core::formats::conform(&ctx.table, &b?, &ctx.schema)?;
             ctx.finish_batch(b)
         }))
     };

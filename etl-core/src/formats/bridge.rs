@@ -3,9 +3,10 @@
 
 use std::io::Read;
 
-use arrow::record_batch::RecordBatch;
+use super::{Decoded, DecodedStream};
+use crate::error::{Error, Result};
+use crate::location::Location;
 use bytes::{Buf, Bytes};
-use etl_core::{BatchStream, Error, Location, Result};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::ObjectStoreExt;
@@ -17,19 +18,19 @@ use tokio::sync::mpsc;
 const AHEAD: usize = 2;
 
 /// Sends decoded batches to the stream's consumer.
-pub(super) struct Emit(mpsc::Sender<Result<RecordBatch>>);
+pub(super) struct Emit(mpsc::Sender<Result<Decoded>>);
 
 impl Emit {
-    /// Hands a batch over, waiting while the consumer is behind. False when the consumer is
+    /// Hands an item over, waiting while the consumer is behind. False when the consumer is
     /// gone (the stream was dropped): the decoder should stop.
-    pub(super) fn send(&self, batch: RecordBatch) -> bool {
-        batch.num_rows() == 0 || self.0.blocking_send(Ok(batch)).is_ok()
+    pub(super) fn send(&self, item: Decoded) -> bool {
+        matches!(&item, Decoded::Batch(b) if b.num_rows() == 0) || self.0.blocking_send(Ok(item)).is_ok()
     }
 }
 
 /// A lazy stream whose batches `decode` produces on a blocking thread; `decode`'s error ends
 /// the stream. Dropping the stream makes the next `send` return false.
-pub(super) fn decode_in_thread<F>(decode: F) -> BatchStream
+pub(super) fn decode_in_thread<F>(decode: F) -> DecodedStream
 where
     F: FnOnce(Handle, &Emit) -> Result<()> + Send + 'static,
 {

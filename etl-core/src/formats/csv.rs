@@ -10,11 +10,14 @@ use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, StringBuilder};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use etl_core::{BadRows, BatchStream, CsvOptions, Error, Location, Result};
+use object_store::ObjectMeta;
 use tokio::runtime::Handle;
 
 use super::bridge::{Emit, StoreReader, decode_in_thread};
-use super::{DecodeContext, FileTask};
+use super::{Decoded, DecodedStream, RejectedRow, TextRead};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::spec::{BadRows, CsvOptions};
 
 fn reader<R: std::io::Read>(r: R, o: &CsvOptions) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
@@ -62,10 +65,32 @@ fn fields(rec: &csv::ByteRecord, n: usize) -> std::result::Result<Vec<&str>, Str
         .collect()
 }
 
+/// The scale of a column whose values are all plain-notation numbers (`-12`, `3.50`) and
+/// at least one has a fraction: a fixed-point decimal.
+fn decimal_scale(col: &StringArray) -> Option<i8> {
+    let mut scale = None;
+    for v in col.iter().flatten() {
+        let v = v.trim();
+        let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let plain = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || !plain(int) || !plain(frac) || int.len() + frac.len() > 38 {
+            return None;
+        }
+        if digits.contains('.') {
+            scale = scale.max(Some(frac.len()));
+        }
+    }
+    scale.filter(|s| *s <= 18).map(|s| s as i8)
+}
+
 /// The narrowest type every non-null value of `col` casts to.
-fn infer_type(col: &StringArray) -> DataType {
+fn infer_type(col: &StringArray, decimals: bool) -> DataType {
     if col.null_count() == col.len() {
         return DataType::Utf8;
+    }
+    if decimals && let Some(scale) = decimal_scale(col) {
+        return DataType::Decimal128(38, scale);
     }
     let candidates = [
         DataType::Int64,
@@ -88,19 +113,29 @@ fn infer_type(col: &StringArray) -> DataType {
     DataType::Utf8
 }
 
-/// Infers a file's schema from its first `sample` records.
-pub(super) async fn infer(location: &Location, f: &FileTask, o: &CsvOptions, sample: usize) -> Result<Schema> {
-    let (location, f, o) = (location.clone(), f.clone(), o.clone());
+/// Infers the schema of a CSV file (`file` names it in errors) from its first `sample`
+/// records; only as much of the file is fetched as those records take.
+///
+/// # Errors
+/// A read that fails; [`Error::MalformedRow`] for text the CSV reader cannot split.
+pub async fn infer_csv(
+    location: &Location,
+    meta: &ObjectMeta,
+    file: &str,
+    o: &CsvOptions,
+    sample: usize,
+) -> Result<Schema> {
+    let (location, path, file, o) = (location.clone(), meta.location.clone(), file.to_string(), o.clone());
     tokio::task::spawn_blocking(move || {
-        let r = StoreReader::open(Handle::current(), &location, &f.meta.location)?;
+        let r = StoreReader::open(Handle::current(), &location, &path)?;
         let mut rdr = reader(r, &o);
         let mut rec = csv::ByteRecord::new();
-        let Some(names) = read_header(&mut rdr, &o, &f.rel)? else {
+        let Some(names) = read_header(&mut rdr, &o, &file)? else {
             return Ok(Schema::empty());
         };
         let mut cols: Vec<StringBuilder> = names.iter().map(|_| StringBuilder::new()).collect();
         let mut n = 0;
-        while n < sample && rdr.read_byte_record(&mut rec).map_err(|e| csv_err(&f.rel, e))? {
+        while n < sample && rdr.read_byte_record(&mut rec).map_err(|e| csv_err(&file, e))? {
             let Ok(values) = fields(&rec, names.len()) else {
                 continue;
             };
@@ -117,7 +152,7 @@ pub(super) async fn infer(location: &Location, f: &FileTask, o: &CsvOptions, sam
             names
                 .iter()
                 .zip(cols.iter_mut())
-                .map(|(name, b)| Field::new(name, infer_type(&b.finish()), true))
+                .map(|(name, b)| Field::new(name, infer_type(&b.finish(), o.decimals), true))
                 .collect::<Vec<_>>(),
         ))
     })
@@ -143,10 +178,9 @@ impl Pending {
 /// Converts the text columns of a batch to the schema's types; bad rows fail or are
 /// diverted into `rejects`.
 fn convert(
-    ctx: &DecodeContext,
-    file: &str,
+    ctx: &TextRead,
     p: &mut Pending,
-    rejects: &mut Vec<(u64, String, String)>,
+    rejects: &mut Vec<RejectedRow>,
     delimiter: u8,
 ) -> Result<Option<RecordBatch>> {
     let n = p.lines.len();
@@ -190,7 +224,7 @@ fn convert(
         (None, _) => cols,
         (Some(r), BadRows::Fail) => {
             return Err(Error::MalformedRow {
-                file: file.to_string(),
+                file: ctx.file.clone(),
                 line: lines[r],
                 reason: bad[r].take().expect("bad row"),
             });
@@ -204,7 +238,11 @@ fn convert(
                         .iter()
                         .map(|s| if s.is_valid(r) { s.value(r) } else { "" })
                         .collect();
-                    rejects.push((lines[r], reason, record.join(&sep)));
+                    rejects.push(RejectedRow {
+                        line: lines[r],
+                        reason,
+                        record: record.join(&sep),
+                    });
                 }
             }
             // The typed columns, without the diverted rows.
@@ -213,21 +251,22 @@ fn convert(
                 .collect::<Result<Vec<_>>>()?
         }
     };
-    let batch = RecordBatch::try_new(ctx.schema.clone(), cols).map_err(|e| Error::arrow(&ctx.table, e))?;
-    ctx.finish_batch(batch).map(Some)
+    RecordBatch::try_new(ctx.schema.clone(), cols)
+        .map(Some)
+        .map_err(|e| Error::arrow(&ctx.table, e))
 }
 
 fn decode(
     handle: Handle,
     emit: &Emit,
     location: Location,
-    f: FileTask,
+    meta: ObjectMeta,
     o: CsvOptions,
-    ctx: DecodeContext,
+    ctx: TextRead,
 ) -> Result<()> {
-    let r = StoreReader::open(handle.clone(), &location, &f.meta.location)?;
+    let r = StoreReader::open(handle, &location, &meta.location)?;
     let mut rdr = reader(r, &o);
-    let file = f.rel.as_str();
+    let file = ctx.file.as_str();
     let names: Vec<String> = if o.header {
         match read_header(&mut rdr, &o, file)? {
             Some(names) => names,
@@ -257,7 +296,7 @@ fn decode(
             Err(reason) => {
                 if ctx.bad_rows == BadRows::Fail {
                     // Rows before this one may hold an earlier error: report that first.
-                    convert(&ctx, file, &mut pending, &mut rejects, o.delimiter)?;
+                    convert(&ctx, &mut pending, &mut rejects, o.delimiter)?;
                     return Err(Error::MalformedRow {
                         file: file.to_string(),
                         line,
@@ -265,7 +304,11 @@ fn decode(
                     });
                 }
                 let raw: Vec<String> = rec.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
-                rejects.push((line, reason, raw.join(&(o.delimiter as char).to_string())));
+                rejects.push(RejectedRow {
+                    line,
+                    reason,
+                    record: raw.join(&(o.delimiter as char).to_string()),
+                });
                 continue;
             }
         };
@@ -277,21 +320,26 @@ fn decode(
         }
         pending.lines.push(line);
         if pending.lines.len() >= ctx.batch_size
-            && let Some(batch) = convert(&ctx, file, &mut pending, &mut rejects, o.delimiter)?
-            && !emit.send(batch)
+            && let Some(batch) = convert(&ctx, &mut pending, &mut rejects, o.delimiter)?
+            && !emit.send(Decoded::Batch(batch))
         {
             return Ok(());
         }
     }
-    if let Some(batch) = convert(&ctx, file, &mut pending, &mut rejects, o.delimiter)?
-        && !emit.send(batch)
+    if let Some(batch) = convert(&ctx, &mut pending, &mut rejects, o.delimiter)?
+        && !emit.send(Decoded::Batch(batch))
     {
         return Ok(());
     }
-    handle.block_on(ctx.write_rejects(file, rejects))
+    if !rejects.is_empty() {
+        emit.send(Decoded::Rejects(rejects));
+    }
+    Ok(())
 }
 
-/// The batches of one CSV file.
-pub(super) fn stream(location: Location, f: FileTask, o: CsvOptions, ctx: DecodeContext) -> BatchStream {
-    decode_in_thread(move |handle, emit| decode(handle, emit, location, f, o, ctx))
+/// Decodes the CSV file `meta` names into `read.schema` on a blocking thread, at most two
+/// batches ahead of the consumer. Columns are matched by header name (by position without
+/// a header); a value that does not convert makes its row bad.
+pub fn read_csv(location: Location, meta: ObjectMeta, o: CsvOptions, read: TextRead) -> DecodedStream {
+    decode_in_thread(move |handle, emit| decode(handle, emit, location, meta, o, read))
 }
