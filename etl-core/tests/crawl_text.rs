@@ -196,3 +196,51 @@ async fn a_malformed_text_file_is_named() {
         other => panic!("expected MalformedRow, got {other}"),
     }
 }
+
+fn parquet(dir: &std::path::Path, rel: &str, batch: &arrow::record_batch::RecordBatch) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(p).unwrap(), batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_parquet_column_widens_as_a_new_version_and_scans_widened() {
+    use arrow::array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let narrow = RecordBatch::try_from_iter([
+        ("qty", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef),
+        ("price", Arc::new(Float32Array::from(vec![0.5, 1.5])) as ArrayRef),
+    ])
+    .unwrap();
+    parquet(dir.path(), "stock/a.parquet", &narrow);
+    let loc = Location::local(dir.path()).unwrap();
+    let catalog = Catalog::new(loc.clone());
+    Crawler::new(loc.clone()).crawl_into(&catalog).await.unwrap();
+
+    let wide = RecordBatch::try_from_iter([
+        ("qty", Arc::new(Int64Array::from(vec![5_000_000_000])) as ArrayRef),
+        ("price", Arc::new(Float64Array::from(vec![2.25])) as ArrayRef),
+    ])
+    .unwrap();
+    parquet(dir.path(), "stock/b.parquet", &wide);
+    let crawl = Crawler::new(loc.clone()).crawl_into(&catalog).await.unwrap();
+    assert_eq!(crawl.footers_read, 1);
+    let t = catalog.get("stock").await.unwrap().unwrap();
+    assert_eq!(
+        t.versions[1].changes,
+        ["widened `qty` Int32 → Int64", "widened `price` Float32 → Float64"]
+    );
+    assert_eq!(
+        scan(&catalog, "stock", |_| true, None).await,
+        "+------------+-------+\n\
+         | qty        | price |\n\
+         +------------+-------+\n\
+         | 1          | 0.5   |\n\
+         | 2          | 1.5   |\n\
+         | 5000000000 | 2.25  |\n\
+         +------------+-------+"
+    );
+}
