@@ -41,3 +41,16 @@ echo "$out" | grep -q 'schema version 2: added `score` Float64' || { echo "crawl
 echo "$out" | grep -q '^--   spent: Decimal128(38, 2)$' || { echo "crawl_lake: $out" >&2; exit 1; }
 [ "$(echo "$out" | grep -c '^CREATE EXTERNAL TABLE')" = 4 ] || { echo "crawl_lake: $out" >&2; exit 1; }
 echo "crawl_lake OK"
+
+# The daily workflow, one round at a time: day 1 in full, then day 2 incrementally; the join
+# sees every order once (12 after day 2), the crawl catalogues the three tables, and every
+# job's attempt is in the run history.
+wf=$(mktemp -d)/lake
+out1=$(cargo run --quiet --example daily_workflow -- "$wf" "cron(0 2 * * ? *)" --once 2>/dev/null)
+out2=$(cargo run --quiet --example daily_workflow -- "$wf" "cron(0 2 * * ? *)" --once 2>/dev/null)
+echo "$out1" | grep -q '^join  *Succeeded  *8 orders joined to their customers$' || { echo "daily_workflow: $out1" >&2; exit 1; }
+echo "$out2" | grep -q '^extract_orders  *Succeeded  *1 tables, 5 rows written$' || { echo "daily_workflow: $out2" >&2; exit 1; }
+echo "$out2" | grep -q '^join  *Succeeded  *12 orders joined to their customers$' || { echo "daily_workflow: $out2" >&2; exit 1; }
+echo "$out2" | grep -q '^crawl  *Succeeded  *3 tables' || { echo "daily_workflow: $out2" >&2; exit 1; }
+[ "$(ls "$wf/_etl/runs/join" | wc -l)" = 2 ] || { echo "daily_workflow: run history" >&2; exit 1; }
+echo "daily_workflow OK"

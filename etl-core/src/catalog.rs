@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::{DateTime, Utc};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::crawler::{CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat};
@@ -341,21 +341,11 @@ impl Catalog {
     pub(crate) async fn put(&self, entry: &CatalogTable) -> Result<()> {
         let dir = format!("{DIR}/{}", escape(&entry.name));
         let path = self.lake.path(&format!("{dir}/{:020}.json", entry.generation));
-        let body = serde_json::to_vec_pretty(entry).expect("catalog documents serialise");
-        match self
-            .lake
-            .store()
-            .put_opts(&path, PutPayload::from(body), PutOptions::from(PutMode::Create))
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                return Err(Error::ConcurrentRun {
-                    pipeline: "crawler".into(),
-                    table: entry.name.clone(),
-                });
-            }
-            Err(e) => return Err(Error::store(&path, e)),
+        if !self.lake.create_json(&path, entry).await? {
+            return Err(Error::ConcurrentRun {
+                pipeline: "crawler".into(),
+                table: entry.name.clone(),
+            });
         }
         let gens = self.generations(&entry.name).await?;
         for (_, old) in gens.iter().take(gens.len().saturating_sub(10)) {

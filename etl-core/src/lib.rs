@@ -71,6 +71,7 @@ pub mod sql;
 pub mod task;
 pub mod transform;
 mod watermark;
+pub mod workflow;
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;

@@ -144,6 +144,40 @@ impl Location {
         })
     }
 
+    /// Writes a JSON document, replacing any at `path`.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when it cannot be written.
+    pub async fn put_json<T: serde::Serialize>(&self, path: &Path, doc: &T) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        let body = serde_json::to_vec_pretty(doc).expect("metadata documents serialise");
+        self.store
+            .put(path, body.into())
+            .await
+            .map_err(|e| Error::store(path, e))?;
+        Ok(())
+    }
+
+    /// Creates a JSON document only if none exists at `path` (`PutMode::Create`, atomic on
+    /// local disk, S3 and memory): `Ok(false)` when one does — another writer got there
+    /// first.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when it cannot be written.
+    pub async fn create_json<T: serde::Serialize>(&self, path: &Path, doc: &T) -> Result<bool> {
+        use object_store::{PutMode, PutOptions, PutPayload};
+        let body = serde_json::to_vec_pretty(doc).expect("metadata documents serialise");
+        match self
+            .store
+            .put_opts(path, PutPayload::from(body), PutOptions::from(PutMode::Create))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(Error::store(path, e)),
+        }
+    }
+
     /// Every object under `rel`, recursively, sorted by path.
     ///
     /// # Errors

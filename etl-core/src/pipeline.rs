@@ -342,18 +342,20 @@ impl Pipeline {
                 )));
             }
         }
+        // Indices, not references: the run's future stays `Send` for any caller (a closure
+        // taking `&TableSpec` would tie it to one lifetime).
         let mut plan = Vec::with_capacity(self.tables.len());
-        for spec in &self.tables {
+        for (i, spec) in self.tables.iter().enumerate() {
             let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
             validate_mode(self.sink.as_ref(), spec, mode)?;
-            plan.push((spec, mode));
+            plan.push((i, mode));
         }
         let started_at = Utc::now();
         let run_id = new_run_id();
         let span = tracing::info_span!("etl_run", pipeline = %self.name, run_id = %run_id);
         // Preflight: every required table must exist before anything is written.
         let mut skip = HashSet::new();
-        for (spec, _) in &plan {
+        for spec in plan.iter().map(|(i, _)| &self.tables[*i]) {
             match self.source.check(spec).instrument(span.clone()).await {
                 Ok(()) => {}
                 Err(e @ (Error::TableNotFound { .. } | Error::ColumnNotFound { .. })) if !spec.required => {
@@ -364,7 +366,8 @@ impl Pipeline {
             }
         }
         let tables: Vec<TableReport> = futures::stream::iter(plan)
-            .map(|(spec, mode)| {
+            .map(|(i, mode)| {
+                let spec = &self.tables[i];
                 let skipped = skip.contains(&spec.name);
                 let run_id = &run_id;
                 let span = tracing::info_span!(parent: &span, "etl_table", table = %spec.name, mode = %mode);
@@ -432,6 +435,7 @@ impl Pipeline {
             tracing::error!(error = %e, "table failed");
             report.status = TableStatus::Failed;
             report.error = Some(e.to_string());
+            report.retryable = e.is_retryable();
         }
         report.duration_ms = t0.elapsed().as_millis() as u64;
         let labels = [("pipeline", self.name.clone()), ("table", spec.name.clone())];

@@ -106,6 +106,9 @@ pub struct TableReport {
     pub recovered: bool,
     /// The error, when `status` is `failed`.
     pub error: Option<String>,
+    /// Whether that error was transient ([`Error::is_retryable`]): a rerun may succeed.
+    #[serde(default)]
+    pub retryable: bool,
 }
 
 impl TableReport {
@@ -134,6 +137,7 @@ impl TableReport {
             watermark_after: None,
             recovered: false,
             error: None,
+            retryable: false,
         }
     }
 }
@@ -189,15 +193,16 @@ impl RunReport {
     /// `Ok(self)` when every table succeeded, else an error naming the failed tables.
     ///
     /// # Errors
-    /// [`Error::Connector`] (not retryable) listing each failed table and its error.
+    /// [`Error::Connector`] listing each failed table and its error; retryable when every
+    /// failed table's error was.
     pub fn into_result(self) -> Result<Self> {
         if self.is_success() {
             return Ok(self);
         }
-        let failed: Vec<String> = self
-            .tables
+        let failed: Vec<&TableReport> = self.tables.iter().filter(|t| t.status == TableStatus::Failed).collect();
+        let retryable = failed.iter().all(|t| t.retryable);
+        let failed: Vec<String> = failed
             .iter()
-            .filter(|t| t.status == TableStatus::Failed)
             .map(|t| format!("{}: {}", t.table, t.error.as_deref().unwrap_or("failed")))
             .collect();
         Err(Error::Connector {
@@ -208,7 +213,7 @@ impl RunReport {
                 self.pipeline,
                 failed.join("; ")
             ),
-            retryable: false,
+            retryable,
         })
     }
 }

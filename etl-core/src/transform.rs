@@ -1,6 +1,7 @@
 //! Transforms: per-batch functions applied between the source and the sink.
 //!
-//! Built in: [`Select`], [`Rename`], [`Cast`], [`Filter`]; the runner also adds the
+//! Built in: [`Select`], [`Rename`], [`Cast`], [`Filter`], and [`lookup_join`] to join a
+//! table to another by key; the runner also adds the
 //! `etl_processed_at` column ([`add_processed_at`]) and keeps the latest row per key
 //! ([`keep_latest`]) when the spec asks for them. Any type implementing [`Transform`] can be
 //! added to a [`crate::TableSpec`].
@@ -305,6 +306,98 @@ pub fn keep_latest(
     Ok((Some(out), collapsed))
 }
 
+/// A left join of `left` to a lookup table `right` on equal values of the `on` columns
+/// (present in both): every row of `left`, with the `take` columns of the `right` row whose
+/// key matches (NULL when none does). A NULL key matches nothing.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Int64Array, StringArray, RecordBatch};
+/// use etl_core::transform::lookup_join;
+///
+/// let orders = RecordBatch::try_from_iter([
+///     ("order_id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+///     ("customer_id", Arc::new(Int64Array::from(vec![10, 11, 99])) as _),
+/// ]).unwrap();
+/// let customers = RecordBatch::try_from_iter([
+///     ("customer_id", Arc::new(Int64Array::from(vec![10, 11])) as _),
+///     ("name", Arc::new(StringArray::from(vec!["ada", "alan"])) as _),
+/// ]).unwrap();
+/// let joined = lookup_join("orders", &orders, &[customers], &["customer_id"], &["name"]).unwrap();
+/// let names = joined.column_by_name("name").unwrap();
+/// assert_eq!(arrow::util::display::array_value_to_string(names, 1).unwrap(), "alan");
+/// assert!(names.is_null(2)); // customer 99 is unknown
+/// ```
+///
+/// # Memory
+/// Holds `right` whole (a lookup table: customers, products), streams `left` batch by batch.
+///
+/// # Errors
+/// A missing column; [`Error::Config`] when two rows of `right` share a key (the join would
+/// multiply rows), naming the count.
+pub fn lookup_join(
+    table: &str,
+    left: &RecordBatch,
+    right: &[RecordBatch],
+    on: &[&str],
+    take: &[&str],
+) -> Result<RecordBatch> {
+    let lschema = left.schema();
+    let Some(first) = right.first() else {
+        return Err(Error::config(format!(
+            "table `{table}`: lookup_join needs the lookup table's schema (no batch given)"
+        )));
+    };
+    let rschema = first.schema();
+    let all = arrow::compute::concat_batches(&rschema, right).map_err(|e| Error::arrow(table, e))?;
+    let cols = |b: &RecordBatch, names: &[&str]| -> Result<Vec<ArrayRef>> {
+        names
+            .iter()
+            .map(|n| Ok(b.column(index_of(table, &b.schema(), n)?).clone()))
+            .collect()
+    };
+    let (lkeys, rkeys) = (cols(left, on)?, cols(&all, on)?);
+    let rkeys: Vec<ArrayRef> = rkeys
+        .iter()
+        .zip(lkeys.iter().zip(on))
+        .map(|(r, (l, name))| cast_column(table, name, r, l.data_type()))
+        .collect::<Result<_>>()?;
+    let conv = RowConverter::new(lkeys.iter().map(|a| SortField::new(a.data_type().clone())).collect())
+        .map_err(|e| Error::arrow(table, e))?;
+    let rrows = conv.convert_columns(&rkeys).map_err(|e| Error::arrow(table, e))?;
+    let lrows = conv.convert_columns(&lkeys).map_err(|e| Error::arrow(table, e))?;
+    let valid = |keys: &[ArrayRef], i: usize| keys.iter().all(|k| k.is_valid(i));
+    let mut index: HashMap<arrow::row::Row<'_>, u32> = HashMap::with_capacity(all.num_rows());
+    let mut duplicates = 0;
+    for i in (0..all.num_rows()).filter(|i| valid(&rkeys, *i)) {
+        if index.insert(rrows.row(i), i as u32).is_some() {
+            duplicates += 1;
+        }
+    }
+    if duplicates > 0 {
+        return Err(Error::config(format!(
+            "table `{table}`: the lookup table has {duplicates} rows whose key ({}) repeats an earlier row's",
+            on.join(", ")
+        )));
+    }
+    let idx: UInt32Array = (0..left.num_rows())
+        .map(|i| {
+            if valid(&lkeys, i) {
+                index.get(&lrows.row(i)).copied()
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut fields: Vec<Field> = lschema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = left.columns().to_vec();
+    for (name, col) in take.iter().zip(cols(&all, take)?) {
+        fields.push(Field::new(*name, col.data_type().clone(), true));
+        columns.push(arrow::compute::take(&col, &idx, None).map_err(|e| Error::arrow(table, e))?);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| Error::arrow(table, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +410,38 @@ mod tests {
             ("name", Arc::new(StringArray::from(name)) as ArrayRef),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn lookup_join_on_a_composite_key_with_nulls_and_duplicates() {
+        let left = batch(vec![1, 2, 3], vec![1, 1, 2], vec!["x", "y", "z"]);
+        // The lookup side's key types differ (Int32): cast to the left's.
+        let right = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(arrow::array::Int32Array::from(vec![Some(1), Some(3), None])) as ArrayRef,
+            ),
+            ("ver", Arc::new(Int64Array::from(vec![1, 2, 1])) as ArrayRef),
+            (
+                "label",
+                Arc::new(StringArray::from(vec!["one", "three", "null key"])) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let out = lookup_join("t", &left, std::slice::from_ref(&right), &["id", "ver"], &["label"]).unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&[out]).unwrap().to_string();
+        assert_eq!(
+            text,
+            "+----+-----+------+-------+\n\
+             | id | ver | name | label |\n\
+             +----+-----+------+-------+\n\
+             | 1  | 1   | x    | one   |\n\
+             | 2  | 1   | y    |       |\n\
+             | 3  | 2   | z    | three |\n\
+             +----+-----+------+-------+"
+        );
+        let err = lookup_join("t", &left, &[right.clone(), right], &["id", "ver"], &["label"]).unwrap_err();
+        assert!(err.to_string().contains("2 rows whose key (id, ver) repeats"), "{err}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -320,22 +320,11 @@ impl WatermarkStore for ObjectStoreWatermarkStore {
         Watermark::check_follows(expected, next)?;
         let dir = self.dir(&next.pipeline, &next.table);
         let path = self.location.path(&format!("{dir}/{:020}.json", next.generation));
-        let body = serde_json::to_vec_pretty(next).expect("watermarks serialise");
-        let opts = PutOptions::from(PutMode::Create);
-        match self
-            .location
-            .store()
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await
-        {
-            Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                return Err(Error::ConcurrentRun {
-                    pipeline: next.pipeline.clone(),
-                    table: next.table.clone(),
-                });
-            }
-            Err(e) => return Err(Error::store(&path, e)),
+        if !self.location.create_json(&path, next).await? {
+            return Err(Error::ConcurrentRun {
+                pipeline: next.pipeline.clone(),
+                table: next.table.clone(),
+            });
         }
         // History: drop generations older than the last `keep`. Best effort.
         if next.generation > self.keep as u64 {

@@ -1,6 +1,7 @@
 //! Integration tests of etl-core: the watermark stores on every object store.
 
 mod crawl_text;
+mod workflow;
 
 use std::sync::Arc;
 

@@ -422,3 +422,148 @@ mod crawl;
 
 #[cfg(feature = "postgres")]
 mod postgres;
+
+/// A source that hands over its first batch, then stalls for a minute before the rest (a
+/// database that hangs mid-read).
+#[derive(Debug)]
+struct Stalling(MemorySource);
+
+#[async_trait::async_trait]
+impl etl_core::Source for Stalling {
+    fn name(&self) -> &str {
+        "stalling"
+    }
+
+    async fn check(&self, spec: &TableSpec) -> etl_core::Result<()> {
+        self.0.check(spec).await
+    }
+
+    async fn read(&self, req: etl_core::ReadRequest<'_>) -> etl_core::Result<etl_core::Extract> {
+        use futures::StreamExt;
+        let mut extract = self.0.read(req).await?;
+        let mut rest = extract.stream;
+        let first = rest.next().await;
+        let stall = futures::stream::once(tokio::time::sleep(std::time::Duration::from_secs(60)))
+            .filter_map(|()| async { None::<etl_core::Result<RecordBatch>> });
+        extract.stream = Box::pin(futures::stream::iter(first).chain(stall).chain(rest));
+        Ok(extract)
+    }
+}
+
+/// A pipeline job cancelled by its timeout mid-read leaves no data visible in the lake and no
+/// watermark; the next run loads every row once.
+#[tokio::test]
+async fn a_timed_out_pipeline_job_leaves_target_and_watermark_as_they_were() {
+    use etl_core::workflow::{Job, JobStatus, Workflow};
+    let (dir, sink) = local();
+    let source = MemorySource::new();
+    source.append("events", sample_batch(&[1, 2])).unwrap();
+    source.append("events", sample_batch(&[3])).unwrap();
+    let wm = ObjectStoreWatermarkStore::new(sink.location().child("_etl/watermarks"));
+    let spec = TableSpec::new("events")
+        .mode(LoadMode::Incremental)
+        .cursor(["updated_at"]);
+    let build = |source: Arc<dyn etl_core::Source>| {
+        Pipeline::builder("timeout")
+            .source_arc(source)
+            .sink(sink.clone())
+            .watermarks(wm.clone())
+            .table(spec.clone())
+            .batch_size(2)
+            .build()
+            .unwrap()
+    };
+    let stalled = Arc::new(Stalling(MemorySource::new()));
+    stalled.0.append("events", sample_batch(&[1, 2])).unwrap();
+    stalled.0.append("events", sample_batch(&[3])).unwrap();
+    let report = Workflow::new("wf")
+        .job(Job::pipeline("load", build(stalled)).timeout(std::time::Duration::from_millis(500)))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert_eq!(report.job("load").unwrap().status, JobStatus::TimedOut);
+    let visible: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|f| !f.starts_with("_etl/"))
+        .collect();
+    assert!(visible.is_empty(), "nothing half written: {visible:?}");
+    assert!(wm.load("timeout", "events").await.unwrap().is_none());
+
+    let report = Workflow::new("wf")
+        .job(Job::pipeline("load", build(Arc::new(source))))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    assert!(report.is_success(), "{report:?}");
+    let rows = sink.read_table("events").await.unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+    let t = &report
+        .job("load")
+        .unwrap()
+        .output
+        .as_ref()
+        .unwrap()
+        .report
+        .as_ref()
+        .unwrap()
+        .tables[0];
+    assert_eq!((t.written_count, t.target_count), (3, Some(3)));
+}
+
+/// A source whose first read fails with a transient error (a connection reset).
+#[derive(Debug)]
+struct Flaky(MemorySource, std::sync::atomic::AtomicU32);
+
+#[async_trait::async_trait]
+impl etl_core::Source for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn check(&self, spec: &TableSpec) -> etl_core::Result<()> {
+        self.0.check(spec).await
+    }
+
+    async fn read(&self, req: etl_core::ReadRequest<'_>) -> etl_core::Result<etl_core::Extract> {
+        if self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(etl_core::Error::Connector {
+                connector: "flaky",
+                message: "connection reset by peer".into(),
+                retryable: true,
+            });
+        }
+        self.0.read(req).await
+    }
+}
+
+/// A pipeline job whose table failed transiently is retried and loads every row once.
+#[tokio::test]
+async fn a_pipeline_job_is_retried_after_a_transient_table_failure() {
+    use etl_core::workflow::{Job, JobStatus, RetryPolicy, Workflow};
+    let (_dir, sink) = local();
+    let source = Flaky(MemorySource::new(), Default::default());
+    source.0.append("events", sample_batch(&[1, 2, 3])).unwrap();
+    let p = Pipeline::builder("flaky")
+        .source(source)
+        .sink(sink.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(sink.location().child("_etl/watermarks")))
+        .table(
+            TableSpec::new("events")
+                .mode(LoadMode::Incremental)
+                .cursor(["updated_at"]),
+        )
+        .build()
+        .unwrap();
+    let report = Workflow::new("wf")
+        .job(Job::pipeline("load", p).retry(RetryPolicy::exponential(3, std::time::Duration::from_millis(10))))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    let j = report.job("load").unwrap();
+    assert_eq!((j.status, j.attempts), (JobStatus::Succeeded, 2), "{report:?}");
+    let rows = sink.read_table("events").await.unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+}

@@ -3,7 +3,7 @@
 use etl_core::lake::{self, CommitRecord};
 use etl_core::{Error, Location, Result};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 /// How many commit records are kept per table.
 const KEEP_RECORDS: u64 = 20;
@@ -77,21 +77,13 @@ impl CommitLog {
     /// [`Error::ConcurrentRun`], [`Error::ObjectStore`].
     pub async fn create(&self, pipeline: &str, rec: &CommitRecord) -> Result<()> {
         let path = self.location.path(&lake::commit_path(&self.table, rec.sequence));
-        let body = serde_json::to_vec_pretty(rec).expect("records serialise");
-        match self
-            .location
-            .store()
-            .put_opts(&path, PutPayload::from(body), PutOptions::from(PutMode::Create))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Err(Error::ConcurrentRun {
-                    pipeline: pipeline.to_string(),
-                    table: self.table.clone(),
-                })
-            }
-            Err(e) => Err(Error::store(&path, e)),
+        if self.location.create_json(&path, rec).await? {
+            Ok(())
+        } else {
+            Err(Error::ConcurrentRun {
+                pipeline: pipeline.to_string(),
+                table: self.table.clone(),
+            })
         }
     }
 
