@@ -355,3 +355,28 @@ async fn a_file_trigger_starts_one_run_per_new_batch_across_a_restart() {
     );
     assert_eq!((stats.runs_started, stats.runs_failed), (3, 1));
 }
+
+/// The trigger on the S3 server: new files once, a rewritten file again, bookmarks that
+/// outlive the trigger.
+#[cfg(feature = "s3")]
+#[tokio::test]
+async fn a_file_trigger_on_s3_offers_new_and_changed_files_once() {
+    let loc = etl_core::conformance::s3_location();
+    let put = |rel: &'static str, body: &'static str| {
+        let loc = loc.clone();
+        async move { loc.store().put(&loc.path(rel), body.into()).await.unwrap() }
+    };
+    put("drops/a.csv", "id\n1\n").await;
+    put("drops/b.csv", "id\n2\n").await;
+    let trigger = FileTrigger::new("drops", loc.clone(), "drops/");
+    let batch = trigger.poll().await.unwrap();
+    assert_eq!(batch.files(), ["drops/a.csv", "drops/b.csv"]);
+    trigger.commit(&batch).await.unwrap();
+    assert!(trigger.poll().await.unwrap().is_empty());
+
+    let restarted = FileTrigger::new("drops", loc.clone(), "drops/");
+    assert!(restarted.poll().await.unwrap().is_empty());
+    put("drops/c.csv", "id\n3\n").await;
+    put("drops/a.csv", "id\n1\n4\n").await;
+    assert_eq!(restarted.poll().await.unwrap().files(), ["drops/a.csv", "drops/c.csv"]);
+}

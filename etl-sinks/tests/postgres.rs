@@ -10,7 +10,7 @@ use etl_connectors::postgres::PostgresSource;
 use etl_core::conformance::{self, TargetProbe, render_sorted, unique};
 use etl_core::{
     Error, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Source, TableSpec,
-    TableStatus,
+    TableStatus, WatermarkStore,
 };
 use etl_sinks::postgres::PostgresSink;
 use futures::TryStreamExt;
@@ -729,4 +729,70 @@ async fn every_type_round_trips_through_the_sink() {
          date, time without time zone, timestamp without time zone, timestamp with time zone, interval"
     );
     wh.exec("DROP SCHEMA $S_src CASCADE").await;
+}
+
+/// A pipeline job cancelled by its timeout in the middle of staging (the source stalls after
+/// its first batch) leaves the warehouse table and the watermark as they were; the next run
+/// merges the window once.
+#[tokio::test]
+async fn a_timed_out_job_leaves_the_warehouse_and_the_watermark_as_they_were() {
+    use etl_core::workflow::{Job, JobStatus, Workflow};
+    let wh = Wh::new().await;
+    let wm = ObjectStoreWatermarkStore::new(Location::memory());
+    let build = |source: Arc<dyn Source>| {
+        Pipeline::builder("crm")
+            .source_arc(source)
+            .sink(wh.sink())
+            .watermarks(wm.clone())
+            .table(
+                TableSpec::new("customers")
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["customer_id"])
+                    .cursor(["updated_at"])
+                    .processed_at(false),
+            )
+            .build()
+            .unwrap()
+    };
+    let run = |p: Pipeline, timeout: Option<std::time::Duration>| async move {
+        let mut job = Job::pipeline("load", p);
+        if let Some(t) = timeout {
+            job = job.timeout(t);
+        }
+        Workflow::new("wf").job(job).build().unwrap().run().await
+    };
+    let day1 = customers(&[(1, "ann", 1), (2, "bob", 1)]);
+    let day2 = [customers(&[(2, "bob v2", 2), (3, "cy", 2)]), customers(&[(4, "di", 2)])];
+
+    let source = Arc::new(MemorySource::new());
+    source.append("customers", day1.clone()).unwrap();
+    assert!(run(build(source.clone()), None).await.is_success());
+    let before = wh.rows("customers", "customer_id").await;
+    let mark = wm.load("crm", "customers").await.unwrap().unwrap();
+
+    let stalled = Arc::new(super::Stalling(MemorySource::new()));
+    for b in std::iter::once(&day1).chain(&day2) {
+        stalled.0.append("customers", b.clone()).unwrap();
+    }
+    let report = run(build(stalled), Some(std::time::Duration::from_millis(500))).await;
+    assert_eq!(report.job("load").unwrap().status, JobStatus::TimedOut);
+    assert_eq!(
+        wh.rows("customers", "customer_id").await,
+        before,
+        "the target is as it was"
+    );
+    assert_eq!(
+        wm.load("crm", "customers").await.unwrap().unwrap(),
+        mark,
+        "the watermark did not move"
+    );
+
+    for b in &day2 {
+        source.append("customers", b.clone()).unwrap();
+    }
+    let report = run(build(source), Some(std::time::Duration::from_secs(60))).await;
+    assert!(report.is_success(), "{report:?}");
+    let rows = wh.rows("customers", "customer_id").await;
+    assert!(rows.contains("| 2           | bob v2 "), "{rows}");
+    assert_eq!(rows.lines().count(), 4 + 4, "one row per key: {rows}");
 }
