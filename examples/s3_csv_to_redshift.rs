@@ -4,17 +4,45 @@
 //! twice (the later row wins).
 //!
 //! ```text
+//! # Postgres standing in for Redshift (staging in <landing>/_staging):
 //! ETL_WAREHOUSE="host=127.0.0.1 user=postgres dbname=test" \
-//!   cargo run --example s3_csv_to_redshift --features postgres -- ./landing
+//!   cargo run --example s3_csv_to_redshift --features redshift -- ./landing
+//!
+//! # Redshift: staging on S3, loaded by COPY with the cluster's IAM role:
+//! ETL_WAREHOUSE="host=….redshift.amazonaws.com port=5439 user=etl dbname=dw sslmode=require" \
+//! ETL_STAGING_BUCKET=my-bucket ETL_REDSHIFT_IAM_ROLE=arn:aws:iam::123456789012:role/copy \
+//!   cargo run --example s3_csv_to_redshift --features redshift,s3,tls -- ./landing
 //! ```
 //!
-//! Postgres stands in for Redshift here: the Postgres sink runs the same staging + merge
-//! in one transaction (the Redshift sink, which stages Parquet on S3 and runs `COPY`, takes
-//! its place when it lands). Both days are landed under the folder given (default
-//! `./landing`), run one after the other, and the table is printed; the watermarks and the
-//! checkpoint live in the warehouse (`etl_demo._etl_watermarks`).
+//! The Redshift sink stages each run's rows as Parquet, then in one transaction `COPY`s them
+//! into a staging table, collapses repeated keys to the latest row, `MERGE`s into
+//! `etl_demo.customers` and stores the run's checkpoint; the staged files are removed after
+//! the commit. Without `ETL_REDSHIFT_IAM_ROLE`, Postgres (15+) stands in for Redshift: the
+//! same statements, the staged Parquet loaded by `COPY FROM STDIN`. Both days are landed
+//! under the folder given (default `./landing`) and run one after the other; the watermarks
+//! live in `<landing>/_etl/watermarks`.
 
-use etl::{FileFormat, FileSource, LoadMode, Location, Pipeline, PostgresSink, TableSpec};
+use etl::sinks::redshift::{RedshiftLoad, RedshiftSink};
+use etl::{FileFormat, FileSource, LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, TableSpec};
+
+/// The staging location and how Redshift loads it, from the environment.
+fn staging(landing: &Location) -> Result<(Location, RedshiftLoad), Box<dyn std::error::Error>> {
+    match std::env::var("ETL_REDSHIFT_IAM_ROLE") {
+        Ok(role) => {
+            #[cfg(feature = "s3")]
+            {
+                let bucket = std::env::var("ETL_STAGING_BUCKET").map_err(|_| "set ETL_STAGING_BUCKET")?;
+                Ok((Location::s3(&bucket, "etl-staging", None)?, RedshiftLoad::IamRole(role)))
+            }
+            #[cfg(not(feature = "s3"))]
+            {
+                let _ = role;
+                Err("staging on S3 needs the `s3` feature".into())
+            }
+        }
+        Err(_) => Ok((landing.child("_staging"), RedshiftLoad::PostgresStandIn)),
+    }
+}
 
 const DAY1: &str = "customer_id,name,email,updated_at
 1,Ada,ada@example.com,2025-07-01 09:00:00
@@ -41,12 +69,15 @@ const DAY2: &str = "customer_id,name,email,updated_at
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "./landing".into());
-    let conn = std::env::var("ETL_WAREHOUSE").map_err(|_| "set ETL_WAREHOUSE to a Postgres connection string")?;
+    let conn = std::env::var("ETL_WAREHOUSE")
+        .map_err(|_| "set ETL_WAREHOUSE to a Redshift (or Postgres) connection string")?;
+    std::fs::create_dir_all(&dir)?;
     let landing = Location::local(&dir)?;
-    let sink = PostgresSink::new(&conn)?.with_schema("etl_demo");
+    let (staging, load) = staging(&landing)?;
+    let sink = RedshiftSink::new(&conn, staging, load)?.with_schema("etl_demo");
     let pipeline = Pipeline::builder("crm_daily")
-        .source(FileSource::new(landing))
-        .watermarks(sink.watermark_store())
+        .source(FileSource::new(landing.clone()))
+        .watermarks(ObjectStoreWatermarkStore::new(landing.child("_etl/watermarks")))
         .sink(sink)
         .table(
             TableSpec::new("customers")

@@ -21,14 +21,16 @@ cargo run --quiet --example quickstart -- "$lake" >"$lake.2.jsonl"
 grep -c '"status":"no_new_data"' "$lake.2.jsonl" | grep -qx 2 || { echo "second quickstart run wrote data" >&2; exit 1; }
 "$ETL_TEST_PYTHON" scripts/check_quickstart.py "$lake"
 
-# The seed's CSV → warehouse walkthrough, Postgres standing in for Redshift: one row per key,
-# customer 15's later row.
+# The seed's CSV → Redshift walkthrough, Postgres standing in for Redshift (the Redshift
+# sink's statements, the staged Parquet loaded by COPY FROM STDIN): one row per key,
+# customer 15's later row, and no staged file left.
 psql "$ETL_TEST_PG" -qc "DROP SCHEMA IF EXISTS etl_demo CASCADE" 2>/dev/null
 landing=$(mktemp -d)/landing
-ETL_WAREHOUSE="$ETL_TEST_PG" cargo run --quiet --features postgres --example s3_csv_to_redshift -- "$landing" >/dev/null
+ETL_WAREHOUSE="$ETL_TEST_PG" cargo run --quiet --features redshift --example s3_csv_to_redshift -- "$landing" >/dev/null
 got=$(psql "$ETL_TEST_PG" -tAc "SELECT count(*) || ',' || count(DISTINCT customer_id) || ',' ||
   (SELECT email FROM etl_demo.customers WHERE customer_id = 15) FROM etl_demo.customers")
 [ "$got" = "15,15,leslie@example.com" ] || { echo "s3_csv_to_redshift: got $got" >&2; exit 1; }
+[ -z "$(find "$landing/_staging" -type f 2>/dev/null)" ] || { echo "s3_csv_to_redshift: staged files left" >&2; exit 1; }
 echo "s3_csv_to_redshift OK: $got"
 
 # The crawl example on the quickstart's lake: a second --demo run lands a file with a new

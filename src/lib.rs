@@ -62,3 +62,5 @@ pub use etl_connectors::postgres::PostgresSource;
 pub use etl_sinks::lake::{LakeOptions, LakeSink};
 #[cfg(feature = "postgres")]
 pub use etl_sinks::postgres::{PostgresSink, PostgresWatermarkStore};
+#[cfg(feature = "redshift")]
+pub use etl_sinks::redshift::{RedshiftLoad, RedshiftSink};

@@ -8,10 +8,13 @@ use crate::watermark::CursorValue;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Dialect {
-    /// PostgreSQL (and Redshift).
+    /// PostgreSQL.
     Postgres,
     /// MySQL and MariaDB.
     MySql,
+    /// Amazon Redshift (quoting and literals as Postgres; its own column types and
+    /// statements in the Redshift sink).
+    Redshift,
 }
 
 impl Dialect {
@@ -25,7 +28,7 @@ impl Dialect {
     /// ```
     pub fn quote(self, ident: &str) -> String {
         let q = match self {
-            Dialect::Postgres => '"',
+            Dialect::Postgres | Dialect::Redshift => '"',
             Dialect::MySql => '`',
         };
         let mut out = String::with_capacity(ident.len() + 2);
@@ -54,7 +57,7 @@ impl Dialect {
     /// A string literal with quotes doubled (`'it''s'`).
     pub fn string_literal(self, s: &str) -> String {
         let body = match self {
-            Dialect::Postgres => s.replace('\'', "''"),
+            Dialect::Postgres | Dialect::Redshift => s.replace('\'', "''"),
             Dialect::MySql => s.replace('\\', "\\\\").replace('\'', "''"),
         };
         format!("'{body}'")
@@ -78,7 +81,7 @@ impl Dialect {
             CursorValue::Text(s) => return self.string_literal(s),
         };
         match self {
-            Dialect::Postgres => format!("{}::{pg_type}", self.string_literal(&text)),
+            Dialect::Postgres | Dialect::Redshift => format!("{}::{pg_type}", self.string_literal(&text)),
             Dialect::MySql => self.string_literal(&text),
         }
     }
@@ -89,7 +92,7 @@ impl Dialect {
             Some(p) => {
                 p.push(v.clone());
                 match self {
-                    Dialect::Postgres => format!("${}", p.len()),
+                    Dialect::Postgres | Dialect::Redshift => format!("${}", p.len()),
                     Dialect::MySql => "?".to_string(),
                 }
             }

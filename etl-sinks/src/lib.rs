@@ -6,6 +6,9 @@
 //! - `postgres`: [`postgres::PostgresSink`], PostgreSQL tables in every load mode (binary
 //!   `COPY` into a staging table, then the mode's statements and the checkpoint in one
 //!   transaction).
+//! - `redshift`: [`redshift::RedshiftSink`], Amazon Redshift tables in every load mode
+//!   (Parquet staged on S3, `COPY … FORMAT AS PARQUET`, `MERGE` or `DELETE … USING` +
+//!   `INSERT`, the checkpoint in the same transaction).
 //!
 //! `sql` holds what the warehouse sinks share: column types and table definitions per
 //! dialect.
@@ -19,6 +22,12 @@ pub mod lake;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
-/// Shared by the warehouse sinks (only Postgres so far).
+/// Shared by the warehouse sinks.
 #[cfg(feature = "postgres")]
 pub mod sql;
+
+#[cfg(feature = "postgres")]
+mod checkpoints;
+
+#[cfg(feature = "redshift")]
+pub mod redshift;

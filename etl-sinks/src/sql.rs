@@ -25,7 +25,13 @@ pub fn column_type(dialect: Dialect, table: &str, field: &Field) -> Result<Strin
         expected: format!("a type the {dialect:?} sink maps"),
         found: field.data_type().to_string(),
     };
+    let redshift = dialect == Dialect::Redshift;
     Ok(match field.data_type() {
+        // Redshift: text up to its limit of 65 535 bytes, bytes as VARBYTE, no intervals or
+        // arrays.
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if redshift => "varchar(65535)".into(),
+        DataType::Binary | DataType::LargeBinary if redshift => "varbyte(1024000)".into(),
+        DataType::Interval(_) | DataType::List(_) if redshift => return Err(unmapped()),
         DataType::Boolean => "boolean".into(),
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
         DataType::Int32 | DataType::UInt16 => "integer".into(),
@@ -62,6 +68,7 @@ pub(crate) fn compatible(existing: &str, wanted: &str) -> bool {
             "timestamp with time zone" => "timestamptz".to_string(),
             "time without time zone" => "time".to_string(),
             "character varying" | "varchar" | "character" | "char" | "bpchar" => "text".to_string(),
+            t if t.starts_with("varchar(") || t.starts_with("character varying(") => "text".to_string(),
             _ => t.replace(' ', ""),
         }
     };
@@ -81,6 +88,41 @@ pub(crate) fn compatible(existing: &str, wanted: &str) -> bool {
         (Some(a), Some(b)) => a >= b,
         _ => e == "numeric" && w.starts_with("numeric") || e == "double precision" && w == "real",
     }
+}
+
+/// The `ALTER TABLE … ADD COLUMN` statements giving `target` the `fields` it lacks, given its
+/// `existing` columns (name, type as the database names it).
+///
+/// # Errors
+/// [`Error::ColumnTypeConflict`] naming table, column and both types when an existing column
+/// cannot take the field's values.
+pub(crate) fn add_columns(
+    dialect: Dialect,
+    table_name: &str,
+    target: &str,
+    existing: &[(String, String)],
+    fields: &arrow::datatypes::Fields,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in fields {
+        let wanted = column_type(dialect, table_name, f)?;
+        match existing.iter().find(|(name, _)| name == f.name()) {
+            Some((_, have)) if !compatible(have, &wanted) => {
+                return Err(Error::ColumnTypeConflict {
+                    table: table_name.to_string(),
+                    column: f.name().clone(),
+                    expected: have.clone(),
+                    found: wanted,
+                });
+            }
+            Some(_) => {}
+            None => out.push(format!(
+                "ALTER TABLE {target} ADD COLUMN {} {wanted}",
+                dialect.quote(f.name())
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// `CREATE TABLE` text for `fields`, with a primary key when `key` is not empty.
@@ -133,6 +175,7 @@ mod tests {
         assert!(compatible("bigint", "integer"));
         assert!(!compatible("integer", "bigint"));
         assert!(compatible("character varying", "text"));
+        assert!(compatible("character varying", "varchar(65535)"));
         assert!(compatible("timestamp without time zone", "timestamp"));
         assert!(!compatible("timestamp without time zone", "timestamptz"));
         assert!(compatible("numeric", "numeric(10,2)"));

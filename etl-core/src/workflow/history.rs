@@ -101,7 +101,7 @@ impl RunHistory {
     /// Runs of `job` that started at or after `since` (all with `None`), oldest first.
     ///
     /// # Errors
-    /// The store's error; [`Error::Metadata`] for a document that does not parse.
+    /// The store's error; [`crate::Error::Metadata`] for a document that does not parse.
     pub async fn runs(&self, job: &str, since: Option<DateTime<Utc>>) -> Result<Vec<JobRun>> {
         self.read(&format!("{DIR}/{job}"), since).await
     }

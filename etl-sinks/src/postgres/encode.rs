@@ -17,14 +17,14 @@ const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const PG_EPOCH_DAYS: i32 = 10_957;
 
 /// The header of a binary COPY stream.
-pub(super) fn header(buf: &mut BytesMut) {
+pub(crate) fn header(buf: &mut BytesMut) {
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0);
     buf.put_i32(0);
 }
 
 /// The trailer of a binary COPY stream.
-pub(super) fn trailer(buf: &mut BytesMut) {
+pub(crate) fn trailer(buf: &mut BytesMut) {
     buf.put_i16(-1);
 }
 
@@ -216,7 +216,7 @@ fn numeric(buf: &mut BytesMut, v: i128, scale: i8) {
 }
 
 /// Appends every row of `batch` (its columns in order) to `buf`.
-pub(super) fn rows(table: &str, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()> {
+pub(crate) fn rows(table: &str, batch: &RecordBatch, buf: &mut BytesMut) -> Result<()> {
     let schema = batch.schema();
     let cols = batch
         .columns()
@@ -235,7 +235,7 @@ pub(super) fn rows(table: &str, batch: &RecordBatch, buf: &mut BytesMut) -> Resu
 }
 
 /// Whether the Postgres sink can write `dt`.
-pub(super) fn writable(dt: &DataType) -> bool {
+pub(crate) fn writable(dt: &DataType) -> bool {
     matches!(
         dt,
         DataType::Boolean

@@ -20,7 +20,7 @@
 //! `<schema>._etl_checkpoints`, written in the same transaction as the rows, so target and
 //! watermark move together.
 
-mod encode;
+pub(crate) mod encode;
 mod watermarks;
 
 pub use watermarks::PostgresWatermarkStore;
@@ -39,13 +39,13 @@ use etl_core::{
     WriteRequest,
 };
 use futures::SinkExt;
+use tokio_postgres::CopyInSink;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, CopyInSink};
 
+use crate::checkpoints::{Checkpoints, Session};
 use crate::sql;
 
 const PG: Dialect = Dialect::Postgres;
-const CHECKPOINTS: &str = "_etl_checkpoints";
 /// Bytes of encoded rows sent to the server at a time.
 const SEND_BYTES: usize = 1 << 20;
 
@@ -123,30 +123,8 @@ impl PostgresSink {
         format!("{}.{}", PG.quote(&self.schema), PG.quote(table))
     }
 
-    async fn checkpoint_of(&self, client: &Client, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
-        let table = self.qualified(CHECKPOINTS);
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-            .await
-            .map_err(|e| pg_err(&spec.name, e))?
-            .get(0);
-        if !exists {
-            return Ok(None);
-        }
-        let row = client
-            .query_opt(
-                &format!("SELECT checkpoint::text FROM {table} WHERE pipeline = $1 AND table_name = $2"),
-                &[&pipeline, &spec.name],
-            )
-            .await
-            .map_err(|e| pg_err(&spec.name, e))?;
-        row.map(|r| {
-            serde_json::from_str::<Checkpoint>(r.get(0)).map_err(|e| Error::Metadata {
-                path: format!("{table} ({pipeline}, {})", spec.name),
-                message: e.to_string(),
-            })
-        })
-        .transpose()
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints::new(PG, &self.schema)
     }
 }
 
@@ -162,7 +140,7 @@ impl Sink for PostgresSink {
 
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let client = self.pg.connect(&spec.name).await?;
-        self.checkpoint_of(&client, pipeline, spec).await
+        self.checkpoints().load(&client, pipeline, &spec.name).await
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
@@ -170,13 +148,9 @@ impl Sink for PostgresSink {
         let client = self.pg.connect(&spec.name).await?;
         let err = |e| pg_err(&spec.name, e);
         let setup = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE IF NOT EXISTS {cp} (pipeline text NOT NULL, table_name text NOT NULL,
-               run_id text NOT NULL, checkpoint jsonb NOT NULL, committed_at timestamptz NOT NULL,
-               PRIMARY KEY (pipeline, table_name));
-             {wm}",
+            "CREATE SCHEMA IF NOT EXISTS {schema}; {cp}; {wm}",
             schema = PG.quote(&self.schema),
-            cp = self.qualified(CHECKPOINTS),
+            cp = self.checkpoints().create(),
             wm = watermarks::create(&self.schema)
         );
         // `IF NOT EXISTS` can still collide with a concurrent run creating the same object;
@@ -188,30 +162,26 @@ impl Sink for PostgresSink {
             client.batch_execute(&setup).await.map_err(err)?;
         }
         // Fail early when another run committed since this one started.
-        let current = self.checkpoint_of(&client, req.pipeline, spec).await?;
-        if current.as_ref().map(|c| c.run_id.as_str()) != req.last_checkpoint {
-            return Err(Error::ConcurrentRun {
-                pipeline: req.pipeline.to_string(),
-                table: spec.name.clone(),
-            });
-        }
+        let db = Session::new(client, &spec.name);
+        db.check_not_overtaken(&self.checkpoints(), req.pipeline, req.last_checkpoint)
+            .await?;
         // Everything the run does is one transaction, from its first row to its checkpoint: a
         // run that fails or dies anywhere leaves nothing behind.
-        client.batch_execute("BEGIN").await.map_err(err)?;
+        db.batch_execute("BEGIN").await.map_err(err)?;
         // Identifiers are at most 63 bytes.
         let mut aside = format!("_etl_new_{}_{}", req.run_id, spec.target);
         while aside.len() > 63 {
             aside.pop();
         }
         Ok(Box::new(PgWriter {
-            client,
+            db,
             pipeline: req.pipeline.to_string(),
             spec: spec.clone(),
             mode: req.mode,
             last_checkpoint: req.last_checkpoint.map(str::to_string),
             target: self.qualified(&spec.target),
             aside: self.qualified(&aside),
-            checkpoints: self.qualified(CHECKPOINTS),
+            checkpoints: self.checkpoints(),
             schema: self.schema.clone(),
             into: Dest::Stage,
             columns: None,
@@ -237,14 +207,14 @@ enum Dest {
 const STAGE: &str = "_etl_stage";
 
 struct PgWriter {
-    client: Client,
+    db: Session,
     pipeline: String,
     spec: TableSpec,
     mode: LoadMode,
     last_checkpoint: Option<String>,
     target: String,
     aside: String,
-    checkpoints: String,
+    checkpoints: Checkpoints,
     schema: String,
     into: Dest,
     /// The copied columns (the first batch's schema).
@@ -256,25 +226,12 @@ struct PgWriter {
 }
 
 impl PgWriter {
-    fn err(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-        |e| pg_err(&self.spec.name, e)
-    }
-
-    async fn exec(&self, sql: &str) -> Result<u64> {
-        self.client.execute(sql, &[]).await.map_err(self.err())
-    }
-
-    async fn count(&self, sql: &str) -> Result<u64> {
-        let n: i64 = self.client.query_one(sql, &[]).await.map_err(self.err())?.get(0);
-        Ok(n as u64)
-    }
-
     async fn target_exists(&self) -> Result<bool> {
         let row = self
-            .client
+            .db
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.target])
             .await
-            .map_err(self.err())?;
+            .map_err(self.db.err())?;
         Ok(row.get(0))
     }
 
@@ -307,24 +264,24 @@ impl PgWriter {
                 let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
                 let create = sql::create_table(PG, &self.spec.name, STAGE, &fields, &[], false)?;
                 let create = create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1) + " ON COMMIT DROP";
-                self.exec(&create).await?;
+                self.db.exec(&create).await?;
                 STAGE.to_string()
             }
             Dest::Aside => {
-                self.exec(&self.create(&self.aside, &schema)?).await?;
+                self.db.exec(&self.create(&self.aside, &schema)?).await?;
                 self.aside.clone()
             }
             Dest::NewTarget => {
-                self.exec(&self.create(&self.target, &schema)?).await?;
+                self.db.exec(&self.create(&self.target, &schema)?).await?;
                 self.target.clone()
             }
         };
         let cols = column_list(&schema);
         let copy = self
-            .client
+            .db
             .copy_in(&format!("COPY {table} ({cols}) FROM STDIN (FORMAT binary)"))
             .await
-            .map_err(self.err())?;
+            .map_err(self.db.err())?;
         self.copy = Some(Box::pin(copy));
         encode::header(&mut self.buf);
         self.columns = Some(schema);
@@ -345,79 +302,22 @@ impl PgWriter {
     /// Adds source columns the target lacks; refuses a column whose type the target cannot
     /// hold.
     async fn evolve(&self, schema: &SchemaRef) -> Result<()> {
-        let existing = self
-            .client
+        let existing: Vec<(String, String)> = self
+            .db
             .query(
-                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                   WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&self.target],
             )
             .await
-            .map_err(self.err())?;
-        for f in schema.fields() {
-            let wanted = sql::column_type(PG, &self.spec.name, f)?;
-            match existing.iter().find(|r| r.get::<_, &str>(0) == f.name()) {
-                Some(r) => {
-                    let have: &str = r.get(1);
-                    if !sql::compatible(have, &wanted) {
-                        return Err(Error::ColumnTypeConflict {
-                            table: self.spec.name.clone(),
-                            column: f.name().clone(),
-                            expected: have.to_string(),
-                            found: wanted,
-                        });
-                    }
-                }
-                None => {
-                    self.exec(&format!(
-                        "ALTER TABLE {} ADD COLUMN {} {wanted}",
-                        self.target,
-                        PG.quote(f.name())
-                    ))
-                    .await?;
-                }
-            }
+            .map_err(self.db.err())?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for alter in sql::add_columns(PG, &self.spec.name, &self.target, &existing, schema.fields())? {
+            self.db.exec(&alter).await?;
         }
         Ok(())
-    }
-
-    /// Stores the checkpoint, only if the last one is still the one this run started from
-    /// (the row lock makes a concurrent committer wait, then find the run id changed).
-    async fn store_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
-        let json = serde_json::to_string(cp).map_err(|e| Error::config(e.to_string()))?;
-        let stored = match &self.last_checkpoint {
-            None => self
-                .client
-                .execute(
-                    &format!(
-                        "INSERT INTO {} VALUES ($1, $2, $3, $4::text::jsonb, now()) ON CONFLICT DO NOTHING",
-                        self.checkpoints
-                    ),
-                    &[&self.pipeline, &self.spec.name, &cp.run_id, &json],
-                )
-                .await
-                .map_err(self.err())?,
-            Some(last) => self
-                .client
-                .execute(
-                    &format!(
-                        "UPDATE {} SET run_id = $3, checkpoint = $4::text::jsonb, committed_at = now()
-                          WHERE pipeline = $1 AND table_name = $2 AND run_id = $5",
-                        self.checkpoints
-                    ),
-                    &[&self.pipeline, &self.spec.name, &cp.run_id, &json, last],
-                )
-                .await
-                .map_err(self.err())?,
-        };
-        if stored == 1 {
-            Ok(())
-        } else {
-            Err(Error::ConcurrentRun {
-                pipeline: self.pipeline.clone(),
-                table: self.spec.name.clone(),
-            })
-        }
     }
 
     /// Refuses rows whose primary key has a NULL in `table`.
@@ -425,18 +325,11 @@ impl PgWriter {
         let key = &self.spec.primary_key;
         let any_null: Vec<String> = key.iter().map(|c| format!("{} IS NULL", PG.quote(c))).collect();
         let nulls = self
+            .db
             .count(&format!("SELECT count(*) FROM {table} WHERE {}", any_null.join(" OR ")))
             .await?;
         if nulls > 0 {
-            return Err(Error::Connector {
-                connector: "postgres",
-                message: format!(
-                    "table `{}`: {nulls} rows have a NULL in the primary key ({}); nothing was written",
-                    self.spec.name,
-                    key.join(", ")
-                ),
-                retryable: false,
-            });
+            return Err(self.db.null_keys("postgres", nulls, key));
         }
         Ok(())
     }
@@ -458,13 +351,14 @@ impl PgWriter {
     /// Deletes all but the latest row of each key of `table`; returns how many went.
     async fn collapse(&self, table: &str) -> Result<u64> {
         let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
-        self.exec(&format!(
-            "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER
+        self.db
+            .exec(&format!(
+                "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER
                (PARTITION BY {k} ORDER BY {order}) AS n FROM {table}) r WHERE n > 1)",
-            k = k.join(", "),
-            order = self.latest_first()
-        ))
-        .await
+                k = k.join(", "),
+                order = self.latest_first()
+            ))
+            .await
     }
 
     /// Gives a target this run created its primary key. The index is built once; only when
@@ -473,15 +367,15 @@ impl PgWriter {
     async fn key_new_target(&self, table: &str) -> Result<u64> {
         let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
         let add_key = format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", k.join(", "));
-        self.exec("SAVEPOINT etl_key").await?;
-        match self.client.batch_execute(&add_key).await {
+        self.db.exec("SAVEPOINT etl_key").await?;
+        match self.db.batch_execute(&add_key).await {
             Ok(()) => Ok(0),
             Err(e) => {
-                self.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
+                self.db.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
                 match e.code() {
                     Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
                         let collapsed = self.collapse(table).await?;
-                        self.exec(&add_key).await?;
+                        self.db.exec(&add_key).await?;
                         Ok(collapsed)
                     }
                     Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
@@ -501,25 +395,30 @@ impl PgWriter {
         Ok(match (self.into, self.mode) {
             (Dest::Aside, _) => {
                 let deleted = if self.target_exists().await? {
-                    let n = self.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
-                    self.exec(&format!("DROP TABLE {}", self.target)).await?;
+                    let n = self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
+                    self.db.exec(&format!("DROP TABLE {}", self.target)).await?;
                     n
                 } else {
                     0
                 };
-                self.exec(&format!(
-                    "ALTER TABLE {} RENAME TO {}",
-                    self.aside,
-                    PG.quote(&self.spec.target)
-                ))
-                .await?;
+                self.db
+                    .exec(&format!(
+                        "ALTER TABLE {} RENAME TO {}",
+                        self.aside,
+                        PG.quote(&self.spec.target)
+                    ))
+                    .await?;
                 (self.rows, 0, deleted, 0)
             }
             (Dest::NewTarget, LoadMode::Upsert) => {
                 let collapsed = self.key_new_target(&self.target).await?;
                 // Rows marked deleted have nothing to delete yet: they are not kept.
                 let dropped = match self.soft_deleted(schema, "")? {
-                    Some(flag) => self.exec(&format!("DELETE FROM {} WHERE {flag}", self.target)).await?,
+                    Some(flag) => {
+                        self.db
+                            .exec(&format!("DELETE FROM {} WHERE {flag}", self.target))
+                            .await?
+                    }
                     None => 0,
                 };
                 (self.rows - collapsed - dropped, 0, 0, collapsed)
@@ -529,12 +428,12 @@ impl PgWriter {
                 self.evolve(schema).await?;
                 match mode {
                     LoadMode::TruncateInsert => {
-                        let deleted = self.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
-                        self.exec(&format!("TRUNCATE {}", self.target)).await?;
-                        (self.exec(&insert_staged).await?, 0, deleted, 0)
+                        let deleted = self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
+                        self.db.exec(&format!("TRUNCATE {}", self.target)).await?;
+                        (self.db.exec(&insert_staged).await?, 0, deleted, 0)
                     }
                     LoadMode::Upsert => self.merge(schema).await?,
-                    _ => (self.exec(&insert_staged).await?, 0, 0, 0),
+                    _ => (self.db.exec(&insert_staged).await?, 0, 0, 0),
                 }
             }
         })
@@ -577,7 +476,7 @@ impl PgWriter {
         let mut sorted_key = key.clone();
         sorted_key.sort();
         let unique: Option<bool> = self
-            .client
+            .db
             .query_opt(
                 "SELECT i.indisprimary FROM pg_index i WHERE i.indrelid = $1::text::regclass AND i.indisunique
                    AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
@@ -586,7 +485,7 @@ impl PgWriter {
                 &[&self.target, &sorted_key],
             )
             .await
-            .map_err(self.err())?
+            .map_err(self.db.err())?
             .map(|r| r.get(0));
         let soft = self.soft_deleted(schema, "s.")?;
         let fast = self.spec.merge == MergeStrategy::UpdateInsert && soft.is_none() && unique.is_some();
@@ -601,13 +500,14 @@ impl PgWriter {
         let mut dropped = 0;
         if let Some(flag) = &soft {
             deleted = self
+                .db
                 .exec(&format!(
                     "DELETE FROM {target} t USING {STAGE} s WHERE {on} AND {flag}",
                     target = self.target
                 ))
                 .await?;
             let flag = self.soft_deleted(schema, "")?.expect("soft delete");
-            dropped = self.exec(&format!("DELETE FROM {STAGE} WHERE {flag}")).await?;
+            dropped = self.db.exec(&format!("DELETE FROM {STAGE} WHERE {flag}")).await?;
         }
         let live = self.rows - collapsed - dropped;
         let (inserted, updated) = match self.spec.merge {
@@ -630,15 +530,15 @@ impl PgWriter {
                     k = k.join(", ")
                 );
                 let counts = |r: tokio_postgres::Row| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
-                self.exec("SAVEPOINT etl_merge").await?;
-                match self.client.query_one(&upsert, &[]).await {
+                self.db.exec("SAVEPOINT etl_merge").await?;
+                match self.db.query_one(&upsert, &[]).await {
                     Ok(r) => counts(r),
                     Err(e) => {
-                        self.exec("ROLLBACK TO SAVEPOINT etl_merge").await?;
+                        self.db.exec("ROLLBACK TO SAVEPOINT etl_merge").await?;
                         match e.code() {
                             Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
                                 collapsed = self.collapse(STAGE).await?;
-                                counts(self.client.query_one(&upsert, &[]).await.map_err(self.err())?)
+                                counts(self.db.query_one(&upsert, &[]).await.map_err(self.db.err())?)
                             }
                             Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
                                 self.check_keys(STAGE).await?;
@@ -652,10 +552,10 @@ impl PgWriter {
             MergeStrategy::UpdateInsert => {
                 // No unique index: MERGE (Postgres 15+), which joins instead.
                 let version: i32 = self
-                    .client
+                    .db
                     .query_one("SELECT current_setting('server_version_num')::int", &[])
                     .await
-                    .map_err(self.err())?
+                    .map_err(self.db.err())?
                     .get(0);
                 if version < 150_000 {
                     return Err(Error::Connector {
@@ -669,15 +569,16 @@ impl PgWriter {
                         retryable: false,
                     });
                 }
-                self.exec(&format!("ANALYZE {STAGE}")).await?;
+                self.db.exec(&format!("ANALYZE {STAGE}")).await?;
                 let updated = if non_key.is_empty() {
                     0
                 } else {
-                    self.count(&format!(
-                        "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
-                        self.target
-                    ))
-                    .await?
+                    self.db
+                        .count(&format!(
+                            "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
+                            self.target
+                        ))
+                        .await?
                 };
                 let matched = if non_key.is_empty() {
                     "DO NOTHING".to_string()
@@ -691,6 +592,7 @@ impl PgWriter {
                     .map(|f| format!("s.{}", PG.quote(f.name())))
                     .collect();
                 let merged = self
+                    .db
                     .exec(&format!(
                         "MERGE INTO {target} t USING {STAGE} s ON {on}
                            WHEN MATCHED THEN {matched}
@@ -703,20 +605,23 @@ impl PgWriter {
             }
             MergeStrategy::DeleteInsert => {
                 let replaced = self
+                    .db
                     .exec(&format!(
                         "DELETE FROM {target} t USING {STAGE} s WHERE {on}",
                         target = self.target
                     ))
                     .await?;
-                self.exec(&format!(
-                    "INSERT INTO {} ({cols}) SELECT {cols} FROM {STAGE}",
-                    self.target
-                ))
-                .await?;
+                self.db
+                    .exec(&format!(
+                        "INSERT INTO {} ({cols}) SELECT {cols} FROM {STAGE}",
+                        self.target
+                    ))
+                    .await?;
                 (live - replaced, replaced)
             }
             MergeStrategy::InsertOnly => {
                 let inserted = self
+                    .db
                     .exec(&format!(
                         "INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE} s
                           WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})",
@@ -731,24 +636,32 @@ impl PgWriter {
 
     /// The commit's statements, in the run's transaction.
     async fn commit_in(&self, checkpoint: &Checkpoint) -> Result<CommitSummary> {
-        self.store_checkpoint(checkpoint).await?;
-        watermarks::record(&self.client, &self.schema, &self.pipeline, &self.spec.name, checkpoint).await?;
+        self.checkpoints
+            .store(
+                &self.db,
+                &self.pipeline,
+                &self.spec.name,
+                self.last_checkpoint.as_deref(),
+                checkpoint,
+            )
+            .await?;
+        watermarks::record(&self.db, &self.schema, &self.pipeline, &self.spec.name, checkpoint).await?;
         let (inserted, updated, deleted, collapsed) = match &self.columns {
             Some(schema) => self.apply(schema).await?,
             // Nothing was read: a FULL or TRUNCATE_INSERT empties an existing target.
             None if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && self.target_exists().await? => {
-                let deleted = self.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
-                self.exec(&format!("TRUNCATE {}", self.target)).await?;
+                let deleted = self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
+                self.db.exec(&format!("TRUNCATE {}", self.target)).await?;
                 (0, 0, deleted, 0)
             }
             None => (0, 0, 0, 0),
         };
         let target_rows = if self.target_exists().await? {
-            Some(self.count(&format!("SELECT count(*) FROM {}", self.target)).await?)
+            Some(self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?)
         } else {
             None
         };
-        self.client.batch_execute("COMMIT").await.map_err(self.err())?;
+        self.db.batch_execute("COMMIT").await.map_err(self.db.err())?;
         tracing::debug!(table = %self.spec.name, target = %self.target,
             inserted, updated, deleted, collapsed, "postgres commit");
         Ok(CommitSummary {
@@ -811,7 +724,7 @@ impl TableWriter for PgWriter {
         let result = self.commit_in(&checkpoint).await;
         if result.is_err() {
             // Nothing of the run stays: its tables, rows and checkpoint go with the rollback.
-            let _ = self.client.batch_execute("ROLLBACK").await;
+            let _ = self.db.batch_execute("ROLLBACK").await;
         }
         result
     }
@@ -819,7 +732,7 @@ impl TableWriter for PgWriter {
     async fn abort(mut self: Box<Self>) -> Result<()> {
         // Dropping the COPY sink without finishing it aborts the COPY.
         self.copy = None;
-        self.client
+        self.db
             .batch_execute("ROLLBACK")
             .await
             .map_err(|e| pg_err(&self.spec.name, e))
