@@ -39,9 +39,30 @@ impl Checkpoints {
     pub(crate) fn create(&self) -> String {
         let (json, _) = self.json();
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (pipeline varchar(512) NOT NULL, table_name varchar(512) NOT NULL,
-               run_id varchar(256) NOT NULL, checkpoint {json} NOT NULL, committed_at timestamptz NOT NULL,
-               PRIMARY KEY (pipeline, table_name))",
+            "CREATE TABLE IF NOT EXISTS {} (pipeline varchar(512) NOT NULL, table_name varchar(512) NOT NULL, \
+             run_id varchar(256) NOT NULL, checkpoint {json} NOT NULL, committed_at timestamptz NOT NULL, \
+             PRIMARY KEY (pipeline, table_name))",
+            self.table
+        )
+    }
+
+    /// The first checkpoint of a (pipeline, table): inserted only if none exists.
+    fn insert_sql(&self) -> String {
+        let (_, cast) = self.json();
+        format!(
+            "INSERT INTO {t} (pipeline, table_name, run_id, checkpoint, committed_at) \
+             SELECT $1::varchar, $2::varchar, $3::varchar, $4{cast}, $5::timestamptz \
+             WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE pipeline = $1 AND table_name = $2)",
+            t = self.table
+        )
+    }
+
+    /// A later checkpoint: replaces the one the run started from (`$6`), or nothing.
+    fn update_sql(&self) -> String {
+        let (_, cast) = self.json();
+        format!(
+            "UPDATE {} SET run_id = $3, checkpoint = $4{cast}, committed_at = $5 \
+             WHERE pipeline = $1 AND table_name = $2 AND run_id = $6",
             self.table
         )
     }
@@ -95,7 +116,6 @@ impl Checkpoints {
         cp: &Checkpoint,
     ) -> Result<()> {
         let json = serde_json::to_string(cp).map_err(|e| Error::config(e.to_string()))?;
-        let (_, cast) = self.json();
         let now = Utc::now();
         let concurrent = || Error::ConcurrentRun {
             pipeline: pipeline.to_string(),
@@ -104,27 +124,12 @@ impl Checkpoints {
         let stored = match last {
             None => {
                 client
-                    .execute(
-                        &format!(
-                            "INSERT INTO {t} (pipeline, table_name, run_id, checkpoint, committed_at)
-                             SELECT $1::varchar, $2::varchar, $3::varchar, $4{cast}, $5::timestamptz
-                              WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE pipeline = $1 AND table_name = $2)",
-                            t = self.table
-                        ),
-                        &[&pipeline, &table, &cp.run_id, &json, &now],
-                    )
+                    .execute(&self.insert_sql(), &[&pipeline, &table, &cp.run_id, &json, &now])
                     .await
             }
             Some(last) => {
                 client
-                    .execute(
-                        &format!(
-                            "UPDATE {} SET run_id = $3, checkpoint = $4{cast}, committed_at = $5
-                              WHERE pipeline = $1 AND table_name = $2 AND run_id = $6",
-                            self.table
-                        ),
-                        &[&pipeline, &table, &cp.run_id, &json, &now, &last],
-                    )
+                    .execute(&self.update_sql(), &[&pipeline, &table, &cp.run_id, &json, &now, &last])
                     .await
             }
         };
@@ -211,5 +216,32 @@ impl Session {
             ),
             retryable: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redshift_checkpoints_are_plain_text_with_no_upsert() {
+        let cp = Checkpoints::new(Dialect::Redshift, "crm");
+        assert_eq!(
+            cp.create(),
+            r#"CREATE TABLE IF NOT EXISTS "crm"."_etl_checkpoints" (pipeline varchar(512) NOT NULL, table_name varchar(512) NOT NULL, run_id varchar(256) NOT NULL, checkpoint varchar(65535) NOT NULL, committed_at timestamptz NOT NULL, PRIMARY KEY (pipeline, table_name))"#
+        );
+        assert_eq!(
+            cp.insert_sql(),
+            r#"INSERT INTO "crm"."_etl_checkpoints" (pipeline, table_name, run_id, checkpoint, committed_at) SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar(65535), $5::timestamptz WHERE NOT EXISTS (SELECT 1 FROM "crm"."_etl_checkpoints" WHERE pipeline = $1 AND table_name = $2)"#
+        );
+        assert_eq!(
+            cp.update_sql(),
+            r#"UPDATE "crm"."_etl_checkpoints" SET run_id = $3, checkpoint = $4::varchar(65535), committed_at = $5 WHERE pipeline = $1 AND table_name = $2 AND run_id = $6"#
+        );
+        assert!(
+            Checkpoints::new(Dialect::Postgres, "crm")
+                .create()
+                .contains("checkpoint jsonb NOT NULL")
+        );
     }
 }

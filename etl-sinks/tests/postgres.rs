@@ -361,7 +361,11 @@ async fn modes_replace_truncate_and_append(kind: Kind) {
     let kept: String = wh
         .client
         .query_one(
-            &format!("SELECT obj_description('{}.t'::regclass) || ',' || count(*) FROM pg_indexes WHERE indexname = 't_name'", wh.schema),
+            &format!(
+                "SELECT obj_description('{s}.t'::regclass) || ',' || count(*) FROM pg_indexes
+                  WHERE schemaname = '{s}' AND indexname = 't_name'",
+                s = wh.schema
+            ),
             &[],
         )
         .await
