@@ -15,6 +15,8 @@ pub enum Dialect {
     /// Amazon Redshift (quoting and literals as Postgres; its own column types and
     /// statements in the Redshift sink).
     Redshift,
+    /// Snowflake (identifiers quoted as Postgres; `\` escapes in string literals).
+    Snowflake,
 }
 
 impl Dialect {
@@ -28,7 +30,7 @@ impl Dialect {
     /// ```
     pub fn quote(self, ident: &str) -> String {
         let q = match self {
-            Dialect::Postgres | Dialect::Redshift => '"',
+            Dialect::Postgres | Dialect::Redshift | Dialect::Snowflake => '"',
             Dialect::MySql => '`',
         };
         let mut out = String::with_capacity(ident.len() + 2);
@@ -58,7 +60,7 @@ impl Dialect {
     pub fn string_literal(self, s: &str) -> String {
         let body = match self {
             Dialect::Postgres | Dialect::Redshift => s.replace('\'', "''"),
-            Dialect::MySql => s.replace('\\', "\\\\").replace('\'', "''"),
+            Dialect::MySql | Dialect::Snowflake => s.replace('\\', "\\\\").replace('\'', "''"),
         };
         format!("'{body}'")
     }
@@ -81,7 +83,9 @@ impl Dialect {
             CursorValue::Text(s) => return self.string_literal(s),
         };
         match self {
-            Dialect::Postgres | Dialect::Redshift => format!("{}::{pg_type}", self.string_literal(&text)),
+            Dialect::Postgres | Dialect::Redshift | Dialect::Snowflake => {
+                format!("{}::{pg_type}", self.string_literal(&text))
+            }
             Dialect::MySql => self.string_literal(&text),
         }
     }
@@ -93,7 +97,7 @@ impl Dialect {
                 p.push(v.clone());
                 match self {
                     Dialect::Postgres | Dialect::Redshift => format!("${}", p.len()),
-                    Dialect::MySql => "?".to_string(),
+                    Dialect::MySql | Dialect::Snowflake => "?".to_string(),
                 }
             }
             None => self.literal(v),

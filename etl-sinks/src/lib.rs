@@ -23,7 +23,7 @@ pub mod lake;
 pub mod postgres;
 
 /// Shared by the warehouse sinks.
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "snowflake"))]
 pub mod sql;
 
 #[cfg(feature = "postgres")]
@@ -31,3 +31,12 @@ mod checkpoints;
 
 #[cfg(feature = "redshift")]
 pub mod redshift;
+
+#[cfg(feature = "snowflake")]
+pub mod snowflake;
+
+#[cfg(any(feature = "redshift", feature = "snowflake"))]
+mod stage;
+
+#[cfg(any(feature = "redshift", feature = "snowflake"))]
+mod statements;

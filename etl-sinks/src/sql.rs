@@ -25,6 +25,28 @@ pub fn column_type(dialect: Dialect, table: &str, field: &Field) -> Result<Strin
         expected: format!("a type the {dialect:?} sink maps"),
         found: field.data_type().to_string(),
     };
+    if dialect == Dialect::Snowflake {
+        return Ok(match field.data_type() {
+            DataType::Boolean => "boolean".into(),
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => "number(38,0)".into(),
+            DataType::UInt64 => "number(20,0)".into(),
+            DataType::Float32 | DataType::Float64 => "float".into(),
+            DataType::Decimal128(p, s) => format!("number({p},{s})"),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
+            DataType::Binary | DataType::LargeBinary => "binary".into(),
+            DataType::Date32 | DataType::Date64 => "date".into(),
+            DataType::Time64(_) | DataType::Time32(_) => "time".into(),
+            DataType::Timestamp(_, None) => "timestamp_ntz".into(),
+            DataType::Timestamp(_, Some(_)) => "timestamp_tz".into(),
+            _ => return Err(unmapped()),
+        });
+    }
     let redshift = dialect == Dialect::Redshift;
     Ok(match field.data_type() {
         // Redshift: text up to its limit of 65 535 bytes, bytes as VARBYTE, no intervals or
@@ -67,7 +89,7 @@ pub(crate) fn compatible(existing: &str, wanted: &str) -> bool {
             "timestamp without time zone" => "timestamp".to_string(),
             "timestamp with time zone" => "timestamptz".to_string(),
             "time without time zone" => "time".to_string(),
-            "character varying" | "varchar" | "character" | "char" | "bpchar" => "text".to_string(),
+            "character varying" | "varchar" | "character" | "char" | "bpchar" | "string" => "text".to_string(),
             t if t.starts_with("varchar(") || t.starts_with("character varying(") => "text".to_string(),
             _ => t.replace(' ', ""),
         }
@@ -75,6 +97,18 @@ pub(crate) fn compatible(existing: &str, wanted: &str) -> bool {
     let (e, w) = (norm(existing), norm(wanted));
     if e == w || e == "text" && w == "text" {
         return true;
+    }
+    // Fixed point: enough integer digits and enough fraction digits.
+    let fixed = |t: &str| -> Option<(i64, i64)> {
+        let inner = t
+            .strip_prefix("numeric(")
+            .or_else(|| t.strip_prefix("number("))?
+            .strip_suffix(')')?;
+        let (p, s) = inner.split_once(',')?;
+        Some((p.parse().ok()?, s.parse().ok()?))
+    };
+    if let (Some((pe, se)), Some((pw, sw))) = (fixed(&e), fixed(&w)) {
+        return se >= sw && pe - se >= pw - sw;
     }
     let rank = |t: &str| match t {
         "smallint" => Some(1),
@@ -176,6 +210,11 @@ mod tests {
         assert!(!compatible("integer", "bigint"));
         assert!(compatible("character varying", "text"));
         assert!(compatible("character varying", "varchar(65535)"));
+        assert!(compatible("TEXT", "varchar"));
+        assert!(compatible("number(38,0)", "number(20,0)"));
+        assert!(compatible("numeric(12,2)", "numeric(10,2)"));
+        assert!(!compatible("number(38,0)", "number(12,2)"));
+        assert!(!compatible("numeric(10,2)", "numeric(12,2)"));
         assert!(compatible("timestamp without time zone", "timestamp"));
         assert!(!compatible("timestamp without time zone", "timestamptz"));
         assert!(compatible("numeric", "numeric(10,2)"));

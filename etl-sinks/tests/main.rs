@@ -423,6 +423,9 @@ mod crawl;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+#[cfg(feature = "snowflake")]
+mod snowflake;
+
 /// A source that hands over its first batch, then stalls for a minute before the rest (a
 /// database that hangs mid-read).
 #[derive(Debug)]

@@ -29,13 +29,8 @@
 //!
 //! [`MergeStrategy`]: etl_core::MergeStrategy
 
-mod statements;
-
 use std::fmt;
-use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -47,19 +42,14 @@ use etl_core::{
 };
 use futures::{SinkExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 
-use self::statements::{CopyAuth, LATEST, SEQ, STAGE, Statements};
 use crate::checkpoints::{Checkpoints, Session};
 use crate::postgres::encode;
 use crate::sql;
+use crate::stage::ParquetStage;
+use crate::statements::{CopyAuth, LATEST, STAGE, Statements};
 
 const RS: Dialect = Dialect::Redshift;
-/// Bytes of Parquet per staged file, at most (Redshift loads the files of a prefix in
-/// parallel, one per slice).
-const FILE_BYTES: usize = 64 << 20;
 
 /// How the staging table is loaded from the staged files.
 #[derive(Clone)]
@@ -214,33 +204,8 @@ impl Sink for RedshiftSink {
             mode: req.mode,
             last_checkpoint: req.last_checkpoint.map(str::to_string),
             run_id: req.run_id.to_string(),
-            prefix,
-            files: Vec::new(),
-            writer: std::sync::Mutex::new(None),
-            columns: None,
-            seq: 0,
-            bytes: 0,
+            stage: ParquetStage::new(self.staging.clone(), prefix, &spec.name, RS),
         }))
-    }
-}
-
-/// The type a column is staged as: unsigned integers widened to signed ones Redshift reads
-/// (`UInt64` as `numeric(20,0)`).
-fn staged_type(dt: &DataType) -> Option<DataType> {
-    Some(match dt {
-        DataType::UInt8 => DataType::Int16,
-        DataType::UInt16 => DataType::Int32,
-        DataType::UInt32 => DataType::Int64,
-        DataType::UInt64 => DataType::Decimal128(20, 0),
-        _ => return None,
-    })
-}
-
-fn parquet_err(table: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
-    move |e| Error::Connector {
-        connector: "redshift",
-        message: format!("table `{table}`: staging Parquet: {e}"),
-        retryable: false,
     }
 }
 
@@ -252,81 +217,22 @@ struct RsWriter {
     mode: LoadMode,
     last_checkpoint: Option<String>,
     run_id: String,
-    /// Where this run's files are staged, relative to the staging location.
-    prefix: String,
-    files: Vec<object_store::path::Path>,
-    /// The file being written (in a mutex only to keep the writer `Sync`; never contended).
-    writer: std::sync::Mutex<Option<ArrowWriter<Vec<u8>>>>,
-    /// The staged columns (without `_etl_seq`).
-    columns: Option<SchemaRef>,
-    seq: i64,
-    bytes: u64,
+    stage: ParquetStage,
 }
 
 impl RsWriter {
     fn statements(&self) -> Statements<'_> {
         Statements {
+            dialect: RS,
             spec: &self.spec,
+            stage: STAGE.into(),
+            latest: LATEST.into(),
             target: self.sink.qualified(&self.spec.target),
             fields: self
-                .columns
-                .as_ref()
+                .stage
+                .columns()
                 .map(|s| s.fields().iter().map(|f| f.as_ref().clone()).collect())
                 .unwrap_or_default(),
-        }
-    }
-
-    /// The batch as staged: unsigned columns widened, the arrival number appended.
-    fn staged(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let table = &self.spec.name;
-        let mut fields: Vec<Field> = Vec::with_capacity(batch.num_columns() + 1);
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 1);
-        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-            match staged_type(f.data_type()) {
-                Some(t) => {
-                    cols.push(etl_core::transform::cast_column(table, f.name(), c, &t)?);
-                    fields.push(f.as_ref().clone().with_data_type(t));
-                }
-                None => {
-                    cols.push(c.clone());
-                    fields.push(f.as_ref().clone());
-                }
-            }
-        }
-        let n = batch.num_rows() as i64;
-        cols.push(Arc::new(Int64Array::from_iter_values(self.seq..self.seq + n)));
-        fields.push(Field::new(SEQ, DataType::Int64, false));
-        self.seq += n;
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| Error::arrow(table, e))
-    }
-
-    /// Uploads the file being written.
-    async fn finish_file(&mut self) -> Result<()> {
-        let Some(w) = self.writer.get_mut().expect("writer lock").take() else {
-            return Ok(());
-        };
-        let body = w.into_inner().map_err(|e| parquet_err(&self.spec.name)(e))?;
-        self.bytes += body.len() as u64;
-        let path = self
-            .sink
-            .staging
-            .path(&format!("{}/part-{:05}.parquet", self.prefix, self.files.len()));
-        self.sink
-            .staging
-            .store()
-            .put(&path, body.into())
-            .await
-            .map_err(|e| Error::store(&path, e))?;
-        self.files.push(path);
-        Ok(())
-    }
-
-    /// Removes this run's staged files (best effort: a failure is logged).
-    async fn remove_staged(&self) {
-        for p in &self.files {
-            if let Err(e) = self.sink.staging.store().delete(p).await {
-                tracing::warn!(table = %self.spec.name, path = %p, error = %e, "a staged file was not removed");
-            }
         }
     }
 
@@ -345,7 +251,7 @@ impl RsWriter {
 
     /// Loads the staged files into the staging table.
     async fn load_stage(&self) -> Result<()> {
-        let url = format!("{}/{}/", self.sink.staging_url, self.prefix);
+        let url = format!("{}/{}/", self.sink.staging_url, self.stage.prefix());
         let auth = match &self.sink.load {
             RedshiftLoad::IamRole(arn) => CopyAuth::IamRole(arn.clone()),
             RedshiftLoad::AccessKeys { id, secret, token } => CopyAuth::Keys {
@@ -356,7 +262,7 @@ impl RsWriter {
             RedshiftLoad::PostgresStandIn => return self.load_stage_from_files().await,
         };
         // The statement carries credentials: it is never logged.
-        self.db.exec(&Statements::copy(&url, &auth)).await.map(|_| ())
+        self.db.exec(&self.statements().copy(&url, &auth)).await.map(|_| ())
     }
 
     /// The stand-in's load: the staged Parquet read back and sent by binary `COPY`.
@@ -370,21 +276,21 @@ impl RsWriter {
         let mut copy = std::pin::pin!(copy);
         let mut buf = BytesMut::new();
         encode::header(&mut buf);
-        for path in &self.files {
-            let meta = self
-                .sink
-                .staging
-                .store()
-                .head(path)
-                .await
-                .map_err(|e| Error::store(path, e))?;
-            let reader = etl_core::parquet_io::ObjectReader::new(self.sink.staging.store().clone(), meta);
+        let store = self.stage.location().store();
+        let read_err = |e: parquet::errors::ParquetError| Error::Connector {
+            connector: "redshift",
+            message: format!("table `{}`: reading back staged Parquet: {e}", self.spec.name),
+            retryable: false,
+        };
+        for path in self.stage.files() {
+            let meta = store.head(path).await.map_err(|e| Error::store(path, e))?;
+            let reader = etl_core::parquet_io::ObjectReader::new(store.clone(), meta);
             let mut batches = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
-                .map_err(|e| parquet_err(&self.spec.name)(e))?
+                .map_err(read_err)?
                 .build()
-                .map_err(|e| parquet_err(&self.spec.name)(e))?;
-            while let Some(b) = batches.try_next().await.map_err(|e| parquet_err(&self.spec.name)(e))? {
+                .map_err(read_err)?;
+            while let Some(b) = batches.try_next().await.map_err(read_err)? {
                 encode::rows(&self.spec.name, &b, &mut buf)?;
                 copy.send(buf.split().freeze()).await.map_err(self.db.err())?;
             }
@@ -421,7 +327,7 @@ impl RsWriter {
             })
             .collect();
         let target = self.sink.qualified(&self.spec.target);
-        let fields = self.columns.as_ref().expect("columns").fields();
+        let fields = self.stage.columns().expect("columns").fields();
         for alter in sql::add_columns(RS, &self.spec.name, &target, &existing, fields)? {
             self.db.exec(&alter).await?;
         }
@@ -432,7 +338,7 @@ impl RsWriter {
     /// collapsed.
     async fn apply(&self) -> Result<(u64, u64, u64, u64)> {
         let st = self.statements();
-        let rows = self.seq as u64;
+        let rows = self.stage.rows();
         let exists = self.target_exists().await?;
         if self.mode == LoadMode::Full {
             let mut aside = format!("_etl_new_{}_{}", self.run_id, self.spec.target);
@@ -522,7 +428,7 @@ impl RsWriter {
             checkpoint,
         )
         .await?;
-        let (inserted, updated, deleted, collapsed) = if self.columns.is_some() {
+        let (inserted, updated, deleted, collapsed) = if self.stage.columns().is_some() {
             self.db.exec(&self.statements().create_stage()?).await?;
             self.load_stage().await?;
             self.apply().await?
@@ -559,44 +465,11 @@ impl RsWriter {
 #[async_trait]
 impl TableWriter for RsWriter {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        if self.columns.is_none() {
-            let fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-            // Refuse a type Redshift cannot hold before anything is staged.
-            for f in &fields {
-                sql::column_type(RS, &self.spec.name, f)?;
-            }
-            self.columns = Some(Arc::new(Schema::new(fields)));
-        }
-        let staged = self.staged(&batch)?;
-        let full = {
-            let slot = self.writer.get_mut().expect("writer lock");
-            if slot.is_none() {
-                let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-                *slot = Some(
-                    ArrowWriter::try_new(Vec::new(), staged.schema(), Some(props))
-                        .map_err(parquet_err(&self.spec.name))?,
-                );
-            }
-            let w = slot.as_mut().expect("writer");
-            w.write(&staged).map_err(parquet_err(&self.spec.name))?;
-            w.in_progress_size() + w.bytes_written() >= FILE_BYTES
-        };
-        if full {
-            self.finish_file().await?;
-        }
-        Ok(())
+        self.stage.write(&batch).await
     }
 
     async fn stage(&mut self) -> Result<StageSummary> {
-        self.finish_file().await?;
-        Ok(StageSummary {
-            rows: self.seq as u64,
-            bytes: self.bytes,
-            files: self.files.len() as u64,
-        })
+        self.stage.finish().await
     }
 
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
@@ -605,12 +478,12 @@ impl TableWriter for RsWriter {
             // Nothing of the run stays: its tables, rows and checkpoint go with the rollback.
             let _ = self.db.batch_execute("ROLLBACK").await;
         }
-        self.remove_staged().await;
+        self.stage.remove().await;
         result
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
-        self.remove_staged().await;
+        self.stage.remove().await;
         Ok(())
     }
 }

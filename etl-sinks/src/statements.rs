@@ -1,6 +1,7 @@
-//! The statements the Redshift sink sends, as pure functions of the table and its columns
-//! (golden-tested to the character below). Every one is also valid PostgreSQL, except
-//! `COPY … FROM 's3://…'`, so the transactional path runs on a local Postgres too.
+//! The statements of the warehouses that load staged files (Redshift, Snowflake), as pure
+//! functions of the table and its columns, golden-tested to the character below. The
+//! Redshift ones are also valid PostgreSQL, except `COPY … FROM 's3://…'`, so that path runs
+//! on a local Postgres too.
 
 use arrow::datatypes::{DataType, Field};
 use etl_core::sql::Dialect;
@@ -8,12 +9,10 @@ use etl_core::{Error, MergeStrategy, Result, TableSpec};
 
 use crate::sql;
 
-const RS: Dialect = Dialect::Redshift;
-
-/// The staging table, its collapsed copy, and the arrival-order column.
+/// Redshift's staging table and its collapsed copy (temporary: one session each).
 pub(crate) const STAGE: &str = "_etl_stage";
 pub(crate) const LATEST: &str = "_etl_latest";
-pub(crate) const SEQ: &str = "_etl_seq";
+use crate::stage::SEQ;
 
 /// How Redshift reads the staged files.
 #[derive(Clone, PartialEq, Eq)]
@@ -28,7 +27,11 @@ pub(crate) enum CopyAuth {
 
 /// The statements of one table's run.
 pub(crate) struct Statements<'a> {
+    pub(crate) dialect: Dialect,
     pub(crate) spec: &'a TableSpec,
+    /// The staging table and its collapsed copy, as written in statements.
+    pub(crate) stage: String,
+    pub(crate) latest: String,
     /// The target, schema-qualified and quoted.
     pub(crate) target: String,
     /// The run's columns (without the arrival-order column).
@@ -37,7 +40,7 @@ pub(crate) struct Statements<'a> {
 
 impl Statements<'_> {
     fn quoted(&self) -> Vec<String> {
-        self.fields.iter().map(|f| RS.quote(f.name())).collect()
+        self.fields.iter().map(|f| self.dialect.quote(f.name())).collect()
     }
 
     fn cols(&self) -> String {
@@ -45,7 +48,7 @@ impl Statements<'_> {
     }
 
     fn key(&self) -> Vec<String> {
-        self.spec.primary_key.iter().map(|c| RS.quote(c)).collect()
+        self.spec.primary_key.iter().map(|c| self.dialect.quote(c)).collect()
     }
 
     /// `target.k = s.k AND …`, the target named in full (Redshift's `DELETE … USING` takes no
@@ -58,18 +61,27 @@ impl Statements<'_> {
             .join(" AND ")
     }
 
-    /// The temporary staging table: the run's columns and the arrival order.
+    /// How a scratch table is created: temporary in Redshift; transient (dropped after the
+    /// run) in Snowflake, whose `COPY INTO` needs a schema-qualified table.
+    fn create_scratch(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Snowflake => "CREATE OR REPLACE TRANSIENT TABLE",
+            _ => "CREATE TEMP TABLE",
+        }
+    }
+
+    /// The staging table: the run's columns and the arrival order.
     pub(crate) fn create_stage(&self) -> Result<String> {
         let mut fields: Vec<&Field> = self.fields.iter().collect();
         let seq = Field::new(SEQ, DataType::Int64, false);
         fields.push(&seq);
-        let create = sql::create_table(RS, &self.spec.name, STAGE, &fields, &[], false)?;
-        Ok(create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1))
+        let create = sql::create_table(self.dialect, &self.spec.name, &self.stage, &fields, &[], false)?;
+        Ok(create.replacen("CREATE TABLE", self.create_scratch(), 1))
     }
 
-    /// `COPY` of the staged Parquet files under `url` into the staging table.
-    pub(crate) fn copy(url: &str, auth: &CopyAuth) -> String {
-        let lit = |s: &str| RS.string_literal(s);
+    /// Redshift's `COPY` of the staged Parquet files under `url` into the staging table.
+    pub(crate) fn copy(&self, url: &str, auth: &CopyAuth) -> String {
+        let lit = |s: &str| self.dialect.string_literal(s);
         let auth = match auth {
             CopyAuth::IamRole(arn) => format!("IAM_ROLE {}", lit(arn)),
             CopyAuth::Keys { id, secret, token } => {
@@ -80,14 +92,23 @@ impl Statements<'_> {
                 a
             }
         };
-        format!("COPY {STAGE} FROM {} {auth} FORMAT AS PARQUET", lit(url))
+        format!("COPY {} FROM {} {auth} FORMAT AS PARQUET", self.stage, lit(url))
+    }
+
+    /// Snowflake's `COPY INTO` of the staged Parquet files `from` (`@stage/path/`) into the
+    /// staging table, columns matched by name.
+    pub(crate) fn copy_into(&self, from: &str) -> String {
+        format!(
+            "COPY INTO {} FROM {from} FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE",
+            self.stage
+        )
     }
 
     /// A new table (FULL's table built aside, or a missing target), with `key` as its
     /// primary key (informational in Redshift; given when the mode merges by it).
     pub(crate) fn create_table(&self, qualified: &str, key: &[String]) -> Result<String> {
         let fields: Vec<&Field> = self.fields.iter().collect();
-        sql::create_table(RS, &self.spec.name, qualified, &fields, key, false)
+        sql::create_table(self.dialect, &self.spec.name, qualified, &fields, key, false)
     }
 
     /// `INSERT` of every row of `from` into `into`.
@@ -102,7 +123,10 @@ impl Statements<'_> {
         if exists {
             out.push(format!("DROP TABLE {}", self.target));
         }
-        out.push(format!("ALTER TABLE {aside} RENAME TO {}", RS.quote(&self.spec.target)));
+        out.push(format!(
+            "ALTER TABLE {aside} RENAME TO {}",
+            self.dialect.quote(&self.spec.target)
+        ));
         out
     }
 
@@ -114,7 +138,7 @@ impl Statements<'_> {
     /// How many staged rows have a NULL in the key.
     pub(crate) fn null_keys(&self) -> String {
         let any: Vec<String> = self.key().iter().map(|k| format!("{k} IS NULL")).collect();
-        format!("SELECT count(*) FROM {STAGE} WHERE {}", any.join(" OR "))
+        format!("SELECT count(*) FROM {} WHERE {}", self.stage, any.join(" OR "))
     }
 
     /// The staged rows collapsed to the latest per key: greatest cursor (NULLs oldest), then
@@ -124,15 +148,18 @@ impl Statements<'_> {
             .spec
             .cursor
             .iter()
-            .map(|c| format!("{} DESC NULLS LAST", RS.quote(c)))
+            .map(|c| format!("{} DESC NULLS LAST", self.dialect.quote(c)))
             .collect();
-        order.push(format!("{} DESC", RS.quote(SEQ)));
+        order.push(format!("{} DESC", self.dialect.quote(SEQ)));
         let cols = self.cols();
         format!(
-            "CREATE TEMP TABLE {LATEST} AS SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER \
-             (PARTITION BY {} ORDER BY {}) AS _etl_n FROM {STAGE}) s WHERE _etl_n = 1",
+            "{} {} AS SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER \
+             (PARTITION BY {} ORDER BY {}) AS _etl_n FROM {}) s WHERE _etl_n = 1",
+            self.create_scratch(),
+            self.latest,
             self.key().join(", "),
-            order.join(", ")
+            order.join(", "),
+            self.stage
         )
     }
 
@@ -149,7 +176,7 @@ impl Statements<'_> {
                 table: self.spec.name.clone(),
                 column: col.clone(),
             })?;
-        let c = format!("{alias}{}", RS.quote(col));
+        let c = format!("{alias}{}", self.dialect.quote(col));
         Ok(Some(if field.data_type() == &DataType::Boolean {
             format!("{c} IS TRUE")
         } else {
@@ -164,19 +191,21 @@ impl Statements<'_> {
         };
         Ok(Some([
             format!(
-                "DELETE FROM {t} USING {LATEST} s WHERE {on} AND {flag_s}",
+                "DELETE FROM {t} USING {l} s WHERE {on} AND {flag_s}",
                 t = self.target,
+                l = self.latest,
                 on = self.on(&self.target)
             ),
-            format!("DELETE FROM {LATEST} WHERE {flag}"),
+            format!("DELETE FROM {} WHERE {flag}", self.latest),
         ]))
     }
 
     /// How many collapsed rows match a target row.
     pub(crate) fn matching(&self) -> String {
         format!(
-            "SELECT count(*) FROM {LATEST} s WHERE EXISTS (SELECT 1 FROM {t} WHERE {on})",
+            "SELECT count(*) FROM {l} s WHERE EXISTS (SELECT 1 FROM {t} WHERE {on})",
             t = self.target,
+            l = self.latest,
             on = self.on(&self.target)
         )
     }
@@ -188,22 +217,40 @@ impl Statements<'_> {
             .fields
             .iter()
             .filter(|f| !self.spec.primary_key.contains(f.name()))
-            .map(|f| RS.quote(f.name()))
+            .map(|f| self.dialect.quote(f.name()))
             .collect();
         let insert_missing = format!(
-            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {LATEST} s WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {on})",
+            "INSERT INTO {t} ({cols}) SELECT {cols} FROM {l} s WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {on})",
             t = self.target,
+            l = self.latest,
             on = self.on(&self.target)
         );
         match self.spec.merge {
+            // Snowflake: the update and the insert MERGE would do, as two statements of the
+            // run's transaction (the emulator cannot MERGE inside one).
+            MergeStrategy::UpdateInsert if !non_key.is_empty() && self.dialect == Dialect::Snowflake => {
+                let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
+                let on: Vec<String> = self.key().iter().map(|k| format!("t.{k} = s.{k}")).collect();
+                vec![
+                    format!(
+                        "UPDATE {t} AS t SET {set} FROM {l} AS s WHERE {on}",
+                        t = self.target,
+                        l = self.latest,
+                        set = set.join(", "),
+                        on = on.join(" AND ")
+                    ),
+                    insert_missing,
+                ]
+            }
             MergeStrategy::UpdateInsert if !non_key.is_empty() => {
                 let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
                 let values: Vec<String> = self.quoted().iter().map(|c| format!("s.{c}")).collect();
                 let on: Vec<String> = self.key().iter().map(|k| format!("t.{k} = s.{k}")).collect();
                 vec![format!(
-                    "MERGE INTO {t} AS t USING {LATEST} AS s ON {on} WHEN MATCHED THEN UPDATE SET {set} \
+                    "MERGE INTO {t} AS t USING {l} AS s ON {on} WHEN MATCHED THEN UPDATE SET {set} \
                      WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
                     t = self.target,
+                    l = self.latest,
                     on = on.join(" AND "),
                     set = set.join(", "),
                     values = values.join(", ")
@@ -213,11 +260,12 @@ impl Statements<'_> {
             MergeStrategy::UpdateInsert | MergeStrategy::InsertOnly => vec![insert_missing],
             MergeStrategy::DeleteInsert => vec![
                 format!(
-                    "DELETE FROM {t} USING {LATEST} s WHERE {on}",
+                    "DELETE FROM {t} USING {l} s WHERE {on}",
                     t = self.target,
+                    l = self.latest,
                     on = self.on(&self.target)
                 ),
-                self.insert_all(&self.target, LATEST),
+                self.insert_all(&self.target, &self.latest),
             ],
         }
     }
@@ -237,7 +285,10 @@ mod tests {
 
     fn statements(spec: &TableSpec) -> Statements<'_> {
         Statements {
+            dialect: Dialect::Redshift,
             spec,
+            stage: STAGE.into(),
+            latest: LATEST.into(),
             target: r#""crm"."customers""#.into(),
             fields: vec![
                 Field::new("tenant", DataType::Utf8, false),
@@ -254,7 +305,8 @@ mod tests {
     fn copy_reads_the_staged_parquet_with_a_role_or_keys() {
         let url = "s3://lake/_etl/redshift/crm/customers/r1/";
         assert_eq!(
-            Statements::copy(url, &CopyAuth::IamRole("arn:aws:iam::123456789012:role/etl".into())),
+            statements(&spec(MergeStrategy::UpdateInsert))
+                .copy(url, &CopyAuth::IamRole("arn:aws:iam::123456789012:role/etl".into())),
             "COPY _etl_stage FROM 's3://lake/_etl/redshift/crm/customers/r1/' \
              IAM_ROLE 'arn:aws:iam::123456789012:role/etl' FORMAT AS PARQUET"
         );
@@ -264,7 +316,7 @@ mod tests {
             token: Some("tok".into()),
         };
         assert_eq!(
-            Statements::copy(url, &keys),
+            statements(&spec(MergeStrategy::UpdateInsert)).copy(url, &keys),
             "COPY _etl_stage FROM 's3://lake/_etl/redshift/crm/customers/r1/' ACCESS_KEY_ID 'AKIA' \
              SECRET_ACCESS_KEY 's''cret' SESSION_TOKEN 'tok' FORMAT AS PARQUET"
         );

@@ -1,0 +1,194 @@
+//! A run's rows staged as Parquet files on an object store, for the warehouses that load
+//! files (Redshift `COPY`, Snowflake `COPY INTO`): unsigned integers widened to types both
+//! read, and `_etl_seq`, each row's arrival number, appended — the order that decides which
+//! of several rows of one key is the latest when the cursor ties.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{ArrayRef, Int64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use etl_core::sql::Dialect;
+use etl_core::{Error, Location, Result, StageSummary};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::sql;
+
+/// The arrival-order column of staged files.
+pub(crate) const SEQ: &str = "_etl_seq";
+/// Bytes of Parquet per staged file, at most (warehouses load the files of a prefix in
+/// parallel).
+const FILE_BYTES: usize = 64 << 20;
+
+/// The type a column is staged as: unsigned integers widened to signed ones (`UInt64` as
+/// `Decimal128(20, 0)`).
+fn staged_type(dt: &DataType) -> Option<DataType> {
+    Some(match dt {
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 => DataType::Int64,
+        DataType::UInt64 => DataType::Decimal128(20, 0),
+        _ => return None,
+    })
+}
+
+fn parquet_err(table: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::Connector {
+        connector: "staging",
+        message: format!("table `{table}`: staging Parquet: {e}"),
+        retryable: false,
+    }
+}
+
+/// The staged files of one table's run.
+pub(crate) struct ParquetStage {
+    location: Location,
+    prefix: String,
+    table: String,
+    dialect: Dialect,
+    files: Vec<Path>,
+    /// The file being written (in a mutex only to keep the stage `Sync`; never contended).
+    writer: Mutex<Option<ArrowWriter<Vec<u8>>>>,
+    columns: Option<SchemaRef>,
+    seq: i64,
+    bytes: u64,
+}
+
+impl ParquetStage {
+    /// Stages `table`'s rows under `prefix` of `location`, refusing types `dialect` cannot
+    /// hold.
+    pub(crate) fn new(location: Location, prefix: String, table: &str, dialect: Dialect) -> Self {
+        ParquetStage {
+            location,
+            prefix,
+            table: table.to_string(),
+            dialect,
+            files: Vec::new(),
+            writer: Mutex::new(None),
+            columns: None,
+            seq: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The staged columns (the first batch's, without `_etl_seq`); `None` before any row.
+    pub(crate) fn columns(&self) -> Option<&SchemaRef> {
+        self.columns.as_ref()
+    }
+
+    /// Rows staged.
+    pub(crate) fn rows(&self) -> u64 {
+        self.seq as u64
+    }
+
+    /// The folder of the files, relative to the location.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The files staged so far.
+    pub(crate) fn files(&self) -> &[Path] {
+        &self.files
+    }
+
+    /// The location the files are under.
+    pub(crate) fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Appends a batch.
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.columns.is_none() {
+            // Refuse a type the warehouse cannot hold before anything is staged.
+            for f in batch.schema().fields() {
+                sql::column_type(self.dialect, &self.table, f)?;
+            }
+            self.columns = Some(batch.schema());
+        }
+        let staged = self.staged(batch)?;
+        let full = {
+            let slot = self.writer.get_mut().expect("writer lock");
+            if slot.is_none() {
+                let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+                *slot = Some(
+                    ArrowWriter::try_new(Vec::new(), staged.schema(), Some(props)).map_err(parquet_err(&self.table))?,
+                );
+            }
+            let w = slot.as_mut().expect("writer");
+            w.write(&staged).map_err(parquet_err(&self.table))?;
+            w.in_progress_size() + w.bytes_written() >= FILE_BYTES
+        };
+        if full {
+            self.finish_file().await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads the last file.
+    pub(crate) async fn finish(&mut self) -> Result<StageSummary> {
+        self.finish_file().await?;
+        Ok(StageSummary {
+            rows: self.rows(),
+            bytes: self.bytes,
+            files: self.files.len() as u64,
+        })
+    }
+
+    /// Removes the staged files (best effort: a failure is logged).
+    pub(crate) async fn remove(&self) {
+        for p in &self.files {
+            if let Err(e) = self.location.store().delete(p).await {
+                tracing::warn!(table = %self.table, path = %p, error = %e, "a staged file was not removed");
+            }
+        }
+    }
+
+    /// The batch as staged: unsigned columns widened, the arrival number appended.
+    fn staged(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let table = &self.table;
+        let mut fields: Vec<Field> = Vec::with_capacity(batch.num_columns() + 1);
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns() + 1);
+        for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+            match staged_type(f.data_type()) {
+                Some(t) => {
+                    cols.push(etl_core::transform::cast_column(table, f.name(), c, &t)?);
+                    fields.push(f.as_ref().clone().with_data_type(t));
+                }
+                None => {
+                    cols.push(c.clone());
+                    fields.push(f.as_ref().clone());
+                }
+            }
+        }
+        let n = batch.num_rows() as i64;
+        cols.push(Arc::new(Int64Array::from_iter_values(self.seq..self.seq + n)));
+        fields.push(Field::new(SEQ, DataType::Int64, false));
+        self.seq += n;
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| Error::arrow(table, e))
+    }
+
+    async fn finish_file(&mut self) -> Result<()> {
+        let Some(w) = self.writer.get_mut().expect("writer lock").take() else {
+            return Ok(());
+        };
+        let body = w.into_inner().map_err(parquet_err(&self.table))?;
+        self.bytes += body.len() as u64;
+        let path = self
+            .location
+            .path(&format!("{}/part-{:05}.parquet", self.prefix, self.files.len()));
+        self.location
+            .store()
+            .put(&path, body.into())
+            .await
+            .map_err(|e| Error::store(&path, e))?;
+        self.files.push(path);
+        Ok(())
+    }
+}
