@@ -64,3 +64,5 @@ pub use etl_sinks::lake::{LakeOptions, LakeSink};
 pub use etl_sinks::postgres::{PostgresSink, PostgresWatermarkStore};
 #[cfg(feature = "redshift")]
 pub use etl_sinks::redshift::{RedshiftLoad, RedshiftSink};
+#[cfg(feature = "snowflake")]
+pub use etl_sinks::snowflake::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};

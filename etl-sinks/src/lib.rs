@@ -9,6 +9,9 @@
 //! - `redshift`: [`redshift::RedshiftSink`], Amazon Redshift tables in every load mode
 //!   (Parquet staged on S3, `COPY … FORMAT AS PARQUET`, `MERGE` or `DELETE … USING` +
 //!   `INSERT`, the checkpoint in the same transaction).
+//! - `snowflake`: [`snowflake::SnowflakeSink`], Snowflake tables in every load mode (Parquet
+//!   staged on S3, `COPY INTO` from an external stage, the mode's DML and the checkpoint in
+//!   one transaction).
 //!
 //! `sql` holds what the warehouse sinks share: column types and table definitions per
 //! dialect.

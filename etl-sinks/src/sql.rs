@@ -1,7 +1,7 @@
 //! The SQL the warehouse sinks share: Arrow types as column types, and the statements of each
 //! load mode, per dialect (quoting comes from [`etl_core::sql::Dialect`]).
 
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use arrow::datatypes::{DataType, Field};
 use etl_core::sql::Dialect;
 use etl_core::{Error, Result};
 
@@ -190,7 +190,9 @@ pub(crate) fn create_table(
 }
 
 /// A time unit's microseconds per value.
-pub(crate) fn micros_per(unit: &TimeUnit) -> (i64, i64) {
+#[cfg(feature = "postgres")]
+pub(crate) fn micros_per(unit: &arrow::datatypes::TimeUnit) -> (i64, i64) {
+    use arrow::datatypes::TimeUnit;
     match unit {
         TimeUnit::Second => (1_000_000, 1),
         TimeUnit::Millisecond => (1_000, 1),

@@ -91,11 +91,13 @@ impl ParquetStage {
     }
 
     /// The files staged so far.
+    #[cfg(feature = "redshift")]
     pub(crate) fn files(&self) -> &[Path] {
         &self.files
     }
 
     /// The location the files are under.
+    #[cfg(feature = "redshift")]
     pub(crate) fn location(&self) -> &Location {
         &self.location
     }

@@ -10,11 +10,14 @@ use etl_core::{Error, MergeStrategy, Result, TableSpec};
 use crate::sql;
 
 /// Redshift's staging table and its collapsed copy (temporary: one session each).
+#[cfg(feature = "redshift")]
 pub(crate) const STAGE: &str = "_etl_stage";
+#[cfg(feature = "redshift")]
 pub(crate) const LATEST: &str = "_etl_latest";
 use crate::stage::SEQ;
 
 /// How Redshift reads the staged files.
+#[cfg(feature = "redshift")]
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum CopyAuth {
     IamRole(String),
@@ -79,6 +82,7 @@ impl Statements<'_> {
         Ok(create.replacen("CREATE TABLE", self.create_scratch(), 1))
     }
 
+    #[cfg(feature = "redshift")]
     /// Redshift's `COPY` of the staged Parquet files under `url` into the staging table.
     pub(crate) fn copy(&self, url: &str, auth: &CopyAuth) -> String {
         let lit = |s: &str| self.dialect.string_literal(s);
@@ -95,6 +99,7 @@ impl Statements<'_> {
         format!("COPY {} FROM {} {auth} FORMAT AS PARQUET", self.stage, lit(url))
     }
 
+    #[cfg(feature = "snowflake")]
     /// Snowflake's `COPY INTO` of the staged Parquet files `from` (`@stage/path/`) into the
     /// staging table, columns matched by name.
     pub(crate) fn copy_into(&self, from: &str) -> String {
@@ -117,6 +122,7 @@ impl Statements<'_> {
         format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM {from}")
     }
 
+    #[cfg(feature = "redshift")]
     /// FULL's swap: the old target dropped, the new one renamed to its name.
     pub(crate) fn swap(&self, aside: &str, exists: bool) -> Vec<String> {
         let mut out = Vec::new();
@@ -271,7 +277,7 @@ impl Statements<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redshift"))]
 mod tests {
     use super::*;
     use arrow::datatypes::TimeUnit;
