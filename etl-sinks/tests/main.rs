@@ -423,6 +423,9 @@ mod crawl;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+#[cfg(any(feature = "postgres", feature = "snowflake"))]
+mod scenarios;
+
 #[cfg(feature = "snowflake")]
 mod snowflake;
 

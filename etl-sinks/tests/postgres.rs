@@ -6,18 +6,20 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use etl_connectors::postgres::PostgresSource;
 use etl_core::conformance::{self, TargetProbe, render_sorted, unique};
 use etl_core::{
     Error, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Sink, Source, TableSpec,
-    TableStatus, WatermarkStore,
+    WatermarkStore,
 };
 use etl_sinks::postgres::PostgresSink;
 use futures::TryStreamExt;
 use tokio_postgres::NoTls;
+
+use super::scenarios::customers;
 
 fn conn() -> String {
     std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
@@ -192,6 +194,17 @@ impl Drop for Wh {
 }
 
 #[async_trait]
+impl super::scenarios::Warehouse for Wh {
+    fn sink(&self) -> Arc<dyn Sink> {
+        Wh::sink(self)
+    }
+
+    async fn rows(&self, table: &str) -> String {
+        Wh::rows(self, table, "1").await
+    }
+}
+
+#[async_trait]
 impl TargetProbe for Wh {
     async fn rows(&self, target: &str) -> Vec<RecordBatch> {
         let spec = TableSpec::new(target).from_table(format!("{}.{target}", self.schema));
@@ -229,89 +242,12 @@ async fn watermark_store_conformance() {
     conformance::watermark_store_race(Arc::new(store)).await;
 }
 
-fn customers(rows: &[(i64, &str, i64)]) -> RecordBatch {
-    let base = chrono::NaiveDate::from_ymd_opt(2025, 7, 1)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp_micros();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(
-            rows.iter().map(|r| base + r.2 * 3_600_000_000).collect::<Vec<_>>(),
-        )),
-    ];
-    RecordBatch::try_from_iter(["customer_id", "name", "updated_at"].into_iter().zip(cols)).unwrap()
-}
-
-/// The seed's walkthrough: customers 1–10, then a drop with 11–15 where key 15 appears twice;
-/// one row per key, the later one.
+/// The seed's walkthrough (see `scenarios::seed_upsert`).
 async fn upsert_keeps_one_row_per_key_the_latest(kind: Kind) {
     let wh = Wh::of(kind).await;
-    let source = Arc::new(MemorySource::new());
-    let day1: Vec<(i64, String, i64)> = (1..=10).map(|i| (i, format!("customer {i}"), 1)).collect();
-    let day1: Vec<(i64, &str, i64)> = day1.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
-    source.append("customers", customers(&day1)).unwrap();
-    let pipeline = Pipeline::builder("crm")
-        .source_arc(source.clone())
-        .sink_arc(wh.sink())
-        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-        .table(
-            TableSpec::new("customers")
-                .mode(LoadMode::Upsert)
-                .primary_key(["customer_id"])
-                .cursor(["updated_at"])
-                .processed_at(false),
-        )
-        .build()
-        .unwrap();
-    let r = pipeline.run().await.unwrap().into_result().unwrap();
-    let t = r.table("customers").unwrap();
-    assert_eq!(
-        (t.inserted_count, t.updated_count, t.target_count, t.difference),
-        (10, 0, Some(10), Some(0))
-    );
-    // The Redshift sink staged one Parquet file (and removed it after the commit).
-    assert_eq!(t.files_written, u64::from(kind != Kind::Postgres), "{kind:?}");
-
-    // Day 2: 11–15, key 15 twice (the later by cursor wins, whatever the order), and key 3
-    // changed.
-    source
-        .append(
-            "customers",
-            customers(&[
-                (11, "c11", 2),
-                (15, "c15 late", 4),
-                (12, "c12", 2),
-                (13, "c13", 2),
-                (14, "c14", 2),
-                (15, "c15 early", 3),
-                (3, "customer 3 renamed", 2),
-            ]),
-        )
-        .unwrap();
-    let r = pipeline.run().await.unwrap().into_result().unwrap();
-    let t = r.table("customers").unwrap();
-    assert_eq!(
-        (
-            t.extracted_count,
-            t.collapsed_count,
-            t.inserted_count,
-            t.updated_count,
-            t.target_count
-        ),
-        (7, 1, 5, 1, Some(15))
-    );
-    let rows = wh.rows("customers", "customer_id").await;
-    assert!(rows.contains("| 15          | c15 late           |"), "{rows}");
-    assert!(rows.contains("| 3           | customer 3 renamed |"), "{rows}");
-    assert_eq!(rows.lines().count(), 15 + 4, "one row per key: {rows}");
-    // A rerun of the same window changes nothing.
-    let r = pipeline.run().await.unwrap();
-    assert_eq!(r.table("customers").unwrap().status, TableStatus::NoNewData);
-    assert_eq!(wh.rows("customers", "customer_id").await, rows);
+    let files = super::scenarios::seed_upsert(&wh).await;
+    // The Redshift sink staged one Parquet file, and removed it after the commit.
+    assert_eq!(files, u64::from(kind != Kind::Postgres), "{kind:?}");
     assert_eq!(wh.staged_files(), 0, "staged files are removed after the commit");
 }
 on_both!(upsert_keeps_one_row_per_key_the_latest);
@@ -669,115 +605,7 @@ on_both!(killed_at_any_point_then_rerun_leaves_one_clean_run);
 
 /// The three merge strategies on a composite key, with a soft-delete column.
 async fn merge_strategies_with_soft_deletes_on_a_composite_key(kind: Kind) {
-    use arrow::array::BooleanArray;
-    use etl_core::MergeStrategy;
-    let wh = Wh::of(kind).await;
-    let batch = |rows: &[(&str, i64, &str, i64, bool)]| {
-        RecordBatch::try_from_iter([
-            (
-                "region",
-                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "id",
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "name",
-                Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "version",
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "is_deleted",
-                Arc::new(BooleanArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())) as ArrayRef,
-            ),
-        ])
-        .unwrap()
-    };
-    for (strategy, table) in [
-        (MergeStrategy::UpdateInsert, "ui"),
-        (MergeStrategy::DeleteInsert, "di"),
-        (MergeStrategy::InsertOnly, "io"),
-    ] {
-        let source = Arc::new(MemorySource::new());
-        source
-            .append(
-                table,
-                batch(&[
-                    ("eu", 1, "a", 1, false),
-                    ("eu", 2, "b", 1, false),
-                    ("us", 1, "c", 1, false),
-                ]),
-            )
-            .unwrap();
-        let p = Pipeline::builder(unique("m"))
-            .source_arc(source.clone())
-            .sink_arc(wh.sink())
-            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-            .table(
-                TableSpec::new(table)
-                    .mode(LoadMode::Upsert)
-                    .primary_key(["region", "id"])
-                    .cursor(["version"])
-                    .merge_strategy(strategy)
-                    .soft_delete("is_deleted")
-                    .processed_at(false),
-            )
-            .build()
-            .unwrap();
-        p.run().await.unwrap().into_result().unwrap();
-        // eu/2 changes (twice: the later version wins), us/1 is deleted, us/2 arrives.
-        source
-            .append(
-                table,
-                batch(&[
-                    ("eu", 2, "b3", 3, false),
-                    ("us", 1, "c", 2, true),
-                    ("eu", 2, "b2", 2, false),
-                    ("us", 2, "d", 2, false),
-                ]),
-            )
-            .unwrap();
-        let r = p.run().await.unwrap().into_result().unwrap();
-        let t = &r.tables[0];
-        let kept_b = if strategy == MergeStrategy::InsertOnly {
-            "b "
-        } else {
-            "b3"
-        };
-        let (updated, name_version) = if strategy == MergeStrategy::InsertOnly {
-            (0, 1)
-        } else {
-            (1, 3)
-        };
-        assert_eq!(
-            (
-                t.collapsed_count,
-                t.inserted_count,
-                t.updated_count,
-                t.deleted_count,
-                t.target_count
-            ),
-            (1, 1, updated, 1, Some(3)),
-            "{strategy:?}"
-        );
-        assert_eq!(
-            wh.rows(table, "region, id").await,
-            format!(
-                "+--------+----+------+---------+------------+\n\
-                 | region | id | name | version | is_deleted |\n\
-                 +--------+----+------+---------+------------+\n\
-                 | eu     | 1  | a    | 1       | false      |\n\
-                 | eu     | 2  | {kept_b}   | {name_version}       | false      |\n\
-                 | us     | 2  | d    | 2       | false      |\n\
-                 +--------+----+------+---------+------------+"
-            ),
-            "{strategy:?}"
-        );
-    }
+    super::scenarios::merge_strategies(&Wh::of(kind).await).await;
 }
 on_both!(merge_strategies_with_soft_deletes_on_a_composite_key);
 

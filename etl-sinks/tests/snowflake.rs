@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use etl_core::conformance::{render_sorted, unique};
-use etl_core::{
-    LoadMode, Location, MemorySource, MergeStrategy, ObjectStoreWatermarkStore, Pipeline, TableSpec, TableStatus,
-};
+use etl_core::{LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Pipeline, TableSpec};
 use etl_sinks::snowflake::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use serde_json::{Value, json};
+
+use super::scenarios::customers;
 
 fn emulator() -> url::Url {
     let url = std::env::var("ETL_TEST_SNOWFLAKE_URL").unwrap_or_else(|_| {
@@ -119,6 +119,17 @@ struct Wh {
     staging: tempfile::TempDir,
 }
 
+#[async_trait::async_trait]
+impl super::scenarios::Warehouse for Wh {
+    fn sink(&self) -> Arc<dyn etl_core::Sink> {
+        Arc::new(Wh::sink(self))
+    }
+
+    async fn rows(&self, table: &str) -> String {
+        Wh::rows(self, table).await
+    }
+}
+
 impl Wh {
     fn new() -> Wh {
         Wh {
@@ -211,81 +222,19 @@ impl Wh {
     }
 }
 
-fn customers(rows: &[(i64, &str, i64)]) -> RecordBatch {
-    let base = chrono::NaiveDate::from_ymd_opt(2025, 7, 1)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp_micros();
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(
-            rows.iter().map(|r| base + r.2 * 3_600_000_000).collect::<Vec<_>>(),
-        )),
-    ];
-    RecordBatch::try_from_iter(["customer_id", "name", "updated_at"].into_iter().zip(cols)).unwrap()
-}
-
-/// The seed's walkthrough on Snowflake: customers 1–10, then 11–15 with 15 twice; one row per
-/// key, the later one; a rerun of the window changes nothing; staged files and tables gone.
+/// The seed's walkthrough on Snowflake (see `scenarios::seed_upsert`); staged files and
+/// tables are gone after the runs.
 #[tokio::test]
 async fn snowflake_upsert_keeps_one_row_per_key_the_latest() {
     let wh = Wh::new();
-    let source = Arc::new(MemorySource::new());
-    let day1: Vec<(i64, String, i64)> = (1..=10).map(|i| (i, format!("c{i}"), 1)).collect();
-    let day1: Vec<(i64, &str, i64)> = day1.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
-    source.append("customers", customers(&day1)).unwrap();
-    let wm = ObjectStoreWatermarkStore::new(Location::memory());
-    let p = wh.pipeline(
-        source.clone(),
-        &wm,
-        TableSpec::new("customers")
-            .mode(LoadMode::Upsert)
-            .primary_key(["customer_id"])
-            .cursor(["updated_at"]),
-    );
-    let r = p.run().await.unwrap().into_result().unwrap();
-    let t = &r.tables[0];
-    assert_eq!(
-        (t.inserted_count, t.updated_count, t.target_count, t.files_written),
-        (10, 0, Some(10), 1)
-    );
-    source
-        .append(
-            "customers",
-            customers(&[
-                (11, "c11", 2),
-                (15, "c15 late", 4),
-                (12, "c12", 2),
-                (13, "c13", 2),
-                (14, "c14", 2),
-                (15, "c15 early", 3),
-                (3, "c3 renamed", 2),
-            ]),
-        )
-        .unwrap();
-    let r = p.run().await.unwrap().into_result().unwrap();
-    let t = &r.tables[0];
-    assert_eq!(
-        (
-            t.extracted_count,
-            t.collapsed_count,
-            t.inserted_count,
-            t.updated_count,
-            t.target_count
-        ),
-        (7, 1, 5, 1, Some(15))
-    );
-    let rows = wh.rows("customers").await;
-    assert!(rows.contains("| 15          | c15 late   |"), "{rows}");
-    assert!(rows.contains("| 3           | c3 renamed |"), "{rows}");
-    assert_eq!(rows.lines().count(), 15 + 4, "{rows}");
-    let r = p.run().await.unwrap();
-    assert_eq!(r.tables[0].status, TableStatus::NoNewData);
-    assert_eq!(wh.rows("customers").await, rows);
+    assert_eq!(super::scenarios::seed_upsert(&wh).await, 1, "one staged file");
     assert_eq!(files_under(wh.staging.path()), 0, "staged files are removed");
+}
+
+/// The three merge strategies with soft deletes (see `scenarios::merge_strategies`).
+#[tokio::test]
+async fn snowflake_merge_strategies_with_soft_deletes_on_a_composite_key() {
+    super::scenarios::merge_strategies(&Wh::new()).await;
 }
 
 fn files_under(d: &std::path::Path) -> usize {
@@ -390,106 +339,6 @@ async fn snowflake_modes_and_bad_input() {
         0,
         "staged files are removed after failures too"
     );
-}
-
-/// The three merge strategies on a composite key, with a soft-delete column.
-#[tokio::test]
-async fn snowflake_merge_strategies_with_soft_deletes_on_a_composite_key() {
-    let wh = Wh::new();
-    let batch = |rows: &[(&str, i64, &str, i64, bool)]| {
-        RecordBatch::try_from_iter([
-            (
-                "region",
-                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "id",
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "name",
-                Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "version",
-                Arc::new(Int64Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())) as ArrayRef,
-            ),
-            (
-                "is_deleted",
-                Arc::new(BooleanArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())) as ArrayRef,
-            ),
-        ])
-        .unwrap()
-    };
-    for (strategy, table) in [
-        (MergeStrategy::UpdateInsert, "ui"),
-        (MergeStrategy::DeleteInsert, "di"),
-        (MergeStrategy::InsertOnly, "io"),
-    ] {
-        let source = Arc::new(MemorySource::new());
-        source
-            .append(
-                table,
-                batch(&[
-                    ("eu", 1, "a", 1, false),
-                    ("eu", 2, "b", 1, false),
-                    ("us", 1, "c", 1, false),
-                ]),
-            )
-            .unwrap();
-        let wm = ObjectStoreWatermarkStore::new(Location::memory());
-        let p = wh.pipeline(
-            source.clone(),
-            &wm,
-            TableSpec::new(table)
-                .mode(LoadMode::Upsert)
-                .primary_key(["region", "id"])
-                .cursor(["version"])
-                .merge_strategy(strategy)
-                .soft_delete("is_deleted"),
-        );
-        p.run().await.unwrap().into_result().unwrap();
-        // eu/2 changes (twice: the later version wins), us/1 is deleted, us/2 arrives.
-        source
-            .append(
-                table,
-                batch(&[
-                    ("eu", 2, "b3", 3, false),
-                    ("us", 1, "c", 2, true),
-                    ("eu", 2, "b2", 2, false),
-                    ("us", 2, "d", 2, false),
-                ]),
-            )
-            .unwrap();
-        let r = p.run().await.unwrap().into_result().unwrap();
-        let t = &r.tables[0];
-        let insert_only = strategy == MergeStrategy::InsertOnly;
-        let (updated, kept_b, version) = if insert_only { (0, "b ", 1) } else { (1, "b3", 3) };
-        assert_eq!(
-            (
-                t.collapsed_count,
-                t.inserted_count,
-                t.updated_count,
-                t.deleted_count,
-                t.target_count
-            ),
-            (1, 1, updated, 1, Some(3)),
-            "{strategy:?}"
-        );
-        assert_eq!(
-            wh.rows(table).await,
-            format!(
-                "+--------+----+------+---------+------------+\n\
-                 | region | id | name | version | is_deleted |\n\
-                 +--------+----+------+---------+------------+\n\
-                 | eu     | 1  | a    | 1       | false      |\n\
-                 | eu     | 2  | {kept_b}   | {version}       | false      |\n\
-                 | us     | 2  | d    | 2       | false      |\n\
-                 +--------+----+------+---------+------------+"
-            ),
-            "{strategy:?}"
-        );
-    }
 }
 
 /// The crash tests' pipeline: `events` (ids `rows`) into the schema named in `dir/schema`, in
