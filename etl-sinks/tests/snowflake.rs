@@ -383,15 +383,17 @@ async fn snowflake_crash_child() {
     panic!("the failpoint {:?} did not fire", std::env::var("ETL_FAILPOINT"));
 }
 
-/// A committed run with id 1, then a run with ids 1–3 killed after staging or after the
-/// sink's commit; the rerun (ids 1–4) leaves exactly one clean run's rows.
+/// In every mode: a committed run with id 1, then a run with ids 1–3 killed after staging
+/// (or after the sink's commit); the rerun (ids 1–4) leaves exactly one clean run's rows.
 #[tokio::test]
 async fn snowflake_killed_then_rerun_leaves_one_clean_run() {
     for (mode, failpoint, after) in [
         (LoadMode::Upsert, "after_stage", vec![1, 2, 3, 4]),
         (LoadMode::Append, "after_stage", vec![1, 1, 2, 3, 4]),
+        (LoadMode::Incremental, "after_stage", vec![1, 2, 3, 4]),
         (LoadMode::Incremental, "after_sink_commit", vec![1, 2, 3, 4]),
         (LoadMode::Full, "after_stage", vec![1, 2, 3, 4]),
+        (LoadMode::TruncateInsert, "after_stage", vec![1, 2, 3, 4]),
     ] {
         let wh = Wh::new();
         let dir = tempfile::tempdir().unwrap();
