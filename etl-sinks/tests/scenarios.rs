@@ -39,6 +39,15 @@ pub(crate) fn customers(rows: &[(i64, &str, i64)]) -> RecordBatch {
     RecordBatch::try_from_iter(["customer_id", "name", "updated_at"].into_iter().zip(cols)).unwrap()
 }
 
+/// The crash tests' table: `events` of `conformance::sample_batch`, by `id`, in `mode`.
+pub(crate) fn crash_table(mode: LoadMode) -> TableSpec {
+    TableSpec::new("events")
+        .mode(mode)
+        .primary_key(["id"])
+        .cursor(["updated_at"])
+        .processed_at(false)
+}
+
 /// The seed's walkthrough: customers 1–10, then a drop with 11–15 where key 15 appears twice
 /// (and key 3 changes); one row per key, the later one; a rerun of the window changes
 /// nothing. Returns the first run's staged file count.

@@ -363,13 +363,7 @@ fn crash_pipeline(dir: &std::path::Path, rows: &[i64]) -> Pipeline {
         .source(source)
         .sink(sink)
         .watermarks(ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap()))
-        .table(
-            TableSpec::new("events")
-                .mode(mode)
-                .primary_key(["id"])
-                .cursor(["updated_at"])
-                .processed_at(false),
-        )
+        .table(super::scenarios::crash_table(mode))
         .build()
         .unwrap()
 }
