@@ -130,6 +130,28 @@ async fn a_failed_job_skips_its_dependants_and_says_why() {
 }
 
 #[tokio::test]
+async fn a_panicking_job_fails_without_taking_the_workflow_down() {
+    let report = Workflow::new("wf")
+        .job(Job::new("boom", |_ctx| async {
+            if true {
+                panic!("index out of bounds");
+            }
+            Ok(JobOutput::default())
+        }))
+        .job(Job::new("after", |_ctx| async { Ok(JobOutput::default()) }).after("boom", When::Succeeded))
+        .job(Job::new("other", |_ctx| async { Ok(JobOutput::done("ran")) }))
+        .build()
+        .unwrap()
+        .run()
+        .await;
+    let b = report.job("boom").unwrap();
+    assert_eq!(b.status, JobStatus::Failed);
+    assert_eq!(b.error.as_deref(), Some("workflow: job panicked: index out of bounds"));
+    assert_eq!(report.job("after").unwrap().status, JobStatus::Skipped);
+    assert_eq!(report.job("other").unwrap().status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
 async fn bad_workflows_are_refused_naming_the_job() {
     let ok = |name: &str| Job::new(name, |_ctx| async { Ok(JobOutput::default()) });
     let err = |wf: etl_core::workflow::WorkflowBuilder| wf.build().unwrap_err().to_string();

@@ -637,7 +637,23 @@ impl Workflow {
                     files: files.to_vec(),
                 };
                 let started_at = self.clock.now();
-                let fut = (job.run)(ctx);
+                // A job that panics fails like one that returns an error; the workflow (and
+                // a scheduler running it) goes on.
+                let fut = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe((job.run)(ctx)));
+                let fut = async move {
+                    fut.await.unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::Connector {
+                            connector: "workflow",
+                            message: format!("job panicked: {what}"),
+                            retryable: false,
+                        })
+                    })
+                };
                 let result = match job.timeout {
                     Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| limit),
                     None => Ok(fut.await),
