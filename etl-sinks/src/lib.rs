@@ -41,5 +41,5 @@ pub mod snowflake;
 #[cfg(any(feature = "redshift", feature = "snowflake"))]
 mod stage;
 
-#[cfg(any(feature = "redshift", feature = "snowflake"))]
+#[cfg(any(feature = "postgres", feature = "snowflake"))]
 mod statements;

@@ -17,9 +17,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::sql;
+use crate::statements::SEQ;
 
-/// The arrival-order column of staged files.
-pub(crate) const SEQ: &str = "_etl_seq";
 /// Bytes of Parquet per staged file, at most (warehouses load the files of a prefix in
 /// parallel).
 const FILE_BYTES: usize = 64 << 20;

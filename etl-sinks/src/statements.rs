@@ -7,6 +7,7 @@ use arrow::datatypes::{DataType, Field};
 use etl_core::sql::Dialect;
 use etl_core::{Error, MergeStrategy, Result, TableSpec};
 
+#[cfg(any(feature = "redshift", feature = "snowflake"))]
 use crate::sql;
 
 /// Redshift's staging table and its collapsed copy (temporary: one session each).
@@ -14,7 +15,9 @@ use crate::sql;
 pub(crate) const STAGE: &str = "_etl_stage";
 #[cfg(feature = "redshift")]
 pub(crate) const LATEST: &str = "_etl_latest";
-use crate::stage::SEQ;
+/// The arrival-order column of staged files.
+#[cfg(any(feature = "redshift", feature = "snowflake"))]
+pub(crate) const SEQ: &str = "_etl_seq";
 
 /// How Redshift reads the staged files.
 #[cfg(feature = "redshift")]
@@ -64,6 +67,7 @@ impl Statements<'_> {
             .join(" AND ")
     }
 
+    #[cfg(any(feature = "redshift", feature = "snowflake"))]
     /// How a scratch table is created: temporary in Redshift; transient (dropped after the
     /// run) in Snowflake, whose `COPY INTO` needs a schema-qualified table.
     fn create_scratch(&self) -> &'static str {
@@ -73,6 +77,7 @@ impl Statements<'_> {
         }
     }
 
+    #[cfg(any(feature = "redshift", feature = "snowflake"))]
     /// The staging table: the run's columns and the arrival order.
     pub(crate) fn create_stage(&self) -> Result<String> {
         let mut fields: Vec<&Field> = self.fields.iter().collect();
@@ -109,6 +114,7 @@ impl Statements<'_> {
         )
     }
 
+    #[cfg(any(feature = "redshift", feature = "snowflake"))]
     /// A new table (FULL's table built aside, or a missing target), with `key` as its
     /// primary key (informational in Redshift; given when the mode merges by it).
     pub(crate) fn create_table(&self, qualified: &str, key: &[String]) -> Result<String> {
@@ -136,6 +142,7 @@ impl Statements<'_> {
         out
     }
 
+    #[cfg(any(feature = "redshift", feature = "snowflake"))]
     /// TRUNCATE_INSERT's emptying: `DELETE`, since Redshift's `TRUNCATE` commits at once.
     pub(crate) fn delete_all(&self) -> String {
         format!("DELETE FROM {}", self.target)
@@ -147,6 +154,7 @@ impl Statements<'_> {
         format!("SELECT count(*) FROM {} WHERE {}", self.stage, any.join(" OR "))
     }
 
+    #[cfg(any(feature = "redshift", feature = "snowflake"))]
     /// The staged rows collapsed to the latest per key: greatest cursor (NULLs oldest), then
     /// last arrival.
     pub(crate) fn collapse(&self) -> String {

@@ -44,6 +44,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::checkpoints::{Checkpoints, Session};
 use crate::sql;
+use crate::statements::Statements;
 
 const PG: Dialect = Dialect::Postgres;
 /// Bytes of encoded rows sent to the server at a time.
@@ -320,16 +321,25 @@ impl PgWriter {
         Ok(())
     }
 
+    /// The shared statements over `staged` (the staging table, or a new target), which is
+    /// also where rows are collapsed in place.
+    fn statements(&self, schema: &SchemaRef, staged: &str) -> Statements<'_> {
+        Statements {
+            dialect: PG,
+            spec: &self.spec,
+            target: self.target.clone(),
+            stage: staged.to_string(),
+            latest: staged.to_string(),
+            fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+        }
+    }
+
     /// Refuses rows whose primary key has a NULL in `table`.
     async fn check_keys(&self, table: &str) -> Result<()> {
-        let key = &self.spec.primary_key;
-        let any_null: Vec<String> = key.iter().map(|c| format!("{} IS NULL", PG.quote(c))).collect();
-        let nulls = self
-            .db
-            .count(&format!("SELECT count(*) FROM {table} WHERE {}", any_null.join(" OR ")))
-            .await?;
+        let schema = self.columns.clone().expect("columns");
+        let nulls = self.db.count(&self.statements(&schema, table).null_keys()).await?;
         if nulls > 0 {
-            return Err(self.db.null_keys("postgres", nulls, key));
+            return Err(self.db.null_keys("postgres", nulls, &self.spec.primary_key));
         }
         Ok(())
     }
@@ -390,8 +400,7 @@ impl PgWriter {
 
     /// The mode's statements; returns inserted, updated, deleted, collapsed.
     async fn apply(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
-        let cols = column_list(schema);
-        let insert_staged = format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {STAGE}", self.target);
+        let insert_staged = self.statements(schema, STAGE).insert_all(&self.target, STAGE);
         Ok(match (self.into, self.mode) {
             (Dest::Aside, _) => {
                 let deleted = if self.target_exists().await? {
@@ -413,7 +422,7 @@ impl PgWriter {
             (Dest::NewTarget, LoadMode::Upsert) => {
                 let collapsed = self.key_new_target(&self.target).await?;
                 // Rows marked deleted have nothing to delete yet: they are not kept.
-                let dropped = match self.soft_deleted(schema, "")? {
+                let dropped = match self.statements(schema, STAGE).soft_deleted("")? {
                     Some(flag) => {
                         self.db
                             .exec(&format!("DELETE FROM {} WHERE {flag}", self.target))
@@ -439,32 +448,13 @@ impl PgWriter {
         })
     }
 
-    /// The predicate saying a row of `alias` is marked deleted by the spec's soft-delete
-    /// column (`None`: the spec has none).
-    fn soft_deleted(&self, schema: &SchemaRef, alias: &str) -> Result<Option<String>> {
-        let Some(col) = &self.spec.soft_delete else {
-            return Ok(None);
-        };
-        let field = schema.field_with_name(col).map_err(|_| Error::ColumnNotFound {
-            table: self.spec.name.clone(),
-            column: col.clone(),
-        })?;
-        let c = format!("{alias}{}", PG.quote(col));
-        Ok(Some(if field.data_type() == &arrow::datatypes::DataType::Boolean {
-            format!("{c} IS TRUE")
-        } else {
-            format!("{c} IS NOT NULL")
-        }))
-    }
-
     /// Merges the staged rows, collapsed to the latest per key, into the target with the
     /// spec's strategy, after applying its soft deletes.
     async fn merge(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
         let key = &self.spec.primary_key;
         let k: Vec<String> = key.iter().map(|c| PG.quote(c)).collect();
         let cols = column_list(schema);
-        let on: Vec<String> = k.iter().map(|c| format!("t.{c} = s.{c}")).collect();
-        let on = on.join(" AND ");
+        let st = self.statements(schema, STAGE);
         let non_key: Vec<String> = schema
             .fields()
             .iter()
@@ -487,7 +477,7 @@ impl PgWriter {
             .await
             .map_err(self.db.err())?
             .map(|r| r.get(0));
-        let soft = self.soft_deleted(schema, "s.")?;
+        let soft = st.soft_delete()?;
         let fast = self.spec.merge == MergeStrategy::UpdateInsert && soft.is_none() && unique.is_some();
         let mut collapsed = 0;
         if !fast {
@@ -498,16 +488,9 @@ impl PgWriter {
         }
         let mut deleted = 0;
         let mut dropped = 0;
-        if let Some(flag) = &soft {
-            deleted = self
-                .db
-                .exec(&format!(
-                    "DELETE FROM {target} t USING {STAGE} s WHERE {on} AND {flag}",
-                    target = self.target
-                ))
-                .await?;
-            let flag = self.soft_deleted(schema, "")?.expect("soft delete");
-            dropped = self.db.exec(&format!("DELETE FROM {STAGE} WHERE {flag}")).await?;
+        if let Some([target, staged]) = &soft {
+            deleted = self.db.exec(target).await?;
+            dropped = self.db.exec(staged).await?;
         }
         let live = self.rows - collapsed - dropped;
         let (inserted, updated) = match self.spec.merge {
@@ -573,61 +556,22 @@ impl PgWriter {
                 let updated = if non_key.is_empty() {
                     0
                 } else {
-                    self.db
-                        .count(&format!(
-                            "SELECT count(*) FROM {STAGE} s WHERE EXISTS (SELECT 1 FROM {} t WHERE {on})",
-                            self.target
-                        ))
-                        .await?
+                    self.db.count(&st.matching()).await?
                 };
-                let matched = if non_key.is_empty() {
-                    "DO NOTHING".to_string()
-                } else {
-                    let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
-                    format!("UPDATE SET {}", set.join(", "))
-                };
-                let values: Vec<String> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("s.{}", PG.quote(f.name())))
-                    .collect();
-                let merged = self
-                    .db
-                    .exec(&format!(
-                        "MERGE INTO {target} t USING {STAGE} s ON {on}
-                           WHEN MATCHED THEN {matched}
-                           WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})",
-                        target = self.target,
-                        values = values.join(", ")
-                    ))
-                    .await?;
+                let mut merged = 0;
+                for s in st.merge() {
+                    merged = self.db.exec(&s).await?;
+                }
                 (merged - updated, updated)
             }
             MergeStrategy::DeleteInsert => {
-                let replaced = self
-                    .db
-                    .exec(&format!(
-                        "DELETE FROM {target} t USING {STAGE} s WHERE {on}",
-                        target = self.target
-                    ))
-                    .await?;
-                self.db
-                    .exec(&format!(
-                        "INSERT INTO {} ({cols}) SELECT {cols} FROM {STAGE}",
-                        self.target
-                    ))
-                    .await?;
+                let [delete, insert] = <[String; 2]>::try_from(st.merge()).expect("delete, insert");
+                let replaced = self.db.exec(&delete).await?;
+                self.db.exec(&insert).await?;
                 (live - replaced, replaced)
             }
             MergeStrategy::InsertOnly => {
-                let inserted = self
-                    .db
-                    .exec(&format!(
-                        "INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE} s
-                          WHERE NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})",
-                        target = self.target
-                    ))
-                    .await?;
+                let inserted = self.db.exec(&st.merge()[0]).await?;
                 (inserted, 0)
             }
         };
