@@ -129,6 +129,7 @@ async fn a_failed_job_skips_its_dependants_and_says_why() {
     assert_eq!(failed, [("extract", JobStatus::Failed)]);
 }
 
+/// A panicking job fails (its dependants skipped); a panicking failure hook is only logged.
 #[tokio::test]
 async fn a_panicking_job_fails_without_taking_the_workflow_down() {
     let report = Workflow::new("wf")
@@ -140,11 +141,13 @@ async fn a_panicking_job_fails_without_taking_the_workflow_down() {
         }))
         .job(Job::new("after", |_ctx| async { Ok(JobOutput::default()) }).after("boom", When::Succeeded))
         .job(Job::new("other", |_ctx| async { Ok(JobOutput::done("ran")) }))
+        .on_failure(|_| panic!("the pager is down"))
         .build()
         .unwrap()
         .run()
         .await;
     let b = report.job("boom").unwrap();
+    assert_eq!(b.attempts, 1);
     assert_eq!(b.status, JobStatus::Failed);
     assert_eq!(b.error.as_deref(), Some("workflow: job panicked: index out of bounds"));
     assert_eq!(report.job("after").unwrap().status, JobStatus::Skipped);

@@ -699,7 +699,10 @@ impl Workflow {
                     &self.on_failure
                 };
                 for h in hooks {
-                    h(&run);
+                    // An alerting hook that panics is logged, never fatal to the workflow.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(&run))).is_err() {
+                        tracing::error!(job = %job.name, "a workflow hook panicked");
+                    }
                 }
                 if run.status.is_failure() {
                     tracing::error!(job = %job.name, attempt, error = run.error.as_deref().unwrap_or(""), "job failed");
