@@ -219,9 +219,6 @@ fn hive_type(table: &str, f: &Field) -> Result<String> {
     })
 }
 
-/// Rows sampled from each CSV or JSON file to infer its schema.
-pub const SAMPLE_ROWS: usize = 1000;
-
 /// Crawls an object-store prefix.
 #[derive(Clone, Debug)]
 pub struct Crawler {
@@ -416,12 +413,12 @@ impl Crawler {
                 }
                 TableFormat::Csv => {
                     samples_read += 1;
-                    let s = formats::infer_csv(&self.location, &f.meta, &rel, &self.csv, SAMPLE_ROWS).await?;
+                    let s = formats::infer_csv(&self.location, &f.meta, &rel, &self.csv, formats::SAMPLE_ROWS).await?;
                     (std::sync::Arc::new(s), None)
                 }
                 TableFormat::JsonLines => {
                     samples_read += 1;
-                    let s = formats::infer_json(&self.location, &f.meta, &rel, SAMPLE_ROWS).await?;
+                    let s = formats::infer_json(&self.location, &f.meta, &rel, formats::SAMPLE_ROWS).await?;
                     (std::sync::Arc::new(s), None)
                 }
             };

@@ -207,15 +207,7 @@ impl Session {
 
     /// The error of an upsert batch with NULLs in its key.
     pub(crate) fn null_keys(&self, connector: &'static str, nulls: u64, key: &[String]) -> Error {
-        Error::Connector {
-            connector,
-            message: format!(
-                "table `{}`: {nulls} rows have a NULL in the primary key ({}); nothing was written",
-                self.table,
-                key.join(", ")
-            ),
-            retryable: false,
-        }
+        crate::sql::null_key_error(connector, &self.table, nulls, key)
     }
 }
 

@@ -10,8 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use etl_core::sql::Dialect;
 use etl_core::{Error, Location, Result, StageSummary};
+use object_store::ObjectMeta;
 use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -49,7 +49,8 @@ pub(crate) struct ParquetStage {
     prefix: String,
     table: String,
     dialect: Dialect,
-    files: Vec<Path>,
+    /// The uploaded files, as the store described them (read back without a HEAD each).
+    files: Vec<ObjectMeta>,
     /// The file being written (in a mutex only to keep the stage `Sync`; never contended).
     writer: Mutex<Option<ArrowWriter<Vec<u8>>>>,
     columns: Option<SchemaRef>,
@@ -91,7 +92,7 @@ impl ParquetStage {
 
     /// The files staged so far.
     #[cfg(feature = "redshift")]
-    pub(crate) fn files(&self) -> &[Path] {
+    pub(crate) fn files(&self) -> &[ObjectMeta] {
         &self.files
     }
 
@@ -144,9 +145,9 @@ impl ParquetStage {
 
     /// Removes the staged files (best effort: a failure is logged).
     pub(crate) async fn remove(&self) {
-        for p in &self.files {
-            if let Err(e) = self.location.store().delete(p).await {
-                tracing::warn!(table = %self.table, path = %p, error = %e, "a staged file was not removed");
+        for f in &self.files {
+            if let Err(e) = self.location.store().delete(&f.location).await {
+                tracing::warn!(table = %self.table, path = %f.location, error = %e, "a staged file was not removed");
             }
         }
     }
@@ -180,16 +181,24 @@ impl ParquetStage {
             return Ok(());
         };
         let body = w.into_inner().map_err(parquet_err(&self.table))?;
-        self.bytes += body.len() as u64;
+        let size = body.len() as u64;
+        self.bytes += size;
         let path = self
             .location
             .path(&format!("{}/part-{:05}.parquet", self.prefix, self.files.len()));
-        self.location
+        let put = self
+            .location
             .store()
             .put(&path, body.into())
             .await
             .map_err(|e| Error::store(&path, e))?;
-        self.files.push(path);
+        self.files.push(ObjectMeta {
+            location: path,
+            last_modified: chrono::Utc::now(),
+            size,
+            e_tag: put.e_tag,
+            version: put.version,
+        });
         Ok(())
     }
 }

@@ -59,10 +59,10 @@ impl Statements<'_> {
 
     /// `target.k = s.k AND …`, the target named in full (Redshift's `DELETE … USING` takes no
     /// alias for it).
-    fn on(&self, target: &str) -> String {
+    fn on(&self) -> String {
         self.key()
             .iter()
-            .map(|k| format!("{target}.{k} = s.{k}"))
+            .map(|k| format!("{}.{k} = s.{k}", self.target))
             .collect::<Vec<_>>()
             .join(" AND ")
     }
@@ -208,7 +208,7 @@ impl Statements<'_> {
                 "DELETE FROM {t} USING {l} s WHERE {on} AND {flag_s}",
                 t = self.target,
                 l = self.latest,
-                on = self.on(&self.target)
+                on = self.on()
             ),
             format!("DELETE FROM {} WHERE {flag}", self.latest),
         ]))
@@ -220,7 +220,7 @@ impl Statements<'_> {
             "SELECT count(*) FROM {l} s WHERE EXISTS (SELECT 1 FROM {t} WHERE {on})",
             t = self.target,
             l = self.latest,
-            on = self.on(&self.target)
+            on = self.on()
         )
     }
 
@@ -237,7 +237,7 @@ impl Statements<'_> {
             "INSERT INTO {t} ({cols}) SELECT {cols} FROM {l} s WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {on})",
             t = self.target,
             l = self.latest,
-            on = self.on(&self.target)
+            on = self.on()
         );
         match self.spec.merge {
             // Snowflake: the update and the insert MERGE would do, as two statements of the
@@ -277,7 +277,7 @@ impl Statements<'_> {
                     "DELETE FROM {t} USING {l} s WHERE {on}",
                     t = self.target,
                     l = self.latest,
-                    on = self.on(&self.target)
+                    on = self.on()
                 ),
                 self.insert_all(&self.target, &self.latest),
             ],

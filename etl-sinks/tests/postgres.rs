@@ -685,13 +685,7 @@ async fn a_timed_out_job_leaves_the_warehouse_and_the_watermark_as_they_were() {
             .source_arc(source)
             .sink_arc(wh.sink())
             .watermarks(wm.clone())
-            .table(
-                TableSpec::new("customers")
-                    .mode(LoadMode::Upsert)
-                    .primary_key(["customer_id"])
-                    .cursor(["updated_at"])
-                    .processed_at(false),
-            )
+            .table(super::scenarios::customers_upsert())
             .build()
             .unwrap()
     };
@@ -760,13 +754,7 @@ async fn redshift_stages_on_s3_and_cleans_up() {
         .source(source)
         .sink(sink)
         .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-        .table(
-            TableSpec::new("customers")
-                .mode(LoadMode::Upsert)
-                .primary_key(["customer_id"])
-                .cursor(["updated_at"])
-                .processed_at(false),
-        )
+        .table(super::scenarios::customers_upsert())
         .build()
         .unwrap()
         .run()

@@ -39,6 +39,15 @@ pub(crate) fn customers(rows: &[(i64, &str, i64)]) -> RecordBatch {
     RecordBatch::try_from_iter(["customer_id", "name", "updated_at"].into_iter().zip(cols)).unwrap()
 }
 
+/// `customers` merged by `customer_id`, latest by `updated_at`.
+pub(crate) fn customers_upsert() -> TableSpec {
+    TableSpec::new("customers")
+        .mode(LoadMode::Upsert)
+        .primary_key(["customer_id"])
+        .cursor(["updated_at"])
+        .processed_at(false)
+}
+
 /// The crash tests' table: `events` of `conformance::sample_batch`, by `id`, in `mode`.
 pub(crate) fn crash_table(mode: LoadMode) -> TableSpec {
     TableSpec::new("events")
@@ -60,13 +69,7 @@ pub(crate) async fn seed_upsert(wh: &dyn Warehouse) -> u64 {
         .source_arc(source.clone())
         .sink_arc(wh.sink())
         .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-        .table(
-            TableSpec::new("customers")
-                .mode(LoadMode::Upsert)
-                .primary_key(["customer_id"])
-                .cursor(["updated_at"])
-                .processed_at(false),
-        )
+        .table(customers_upsert())
         .build()
         .unwrap();
     let r = pipeline.run().await.unwrap().into_result().unwrap();

@@ -96,6 +96,22 @@ impl Middleware for Fakesnow {
     }
 }
 
+/// The batches of a query's raw result (Arrow IPC chunks).
+fn batches(raw: snowflake_api::RawQueryResult) -> Vec<RecordBatch> {
+    match raw {
+        snowflake_api::RawQueryResult::Bytes(chunks) => chunks
+            .into_iter()
+            .flat_map(|c| {
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(c), None)
+                    .unwrap()
+                    .map(Result::unwrap)
+            })
+            .collect(),
+        snowflake_api::RawQueryResult::Empty => Vec::new(),
+        snowflake_api::RawQueryResult::Json(j) => panic!("unexpected JSON rows: {}", j.value),
+    }
+}
+
 fn client() -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
         .with(Fakesnow(emulator()))
@@ -167,47 +183,29 @@ impl Wh {
         .unwrap();
         // Every column as text: the emulator's Arrow for a NULL timestamp has a NULL struct
         // with non-nullable children, which arrow's IPC reader refuses.
-        let columns = match api
-            .exec_raw(&format!(
+        let columns: Vec<String> = batches(
+            api.exec_raw(&format!(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{table}' \
                  ORDER BY ordinal_position",
                 self.schema
             ))
             .await
-            .unwrap()
-        {
-            snowflake_api::RawQueryResult::Bytes(chunks) => chunks
-                .into_iter()
-                .flat_map(|c| {
-                    arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(c), None)
-                        .unwrap()
-                        .map(Result::unwrap)
-                })
-                .flat_map(|b| {
-                    (0..b.num_rows())
-                        .map(|i| arrow::util::display::array_value_to_string(b.column(0), i).unwrap())
-                        .collect::<Vec<_>>()
-                })
-                .collect::<Vec<_>>(),
-            _ => panic!("no columns for {table}"),
-        };
+            .unwrap(),
+        )
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .map(|i| arrow::util::display::array_value_to_string(b.column(0), i).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+        assert!(!columns.is_empty(), "no columns for {table}");
         let select: Vec<String> = columns
             .iter()
             .map(|c| format!("TO_VARCHAR(\"{c}\") AS \"{c}\""))
             .collect();
         let sql = format!("SELECT {} FROM \"{}\".\"{table}\"", select.join(", "), self.schema);
-        let batches = match api.exec_raw(&sql).await.unwrap() {
-            snowflake_api::RawQueryResult::Bytes(chunks) => chunks
-                .into_iter()
-                .flat_map(|c| {
-                    arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(c), None)
-                        .unwrap()
-                        .map(Result::unwrap)
-                })
-                .collect(),
-            snowflake_api::RawQueryResult::Empty => Vec::new(),
-            snowflake_api::RawQueryResult::Json(j) => panic!("unexpected JSON rows: {}", j.value),
-        };
+        let batches = batches(api.exec_raw(&sql).await.unwrap());
         render_sorted(&batches, &[])
     }
 

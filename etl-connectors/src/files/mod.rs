@@ -32,9 +32,6 @@ use etl_core::{BatchStream, cursor};
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
-/// Rows read per file to infer a schema.
-const SAMPLE_ROWS: usize = 1000;
-
 /// Reads tables of files under prefixes of one [`Location`].
 ///
 /// ```
@@ -177,8 +174,12 @@ impl FileSource {
         let mut merged: Option<(SchemaRef, String)> = None;
         for f in files {
             let s = match format {
-                FileFormat::Csv(o) => formats::infer_csv(&self.location, &f.meta, &f.rel, o, SAMPLE_ROWS).await?,
-                FileFormat::JsonLines => formats::infer_json(&self.location, &f.meta, &f.rel, SAMPLE_ROWS).await?,
+                FileFormat::Csv(o) => {
+                    formats::infer_csv(&self.location, &f.meta, &f.rel, o, formats::SAMPLE_ROWS).await?
+                }
+                FileFormat::JsonLines => {
+                    formats::infer_json(&self.location, &f.meta, &f.rel, formats::SAMPLE_ROWS).await?
+                }
                 FileFormat::Parquet => parquet::schema(&self.location, f).await?,
                 _ => {
                     return Err(Error::config(format!("table `{}`: unsupported file format", spec.name)));

@@ -41,6 +41,9 @@ pub use self::json::{infer_json, read_json};
 use crate::error::{Error, Result};
 use crate::spec::BadRows;
 
+/// Rows sampled from each CSV or JSON file to infer its schema (files source and crawler).
+pub const SAMPLE_ROWS: usize = 1000;
+
 /// What a reader of one text file needs.
 #[derive(Clone, Debug)]
 pub struct TextRead {

@@ -41,7 +41,6 @@ use etl_core::{
     WriteRequest,
 };
 use futures::{SinkExt, TryStreamExt};
-use object_store::ObjectStoreExt;
 
 use crate::checkpoints::{Checkpoints, Session};
 use crate::postgres::encode;
@@ -282,9 +281,8 @@ impl RsWriter {
             message: format!("table `{}`: reading back staged Parquet: {e}", self.spec.name),
             retryable: false,
         };
-        for path in self.stage.files() {
-            let meta = store.head(path).await.map_err(|e| Error::store(path, e))?;
-            let reader = etl_core::parquet_io::ObjectReader::new(store.clone(), meta);
+        for meta in self.stage.files() {
+            let reader = etl_core::parquet_io::ObjectReader::new(store.clone(), meta.clone());
             let mut batches = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(read_err)?
@@ -428,17 +426,20 @@ impl RsWriter {
             checkpoint,
         )
         .await?;
-        let (inserted, updated, deleted, collapsed) = if self.stage.columns().is_some() {
+        // After a load the target exists (it is created when missing).
+        let loaded = self.stage.columns().is_some();
+        let exists = loaded || self.target_exists().await?;
+        let (inserted, updated, deleted, collapsed) = if loaded {
             self.db.exec(&self.statements().create_stage()?).await?;
             self.load_stage().await?;
             self.apply().await?
-        } else if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && self.target_exists().await? {
+        } else if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && exists {
             // Nothing was read: a FULL or TRUNCATE_INSERT empties an existing target.
             (0, 0, self.db.exec(&self.statements().delete_all()).await?, 0)
         } else {
             (0, 0, 0, 0)
         };
-        let target_rows = if self.target_exists().await? {
+        let target_rows = if exists {
             Some(
                 self.db
                     .count(&format!(

@@ -468,15 +468,12 @@ impl SfWriter {
         if self.mode == LoadMode::Upsert {
             let nulls = self.db.count(&st.null_keys()).await?;
             if nulls > 0 {
-                return Err(Error::Connector {
-                    connector: "snowflake",
-                    message: format!(
-                        "table `{}`: {nulls} rows have a NULL in the primary key ({}); nothing was written",
-                        self.spec.name,
-                        self.spec.primary_key.join(", ")
-                    ),
-                    retryable: false,
-                });
+                return Err(sql::null_key_error(
+                    "snowflake",
+                    &self.spec.name,
+                    nulls,
+                    &self.spec.primary_key,
+                ));
             }
             self.db.batch(&st.collapse()).await?;
         }
@@ -573,15 +570,17 @@ impl SfWriter {
         }
         self.db.batch("BEGIN TRANSACTION").await?;
         self.store_checkpoint(cp).await?;
+        // After a load the target exists (it is created when missing).
+        let exists = loaded || self.target_exists().await?;
         let (inserted, updated, deleted, collapsed) = if loaded {
             self.apply(&st).await?
-        } else if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && self.target_exists().await? {
+        } else if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && exists {
             // Nothing was read: a FULL or TRUNCATE_INSERT empties an existing target.
             (0, 0, self.db.count(&st.delete_all()).await?, 0)
         } else {
             (0, 0, 0, 0)
         };
-        let target_rows = if self.target_exists().await? {
+        let target_rows = if exists {
             Some(self.db.count(&format!("SELECT count(*) FROM {}", st.target)).await?)
         } else {
             None
