@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use etl_core::cursor::{self, Low};
 use etl_core::sql::Dialect;
 use etl_core::task::AbortOnDrop;
-use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, TableSpec, cursor};
+use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, TableSpec};
 
 /// When a database source counts the table's rows for the report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,8 +28,8 @@ pub enum Counts {
 pub(crate) struct Window {
     /// The mode reads incrementally and the spec has cursor columns.
     pub incremental: bool,
-    /// Exclusive lower bound (`None`: from the beginning).
-    pub low: Option<CursorValue>,
+    /// The lower end.
+    pub low: Low,
     /// The high-water mark.
     pub high: Option<CursorValue>,
     /// Nothing can be new: the high-water mark has not moved past the stored cursor.
@@ -44,19 +45,23 @@ impl Window {
         let spec = req.spec;
         let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
         let low = if incremental {
-            cursor::window_low(spec, req.from.and_then(|p| p.cursor.as_ref()), high.as_ref())
+            cursor::window_low(spec, req.from, high.as_ref())
         } else {
-            None
+            Low::Start
         };
         let limit = req.limit.filter(|_| incremental);
         let key = req.from.and_then(|p| p.key.clone()).filter(|_| limit.is_some());
         // With a key, rows at the stored cursor value itself may be left to read.
         let nothing_new = incremental
-            && low.is_some()
             && key.is_none()
             && spec.lookback.is_none()
             && req.from.is_some()
-            && high.as_ref().is_none_or(|h| Some(h) <= low.as_ref());
+            && match (&low, &high) {
+                (Low::After(l), Some(h)) => h <= l,
+                (Low::Start, _) => false,
+                (_, None) => true,
+                (Low::AnyCursor, Some(_)) => false,
+            };
         Window {
             incremental,
             low,
@@ -80,13 +85,13 @@ impl Window {
             Some(n) => dialect.chunk_window(
                 &spec.cursor[0],
                 &spec.primary_key,
-                self.low.as_ref().map(|l| (l, self.key.as_deref())),
+                self.low.value().map(|l| (l, self.key.as_deref())),
                 self.high.as_ref(),
                 n,
                 params,
             ),
             None if self.filtered() => (
-                dialect.window_predicate(&spec.cursor, self.low.as_ref(), self.high.as_ref(), params),
+                dialect.window_predicate(&spec.cursor, &self.low, self.high.as_ref(), params),
                 String::new(),
             ),
             None => ("TRUE".to_string(), String::new()),
@@ -96,7 +101,14 @@ impl Window {
     /// The read needs a predicate. Without a lower bound it does not: the high-water mark is
     /// the maximum within the read's own snapshot, so the window is the whole table.
     pub(crate) fn filtered(&self) -> bool {
-        self.incremental && (self.low.is_some() || self.limit.is_some())
+        self.incremental && (self.low.is_bounded() || self.limit.is_some())
+    }
+
+    /// Whether the read counts, in its snapshot, the rows whose cursor columns are all NULL:
+    /// a filtered read leaves them out, which [`etl_core::NullCursors::Fail`] refuses and
+    /// the report counts otherwise (a whole read streams them, and the runner sees them).
+    pub(crate) fn counts_null_cursors(&self) -> bool {
+        self.filtered()
     }
 
     /// Whether `counts` asks for a count of this read.

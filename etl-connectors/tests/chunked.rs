@@ -9,7 +9,8 @@ use arrow::array::{Array, Int32Array};
 use arrow::record_batch::RecordBatch;
 use etl_core::transform::Transform;
 use etl_core::{
-    CursorValue, Error, LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, Source, TableSpec, TableStatus,
+    CursorValue, Error, LoadMode, Location, NullCursors, ObjectStoreWatermarkStore, Pipeline, Source, TableSpec,
+    TableStatus,
 };
 use etl_sinks::lake::LakeSink;
 
@@ -173,4 +174,114 @@ pub async fn parallel_read_every_row_once<S: Source>(source: S, table: &str) {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=5000).collect::<Vec<i64>>(), "every row exactly once");
+}
+
+/// The ids in a lake table, sorted.
+async fn lake_ids(lake: &LakeSink, table: &str) -> Vec<i32> {
+    let mut ids: Vec<i32> = match lake.read_table(table).await {
+        Ok(batches) => batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column_by_name("id").unwrap();
+                a.as_any().downcast_ref::<Int32Array>().unwrap().values().to_vec()
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    ids.sort_unstable();
+    ids
+}
+
+/// Rows whose cursor is NULL follow one stated rule ([`NullCursors`]), never a silent reload
+/// or a silent skip. `nulls` holds `id int` primary key and a nullable timestamp `ts`: ids 1
+/// and 2, both NULL. `five` holds ids 1–5, only id 1 with a `ts`. `exec` runs a statement.
+pub async fn null_cursors_follow_one_stated_rule<S, F, Fut>(source: S, nulls: &str, five: &str, exec: F)
+where
+    S: Source + Clone,
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let pipeline = |name: &str, table: &str, rule: NullCursors, chunk: Option<usize>| {
+        let mut spec = TableSpec::new("t")
+            .from_table(table)
+            .mode(LoadMode::Incremental)
+            .cursor(["ts"])
+            .primary_key(["id"])
+            .null_cursors(rule)
+            .target(name);
+        if let Some(n) = chunk {
+            spec = spec.chunk_rows(n);
+        }
+        Pipeline::builder(name)
+            .source(source.clone())
+            .sink(lake.clone())
+            .watermarks(ObjectStoreWatermarkStore::new(
+                Location::local(dir.path().join("_etl/wm")).unwrap(),
+            ))
+            .table(spec)
+            .build()
+            .unwrap()
+    };
+    let refused = |r: &etl_core::RunReport, rows: u64| {
+        let t = r.table("t").unwrap();
+        assert_eq!((t.status, t.written_count), (TableStatus::Failed, 0), "{t:?}");
+        let e = t.error.as_deref().unwrap();
+        assert!(
+            e.contains(&format!("{rows} rows have NULL in every cursor column (`ts`)"))
+                && e.contains("NullCursors::WholeReadsOnly"),
+            "{e}"
+        );
+        assert_eq!(
+            t.watermark_after.as_ref().map_or(0, |w| w.generation),
+            t.watermark_before.as_ref().map_or(0, |w| w.generation)
+        );
+    };
+
+    // The default refuses, before anything is written.
+    let r = pipeline("fail", nulls, NullCursors::Fail, None).run().await.unwrap();
+    refused(&r, 2);
+    assert_eq!(lake_ids(&lake, "fail").await, Vec::<i32>::new());
+
+    // Whole reads only: loaded once by the first run, never again.
+    let p = pipeline("whole", nulls, NullCursors::WholeReadsOnly, None);
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!((t.written_count, t.null_cursor_count), (2, 2), "{t:?}");
+    for _ in 0..2 {
+        let r = p.run().await.unwrap().into_result().unwrap();
+        assert_eq!(r.table("t").unwrap().status, TableStatus::NoNewData);
+    }
+    assert_eq!(lake_ids(&lake, "whole").await, vec![1, 2]);
+    // A row that gets a cursor value is new; a row inserted without one is counted, not read.
+    exec(format!("UPDATE {nulls} SET ts = '2025-01-05 00:00:00' WHERE id = 1")).await;
+    exec(format!("INSERT INTO {nulls} VALUES (3, NULL)")).await;
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!((t.written_count, t.null_cursor_count), (1, 2), "{t:?}");
+    assert_eq!(lake_ids(&lake, "whole").await, vec![1, 1, 2]);
+    // The same watermark under the default rule: the filtered read counts them and refuses.
+    let r = pipeline("whole", nulls, NullCursors::Fail, None).run().await.unwrap();
+    refused(&r, 2);
+    assert_eq!(lake_ids(&lake, "whole").await, vec![1, 1, 2]);
+
+    // Chunked reads never read NULL cursors: refused by default, counted otherwise.
+    let r = pipeline("chunks_fail", five, NullCursors::Fail, Some(2))
+        .run()
+        .await
+        .unwrap();
+    refused(&r, 4);
+    let r = pipeline("chunks_all_null", nulls, NullCursors::Fail, Some(1))
+        .run()
+        .await
+        .unwrap();
+    refused(&r, 2);
+    let p = pipeline("chunks_whole", five, NullCursors::WholeReadsOnly, Some(2));
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!((t.written_count, t.null_cursor_count), (1, 4), "{t:?}");
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("t").unwrap().status, TableStatus::NoNewData);
+    assert_eq!(lake_ids(&lake, "chunks_whole").await, vec![1]);
 }

@@ -8,8 +8,8 @@ use etl_connectors::files::FileSource;
 use etl_core::conformance::{self, render_sorted};
 use etl_core::deps::object_store::ObjectStoreExt;
 use etl_core::{
-    BadRows, CsvOptions, Error, FileFormat, LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, ReadRequest,
-    Source, TableSpec, TableStatus,
+    BadRows, CsvOptions, Error, FileFormat, LoadMode, Location, NullCursors, ObjectStoreWatermarkStore, Pipeline,
+    ReadRequest, Source, TableSpec, TableStatus,
 };
 use etl_sinks::lake::LakeSink;
 use futures::TryStreamExt;
@@ -31,6 +31,21 @@ async fn read_all(source: &FileSource, spec: &TableSpec) -> Result<Vec<RecordBat
         limit: None,
     };
     source.read(req).await?.stream.try_collect().await
+}
+
+/// The one rejects file of `table`'s runs.
+async fn rejects_text(loc: &Location, table: &str) -> String {
+    let rejects = loc.list(&format!("_etl/rejects/{table}")).await.unwrap();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    let bytes = loc
+        .store()
+        .get(&rejects[0].location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 fn local() -> (tempfile::TempDir, Location) {
@@ -191,18 +206,8 @@ async fn malformed_csv_rows_fail_naming_file_and_line_or_are_diverted() {
         .unwrap();
     let t = r.table("m").unwrap();
     assert_eq!((t.rejected_count, t.written_count), (2, 3));
-    let rejects = loc.list("_etl/rejects/m").await.unwrap();
-    assert_eq!(rejects.len(), 1);
-    let text = loc
-        .store()
-        .get(&rejects[0].location)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
     assert_eq!(
-        std::str::from_utf8(&text).unwrap(),
+        rejects_text(&loc, "m").await,
         "file,line,reason,record\n\
          m/bad.csv,3,column `amount`: `lots` is not a valid Int64,\"3,lots\"\n\
          m/bad.csv,4,\"expected 2 fields, found 3\",\"4,40,extra\"\n"
@@ -286,6 +291,259 @@ async fn cursor_inside_files_keeps_only_newer_rows() {
     assert_eq!(
         t.watermark_after.as_ref().unwrap().cursor.as_ref().unwrap().to_string(),
         "2025-01-03 00:00:00"
+    );
+}
+
+/// A row of a new file without a cursor value is refused by default, or left out and counted;
+/// a first run's whole read loads it only when the rule says so.
+#[tokio::test]
+async fn null_cursors_in_files_follow_the_stated_rule() {
+    let (_d, loc) = local();
+    put(&loc, "n/1.csv", "id,updated_at\n1,2025-01-01 00:00:00\n2,\n").await;
+    let lake = LakeSink::new(loc.child("lake"));
+    let p = |rule: NullCursors| {
+        Pipeline::builder("nul")
+            .source(FileSource::new(loc.clone()))
+            .sink(lake.clone())
+            .watermarks(ObjectStoreWatermarkStore::new(loc.child("wm")))
+            .table(
+                TableSpec::new("n")
+                    .from_files("n/", FileFormat::csv())
+                    .mode(LoadMode::Incremental)
+                    .cursor(["updated_at"])
+                    .null_cursors(rule),
+            )
+            .build()
+            .unwrap()
+    };
+    let r = p(NullCursors::Fail).run().await.unwrap();
+    let t = r.table("n").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap()
+            .contains("1 rows have NULL in every cursor column (`updated_at`)"),
+        "{t:?}"
+    );
+    assert!(lake.read_table("n").await.unwrap().is_empty());
+
+    let r = p(NullCursors::WholeReadsOnly)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("n").unwrap();
+    assert_eq!((t.written_count, t.null_cursor_count), (2, 1));
+    put(&loc, "n/2.csv", "id,updated_at\n3,\n4,2025-01-04 00:00:00\n").await;
+    let err = p(NullCursors::Fail).run().await.unwrap();
+    assert_eq!(err.table("n").unwrap().status, TableStatus::Failed);
+    let r = p(NullCursors::WholeReadsOnly)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("n").unwrap();
+    assert_eq!((t.written_count, t.null_cursor_count), (1, 1));
+    assert_eq!(
+        render_sorted(
+            &lake.read_table("n").await.unwrap(),
+            &["etl_processed_at", "updated_at"]
+        ),
+        "+----+\n| id |\n+----+\n| 1  |\n| 2  |\n| 4  |\n+----+"
+    );
+}
+
+/// The bytes of `text` gzip-compressed by the system's `gzip`.
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+async fn put_bytes(loc: &Location, rel: &str, body: Vec<u8>) {
+    loc.store().put(&loc.path(rel), body.into()).await.expect("put");
+}
+
+fn lake_pipeline(loc: &Location, lake: &LakeSink, spec: TableSpec) -> Pipeline {
+    Pipeline::builder("files")
+        .source(FileSource::new(loc.clone()))
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(loc.child("wm")))
+        .table(spec.mode(LoadMode::Incremental).processed_at(false))
+        .build()
+        .unwrap()
+}
+
+/// Gzip files are decompressed, by name and by their bytes; other compressions and binary
+/// bytes are refused naming the file, never decoded into column names.
+#[tokio::test]
+async fn compressed_files_are_decompressed_or_refused() {
+    let (_d, loc) = local();
+    put(&loc, "g/a.csv", "id,name\n1,ann\n").await;
+    put_bytes(&loc, "g/b.csv.gz", gzip("id,name\n2,bob\n3,cy\n")).await;
+    put_bytes(&loc, "g/c.csv", gzip("id,name\n4,dan\n")).await;
+    put_bytes(&loc, "j/a.jsonl.gz", gzip("{\"id\":1}\n{\"id\":2}\n")).await;
+    let lake = LakeSink::new(loc.child("lake"));
+    let r = lake_pipeline(&loc, &lake, TableSpec::new("g").from_files("g/", FileFormat::csv()))
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(r.table("g").unwrap().written_count, 4);
+    let rows = lake.read_table("g").await.unwrap();
+    assert_eq!(
+        render_sorted(&rows, &[]),
+        "+----+------+\n| id | name |\n+----+------+\n| 1  | ann  |\n| 2  | bob  |\n| 3  | cy   |\n| 4  | dan  |\n+----+------+"
+    );
+    let r = lake_pipeline(&loc, &lake, TableSpec::new("j").from_files("j/", FileFormat::JsonLines))
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(r.table("j").unwrap().written_count, 2);
+
+    // A compression that is not read stops the run before anything is written.
+    put_bytes(&loc, "g/d.csv.zst", b"\x28\xb5\x2f\xfd junk".to_vec()).await;
+    let err = lake_pipeline(&loc, &lake, TableSpec::new("g").from_files("g/", FileFormat::csv()))
+        .run()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("g/d.csv.zst") && err.contains("zstd-compressed"), "{err}");
+    std::fs::remove_file(_d.path().join("g/d.csv.zst")).unwrap();
+    for (name, body, says) in [
+        ("g/e.csv", b"\x28\xb5\x2f\xfd\x00\x01".to_vec(), "zstd-compressed"),
+        ("g/f.csv.gz", b"id,name\n5,eve\n".to_vec(), "its bytes are not gzip"),
+        (
+            "g/h.csv",
+            vec![0x89, b'P', b'N', b'G', 0, 0, 0x1a, b'\n', b'1', b'\n'],
+            "header field 1 is not text",
+        ),
+    ] {
+        put_bytes(&loc, name, body).await;
+        let r = lake_pipeline(&loc, &lake, TableSpec::new("g").from_files("g/", FileFormat::csv()))
+            .run()
+            .await
+            .unwrap();
+        let t = r.table("g").unwrap();
+        assert_eq!(t.status, TableStatus::Failed, "{name}");
+        let e = t.error.as_deref().unwrap();
+        assert!(e.contains(name) && e.contains(says), "{name}: {e}");
+        std::fs::remove_file(_d.path().join(name)).unwrap();
+    }
+    let rows = lake.read_table("g").await.unwrap();
+    assert_eq!(
+        rows.iter().map(|b| b.num_rows()).sum::<usize>(),
+        4,
+        "nothing more was written"
+    );
+    assert_eq!(rows[0].schema().fields().len(), 2, "no column named with raw bytes");
+}
+
+/// A CSV column of integers whose next file holds dates: the lake refuses the run, naming the
+/// column and both types, and keeps what it had.
+#[tokio::test]
+async fn a_csv_column_that_changes_type_between_runs_is_refused() {
+    let (_d, loc) = local();
+    put(&loc, "t/1.csv", "id,amount\n1,10\n").await;
+    let lake = LakeSink::new(loc.child("lake"));
+    let p = lake_pipeline(&loc, &lake, TableSpec::new("t").from_files("t/", FileFormat::csv()));
+    p.run().await.unwrap().into_result().unwrap();
+    put(&loc, "t/2.csv", "id,amount\n2,2025-07-24\n").await;
+    let r = p.run().await.unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    let e = t.error.as_deref().unwrap();
+    assert!(
+        e.contains("column `amount`") && e.contains("Date32") && e.contains("Int64"),
+        "{e}"
+    );
+    assert_eq!(
+        render_sorted(&lake.read_table("t").await.unwrap(), &[]),
+        "+----+--------+\n| id | amount |\n+----+--------+\n| 1  | 10     |\n+----+--------+"
+    );
+    assert_eq!(t.watermark_after.as_ref().unwrap().files, 1, "2.csv is not bookmarked");
+}
+
+/// A broken quote costs its own line, never the rows after it: an error naming file and line,
+/// or the line diverted and the rest loaded.
+#[tokio::test]
+async fn a_broken_quote_costs_its_line_not_the_rest_of_the_file() {
+    let (_d, loc) = local();
+    // Line 3 opens a quote that never closes; line 6 opens one that "closes" inside line 8's
+    // field; the quoted field on lines 9-10 is fine.
+    put(
+        &loc,
+        "q/a.csv",
+        "id,name\n1,ann\n2,\"bob\n3,cy\n4,dan\n5,\"eve\n6,fay\n7,\"gus\"x\n8,\"two\nlines\"\n9,ida\n",
+    )
+    .await;
+    let lake = LakeSink::new(loc.child("lake"));
+    let spec = TableSpec::new("q").from_files("q/", FileFormat::csv());
+    let r = lake_pipeline(&loc, &lake, spec.clone()).run().await.unwrap();
+    let t = r.table("q").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    let e = t.error.as_deref().unwrap();
+    assert!(e.contains("`q/a.csv` at line 3") && e.contains("never closed"), "{e}");
+    assert!(lake.read_table("q").await.unwrap().is_empty());
+
+    let r = lake_pipeline(&loc, &lake, spec.bad_rows(BadRows::Divert))
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("q").unwrap();
+    assert_eq!((t.rejected_count, t.written_count), (2, 7));
+    assert_eq!(
+        render_sorted(&lake.read_table("q").await.unwrap(), &[]),
+        "+----+-------+\n| id | name  |\n+----+-------+\n|    | lines |\n| 1  | ann   |\n| 3  | cy    |\n| 4  | dan   |\n\
+         | 6  | fay   |\n| 7  | gusx  |\n| 8  | two   |\n| 9  | ida   |\n+----+-------+"
+    );
+    let text = rejects_text(&loc, "q").await;
+    assert!(
+        text.contains("q/a.csv,3,a quoted field opened on this line is never closed"),
+        "{text}"
+    );
+    assert!(text.contains("q/a.csv,6,") && text.contains("\"2,\"\"bob\""), "{text}");
+}
+
+/// With bad rows diverted, a broken JSON line among the first lines (the schema's sample) is
+/// diverted like one further down.
+#[tokio::test]
+async fn broken_json_lines_in_the_sample_are_diverted_too() {
+    let (_d, loc) = local();
+    put(&loc, "b/a.jsonl", "{\"id\":1}\n{\"id\":2\n[3]\n{\"id\":4}\n").await;
+    put_bytes(&loc, "b/b.jsonl", b"{\"id\":5}\n{\"id\":\"\xff\"}\n".to_vec()).await;
+    let lake = LakeSink::new(loc.child("lake"));
+    let spec = TableSpec::new("b").from_files("b/", FileFormat::JsonLines);
+    let r = lake_pipeline(&loc, &lake, spec.clone()).run().await.unwrap();
+    let e = r.table("b").unwrap().error.clone().unwrap();
+    assert!(e.contains("`b/a.jsonl` at line 2"), "{e}");
+    let r = lake_pipeline(&loc, &lake, spec.bad_rows(BadRows::Divert))
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("b").unwrap();
+    assert_eq!((t.rejected_count, t.written_count), (3, 3));
+    assert_eq!(
+        render_sorted(&lake.read_table("b").await.unwrap(), &[]),
+        "+----+\n| id |\n+----+\n| 1  |\n| 4  |\n| 5  |\n+----+"
     );
 }
 

@@ -345,6 +345,28 @@ async fn chunked_reads_resume_at_the_first_uncommitted_chunk() {
     .await;
 }
 
+#[tokio::test]
+async fn null_cursors_follow_one_stated_rule() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE nulls (id int PRIMARY KEY, ts datetime NULL);
+         INSERT INTO nulls VALUES (1, NULL), (2, NULL);
+         CREATE TABLE five (id int PRIMARY KEY, ts datetime NULL, INDEX (ts, id));
+         INSERT INTO five VALUES (1, '2025-01-01'), (2, NULL), (3, NULL), (4, NULL), (5, NULL);",
+    )
+    .await;
+    let url = db.url.clone();
+    crate::chunked::null_cursors_follow_one_stated_rule(db.source(), "nulls", "five", |sql| {
+        let url = url.clone();
+        async move {
+            let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+            c.query_drop(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            c.disconnect().await.unwrap();
+        }
+    })
+    .await;
+}
+
 /// TLS with the server verified against the given root certificate.
 #[cfg(feature = "tls")]
 #[tokio::test]

@@ -39,6 +39,10 @@ impl Db {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    async fn exec_owned(&self, sql: String) {
+        self.exec(&sql).await
+    }
+
     fn source(&self) -> PostgresSource {
         PostgresSource::new(&self.conn).unwrap()
     }
@@ -315,6 +319,71 @@ async fn chunked_reads_resume_at_the_first_uncommitted_chunk() {
         db.exec("INSERT INTO $S.ev VALUES (11, '2025-01-03')")
     })
     .await;
+}
+
+#[tokio::test]
+async fn null_cursors_follow_one_stated_rule() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.nulls (id int PRIMARY KEY, ts timestamp);
+         INSERT INTO $S.nulls VALUES (1, NULL), (2, NULL);
+         CREATE TABLE $S.five (id int PRIMARY KEY, ts timestamp);
+         INSERT INTO $S.five VALUES (1, '2025-01-01'), (2, NULL), (3, NULL), (4, NULL), (5, NULL);",
+    )
+    .await;
+    crate::chunked::null_cursors_follow_one_stated_rule(db.source(), &db.table("nulls"), &db.table("five"), |sql| {
+        db.exec_owned(sql)
+    })
+    .await;
+}
+
+/// A column altered to another type between runs: the lake refuses the second run naming
+/// the column, unless the change widens safely (`int4` → `int8`).
+#[tokio::test]
+async fn an_altered_column_is_refused_by_the_lake_unless_it_widens() {
+    let db = Db::new().await;
+    db.exec("CREATE TABLE $S.t (id int4, amount int4); INSERT INTO $S.t VALUES (1, 10);")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let p = Pipeline::builder("alter")
+        .source(db.source())
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(
+            TableSpec::new("t")
+                .from_table(db.table("t"))
+                .mode(LoadMode::Append)
+                .processed_at(false),
+        )
+        .build()
+        .unwrap();
+    p.run().await.unwrap().into_result().unwrap();
+    db.exec("ALTER TABLE $S.t ALTER amount TYPE text; UPDATE $S.t SET amount = 'ten';")
+        .await;
+    let r = p.run().await.unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    let e = t.error.as_deref().unwrap();
+    assert!(
+        e.contains("column `amount`") && e.contains("Utf8") && e.contains("Int32"),
+        "{e}"
+    );
+    db.exec("ALTER TABLE $S.t ALTER amount TYPE int8 USING 10; ALTER TABLE $S.t ALTER id TYPE int8;")
+        .await;
+    p.run().await.unwrap().into_result().unwrap();
+    let types: Vec<String> = lake
+        .read_table("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.schema().field_with_name("amount").unwrap().data_type().to_string())
+        .collect();
+    assert_eq!(types.len(), 2);
+    assert!(
+        types.contains(&"Int32".to_string()) && types.contains(&"Int64".to_string()),
+        "{types:?}"
+    );
 }
 
 /// Initial window, lookback for rows committed late, and a change column that stays NULL

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::formats::{self, MergePolicy};
 use crate::location::Location;
 use crate::parquet_io::ObjectReader;
-use crate::spec::CsvOptions;
+use crate::spec::{BadRows, CsvOptions};
 use crate::sql::Dialect;
 use crate::watermark::FileMark;
 
@@ -47,8 +47,11 @@ pub enum TableFormat {
 
 impl TableFormat {
     fn of(path: &str) -> Option<TableFormat> {
-        let ext = path.rsplit('.').next()?.to_ascii_lowercase();
-        Some(match ext.as_str() {
+        // Gzip-compressed text is read through a decoder (as Athena does): `a.csv.gz` is CSV.
+        let lower = path.to_ascii_lowercase();
+        let name = lower.strip_suffix(".gz").unwrap_or(&lower);
+        let ext = name.rsplit('.').next()?;
+        Some(match ext {
             "parquet" => TableFormat::Parquet,
             "csv" => TableFormat::Csv,
             "json" | "jsonl" | "ndjson" => TableFormat::JsonLines,
@@ -418,7 +421,8 @@ impl Crawler {
                 }
                 TableFormat::JsonLines => {
                     samples_read += 1;
-                    let s = formats::infer_json(&self.location, &f.meta, &rel, formats::SAMPLE_ROWS).await?;
+                    let s =
+                        formats::infer_json(&self.location, &f.meta, &rel, formats::SAMPLE_ROWS, BadRows::Fail).await?;
                     (std::sync::Arc::new(s), None)
                 }
             };

@@ -52,6 +52,23 @@ pub enum Error {
         found: String,
     },
 
+    /// An incremental read met rows whose cursor columns are all NULL, which no watermark can
+    /// place, under [`crate::NullCursors::Fail`]; nothing was written.
+    #[error(
+        "table `{table}`: {rows} rows have NULL in every cursor column ({columns}), so no incremental read \
+         can tell when they are new; add a cursor column that is always set (a row is new when any cursor \
+         column is past the watermark), or load such rows with whole reads only \
+         (TableSpec::null_cursors(NullCursors::WholeReadsOnly))"
+    )]
+    NullCursor {
+        /// The table.
+        table: String,
+        /// The cursor columns, comma-separated.
+        columns: String,
+        /// How many rows were seen (a lower bound when the read stopped at the first batch).
+        rows: u64,
+    },
+
     /// A row of an input file cannot be parsed.
     #[error("malformed row in `{file}` at line {line}: {reason}")]
     MalformedRow {

@@ -83,7 +83,7 @@ pub use pipeline::{Pipeline, PipelineBuilder};
 pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use sink::{Checkpoint, CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
-pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, Partitioning, SourceRef, TableSpec};
+pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec};
 pub use watermark::{CursorValue, FileMark, ObjectStoreWatermarkStore, Position, Watermark, WatermarkStore};
 
 /// The time zone of every zoned timestamp this workspace produces (`+00:00`, i.e. UTC, spelled as

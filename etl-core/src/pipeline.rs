@@ -272,10 +272,13 @@ fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
+#[derive(Default)]
 struct Pumped {
     extracted: u64,
     written: u64,
     collapsed: u64,
+    /// Rows extracted whose cursor columns are all NULL (incremental modes).
+    null_cursor: u64,
     max_cursor: Option<CursorValue>,
     /// Cursor and primary key of the last row extracted (chunked reads only).
     last_row: Option<(CursorValue, Vec<CursorValue>)>,
@@ -582,19 +585,29 @@ impl Pipeline {
                 last_checkpoint,
             })
             .await?;
-        let pumped = self
-            .pump(spec, started_at, extract.stream, writer.as_mut(), limit.is_some())
+        let mut pumped = Pumped::default();
+        let result = self
+            .pump(
+                spec,
+                mode,
+                started_at,
+                extract.stream,
+                writer.as_mut(),
+                limit.is_some(),
+                &mut pumped,
+            )
             .await;
+        // The figures of what streamed count even when the read failed part way.
         let stats = &extract.stats;
         report.source_count = report.source_count.or(stats.source_count());
         report.chunks += ExtractStats::get(&stats.chunks);
         report.rejected_count += ExtractStats::get(&stats.rejected_rows);
-        let pumped = match pumped {
-            Ok(p) => p,
-            Err(e) => return Err(abort(writer, e).await),
-        };
+        report.null_cursor_count += ExtractStats::get(&stats.null_cursor_rows) + pumped.null_cursor;
         report.extracted_count += pumped.extracted;
         report.collapsed_count += pumped.collapsed;
+        if let Err(e) = result {
+            return Err(abort(writer, e).await);
+        }
         if incremental && pumped.extracted == 0 {
             tracing::info!("no new data");
             writer.abort().await?;
@@ -692,29 +705,34 @@ impl Pipeline {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn pump(
         &self,
         spec: &TableSpec,
+        mode: LoadMode,
         started_at: DateTime<Utc>,
         stream: BatchStream,
         writer: &mut dyn TableWriter,
         chunked: bool,
-    ) -> Result<Pumped> {
+        p: &mut Pumped,
+    ) -> Result<()> {
         let mut stream = prefetch(stream);
-        let mut p = Pumped {
-            extracted: 0,
-            written: 0,
-            collapsed: 0,
-            max_cursor: None,
-            last_row: None,
-        };
         let mut held = Vec::new();
         let mut next_progress = 1_000_000;
+        // Rows without any cursor value reach the stream only in whole reads; the spec's
+        // rule says whether an incremental run may load them (never the next run's guess).
+        let null_rule = mode.reads_incrementally() && !spec.cursor.is_empty();
         while let Some(batch) = stream.try_next().await? {
             p.extracted += batch.num_rows() as u64;
+            if null_rule {
+                let nulls = cursor::null_cursor_mask(&spec.name, &batch, &spec.cursor)?.true_count() as u64;
+                p.null_cursor += cursor::check_null_cursors(spec, nulls)?;
+            }
             if !spec.cursor.is_empty() {
-                p.max_cursor =
-                    CursorValue::max_opt(p.max_cursor, cursor::max_cursor(&spec.name, &batch, &spec.cursor)?);
+                p.max_cursor = CursorValue::max_opt(
+                    p.max_cursor.take(),
+                    cursor::max_cursor(&spec.name, &batch, &spec.cursor)?,
+                );
             }
             if chunked && batch.num_rows() > 0 {
                 p.last_row = Some(cursor::last_row_position(spec, &batch)?);
@@ -751,7 +769,7 @@ impl Pipeline {
                 p.written = out.num_rows() as u64;
             }
         }
-        Ok(p)
+        Ok(())
     }
 }
 

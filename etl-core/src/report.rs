@@ -73,6 +73,11 @@ pub struct TableReport {
     pub rejected_count: u64,
     /// Rows dropped as older versions of a key: by `keep_latest`, or by a sink's merge.
     pub collapsed_count: u64,
+    /// Rows whose cursor columns are all NULL that an incremental run met under
+    /// [`crate::NullCursors::WholeReadsOnly`]: loaded by a whole read, left out by a filtered
+    /// one (counted where the source sees them: the file source, or the stream).
+    #[serde(default)]
+    pub null_cursor_count: u64,
     /// Rows written to the target.
     pub written_count: u64,
     /// Rows the target gained (warehouse sinks; a lake counts its appended rows here).
@@ -123,6 +128,7 @@ impl TableReport {
             extracted_count: 0,
             rejected_count: 0,
             collapsed_count: 0,
+            null_cursor_count: 0,
             inserted_count: 0,
             updated_count: 0,
             deleted_count: 0,

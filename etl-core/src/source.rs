@@ -38,6 +38,9 @@ pub struct ExtractStats {
     pub bytes: AtomicU64,
     /// Chunks the read was split into (parallel reads).
     pub chunks: AtomicU64,
+    /// Rows whose cursor columns are all NULL that an incremental read left out (under
+    /// [`crate::NullCursors::WholeReadsOnly`]), where the source saw them.
+    pub null_cursor_rows: AtomicU64,
 }
 
 impl ExtractStats {
@@ -226,29 +229,20 @@ impl Source for MemorySource {
                 high = CursorValue::max_opt(high, cursor::max_cursor(&spec.name, b, &spec.cursor)?);
             }
         }
-        let from = req.from.and_then(|p| p.cursor.as_ref());
         let low = if req.mode.reads_incrementally() {
-            cursor::window_low(spec, from, high.as_ref())
+            cursor::window_low(spec, req.from, high.as_ref())
         } else {
-            None
-        };
-        let no_new_data = match (&low, &high) {
-            (Some(l), Some(h)) => h <= l && spec.lookback.is_none(),
-            _ => false,
+            cursor::Low::Start
         };
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let b = match &low {
-                Some(l) if !spec.cursor.is_empty() => {
-                    let mask = cursor::rows_after(&spec.name, &b, &spec.cursor, l)?;
-                    cursor::filter_batch(&spec.name, &b, &mask)?
-                }
-                _ => b,
-            };
+            let (b, null_rows) = cursor::filter_window(spec, &b, &low)?;
+            ExtractStats::add(&stats.null_cursor_rows, null_rows);
             if b.num_rows() > 0 {
                 out.push(Ok(b));
             }
         }
+        let no_new_data = low.is_bounded() && out.is_empty();
         Ok(Extract {
             schema,
             stream: Box::pin(futures::stream::iter(out)),

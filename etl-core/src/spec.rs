@@ -36,6 +36,23 @@ pub enum BadRows {
     Divert,
 }
 
+/// What incremental reads do with rows whose cursor columns are all NULL: no watermark can
+/// say whether such a row is new, so the rule is stated, never guessed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NullCursors {
+    /// An incremental run that finds such rows fails before anything is written, with
+    /// [`crate::Error::NullCursor`] naming the columns, the number of rows and this option
+    /// (the default). A database source counts them in the read's snapshot when the cursor
+    /// columns are nullable; the file source and the runner see them as they stream.
+    #[default]
+    Fail,
+    /// Such rows are loaded by reads of the whole source only (`FULL`, `TRUNCATE_INSERT`,
+    /// `APPEND`, and the first run of an incremental table when it is not chunked); filtered
+    /// incremental reads leave them out. The report counts the ones it sees
+    /// (`null_cursor_count`).
+    WholeReadsOnly,
+}
+
 /// How an `UPSERT` puts a run's rows (collapsed to the latest per key) into the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MergeStrategy {
@@ -96,13 +113,34 @@ impl FileFormat {
         FileFormat::Csv(CsvOptions::default())
     }
 
-    /// The file name endings this format reads.
+    /// The file name endings this format reads. Text files may also be gzip-compressed
+    /// (`.csv.gz`, `.jsonl.gz`; a gzip file is recognised by its bytes whatever its name); other
+    /// compressions are refused, naming the file.
     pub fn extensions(&self) -> &'static [&'static str] {
         match self {
-            FileFormat::Csv(_) => &[".csv", ".tsv", ".txt", ".csv.gz"],
-            FileFormat::JsonLines => &[".json", ".jsonl", ".ndjson"],
+            FileFormat::Csv(_) => &[".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz"],
+            FileFormat::JsonLines => &[".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz", ".ndjson.gz"],
             FileFormat::Parquet => &[".parquet", ".parq"],
         }
+    }
+
+    /// The compression a file named `name` declares that this workspace does not read
+    /// (`zstd` for `a.csv.zst`), if it is a file of this format otherwise.
+    pub fn refused_compression(&self, name: &str) -> Option<&'static str> {
+        const REFUSED: [(&str, &str); 7] = [
+            (".zst", "zstd"),
+            (".zstd", "zstd"),
+            (".bz2", "bzip2"),
+            (".xz", "xz"),
+            (".zip", "zip"),
+            (".lz4", "lz4"),
+            (".snappy", "snappy"),
+        ];
+        let name = name.to_ascii_lowercase();
+        REFUSED.iter().find_map(|(suffix, kind)| {
+            let base = name.strip_suffix(suffix)?;
+            self.extensions().iter().any(|e| base.ends_with(e)).then_some(*kind)
+        })
     }
 
     /// A short name (`csv`, `json`, `parquet`).
@@ -181,6 +219,9 @@ pub struct TableSpec {
     /// A column that marks a source row as deleted (true, or not NULL for other types): under
     /// `UPSERT` its key's target row is deleted instead of written.
     pub soft_delete: Option<String>,
+    /// What incremental reads do with rows whose cursor columns are all NULL (default
+    /// [`NullCursors::Fail`]).
+    pub null_cursors: NullCursors,
 }
 
 impl TableSpec {
@@ -207,6 +248,7 @@ impl TableSpec {
             chunk_rows: None,
             merge: MergeStrategy::default(),
             soft_delete: None,
+            null_cursors: NullCursors::Fail,
         }
     }
 
@@ -322,6 +364,15 @@ impl TableSpec {
         self
     }
 
+    /// What incremental reads do with rows whose cursor columns are all NULL (see
+    /// [`NullCursors`]). A row with at least one cursor value is read whenever one of its
+    /// values is past the watermark, so a second cursor column that is always set
+    /// (`.cursor(["updated_at", "created_at"])`) is often the better answer.
+    pub fn null_cursors(mut self, rule: NullCursors) -> Self {
+        self.null_cursors = rule;
+        self
+    }
+
     /// Reads an incremental window in chunks of `rows` rows, ordered by (cursor, primary
     /// key), and commits each chunk to the target and the watermark before reading the next.
     /// The watermark then holds the (cursor, key) pair of the last row committed: rows that
@@ -329,7 +380,8 @@ impl TableSpec {
     /// that dies part way resumes at the first chunk not committed.
     ///
     /// Needs one cursor column, a primary key, a source that reads in chunks (the database
-    /// sources), and no lookback. Rows whose cursor is NULL are not read by chunked reads.
+    /// sources), and no lookback. Chunked reads never read rows whose cursor is NULL (see
+    /// [`NullCursors`]).
     /// Modes that read the whole source ignore it.
     pub fn chunk_rows(mut self, rows: usize) -> Self {
         self.chunk_rows = Some(rows.max(1));

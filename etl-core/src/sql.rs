@@ -2,6 +2,7 @@
 //! incremental window's predicate, and the rendering of cursor values as typed literals where
 //! a statement cannot take parameters (Postgres `COPY (SELECT …)`).
 
+use crate::cursor::Low;
 use crate::watermark::CursorValue;
 
 /// A SQL dialect.
@@ -106,42 +107,58 @@ impl Dialect {
 
     /// The `WHERE` text of an incremental window over the cursor `columns`: any of them past
     /// `low`, none past `high`. A NULL column is never past `high`, so a row whose first
-    /// change column is still NULL is new when another column is past `low`; without a `low`
-    /// (a first read), rows whose cursors are all NULL are inside the window too. Bounds are
-    /// parameters pushed onto `params` in order, or typed literals when `params` is `None`.
+    /// change column is still NULL is new when another column is past `low`. Rows whose
+    /// cursor columns are all NULL are inside only a window from [`Low::Start`] (see
+    /// [`crate::NullCursors`]); [`Low::AnyCursor`] takes every row with a cursor value up to
+    /// `high`. Bounds are parameters pushed onto `params` in order, or typed literals when
+    /// `params` is `None`.
     ///
     /// ```
-    /// use etl_core::{CursorValue, sql::Dialect};
+    /// use etl_core::{CursorValue, cursor::Low, sql::Dialect};
     /// let cols = ["created_at".to_string(), "updated_at".to_string()];
     /// let mut params = Vec::new();
-    /// let sql = Dialect::MySql.window_predicate(&cols, Some(&CursorValue::Int(5)), Some(&CursorValue::Int(9)), Some(&mut params));
+    /// let low = Low::After(CursorValue::Int(5));
+    /// let sql = Dialect::MySql.window_predicate(&cols, &low, Some(&CursorValue::Int(9)), Some(&mut params));
     /// assert_eq!(sql, "(`created_at` > ? OR `updated_at` > ?) AND (`created_at` <= ? OR `created_at` IS NULL) \
     ///                   AND (`updated_at` <= ? OR `updated_at` IS NULL)");
     /// assert_eq!(params.len(), 4);
-    /// assert_eq!(Dialect::Postgres.window_predicate(&cols[..1], None, Some(&CursorValue::Int(9)), None),
+    /// assert_eq!(Dialect::Postgres.window_predicate(&cols[..1], &Low::Start, Some(&CursorValue::Int(9)), None),
     ///            r#"("created_at" <= 9 OR "created_at" IS NULL)"#);
+    /// assert_eq!(Dialect::Postgres.window_predicate(&cols[..1], &Low::AnyCursor, Some(&CursorValue::Int(9)), None),
+    ///            r#""created_at" <= 9"#);
     /// ```
     pub fn window_predicate(
         self,
         columns: &[String],
-        low: Option<&CursorValue>,
+        low: &Low,
         high: Option<&CursorValue>,
         mut params: Option<&mut Vec<CursorValue>>,
     ) -> String {
         let mut parts = Vec::new();
-        if let Some(low) = low {
-            let any: Vec<String> = columns
-                .iter()
-                .map(|c| format!("{} > {}", self.quote(c), self.bound(low, &mut params)))
-                .collect();
-            parts.push(format!("({})", any.join(" OR ")));
+        match low {
+            Low::After(low) => {
+                let any: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{} > {}", self.quote(c), self.bound(low, &mut params)))
+                    .collect();
+                parts.push(format!("({})", any.join(" OR ")));
+            }
+            // One column's `<= high` below excludes its NULLs already.
+            Low::AnyCursor if columns.len() > 1 || high.is_none() => {
+                let any: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{} IS NOT NULL", self.quote(c)))
+                    .collect();
+                parts.push(format!("({})", any.join(" OR ")));
+            }
+            _ => {}
         }
         if let Some(high) = high {
             for c in columns {
                 let c = self.quote(c);
                 let b = self.bound(high, &mut params);
                 // A NULL in one cursor column must not hide a row another column makes new.
-                parts.push(if low.is_some() && columns.len() == 1 {
+                parts.push(if low.is_bounded() && columns.len() == 1 {
                     format!("{c} <= {b}")
                 } else {
                     format!("({c} <= {b} OR {c} IS NULL)")
@@ -153,6 +170,19 @@ impl Dialect {
         } else {
             parts.join(" AND ")
         }
+    }
+
+    /// The query that counts the rows of `relation` whose cursor `columns` are all NULL.
+    ///
+    /// ```
+    /// use etl_core::sql::Dialect;
+    /// let cols = ["created_at".to_string(), "updated_at".to_string()];
+    /// assert_eq!(Dialect::MySql.null_cursor_count("`t`", &cols),
+    ///            "SELECT count(*) FROM `t` WHERE `created_at` IS NULL AND `updated_at` IS NULL");
+    /// ```
+    pub fn null_cursor_count(self, relation: &str, columns: &[String]) -> String {
+        let all: Vec<String> = columns.iter().map(|c| format!("{} IS NULL", self.quote(c))).collect();
+        format!("SELECT count(*) FROM {relation} WHERE {}", all.join(" AND "))
     }
 
     /// The `WHERE` text and the `ORDER BY … LIMIT` suffix of one chunk of a chunked read:

@@ -72,6 +72,137 @@ fn files(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// What DuckDB answers to `sql` (with `{glob}` replaced by `glob`), as Python prints a row.
+pub fn duckdb(sql: &str, glob: &std::path::Path) -> Result<String, String> {
+    let python = std::env::var("ETL_TEST_PYTHON")
+        .expect("ETL_TEST_PYTHON is not set: run `eval \"$(scripts/services.sh env)\"` (DuckDB lives in its venv)");
+    let sql = sql.replace("{glob}", &glob.display().to_string());
+    let out = Command::new(python)
+        .args(["-c", &format!("import duckdb; print(duckdb.sql({sql:?}).fetchall())")])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A column whose type changes between runs: refused naming it, with nothing written, unless
+/// the change is a safe widening; a narrower type is written in the table's. DuckDB reads the
+/// table after every run.
+#[tokio::test]
+async fn a_column_whose_type_changes_is_refused_or_widened_safely() {
+    use arrow::array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, StringArray};
+    let (dir, sink) = local();
+    let batch = |cols: Vec<(&str, ArrayRef)>| RecordBatch::try_from_iter(cols).unwrap();
+    let run = |mode: LoadMode, b: RecordBatch| {
+        let source = Arc::new(MemorySource::new());
+        source.append("t", b).unwrap();
+        let sink = sink.clone();
+        async move {
+            let spec = TableSpec::new("t").mode(mode).processed_at(false);
+            pipeline("types", source, &sink, spec).run().await.unwrap()
+        }
+    };
+    let glob = dir.path().join("t/*.parquet");
+    let read = || {
+        duckdb(
+            "SELECT count(*), typeof(min(id)), typeof(min(amount)) FROM read_parquet('{glob}', union_by_name = true)",
+            &glob,
+        )
+    };
+    let ints = |ids: Vec<i64>| Arc::new(Int64Array::from(ids)) as ArrayRef;
+
+    let r = run(
+        LoadMode::Append,
+        batch(vec![("id", ints(vec![1, 2])), ("amount", ints(vec![10, 20]))]),
+    )
+    .await;
+    assert_eq!(r.table("t").unwrap().status, TableStatus::Committed);
+    assert_eq!(read().unwrap(), "[(2, 'BIGINT', 'BIGINT')]");
+
+    // Integers, then text (or a float) in the same column: refused, nothing written.
+    for (found, col) in [
+        ("Utf8", Arc::new(StringArray::from(vec!["2025-07-24"])) as ArrayRef),
+        ("Float64", Arc::new(Float64Array::from(vec![1.5])) as ArrayRef),
+    ] {
+        let r = run(LoadMode::Append, batch(vec![("id", ints(vec![3])), ("amount", col)])).await;
+        let t = r.table("t").unwrap();
+        assert_eq!((t.status, t.written_count), (TableStatus::Failed, 0));
+        let e = t.error.as_deref().unwrap();
+        assert!(
+            e.contains("column `amount`")
+                && e.contains(&format!("type {found} in this run's rows"))
+                && e.contains("Int64 (as in the lake table)"),
+            "{e}"
+        );
+        assert_eq!(read().unwrap(), "[(2, 'BIGINT', 'BIGINT')]");
+    }
+
+    // A narrower type is written as the table's; a wider one is a safe widening.
+    let r = run(
+        LoadMode::Append,
+        batch(vec![
+            ("id", Arc::new(Int32Array::from(vec![3])) as ArrayRef),
+            ("amount", ints(vec![30])),
+            ("score", Arc::new(Float32Array::from(vec![0.5])) as ArrayRef),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        r.table("t").unwrap().status,
+        TableStatus::Committed,
+        "{:?}",
+        r.table("t")
+    );
+    assert_eq!(read().unwrap(), "[(3, 'BIGINT', 'BIGINT')]");
+    let r = run(
+        LoadMode::Append,
+        batch(vec![
+            ("id", ints(vec![4])),
+            ("amount", ints(vec![40])),
+            ("score", Arc::new(Float64Array::from(vec![0.25])) as ArrayRef),
+        ]),
+    )
+    .await;
+    assert_eq!(r.table("t").unwrap().status, TableStatus::Committed);
+    assert_eq!(
+        duckdb(
+            "SELECT count(*), sum(score), typeof(sum(score)) FROM read_parquet('{glob}', union_by_name = true)",
+            &glob
+        )
+        .unwrap(),
+        "[(4, 0.75, 'DOUBLE')]"
+    );
+    let types: Vec<String> = sink
+        .read_table("t")
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.schema().field_with_name("id").unwrap().data_type().to_string())
+        .collect();
+    assert_eq!(types, ["Int64"; 3], "every file holds `id` as the table's Int64");
+
+    // FULL replaces the table, so its types may change.
+    let r = run(
+        LoadMode::Full,
+        batch(vec![
+            ("id", ints(vec![9])),
+            ("amount", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+        ]),
+    )
+    .await;
+    assert_eq!(r.table("t").unwrap().status, TableStatus::Committed);
+    assert_eq!(read().unwrap(), "[(1, 'BIGINT', 'VARCHAR')]");
+    let r = run(
+        LoadMode::Append,
+        batch(vec![("id", ints(vec![10])), ("amount", ints(vec![1]))]),
+    )
+    .await;
+    assert_eq!(r.table("t").unwrap().status, TableStatus::Failed);
+}
+
 #[tokio::test]
 async fn partitions_and_file_names_follow_the_layout() {
     let (dir, sink) = local();

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use etl_connectors::postgres::PostgresSource;
 use etl_core::conformance::{self, TargetProbe, render_sorted, unique};
 use etl_core::{
-    Error, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Sink, Source, TableSpec,
-    WatermarkStore,
+    Error, LoadMode, Location, MemorySource, NullCursors, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Sink,
+    Source, TableSpec, WatermarkStore,
 };
 use etl_sinks::postgres::PostgresSink;
 use futures::TryStreamExt;
@@ -272,6 +272,9 @@ async fn modes_replace_truncate_and_append(kind: Kind) {
                         } else {
                             vec![]
                         })
+                        // The key is the cursor here: the sink's refusal of NULL keys is
+                        // what is tested.
+                        .null_cursors(NullCursors::WholeReadsOnly)
                         .processed_at(false),
                 )
                 .build()

@@ -70,9 +70,9 @@ struct DecodeContext {
     schema: SchemaRef,
     batch_size: usize,
     bad_rows: BadRows,
-    /// Keep rows whose cursor is past this value.
-    low: Option<etl_core::CursorValue>,
-    cursor: Vec<String>,
+    /// The window's lower end: rows past it are kept.
+    low: cursor::Low,
+    spec: Arc<TableSpec>,
     stats: Arc<ExtractStats>,
     rejects: Location,
     run_id: String,
@@ -82,13 +82,9 @@ impl DecodeContext {
     /// Counts a decoded batch and applies the incremental filter.
     fn finish_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
         self.stats.count_source(batch.num_rows() as u64);
-        match &self.low {
-            Some(low) if !self.cursor.is_empty() => {
-                let mask = cursor::rows_after(&self.table, &batch, &self.cursor, low)?;
-                cursor::filter_batch(&self.table, &batch, &mask)
-            }
-            _ => Ok(batch),
-        }
+        let (kept, null_rows) = cursor::filter_window(&self.spec, &batch, &self.low)?;
+        ExtractStats::add(&self.stats.null_cursor_rows, null_rows);
+        Ok(kept)
     }
 
     /// Writes rejected rows (`file,line,reason,record` CSV) for one input file.
@@ -150,16 +146,20 @@ impl FileSource {
                 Err(e) => return Err(Error::store(&path, e)),
             }
         }
-        let files: Vec<FileTask> = listed
-            .into_iter()
-            .filter_map(|meta| {
-                let rel = self.location.relative(&meta.location);
-                let hidden = rel.split('/').any(|p| p.starts_with('_') || p.starts_with('.'));
-                let name = rel.to_ascii_lowercase();
-                let ours = format.extensions().iter().any(|e| name.ends_with(e));
-                (ours && !hidden).then_some(FileTask { meta, rel })
-            })
-            .collect();
+        let mut files = Vec::new();
+        for meta in listed {
+            let rel = self.location.relative(&meta.location);
+            if rel.split('/').any(|p| p.starts_with('_') || p.starts_with('.')) {
+                continue;
+            }
+            let name = rel.to_ascii_lowercase();
+            if format.extensions().iter().any(|e| name.ends_with(e)) {
+                files.push(FileTask { meta, rel });
+            } else if let Some(kind) = format.refused_compression(&name) {
+                // A file of the table that cannot be read is an error, never a silent skip.
+                return Err(formats::compression_refused(&rel, kind));
+            }
+        }
         if files.is_empty() {
             return Err(Error::TableNotFound {
                 table: spec.name.clone(),
@@ -178,7 +178,7 @@ impl FileSource {
                     formats::infer_csv(&self.location, &f.meta, &f.rel, o, formats::SAMPLE_ROWS).await?
                 }
                 FileFormat::JsonLines => {
-                    formats::infer_json(&self.location, &f.meta, &f.rel, formats::SAMPLE_ROWS).await?
+                    formats::infer_json(&self.location, &f.meta, &f.rel, formats::SAMPLE_ROWS, spec.bad_rows).await?
                 }
                 FileFormat::Parquet => parquet::schema(&self.location, f).await?,
                 _ => {
@@ -265,9 +265,9 @@ impl Source for FileSource {
             }
         }
         let low = if incremental {
-            cursor::window_low(spec, from.and_then(|p| p.cursor.as_ref()), None)
+            cursor::window_low(spec, from, None)
         } else {
-            None
+            cursor::Low::Start
         };
         let ctx = DecodeContext {
             table: spec.name.clone(),
@@ -275,7 +275,7 @@ impl Source for FileSource {
             batch_size: req.batch_size,
             bad_rows: spec.bad_rows,
             low,
-            cursor: spec.cursor.clone(),
+            spec: Arc::new(spec.clone()),
             stats: stats.clone(),
             rejects: self.rejects.clone(),
             run_id: req.run_id.to_string(),

@@ -265,6 +265,7 @@ impl MySqlSource {
             .map(|c| {
                 let name = c.name_str().to_string();
                 let type_name = types::type_name(c);
+                let nullable = !c.flags().contains(mysql_async::consts::ColumnFlags::NOT_NULL_FLAG);
                 match types::map_column(c, self.tinyint1_as_bool) {
                     Some((data_type, kind)) => Ok(ColumnPlan {
                         name,
@@ -272,6 +273,7 @@ impl MySqlSource {
                         kind,
                         as_text: false,
                         type_name,
+                        nullable,
                     }),
                     None if self.unmapped_as_text => Ok(ColumnPlan {
                         name,
@@ -279,6 +281,7 @@ impl MySqlSource {
                         kind: Decode::Text,
                         as_text: true,
                         type_name,
+                        nullable,
                     }),
                     None => Err(Error::ColumnTypeConflict {
                         table: spec.name.clone(),
@@ -616,8 +619,7 @@ impl Source for MySqlSource {
         // Whether this read can be of the whole table is known before the snapshot: only a
         // stored cursor or an initial window gives it a lower bound.
         let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
-        let bounded = incremental
-            && (req.from.is_some_and(|p| p.cursor.is_some()) || spec.initial_window.is_some() || req.limit.is_some());
+        let bounded = incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some());
         let key = if !bounded && self.parallelism > 1 {
             self.split_key(&mut conn, spec, &plans).await?
         } else {
@@ -643,6 +645,25 @@ impl Source for MySqlSource {
             }
         };
         let window = Window::new(&req, high);
+        // A cursor column declared NOT NULL holds no NULL: no query.
+        let nullable = spec
+            .cursor
+            .iter()
+            .all(|c| plans.iter().any(|p| &p.name == c && p.nullable));
+        if window.counts_null_cursors() && nullable {
+            let counted: Result<Option<u64>> = ranges[0]
+                .0
+                .query_first(MY.null_cursor_count(&rel, &spec.cursor))
+                .await
+                .map_err(|e| my_err(&spec.name, e));
+            match counted.and_then(|n| etl_core::cursor::check_null_cursors(spec, n.unwrap_or(0))) {
+                Ok(n) => ExtractStats::add(&stats.null_cursor_rows, n),
+                Err(e) => {
+                    disconnect(ranges).await;
+                    return Err(e);
+                }
+            }
+        }
         if window.nothing_new {
             disconnect(ranges).await;
             return Ok(window.empty(schema, stats));

@@ -27,6 +27,8 @@ pub(super) struct ColumnPlan {
     pub as_text: bool,
     /// The type as the server names it, for errors.
     pub type_name: String,
+    /// Whether the column may hold NULL (as the server's metadata says).
+    pub nullable: bool,
 }
 
 /// The decoder of one column's values.

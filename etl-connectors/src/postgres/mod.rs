@@ -157,25 +157,30 @@ impl PostgresSource {
         let plans = stmt
             .columns()
             .iter()
-            .map(|c| match types::map_type(c.type_(), c.type_modifier()) {
-                Some((data_type, kind)) => Ok(ColumnPlan {
-                    name: c.name().to_string(),
-                    data_type,
-                    kind,
-                    as_text: false,
-                }),
-                None if self.unmapped_as_text => Ok(ColumnPlan {
-                    name: c.name().to_string(),
-                    data_type: arrow::datatypes::DataType::Utf8,
-                    kind: Decode::Text,
-                    as_text: true,
-                }),
-                None => Err(Error::ColumnTypeConflict {
-                    table: spec.name.clone(),
-                    column: c.name().to_string(),
-                    expected: "a type the Postgres source maps (or PostgresSource::with_unmapped_as_text)".into(),
-                    found: c.type_().name().to_string(),
-                }),
+            .map(|c| {
+                let origin = c.table_oid().zip(c.column_id());
+                match types::map_type(c.type_(), c.type_modifier()) {
+                    Some((data_type, kind)) => Ok(ColumnPlan {
+                        name: c.name().to_string(),
+                        data_type,
+                        kind,
+                        as_text: false,
+                        origin,
+                    }),
+                    None if self.unmapped_as_text => Ok(ColumnPlan {
+                        name: c.name().to_string(),
+                        data_type: arrow::datatypes::DataType::Utf8,
+                        kind: Decode::Text,
+                        as_text: true,
+                        origin,
+                    }),
+                    None => Err(Error::ColumnTypeConflict {
+                        table: spec.name.clone(),
+                        column: c.name().to_string(),
+                        expected: "a type the Postgres source maps (or PostgresSource::with_unmapped_as_text)".into(),
+                        found: c.type_().name().to_string(),
+                    }),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         for c in &spec.cursor {
@@ -246,6 +251,40 @@ impl PostgresSource {
 }
 
 impl PostgresSource {
+    /// Rows whose cursor columns are all NULL, in the read's snapshot; no query when one of
+    /// them is a table column declared `NOT NULL`.
+    async fn null_cursor_rows(
+        &self,
+        client: &Client,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[ColumnPlan],
+    ) -> Result<u64> {
+        let err = |e| pg_err(&spec.name, e);
+        for c in &spec.cursor {
+            if let Some((table, column)) = plans.iter().find(|p| &p.name == c).and_then(|p| p.origin) {
+                let not_null = client
+                    .query_opt(
+                        "SELECT attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum = $2",
+                        &[&table, &column],
+                    )
+                    .await
+                    .map_err(err)?
+                    .map(|r| r.try_get::<_, bool>(0))
+                    .transpose()
+                    .map_err(err)?;
+                if not_null == Some(true) {
+                    return Ok(0);
+                }
+            }
+        }
+        let row = client
+            .query_one(&PG.null_cursor_count(rel, &spec.cursor), &[])
+            .await
+            .map_err(err)?;
+        Ok(row.try_get::<_, i64>(0).map_err(err)? as u64)
+    }
+
     /// Splits a whole-table read into ctid ranges read over several connections that share
     /// the first connection's snapshot. Returns the connections and each one's extra
     /// predicate (empty for a single chunk).
@@ -342,6 +381,10 @@ impl Source for PostgresSource {
             self.high_water(&client, spec, &rel, &plans).await?
         };
         let window = Window::new(&req, high);
+        if window.counts_null_cursors() {
+            let n = self.null_cursor_rows(&client, spec, &rel, &plans).await?;
+            ExtractStats::add(&stats.null_cursor_rows, etl_core::cursor::check_null_cursors(spec, n)?);
+        }
         if window.nothing_new {
             return Ok(window.empty(schema, stats));
         }

@@ -26,6 +26,8 @@ pub(super) struct ColumnPlan {
     pub data_type: DataType,
     pub kind: Decode,
     pub as_text: bool,
+    /// The table column it reads (table oid, attribute number), when it reads one.
+    pub origin: Option<(u32, i16)>,
 }
 
 impl ColumnPlan {
@@ -36,6 +38,7 @@ impl ColumnPlan {
             data_type,
             kind,
             as_text: false,
+            origin: None,
         }
     }
 }

@@ -13,13 +13,145 @@ use arrow::record_batch::RecordBatch;
 use object_store::ObjectMeta;
 use tokio::runtime::Handle;
 
-use super::bridge::{Emit, StoreReader, decode_in_thread};
+use super::bridge::{Emit, decode_in_thread, io_error, open_text};
 use super::{Decoded, DecodedStream, RejectedRow, TextRead};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::spec::{BadRows, CsvOptions};
 
-fn reader<R: std::io::Read>(r: R, o: &CsvOptions) -> csv::Reader<R> {
+/// Where a quoted field that is never closed opened.
+#[derive(Clone, Copy, Debug)]
+struct OpenQuote {
+    /// Byte offset of the quote, from the reader's start.
+    byte: u64,
+    /// Its line (1-based, from the reader's start).
+    line: u64,
+    /// Byte offset of the first line break after it, if any.
+    newline: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quoting {
+    /// At the start of a field: a quote here opens a quoted field.
+    StartField,
+    /// Inside an unquoted field (a quote here is an ordinary byte).
+    InField,
+    /// Inside a quoted field.
+    InQuoted,
+    /// After a quote inside a quoted field: a second quote is an escaped one.
+    QuoteInQuoted,
+}
+
+/// Passes a file's bytes to the CSV reader and follows its quoting as it does, so that a
+/// broken quote — which the `csv` crate silently reads as one field holding the lines after
+/// it — is found and placed: a quoted field still open at the end of the file, or one that
+/// spans lines and is "closed" by a quote followed by more text (`2,"bob` … `4,"dan`).
+struct Tracked {
+    inner: Box<dyn std::io::Read + Send>,
+    quote: u8,
+    delimiter: u8,
+    state: Quoting,
+    offset: u64,
+    line: u64,
+    open: Option<OpenQuote>,
+    /// The first quoted field that spans lines and closes with text after its quote.
+    misclosed: Option<OpenQuote>,
+    eof: bool,
+}
+
+impl Tracked {
+    fn new(inner: Box<dyn std::io::Read + Send>, o: &CsvOptions) -> Self {
+        Tracked {
+            inner,
+            quote: o.quote,
+            delimiter: o.delimiter,
+            state: Quoting::StartField,
+            offset: 0,
+            line: 1,
+            open: None,
+            misclosed: None,
+            eof: false,
+        }
+    }
+
+    /// The first broken quote seen so far: one closed wrongly, or one still open at the end
+    /// of the file once the end was read.
+    fn broken(&self) -> Option<OpenQuote> {
+        self.misclosed
+            .or_else(|| self.open.filter(|_| self.eof && self.state == Quoting::InQuoted))
+    }
+
+    fn scan(&mut self, buf: &[u8]) {
+        let mut i = 0;
+        while i < buf.len() {
+            match self.state {
+                Quoting::InQuoted => {
+                    let end = memchr::memchr(self.quote, &buf[i..]).map_or(buf.len(), |j| i + j);
+                    for nl in memchr::memchr_iter(b'\n', &buf[i..end]) {
+                        if let Some(open) = self.open.as_mut().filter(|o| o.newline.is_none()) {
+                            open.newline = Some(self.offset + (i + nl) as u64);
+                        }
+                        self.line += 1;
+                    }
+                    if end < buf.len() {
+                        self.state = Quoting::QuoteInQuoted;
+                    }
+                    i = end + 1;
+                }
+                Quoting::InField => match memchr::memchr3(self.delimiter, b'\n', b'\r', &buf[i..]) {
+                    Some(j) => {
+                        if buf[i + j] == b'\n' {
+                            self.line += 1;
+                        }
+                        self.state = Quoting::StartField;
+                        i += j + 1;
+                    }
+                    None => i = buf.len(),
+                },
+                Quoting::StartField | Quoting::QuoteInQuoted => {
+                    let b = buf[i];
+                    let after_quote = self.state == Quoting::QuoteInQuoted;
+                    self.state = if b == self.quote {
+                        if !after_quote {
+                            self.open = Some(OpenQuote {
+                                byte: self.offset + i as u64,
+                                line: self.line,
+                                newline: None,
+                            });
+                        }
+                        Quoting::InQuoted
+                    } else if b == self.delimiter || b == b'\r' || b == b'\n' {
+                        Quoting::StartField
+                    } else {
+                        if after_quote && self.misclosed.is_none() {
+                            self.misclosed = self.open.filter(|o| o.newline.is_some());
+                        }
+                        Quoting::InField
+                    };
+                    if b == b'\n' {
+                        self.line += 1;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        self.offset += buf.len() as u64;
+    }
+}
+
+impl std::io::Read for Tracked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.eof = true;
+        } else {
+            self.scan(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+fn reader(r: Tracked, o: &CsvOptions) -> csv::Reader<Tracked> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .delimiter(o.delimiter)
@@ -28,30 +160,152 @@ fn reader<R: std::io::Read>(r: R, o: &CsvOptions) -> csv::Reader<R> {
         .from_reader(r)
 }
 
-fn csv_err(file: &str, e: csv::Error) -> Error {
-    Error::MalformedRow {
-        file: file.to_string(),
-        line: e.position().map_or(0, |p| p.line()),
-        reason: e.to_string(),
+fn csv_err(file: &str, base_line: u64, e: csv::Error) -> Error {
+    let line = base_line + e.position().map_or(0, |p| p.line());
+    let reason = e.to_string();
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io_error(file, line, io),
+        _ => Error::MalformedRow {
+            file: file.to_string(),
+            line,
+            reason,
+        },
     }
 }
 
+/// What [`Records::next`] read.
+enum Next {
+    /// A record, starting on this line; its fields are in the caller's record.
+    Record(u64),
+    /// A quoted field opened on `line` and never closed properly: that line is a bad record
+    /// of its own (`text`), and reading goes on at the next line.
+    Unclosed { line: u64, text: String },
+    /// The end of the file.
+    End,
+}
+
+/// Opens a file's (decompressed) bytes from the start.
+type Open = Box<dyn FnMut() -> Result<Box<dyn std::io::Read + Send>> + Send>;
+
+/// The records of one CSV file, each with its line; an unclosed quote costs one line, never
+/// the rest of the file.
+struct Records {
+    open: Open,
+    rdr: csv::Reader<Tracked>,
+    options: CsvOptions,
+    file: String,
+    /// Lines and bytes before the current reader's start (after an unclosed quote).
+    base_line: u64,
+    base_byte: u64,
+    done: bool,
+}
+
+impl Records {
+    fn new(mut open: Open, options: &CsvOptions, file: &str) -> Result<Self> {
+        let rdr = reader(Tracked::new(open()?, options), options);
+        Ok(Records {
+            open,
+            rdr,
+            options: options.clone(),
+            file: file.to_string(),
+            base_line: 0,
+            base_byte: 0,
+            done: false,
+        })
+    }
+
+    fn next(&mut self, rec: &mut csv::ByteRecord) -> Result<Next> {
+        if self.done
+            || !self
+                .rdr
+                .read_byte_record(rec)
+                .map_err(|e| csv_err(&self.file, self.base_line, e))?
+        {
+            return Ok(Next::End);
+        }
+        let start = rec.position().map_or(0, |p| p.byte());
+        let end = self.rdr.position().byte();
+        let line = self.base_line + rec.position().map_or(0, |p| p.line());
+        let Some(open) = self.rdr.get_ref().broken().filter(|o| o.byte >= start && o.byte < end) else {
+            return Ok(Next::Record(line));
+        };
+        // The record as far as the line the quote opened on: the fields before the broken
+        // one, and its first line.
+        let sep = (self.options.delimiter as char).to_string();
+        let mut parts = Vec::new();
+        for f in rec.iter() {
+            let f = String::from_utf8_lossy(f);
+            match f.split_once('\n') {
+                Some((first, _)) => {
+                    parts.push(format!(
+                        "{}{}",
+                        self.options.quote as char,
+                        first.trim_end_matches('\r')
+                    ));
+                    break;
+                }
+                None => parts.push(f.into_owned()),
+            }
+        }
+        let bad = Next::Unclosed {
+            line: self.base_line + open.line,
+            text: parts.join(&sep),
+        };
+        match open.newline {
+            None => self.done = true,
+            Some(nl) => {
+                // Read on from the line after it, on a fresh reader (no header).
+                let skip = self.base_byte + nl + 1;
+                let mut r = (self.open)()?;
+                std::io::copy(&mut std::io::Read::take(&mut r, skip), &mut std::io::sink())
+                    .map_err(|e| io_error(&self.file, self.base_line + open.line, e))?;
+                self.base_line += open.line;
+                self.base_byte = skip;
+                self.rdr = reader(Tracked::new(r, &self.options), &self.options);
+            }
+        }
+        Ok(bad)
+    }
+}
+
+/// Opens `path` of `location` as text for [`Records`].
+fn opener(handle: Handle, location: &Location, path: &object_store::path::Path, file: &str) -> Open {
+    let (location, path, file) = (location.clone(), path.clone(), file.to_string());
+    Box::new(move || open_text(handle.clone(), &location, &path, &file))
+}
+
 /// Column names: the header's, or `column_1…` without one.
-fn read_header<R: std::io::Read>(rdr: &mut csv::Reader<R>, o: &CsvOptions, file: &str) -> Result<Option<Vec<String>>> {
+fn read_header(records: &mut Records, o: &CsvOptions, file: &str) -> Result<Option<Vec<String>>> {
     let mut rec = csv::ByteRecord::new();
-    if !rdr.read_byte_record(&mut rec).map_err(|e| csv_err(file, e))? {
-        return Ok(None);
-    }
-    if o.header {
-        Ok(Some(
-            rec.iter()
-                .map(|f| String::from_utf8_lossy(f).trim().to_string())
-                .collect(),
-        ))
-    } else {
+    let line = match records.next(&mut rec)? {
+        Next::End => return Ok(None),
+        Next::Record(line) => line,
+        Next::Unclosed { line, .. } => {
+            return Err(Error::MalformedRow {
+                file: file.to_string(),
+                line,
+                reason: "the header opens a quoted field that is never closed".to_string(),
+            });
+        }
+    };
+    if !o.header {
         // No header: positional names (the inference sample skips this first record).
-        Ok(Some((1..=rec.len()).map(|i| format!("column_{i}")).collect()))
+        return Ok(Some((1..=rec.len()).map(|i| format!("column_{i}")).collect()));
     }
+    // Names are text: bytes that are not (a binary or compressed file) are refused, never
+    // decoded lossily into column names.
+    rec.iter()
+        .enumerate()
+        .map(|(i, f)| match std::str::from_utf8(f) {
+            Ok(name) if !name.chars().any(|c| c.is_control() && c != '\t') => Ok(name.trim().to_string()),
+            _ => Err(Error::MalformedRow {
+                file: file.to_string(),
+                line,
+                reason: format!("header field {} is not text (a binary or compressed file?)", i + 1),
+            }),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// Text values of one record, or why it is bad.
@@ -64,6 +318,10 @@ fn fields(rec: &csv::ByteRecord, n: usize) -> std::result::Result<Vec<&str>, Str
         .map(|(i, f)| std::str::from_utf8(f).map_err(|_| format!("field {} is not valid UTF-8", i + 1)))
         .collect()
 }
+
+/// The message of an unclosed quote.
+const UNCLOSED: &str =
+    "a quoted field opened on this line is never closed properly (it would swallow the lines after it)";
 
 /// The scale of a column whose values are all plain-notation numbers (`-12`, `3.50`) and
 /// at least one has a fraction: a fixed-point decimal.
@@ -127,15 +385,20 @@ pub async fn infer_csv(
 ) -> Result<Schema> {
     let (location, path, file, o) = (location.clone(), meta.location.clone(), file.to_string(), o.clone());
     tokio::task::spawn_blocking(move || {
-        let r = StoreReader::open(Handle::current(), &location, &path)?;
-        let mut rdr = reader(r, &o);
+        let mut records = Records::new(opener(Handle::current(), &location, &path, &file), &o, &file)?;
         let mut rec = csv::ByteRecord::new();
-        let Some(names) = read_header(&mut rdr, &o, &file)? else {
+        let Some(names) = read_header(&mut records, &o, &file)? else {
             return Ok(Schema::empty());
         };
         let mut cols: Vec<StringBuilder> = names.iter().map(|_| StringBuilder::new()).collect();
         let mut n = 0;
-        while n < sample && rdr.read_byte_record(&mut rec).map_err(|e| csv_err(&file, e))? {
+        while n < sample {
+            match records.next(&mut rec)? {
+                Next::End => break,
+                // Bad records are left to the read, which fails on them or diverts them.
+                Next::Unclosed { .. } => continue,
+                Next::Record(_) => {}
+            }
             let Ok(values) = fields(&rec, names.len()) else {
                 continue;
             };
@@ -264,11 +527,10 @@ fn decode(
     o: CsvOptions,
     ctx: TextRead,
 ) -> Result<()> {
-    let r = StoreReader::open(handle, &location, &meta.location)?;
-    let mut rdr = reader(r, &o);
     let file = ctx.file.as_str();
+    let mut records = Records::new(opener(handle, &location, &meta.location, file), &o, file)?;
     let names: Vec<String> = if o.header {
-        match read_header(&mut rdr, &o, file)? {
+        match read_header(&mut records, &o, file)? {
             Some(names) => names,
             None => return Ok(()),
         }
@@ -287,13 +549,14 @@ fn decode(
     let mut rejects = Vec::new();
     let mut rec = csv::ByteRecord::new();
     loop {
-        if !rdr.read_byte_record(&mut rec).map_err(|e| csv_err(file, e))? {
-            break;
-        }
-        let line = rec.position().map_or(0, |p| p.line());
-        let values = match fields(&rec, names.len()) {
+        let (line, values) = match records.next(&mut rec)? {
+            Next::End => break,
+            Next::Record(line) => (line, fields(&rec, names.len()).map_err(|reason| (reason, None))),
+            Next::Unclosed { line, text } => (line, Err((UNCLOSED.to_string(), Some(text)))),
+        };
+        let values = match values {
             Ok(v) => v,
-            Err(reason) => {
+            Err((reason, text)) => {
                 if ctx.bad_rows == BadRows::Fail {
                     // Rows before this one may hold an earlier error: report that first.
                     convert(&ctx, &mut pending, &mut rejects, o.delimiter)?;
@@ -303,12 +566,11 @@ fn decode(
                         reason,
                     });
                 }
-                let raw: Vec<String> = rec.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
-                rejects.push(RejectedRow {
-                    line,
-                    reason,
-                    record: raw.join(&(o.delimiter as char).to_string()),
+                let record = text.unwrap_or_else(|| {
+                    let raw: Vec<String> = rec.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+                    raw.join(&(o.delimiter as char).to_string())
                 });
+                rejects.push(RejectedRow { line, reason, record });
                 continue;
             }
         };

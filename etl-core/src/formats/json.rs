@@ -9,18 +9,33 @@ use arrow::record_batch::RecordBatch;
 use object_store::ObjectMeta;
 use tokio::runtime::Handle;
 
-use super::bridge::{Emit, StoreReader, decode_in_thread};
+use super::bridge::{Emit, decode_in_thread, io_error, open_text};
 use super::{Decoded, DecodedStream, RejectedRow, TextRead};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::spec::BadRows;
 
-fn io_err(file: &str, e: std::io::Error) -> Error {
-    Error::Connector {
-        connector: "files",
-        message: format!("reading `{file}`: {e}"),
-        retryable: true,
-    }
+/// The lines of a text file with their numbers (1-based); a line that is not UTF-8 is
+/// `Err(reason)`, a failed read an error.
+fn numbered_lines(
+    r: impl std::io::Read,
+    file: &str,
+) -> impl Iterator<Item = Result<(u64, std::result::Result<String, String>)>> {
+    let file = file.to_string();
+    std::io::BufReader::with_capacity(1 << 16, r)
+        .split(b'\n')
+        .enumerate()
+        .map(move |(i, bytes)| {
+            let no = i as u64 + 1;
+            let mut bytes = bytes.map_err(|e| io_error(&file, no, e))?;
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+            Ok((
+                no,
+                String::from_utf8(bytes).map_err(|_| "the line is not valid UTF-8 text".to_string()),
+            ))
+        })
 }
 
 /// The type of a string column whose sampled values are all dates (`Date32`) or all
@@ -46,30 +61,45 @@ fn string_type<'a>(mut values: impl Iterator<Item = &'a str> + Clone) -> DataTyp
 
 /// Infers the schema of a JSON-lines file (`file` names it in errors) from its first
 /// `sample` lines; only as much of the file is fetched as those lines take. Top-level string
-/// fields holding only dates or timestamps are typed as such.
+/// fields holding only dates or timestamps are typed as such. Under [`BadRows::Divert`] a
+/// line that is not JSON is left out of the sample (the read diverts it).
 ///
 /// # Errors
-/// A read that fails; [`Error::MalformedRow`] naming the line that is not JSON.
-pub async fn infer_json(location: &Location, meta: &ObjectMeta, file: &str, sample: usize) -> Result<Schema> {
+/// A read that fails; [`Error::MalformedRow`] naming the line that is not JSON (under
+/// [`BadRows::Fail`]).
+pub async fn infer_json(
+    location: &Location,
+    meta: &ObjectMeta,
+    file: &str,
+    sample: usize,
+    bad_rows: BadRows,
+) -> Result<Schema> {
     let (location, path, file) = (location.clone(), meta.location.clone(), file.to_string());
     tokio::task::spawn_blocking(move || {
-        let r = StoreReader::open(Handle::current(), &location, &path)?;
+        let r = open_text(Handle::current(), &location, &path, &file)?;
         let mut values = Vec::new();
-        for (i, line) in std::io::BufReader::new(r).lines().enumerate() {
-            let line = line.map_err(|e| io_err(&file, e))?;
-            if line.trim().is_empty() {
+        for item in numbered_lines(r, &file) {
+            let (no, line) = item?;
+            if line.as_ref().is_ok_and(|l| l.trim().is_empty()) {
                 continue;
             }
             if values.len() >= sample {
                 break;
             }
-            match serde_json::from_str::<serde_json::Value>(&line) {
+            let parsed = line.and_then(|l| match serde_json::from_str::<serde_json::Value>(&l) {
+                Ok(v) if v.is_object() => Ok(v),
+                Ok(_) => Err("a JSON line must hold an object".to_string()),
+                Err(e) => Err(e.to_string()),
+            });
+            match parsed {
                 Ok(v) => values.push(v),
-                Err(e) => {
+                // Left to the read, which diverts it.
+                Err(_) if bad_rows == BadRows::Divert => {}
+                Err(reason) => {
                     return Err(Error::MalformedRow {
                         file: file.clone(),
-                        line: i as u64 + 1,
-                        reason: e.to_string(),
+                        line: no,
+                        reason,
                     });
                 }
             }
@@ -152,16 +182,32 @@ fn convert(
 }
 
 fn decode(handle: Handle, emit: &Emit, location: Location, meta: ObjectMeta, ctx: TextRead) -> Result<()> {
-    let r = StoreReader::open(handle, &location, &meta.location)?;
     let file = ctx.file.as_str();
+    let r = open_text(handle, &location, &meta.location, file)?;
     let mut lines = Vec::with_capacity(ctx.batch_size.min(65_536));
     let mut rejects = Vec::new();
-    for (i, line) in std::io::BufReader::new(r).lines().enumerate() {
-        let line = line.map_err(|e| io_err(file, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        lines.push((i as u64 + 1, line));
+    for item in numbered_lines(r, file) {
+        let (no, line) = item?;
+        let line = match line {
+            Ok(l) if l.trim().is_empty() => continue,
+            Ok(l) => l,
+            Err(reason) if ctx.bad_rows == BadRows::Fail => {
+                return Err(Error::MalformedRow {
+                    file: file.to_string(),
+                    line: no,
+                    reason,
+                });
+            }
+            Err(reason) => {
+                rejects.push(RejectedRow {
+                    line: no,
+                    reason,
+                    record: String::new(),
+                });
+                continue;
+            }
+        };
+        lines.push((no, line));
         if lines.len() >= ctx.batch_size
             && let Some(b) = convert(&ctx, &mut lines, &mut rejects)?
             && !emit.send(Decoded::Batch(b))

@@ -96,6 +96,15 @@ impl RejectedRow {
     }
 }
 
+/// The error for a file compressed in a way this workspace does not read.
+pub fn compression_refused(file: &str, kind: &str) -> Error {
+    Error::MalformedRow {
+        file: file.to_string(),
+        line: 1,
+        reason: format!("the file is {kind}-compressed, which is not read: decompress it, or compress it with gzip"),
+    }
+}
+
 /// A stream of one text file's decoded items.
 pub type DecodedStream = BoxStream<'static, Result<Decoded>>;
 

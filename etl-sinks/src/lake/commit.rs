@@ -1,6 +1,10 @@
 //! The commit log of one lake table: create a record (the commit point), apply it (move files).
 
-use etl_core::lake::{self, CommitRecord};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use etl_core::formats::{self, MergePolicy};
+use etl_core::lake::{self, ColumnType, CommitRecord};
 use etl_core::{Error, Location, Result};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
@@ -137,6 +141,44 @@ impl CommitLog {
             .await
             .map_err(|e| Error::store(&marker, e))?;
         Ok(())
+    }
+
+    /// The table's schema after the commit `rec`: its stored columns, or for a record of an
+    /// older version the schemas of the files it added, read from their footers.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`], or [`Error::Connector`] for a footer that cannot be read.
+    pub async fn table_schema(&self, rec: &CommitRecord) -> Result<Option<SchemaRef>> {
+        if let Some(schema) = rec.columns.as_deref().and_then(ColumnType::schema) {
+            return Ok(Some(Arc::new(schema)));
+        }
+        let mut merged: Option<(SchemaRef, String)> = None;
+        for f in &rec.add {
+            let path = self.location.path(&f.path);
+            let meta = match self.location.store().head(&path).await {
+                Ok(m) => m,
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(Error::store(&path, e)),
+            };
+            let reader = etl_core::parquet_io::ObjectReader::new(self.location.store().clone(), meta);
+            let schema = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| Error::Connector {
+                    connector: "lake",
+                    message: format!("reading the footer of `{}`: {e}", f.path),
+                    retryable: false,
+                })?
+                .schema()
+                .clone();
+            merged = Some(match merged {
+                None => (schema, f.path.clone()),
+                Some((m, from)) => (
+                    formats::merge_schemas(&self.table, &m, &from, &schema, &f.path, MergePolicy::Strict)?,
+                    from,
+                ),
+            });
+        }
+        Ok(merged.map(|(s, _)| s))
     }
 
     /// The table's visible data files.

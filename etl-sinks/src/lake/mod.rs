@@ -184,6 +184,16 @@ impl Sink for LakeSink {
                 table: req.spec.name.clone(),
             });
         }
-        Ok(Box::new(writer::LakeWriter::new(log, base, req, self.options.clone())))
+        let table_schema = match &base {
+            Some(rec) => log.table_schema(rec).await?,
+            None => None,
+        };
+        Ok(Box::new(writer::LakeWriter::new(
+            log,
+            base,
+            table_schema,
+            req,
+            self.options.clone(),
+        )))
     }
 }

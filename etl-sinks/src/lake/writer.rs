@@ -4,11 +4,14 @@ use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, Date32Array, Int64Array, UInt32Array};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use etl_core::lake::{self, AddedFile, CommitRecord};
+use etl_core::formats::{self, MergePolicy};
+use etl_core::lake::{self, AddedFile, ColumnType, CommitRecord};
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, TableWriter, WriteRequest,
 };
@@ -32,6 +35,12 @@ struct OpenFile {
 pub(super) struct LakeWriter {
     log: CommitLog,
     base: Option<CommitRecord>,
+    /// The table's schema before this run, when known.
+    table_schema: Option<SchemaRef>,
+    /// The schema of the run's first batch: every batch of a run has it.
+    incoming: Option<SchemaRef>,
+    /// The table's schema after this run.
+    columns: Option<SchemaRef>,
     pipeline: String,
     table: String,
     mode: LoadMode,
@@ -49,7 +58,13 @@ pub(super) struct LakeWriter {
 }
 
 impl LakeWriter {
-    pub(super) fn new(log: CommitLog, base: Option<CommitRecord>, req: WriteRequest<'_>, options: LakeOptions) -> Self {
+    pub(super) fn new(
+        log: CommitLog,
+        base: Option<CommitRecord>,
+        table_schema: Option<SchemaRef>,
+        req: WriteRequest<'_>,
+        options: LakeOptions,
+    ) -> Self {
         let base_seq = base.as_ref().map_or(0, |r| r.sequence);
         let table = req.spec.target.clone();
         let props = WriterProperties::builder()
@@ -62,6 +77,9 @@ impl LakeWriter {
             staging: lake::staging_dir(&table, &format!("{base_seq:020}-{}", req.run_id)),
             log,
             base,
+            table_schema,
+            incoming: None,
+            columns: None,
             pipeline: req.pipeline.to_string(),
             table,
             mode: req.mode,
@@ -75,6 +93,61 @@ impl LakeWriter {
             done: Vec::new(),
             next_file: 0,
             tick: 0,
+        }
+    }
+
+    /// Checks a batch against the table: every batch of a run has the first one's schema; in
+    /// an appending mode a column the table holds must keep its type or widen it safely (as the
+    /// crawler allows), and one the table holds wider is written in the table's type, so the
+    /// table's files stay readable together.
+    fn conform(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        match &self.incoming {
+            None => {
+                let incoming = batch.schema();
+                let written = match &self.table_schema {
+                    Some(table) if !self.mode.replaces_target() => {
+                        let merged = formats::merge_schemas(
+                            &self.table,
+                            table,
+                            "the lake table",
+                            &incoming,
+                            "this run's rows",
+                            MergePolicy::Strict,
+                        )?;
+                        let fields: Vec<Field> = incoming
+                            .fields()
+                            .iter()
+                            .map(|f| match merged.field_with_name(f.name()) {
+                                Ok(m) => f.as_ref().clone().with_data_type(m.data_type().clone()),
+                                Err(_) => f.as_ref().clone(),
+                            })
+                            .collect();
+                        self.columns = Some(merged);
+                        Arc::new(Schema::new_with_metadata(fields, incoming.metadata().clone()))
+                    }
+                    _ => {
+                        self.columns = Some(incoming.clone());
+                        incoming.clone()
+                    }
+                };
+                self.incoming = Some(incoming);
+                self.schema = Some(written);
+            }
+            Some(s) if s.fields() != batch.schema().fields() => {
+                return Err(Error::ColumnTypeConflict {
+                    table: self.table.clone(),
+                    column: "*".into(),
+                    expected: format!("the schema of the run's first batch: {s}"),
+                    found: batch.schema().to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+        let schema = self.schema.as_ref().expect("set above");
+        if schema.fields() == batch.schema().fields() {
+            Ok(batch)
+        } else {
+            formats::conform(&self.table, &batch, schema)
         }
     }
 
@@ -244,19 +317,8 @@ fn days_of(table: &str, column: &str, col: &ArrayRef) -> Result<Date32Array> {
 #[async_trait]
 impl TableWriter for LakeWriter {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        match &self.schema {
-            None => self.schema = Some(batch.schema()),
-            Some(s) if s.fields() != batch.schema().fields() => {
-                return Err(Error::ColumnTypeConflict {
-                    table: self.table.clone(),
-                    column: "*".into(),
-                    expected: format!("the schema of the run's first batch: {s}"),
-                    found: batch.schema().to_string(),
-                });
-            }
-            Some(_) => {}
-        }
-        let schema = self.schema.clone().expect("set above");
+        let batch = self.conform(batch)?;
+        let schema = self.schema.clone().expect("set by conform");
         for (partition, part) in self.split(batch)? {
             self.tick += 1;
             if !self.open.contains_key(&partition) {
@@ -312,6 +374,11 @@ impl TableWriter for LakeWriter {
             add: std::mem::take(&mut self.done),
             remove,
             table_rows: if replace { added } else { before + added },
+            columns: match (&self.columns, replace) {
+                (Some(s), _) => Some(ColumnType::of(s)),
+                (None, false) => self.base.as_ref().and_then(|r| r.columns.clone()),
+                (None, true) => None,
+            },
         };
         if let Err(e) = self.log.create(&self.pipeline, &rec).await {
             let _ = self.log.delete_dir(&self.staging).await;
