@@ -141,6 +141,12 @@ impl Window {
     }
 }
 
+/// The first `quote`-delimited part of a server's message (the relation it names).
+pub(crate) fn quoted(message: &str, quote: char) -> Option<&str> {
+    let (_, rest) = message.split_once(quote)?;
+    rest.split_once(quote).map(|(name, _)| name).filter(|n| !n.is_empty())
+}
+
 /// A TLS client configuration: the bundled Mozilla roots, plus the PEM certificates of
 /// `root` (a private CA or a self-signed server) when given.
 #[cfg(feature = "tls")]

@@ -16,7 +16,7 @@ use etl_sinks::lake::LakeSink;
 
 /// Fails a batch holding a given id while armed: a run that dies part way.
 #[derive(Debug)]
-struct FailOn(i32, Arc<AtomicBool>);
+pub struct FailOn(pub i32, pub Arc<AtomicBool>);
 
 impl Transform for FailOn {
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch, Error> {

@@ -91,13 +91,17 @@ async fn file_source_suite(loc: Location) {
         (Some(1), 1),
         "only the new file is read"
     );
+    assert!(t.warnings.is_empty(), "a new file is no reason to warn: {t:?}");
 
     put(&loc, "in/a.csv", "id,name\n1,ann\n2,bob\n5,eve\n").await;
     let r = p.run().await.unwrap().into_result().unwrap();
-    assert_eq!(
-        r.table("people").unwrap().written_count,
-        3,
-        "a changed file is read again"
+    let t = r.table("people").unwrap();
+    assert_eq!(t.written_count, 3, "a changed file is read again");
+    assert_eq!(t.warnings.len(), 1, "{t:?}");
+    assert!(
+        t.warnings[0].contains("file `in/a.csv` changed since it was loaded")
+            && t.warnings[0].contains("earlier rows are appended again"),
+        "the report says so: {t:?}"
     );
     let rows = lake.read_table("people").await.unwrap();
     assert_eq!(

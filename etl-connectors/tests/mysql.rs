@@ -210,7 +210,7 @@ async fn source_conformance_and_missing_tables() {
     let spec = TableSpec::new("people")
         .from_table(format!("{}.people", db.name))
         .cursor(["id"]);
-    let missing = TableSpec::new("ghosts").from_table("ghosts");
+    let missing = TableSpec::new("g").from_table("ghosts");
     let expected =
         "+----+------+\n| id | name |\n+----+------+\n| 1  | ann  |\n| 2  | bob  |\n| 3  |      |\n+----+------+";
     conformance::source(&db.source(), &spec, &missing, expected, &[]).await;
@@ -365,6 +365,70 @@ async fn null_cursors_follow_one_stated_rule() {
         }
     })
     .await;
+}
+
+/// A table whose name holds a dot is read by database and name.
+#[tokio::test]
+async fn dotted_names_are_read_by_database_and_name() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE `order.items` (id int PRIMARY KEY); INSERT INTO `order.items` SELECT seq FROM seq_1_to_7000;",
+    )
+    .await;
+    let spec = TableSpec::new("items").from_schema_table(&db.name, "order.items");
+    let req = ReadRequest {
+        spec: &spec,
+        mode: LoadMode::Full,
+        from: None,
+        run_id: "t",
+        batch_size: 1000,
+        limit: None,
+    };
+    let source = db.source().with_parallelism(2).with_min_parallel_bytes(0);
+    let e = source.read(req).await.unwrap();
+    let stats = e.stats.clone();
+    let rows: usize = e
+        .stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(
+        (rows, stats.chunks.load(std::sync::atomic::Ordering::Relaxed)),
+        (7000, 2),
+        "split by its key"
+    );
+}
+
+/// A server that accepts the connection but never answers fails the run after the login
+/// timeout, and a query that runs past the answer timeout after that one: each a retryable
+/// error naming the server and what was being done.
+#[tokio::test]
+async fn servers_that_do_not_answer_fail_the_run_instead_of_hanging() {
+    let s = std::time::Duration::from_secs(1);
+    let quick = etl_core::Timeouts {
+        connect: s,
+        login: s,
+        answer: Some(s),
+    };
+    let port = conformance::silent_server();
+    let silent = MySqlSource::new(&format!("mysql://root@127.0.0.1:{port}/test"))
+        .unwrap()
+        .with_timeouts(quick);
+    let err = silent.check(&TableSpec::new("t")).await.unwrap_err();
+    conformance::assert_timeout(&err, &format!("127.0.0.1:{port}"), "logging in");
+
+    let db = Db::new().await;
+    let slow = TableSpec::new("slow").from_query("SELECT 1 AS id, SLEEP(3) AS s");
+    let err = read(&db.source().with_timeouts(quick), &slow).await.unwrap_err();
+    match &err {
+        etl_core::Error::Timeout { phase, .. } if phase == "waiting for an answer" || phase == "reading rows" => {
+            assert!(err.is_retryable())
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
 }
 
 /// TLS with the server verified against the given root certificate.

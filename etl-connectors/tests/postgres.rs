@@ -167,7 +167,7 @@ async fn source_conformance_and_missing_tables() {
     db.exec("CREATE TABLE $S.people (id int PRIMARY KEY, name text); INSERT INTO $S.people VALUES (1,'ann'),(2,'bob'),(3,NULL);")
         .await;
     let spec = TableSpec::new("people").from_table(db.table("people")).cursor(["id"]);
-    let missing = TableSpec::new("ghosts").from_table(db.table("ghosts"));
+    let missing = TableSpec::new("g").from_table(db.table("ghosts"));
     let expected =
         "+----+------+\n| id | name |\n+----+------+\n| 1  | ann  |\n| 2  | bob  |\n| 3  |      |\n+----+------+";
     conformance::source(&db.source(), &spec, &missing, expected, &[]).await;
@@ -384,6 +384,107 @@ async fn an_altered_column_is_refused_by_the_lake_unless_it_widens() {
         types.contains(&"Int32".to_string()) && types.contains(&"Int64".to_string()),
         "{types:?}"
     );
+}
+
+/// A table whose name holds a dot is read by schema and name; a read that fails part way
+/// reports the rows that streamed before it failed.
+#[tokio::test]
+async fn dotted_names_and_the_rows_of_a_failed_read() {
+    let db = Db::new().await;
+    db.exec(r#"CREATE TABLE $S."order.items" (id int); INSERT INTO $S."order.items" SELECT generate_series(1, 5000);"#)
+        .await;
+    for spec in [
+        TableSpec::new("items").from_schema_table(&db.schema, "order.items"),
+        TableSpec::new("items").from_table(format!(r#"{}."order.items""#, db.schema)),
+    ] {
+        let rows: usize = read(&db.source(), &spec)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 5000);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = Pipeline::builder("dots")
+        .source(db.source())
+        .sink(LakeSink::new(Location::local(dir.path()).unwrap()))
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(
+            TableSpec::new("items")
+                .from_schema_table(&db.schema, "order.items")
+                .transform(crate::chunked::FailOn(4500, std::sync::Arc::new(true.into()))),
+        )
+        .batch_size(1000)
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    assert!(
+        t.extracted_count >= 4000,
+        "the rows read before the failure count: {t:?}"
+    );
+    assert_eq!(t.written_count, 0, "nothing committed");
+}
+
+/// Timeouts short enough for a test.
+fn quick() -> etl_core::Timeouts {
+    let s = std::time::Duration::from_secs(1);
+    etl_core::Timeouts {
+        connect: s,
+        login: s,
+        answer: Some(s),
+    }
+}
+
+/// A server that accepts the connection but never answers fails the run after the login
+/// timeout, and a read that the server does not answer in time after the answer timeout: each
+/// a retryable error naming the server and what was being done, with nothing written.
+#[tokio::test]
+async fn servers_that_do_not_answer_fail_the_run_instead_of_hanging() {
+    let port = conformance::silent_server();
+    let silent = PostgresSource::new(&format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"))
+        .unwrap()
+        .with_timeouts(quick());
+    let err = silent.check(&TableSpec::new("t")).await.unwrap_err();
+    conformance::assert_timeout(&err, &format!("127.0.0.1:{port}"), "logging in");
+
+    let db = Db::new().await;
+    db.exec("CREATE VIEW $S.slow AS SELECT 1 AS id FROM pg_sleep(3)").await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let r = Pipeline::builder("slow")
+        .source(db.source().with_timeouts(quick()))
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(TableSpec::new("slow").from_table(db.table("slow")))
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    let t = r.table("slow").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    assert!(t.retryable, "{t:?}");
+    let e = t.error.as_deref().unwrap();
+    assert!(
+        e.contains("no answer from 127.0.0.1:")
+            && (e.contains("within 1s while waiting for an answer") || e.contains("within 1s while reading rows")),
+        "{e}"
+    );
+    assert!(lake.read_table("slow").await.unwrap().is_empty());
+    // The statement was cancelled on the server: nothing of it is left running.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let running: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%slow%' AND state = 'active' AND pid <> pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0);
 }
 
 /// Initial window, lookback for rows committed late, and a change column that stays NULL

@@ -93,19 +93,42 @@ pub struct CatalogTable {
     pub crawled_at: DateTime<Utc>,
 }
 
-fn column(f: &Field) -> CatalogColumn {
-    CatalogColumn {
-        name: f.name().clone(),
-        data_type: f.data_type().to_string(),
-        nullable: f.is_nullable(),
+impl CatalogColumn {
+    /// The column of a field.
+    pub fn of(f: &Field) -> Self {
+        CatalogColumn {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        }
+    }
+
+    /// Its Arrow type; `path` names the document it comes from, in errors.
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] when the stored type does not parse.
+    pub fn arrow_type(&self, path: &str) -> Result<DataType> {
+        DataType::from_str(&self.data_type).map_err(|e| Error::Metadata {
+            path: path.to_string(),
+            message: format!("column `{}`: type `{}`: {e}", self.name, self.data_type),
+        })
+    }
+
+    /// A schema of stored columns; `path` names the document they come from, in errors.
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] when a stored type does not parse.
+    pub fn schema(columns: &[CatalogColumn], path: &str) -> Result<Schema> {
+        let fields = columns
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, c.arrow_type(path)?, c.nullable)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Schema::new(fields))
     }
 }
 
 fn data_type(table: &str, c: &CatalogColumn) -> Result<DataType> {
-    DataType::from_str(&c.data_type).map_err(|e| Error::Metadata {
-        path: format!("{DIR}/{table}"),
-        message: format!("column `{}`: type `{}`: {e}", c.name, c.data_type),
-    })
+    c.arrow_type(&format!("{DIR}/{table}"))
 }
 
 impl CatalogTable {
@@ -117,12 +140,10 @@ impl CatalogTable {
         if self.columns.is_empty() {
             return Ok(None);
         }
-        let fields = self
-            .columns
-            .iter()
-            .map(|c| Ok(Field::new(&c.name, data_type(&self.name, c)?, c.nullable)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Arc::new(Schema::new(fields))))
+        Ok(Some(Arc::new(CatalogColumn::schema(
+            &self.columns,
+            &format!("{DIR}/{}", self.name),
+        )?)))
     }
 
     /// Rows over all partitions, when every file records its count.
@@ -157,7 +178,7 @@ impl CatalogTable {
     pub(crate) fn next(previous: Option<&CatalogTable>, scanned: &Scanned) -> CatalogTable {
         let t = &scanned.table;
         let columns: Vec<CatalogColumn> = match &t.schema {
-            Some(s) => s.fields().iter().map(|f| column(f)).collect(),
+            Some(s) => s.fields().iter().map(|f| CatalogColumn::of(f)).collect(),
             None => previous.map(|p| p.columns.clone()).unwrap_or_default(),
         };
         let mut versions = previous.map(|p| p.versions.clone()).unwrap_or_default();
@@ -192,7 +213,7 @@ impl CatalogTable {
             partition_keys: t
                 .partition_keys
                 .iter()
-                .map(|(k, dt)| column(&Field::new(k, dt.clone(), true)))
+                .map(|(k, dt)| CatalogColumn::of(&Field::new(k, dt.clone(), true)))
                 .collect(),
             versions,
             partitions: t.partitions.clone(),

@@ -33,6 +33,30 @@ pub trait TargetProbe: Send + Sync {
     async fn rows(&self, target: &str) -> Vec<RecordBatch>;
 }
 
+/// A TCP server on 127.0.0.1 that accepts connections and never says a word, for tests of
+/// timeouts: returns its port. Its connections are held open for the life of the process.
+pub fn silent_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let port = listener.local_addr().expect("local address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
+/// Checks that `err` is the retryable [`Error::Timeout`] of `phase`, naming `host`.
+pub fn assert_timeout(err: &Error, host: &str, phase: &str) {
+    match err {
+        Error::Timeout { host: h, phase: p, .. } if h.contains(host) && p == phase => {
+            assert!(err.is_retryable(), "a timeout may pass: {err}");
+        }
+        other => panic!("expected a timeout while {phase} naming {host}, got: {other}"),
+    }
+}
+
 /// A unique name for a test's pipeline, table or prefix.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
@@ -440,7 +464,8 @@ pub async fn pipeline_replay(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refus
 
 /// Checks a source: a full read of `spec` yields `expected` (as [`render_sorted`] prints it,
 /// without `drop` columns); a read from the high-water mark yields nothing; a table that does
-/// not exist is [`Error::TableNotFound`].
+/// not exist is [`Error::TableNotFound`] naming the table it looked for (for
+/// [`crate::SourceRef::Table`], that name, qualified or not).
 pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, expected: &str, drop: &[&str]) {
     source.check(spec).await.expect("the table exists");
     let read = |mode, from| ReadRequest {
@@ -478,7 +503,17 @@ pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, 
         .check(missing)
         .await
         .expect_err("a missing table must be an error");
-    assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+    match (&err, &missing.source) {
+        (Error::TableNotFound { table, .. }, crate::SourceRef::Table(t)) => {
+            let last = crate::sql::split_qualified(t).pop().unwrap_or_default();
+            assert!(
+                table == t || table.ends_with(&format!(".{last}")),
+                "the error names the table looked for ({t}), not the spec: {err}"
+            );
+        }
+        (Error::TableNotFound { .. }, _) => {}
+        _ => panic!("expected TableNotFound: {err}"),
+    }
 }
 
 /// A fresh prefix on the test S3 server named by `ETL_TEST_S3_ENDPOINT` and

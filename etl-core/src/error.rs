@@ -134,6 +134,19 @@ pub enum Error {
         message: String,
     },
 
+    /// A server did not answer in time (see [`crate::Timeouts`]); trying again may succeed.
+    #[error("{connector}: no answer from {host} within {}s while {phase}", after.as_secs_f64())]
+    Timeout {
+        /// The connector (`postgres`, `mysql`, …).
+        connector: &'static str,
+        /// The server, as `host:port`.
+        host: String,
+        /// What the connector was doing: `connecting`, `logging in`, `waiting for an answer`.
+        phase: String,
+        /// The limit that passed.
+        after: std::time::Duration,
+    },
+
     /// A connector's own failure (driver, protocol, file format), mapped at its boundary.
     #[error("{connector}: {message}")]
     Connector {
@@ -198,6 +211,7 @@ impl Error {
                 object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
             ),
             Error::Connector { retryable, .. } => *retryable,
+            Error::Timeout { .. } => true,
             _ => false,
         }
     }

@@ -13,10 +13,10 @@
 //! A run that dies after the commit point is completed by the next one (the moves are
 //! idempotent); one that dies before it leaves only staged files, which later runs delete.
 
-use arrow::datatypes::{DataType, Field, Schema};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::CatalogColumn;
 use crate::sink::Checkpoint;
 
 /// Folder of the lake's own metadata.
@@ -92,39 +92,5 @@ pub struct CommitRecord {
     /// The table's columns after this commit, so that a later run can refuse a column whose
     /// type changed (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<ColumnType>>,
-}
-
-/// A column of a lake table: its name and its Arrow type (as `DataType` displays it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnType {
-    /// The column's name.
-    pub name: String,
-    /// Its Arrow type, e.g. `Int64`, `Timestamp(µs, "+00:00")`.
-    #[serde(rename = "type")]
-    pub data_type: String,
-}
-
-impl ColumnType {
-    /// The columns of a schema.
-    pub fn of(schema: &Schema) -> Vec<ColumnType> {
-        schema
-            .fields()
-            .iter()
-            .map(|f| ColumnType {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-            })
-            .collect()
-    }
-
-    /// A schema of nullable fields from stored columns; `None` when a type does not parse
-    /// (written by another version of Arrow).
-    pub fn schema(columns: &[ColumnType]) -> Option<Schema> {
-        columns
-            .iter()
-            .map(|c| Some(Field::new(&c.name, c.data_type.parse::<DataType>().ok()?, true)))
-            .collect::<Option<Vec<_>>>()
-            .map(Schema::new)
-    }
+    pub columns: Option<Vec<CatalogColumn>>,
 }

@@ -69,6 +69,7 @@ mod source;
 mod spec;
 pub mod sql;
 pub mod task;
+mod timeouts;
 pub mod transform;
 mod watermark;
 pub mod workflow;
@@ -78,12 +79,15 @@ pub mod conformance;
 
 pub use error::{Error, Result};
 pub use location::Location;
+#[cfg(feature = "s3")]
+pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use sink::{Checkpoint, CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec};
+pub use timeouts::Timeouts;
 pub use watermark::{CursorValue, FileMark, ObjectStoreWatermarkStore, Position, Watermark, WatermarkStore};
 
 /// The time zone of every zoned timestamp this workspace produces (`+00:00`, i.e. UTC, spelled as

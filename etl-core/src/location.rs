@@ -11,6 +11,10 @@ use object_store::{ObjectMeta, ObjectStore};
 
 use crate::error::{Error, Result};
 
+/// How long [`Location::s3`] retries a failed request.
+#[cfg(feature = "s3")]
+pub const S3_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An object store and a prefix in it: a local folder, an S3 prefix, or memory.
 ///
 /// Every file-based component (file source, lake sink, watermark store, crawler) takes one,
@@ -62,11 +66,22 @@ impl Location {
     /// An S3 (or S3-compatible) bucket and prefix, configured from the `AWS_*` environment
     /// variables; `endpoint` points at an S3-compatible server (plain HTTP allowed).
     ///
+    /// Requests give up after 5 s to connect and 30 s to answer, and failed ones are retried
+    /// for 30 s at most ([`S3_RETRY_TIMEOUT`]; `object_store`'s own default is three minutes),
+    /// so an unreachable endpoint fails a run within about half a minute. For other settings,
+    /// build an `AmazonS3` yourself and wrap it with [`Location::new`].
+    ///
     /// # Errors
     /// [`Error::Config`] when the builder rejects the configuration.
     #[cfg(feature = "s3")]
     pub fn s3(bucket: &str, prefix: &str, endpoint: Option<&str>) -> Result<Self> {
-        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let retry = object_store::RetryConfig {
+            retry_timeout: S3_RETRY_TIMEOUT,
+            ..Default::default()
+        };
+        let mut b = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry);
         if let Some(ep) = endpoint {
             b = b
                 .with_endpoint(ep)

@@ -603,6 +603,10 @@ impl Pipeline {
         report.chunks += ExtractStats::get(&stats.chunks);
         report.rejected_count += ExtractStats::get(&stats.rejected_rows);
         report.null_cursor_count += ExtractStats::get(&stats.null_cursor_rows) + pumped.null_cursor;
+        for w in std::mem::take(&mut *stats.warnings.lock().expect("warnings lock")) {
+            tracing::warn!(warning = %w, "table warning");
+            report.warnings.push(w);
+        }
         report.extracted_count += pumped.extracted;
         report.collapsed_count += pumped.collapsed;
         if let Err(e) = result {

@@ -109,6 +109,10 @@ pub struct TableReport {
     /// Whether the run first completed a commit a dead run had left without its watermark.
     #[serde(default)]
     pub recovered: bool,
+    /// What the user should know about the run though it did not fail (a file read again
+    /// whole into an appending target, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The error, when `status` is `failed`.
     pub error: Option<String>,
     /// Whether that error was transient ([`Error::is_retryable`]): a rerun may succeed.
@@ -142,6 +146,7 @@ impl TableReport {
             watermark_before: None,
             watermark_after: None,
             recovered: false,
+            warnings: Vec::new(),
             error: None,
             retryable: false,
         }

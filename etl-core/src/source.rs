@@ -41,6 +41,8 @@ pub struct ExtractStats {
     /// Rows whose cursor columns are all NULL that an incremental read left out (under
     /// [`crate::NullCursors::WholeReadsOnly`]), where the source saw them.
     pub null_cursor_rows: AtomicU64,
+    /// What the user should know about this read (the runner puts it in the report).
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 impl ExtractStats {
@@ -65,6 +67,11 @@ impl ExtractStats {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Records a warning for the report.
+    pub fn warn(&self, message: impl Into<String>) {
+        self.warnings.lock().expect("warnings lock").push(message.into());
     }
 }
 

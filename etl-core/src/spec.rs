@@ -183,7 +183,8 @@ pub struct TableSpec {
     pub name: String,
     /// Where rows come from (default: the database table named `name`).
     pub source: SourceRef,
-    /// The target table (default: the last `.`-separated part of `name`).
+    /// The target table (default: the last part of `name`, split as
+    /// [`crate::sql::split_qualified`] does).
     pub target: String,
     /// The load mode (default `FULL`).
     pub mode: LoadMode,
@@ -228,7 +229,7 @@ impl TableSpec {
     /// A spec for `name`, reading the source table of the same name in `FULL` mode.
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
-        let target = name.rsplit('.').next().unwrap_or(&name).to_string();
+        let target = crate::sql::split_qualified(&name).pop().unwrap_or_default();
         TableSpec {
             source: SourceRef::Table(name.clone()),
             name,
@@ -252,10 +253,23 @@ impl TableSpec {
         }
     }
 
-    /// Reads a database table (schema-qualified if needed).
+    /// Reads a database table (schema-qualified if needed: `public.orders`; a part holding a
+    /// dot in double quotes: `sales."order.items"`, or see [`TableSpec::from_schema_table`]).
     pub fn from_table(mut self, table: impl Into<String>) -> Self {
         self.source = SourceRef::Table(table.into());
         self
+    }
+
+    /// Reads the database table `table` of schema (or MySQL database) `schema`, names taken as
+    /// they are: dots and quotes in them are part of the name.
+    ///
+    /// ```
+    /// use etl_core::{SourceRef, TableSpec};
+    /// let spec = TableSpec::new("items").from_schema_table("sales", "order.items");
+    /// assert_eq!(spec.source, SourceRef::Table(r#"sales."order.items""#.into()));
+    /// ```
+    pub fn from_schema_table(self, schema: &str, table: &str) -> Self {
+        self.from_table(crate::sql::join_qualified(&[schema, table]))
     }
 
     /// Reads the result of a SQL query.

@@ -5,6 +5,55 @@
 use crate::cursor::Low;
 use crate::watermark::CursorValue;
 
+/// The parts of a possibly schema-qualified name: split at dots, except inside double quotes,
+/// which a part holding a dot (or a quote, doubled) is written in.
+///
+/// ```
+/// use etl_core::sql::split_qualified;
+/// assert_eq!(split_qualified("public.orders"), ["public", "orders"]);
+/// assert_eq!(split_qualified(r#"sales."order.items""#), ["sales", "order.items"]);
+/// assert_eq!(split_qualified(r#""say ""hi""""#), [r#"say "hi""#]);
+/// ```
+pub fn split_qualified(name: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = name.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) => quoted = true,
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut().expect("a part").push('"');
+            }
+            ('"', true) => quoted = false,
+            ('.', false) => parts.push(String::new()),
+            (c, _) => parts.last_mut().expect("a part").push(c),
+        }
+    }
+    parts
+}
+
+/// Writes `parts` as one name [`split_qualified`] splits back: a part holding a dot or a
+/// double quote is double-quoted.
+///
+/// ```
+/// use etl_core::sql::join_qualified;
+/// assert_eq!(join_qualified(&["sales", "order.items"]), r#"sales."order.items""#);
+/// ```
+pub fn join_qualified(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|p| {
+            if p.contains(['.', '"']) {
+                format!("\"{}\"", p.replace('"', "\"\""))
+            } else {
+                p.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// A SQL dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -47,14 +96,19 @@ impl Dialect {
     }
 
     /// Quotes a possibly schema-qualified name, part by part (`public.orders` →
-    /// `"public"."orders"`).
+    /// `"public"."orders"`; see [`split_qualified`] for names holding dots).
     ///
     /// ```
     /// use etl_core::sql::Dialect;
     /// assert_eq!(Dialect::Postgres.quote_qualified("public.orders"), r#""public"."orders""#);
+    /// assert_eq!(Dialect::MySql.quote_qualified(r#"shop."order.items""#), "`shop`.`order.items`");
     /// ```
     pub fn quote_qualified(self, name: &str) -> String {
-        name.split('.').map(|p| self.quote(p)).collect::<Vec<_>>().join(".")
+        split_qualified(name)
+            .iter()
+            .map(|p| self.quote(p))
+            .collect::<Vec<_>>()
+            .join(".")
     }
 
     /// A string literal with quotes doubled (`'it''s'`).

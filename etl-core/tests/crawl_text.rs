@@ -244,3 +244,38 @@ async fn a_parquet_column_widens_as_a_new_version_and_scans_widened() {
          +------------+-------+"
     );
 }
+
+/// Gzip-compressed text (`.csv.gz`, as Athena reads it) is crawled and scanned like plain text.
+#[tokio::test]
+async fn gzip_text_files_are_crawled_and_scanned() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sales")).unwrap();
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"id,amount\n1,9.5\n2,20\n")
+        .unwrap();
+    let gz = child.wait_with_output().unwrap().stdout;
+    std::fs::write(dir.path().join("sales/a.csv.gz"), gz).unwrap();
+    write(dir.path(), "sales/b.csv", "id,amount\n3,1.25\n");
+    let loc = Location::local(dir.path()).unwrap();
+    let catalog = Catalog::new(loc.clone());
+    Crawler::new(loc).crawl_into(&catalog).await.unwrap();
+    let entry = catalog.get("sales").await.unwrap().unwrap();
+    assert_eq!(
+        columns(&entry.schema().unwrap().unwrap()),
+        ["id:Int64", "amount:Float64"]
+    );
+    assert_eq!(
+        scan(&catalog, "sales", |_| true, None).await,
+        "+----+--------+\n| id | amount |\n+----+--------+\n| 1  | 9.5    |\n| 2  | 20.0   |\n| 3  | 1.25   |\n+----+--------+"
+    );
+}

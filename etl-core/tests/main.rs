@@ -34,6 +34,30 @@ async fn watermark_store_on_s3() {
     conformance::watermark_store(&ObjectStoreWatermarkStore::new(conformance::s3_location())).await;
 }
 
+/// An S3 endpoint that refuses connections, or accepts them and never answers, fails a call
+/// once its retries are spent ([`etl_core::S3_RETRY_TIMEOUT`], not object_store's three
+/// minutes), with a retryable error naming the request.
+#[cfg(feature = "s3")]
+#[tokio::test]
+async fn an_unreachable_s3_endpoint_is_a_retryable_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refusing = closed.local_addr().unwrap().port();
+    drop(closed);
+    for port in [refusing, conformance::silent_server()] {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let loc = Location::s3("etl-test", "nowhere", Some(&endpoint)).unwrap();
+        // Bounded well below object_store's own three minutes of retries.
+        let store = ObjectStoreWatermarkStore::new(loc);
+        let load = store.load("p", "t");
+        let err = tokio::time::timeout(etl_core::S3_RETRY_TIMEOUT * 3, load)
+            .await
+            .expect("the call gives up on its own")
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn legacy_timestamp_file_is_the_starting_watermark() {
     let dir = tempfile::tempdir().unwrap();

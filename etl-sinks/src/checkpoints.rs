@@ -3,10 +3,9 @@
 //! run started from, so two runs cannot both commit one window.
 
 use chrono::Utc;
-use etl_connectors::postgres::pg_err;
+use etl_connectors::postgres::{PgClient, pg_err};
 use etl_core::sql::Dialect;
 use etl_core::{Checkpoint, Error, Result};
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 pub(crate) const TABLE: &str = "_etl_checkpoints";
@@ -68,17 +67,38 @@ impl Checkpoints {
     }
 
     /// The last checkpoint of `table` in `pipeline`, if any.
-    pub(crate) async fn load(&self, client: &Client, pipeline: &str, table: &str) -> Result<Option<Checkpoint>> {
-        let exists: i64 = client
-            .query_one(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the schema holds a checkpoint table of another sink's making
+    /// (the Postgres sink's `jsonb` one, read by the Redshift sink on Postgres);
+    /// [`Error::Metadata`] when the stored checkpoint does not parse.
+    pub(crate) async fn load(&self, client: &PgClient, pipeline: &str, table: &str) -> Result<Option<Checkpoint>> {
+        let err = |e| pg_err(table, e);
+        let column: Option<String> = client
+            .call(client.query_opt(
+                "SELECT data_type::varchar FROM information_schema.columns
+                  WHERE table_schema = $1 AND table_name = $2 AND column_name = 'checkpoint'",
                 &[&self.schema, &TABLE],
-            )
-            .await
-            .map_err(|e| pg_err(table, e))?
-            .get(0);
-        if exists == 0 {
+            ))
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(err)?;
+        let Some(column) = column else {
             return Ok(None);
+        };
+        // `information_schema` spells the JSON column's type as this dialect made it.
+        let (made_as, _) = self.json();
+        let ours = match self.dialect {
+            Dialect::Redshift => column == "character varying",
+            _ => column == made_as,
+        };
+        if !ours {
+            return Err(Error::config(format!(
+                "table `{table}`: the checkpoint table {} keeps its checkpoints as {column}, not {made_as}: \
+                 another sink made it; give this sink a schema of its own",
+                self.table
+            )));
         }
         let text = if self.dialect == Dialect::Redshift {
             "checkpoint"
@@ -86,17 +106,17 @@ impl Checkpoints {
             "checkpoint::text"
         };
         let row = client
-            .query_opt(
+            .call(client.query_opt(
                 &format!(
                     "SELECT {text} FROM {} WHERE pipeline = $1 AND table_name = $2",
                     self.table
                 ),
                 &[&pipeline, &table],
-            )
-            .await
-            .map_err(|e| pg_err(table, e))?;
+            ))
+            .await?;
         row.map(|r| {
-            serde_json::from_str::<Checkpoint>(r.get(0)).map_err(|e| Error::Metadata {
+            let text: &str = r.try_get(0).map_err(err)?;
+            serde_json::from_str::<Checkpoint>(text).map_err(|e| Error::Metadata {
                 path: format!("{} ({pipeline}, {table})", self.table),
                 message: e.to_string(),
             })
@@ -104,12 +124,30 @@ impl Checkpoints {
         .transpose()
     }
 
+    /// Refuses to begin when another run committed `table` since this one started.
+    pub(crate) async fn check_not_overtaken(
+        &self,
+        client: &PgClient,
+        pipeline: &str,
+        table: &str,
+        started_from: Option<&str>,
+    ) -> Result<()> {
+        let current = self.load(client, pipeline, table).await?;
+        if current.as_ref().map(|c| c.run_id.as_str()) != started_from {
+            return Err(Error::ConcurrentRun {
+                pipeline: pipeline.to_string(),
+                table: table.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Stores `cp` as the last checkpoint, only if the last one is still `last` (the one the
     /// run started from); otherwise [`Error::ConcurrentRun`]. Runs in the caller's
     /// transaction.
     pub(crate) async fn store(
         &self,
-        client: &Client,
+        client: &PgClient,
         pipeline: &str,
         table: &str,
         last: Option<&str>,
@@ -124,13 +162,13 @@ impl Checkpoints {
         let stored = match last {
             None => {
                 client
-                    .execute(&self.insert_sql(), &[&pipeline, &table, &cp.run_id, &json, &now])
-                    .await
+                    .timed(client.execute(&self.insert_sql(), &[&pipeline, &table, &cp.run_id, &json, &now]))
+                    .await?
             }
             Some(last) => {
                 client
-                    .execute(&self.update_sql(), &[&pipeline, &table, &cp.run_id, &json, &now, &last])
-                    .await
+                    .timed(client.execute(&self.update_sql(), &[&pipeline, &table, &cp.run_id, &json, &now, &last]))
+                    .await?
             }
         };
         match stored {
@@ -147,67 +185,6 @@ impl Checkpoints {
             }
             Err(e) => Err(pg_err(table, e)),
         }
-    }
-}
-
-/// A writer's connection: statements whose errors name the writer's table.
-pub(crate) struct Session {
-    client: Client,
-    table: String,
-}
-
-impl std::ops::Deref for Session {
-    type Target = Client;
-
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl Session {
-    pub(crate) fn new(client: Client, table: &str) -> Self {
-        Session {
-            client,
-            table: table.to_string(),
-        }
-    }
-
-    /// Maps a driver error to one naming the table.
-    pub(crate) fn err(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-        |e| pg_err(&self.table, e)
-    }
-
-    /// Runs a statement; returns the rows it touched.
-    pub(crate) async fn exec(&self, sql: &str) -> Result<u64> {
-        self.client.execute(sql, &[]).await.map_err(self.err())
-    }
-
-    /// Runs a `SELECT count(*) …`.
-    pub(crate) async fn count(&self, sql: &str) -> Result<u64> {
-        let n: i64 = self.client.query_one(sql, &[]).await.map_err(self.err())?.get(0);
-        Ok(n as u64)
-    }
-
-    /// Refuses to begin when another run committed the table since this one started.
-    pub(crate) async fn check_not_overtaken(
-        &self,
-        checkpoints: &Checkpoints,
-        pipeline: &str,
-        started_from: Option<&str>,
-    ) -> Result<()> {
-        let current = checkpoints.load(&self.client, pipeline, &self.table).await?;
-        if current.as_ref().map(|c| c.run_id.as_str()) != started_from {
-            return Err(Error::ConcurrentRun {
-                pipeline: pipeline.to_string(),
-                table: self.table.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The error of an upsert batch with NULLs in its key.
-    pub(crate) fn null_keys(&self, connector: &'static str, nulls: u64, key: &[String]) -> Error {
-        crate::sql::null_key_error(connector, &self.table, nulls, key)
     }
 }
 

@@ -398,6 +398,65 @@ async fn keep_latest_collapses_versions_and_reports_it() {
     );
 }
 
+/// A commit log that was edited — its newest record deleted, or a marker that names another
+/// run — is a named error: no run reports `Committed` for files that never reach the table.
+#[tokio::test]
+async fn an_edited_commit_log_is_a_named_error_never_a_lost_commit() {
+    let (dir, sink) = local();
+    let source = Arc::new(MemorySource::new());
+    source.append("t", sample_batch(&[1, 2])).unwrap();
+    let spec = TableSpec::new("t").mode(LoadMode::Incremental).cursor(["updated_at"]);
+    let p = pipeline("edited", source.clone(), &sink, spec);
+    p.run().await.unwrap().into_result().unwrap();
+    source.append("t", sample_batch(&[3])).unwrap();
+    p.run().await.unwrap().into_result().unwrap();
+    let commits = dir.path().join("_etl/commits/t");
+    let record = |n: u64| commits.join(format!("{n:020}.json"));
+    let wm = ObjectStoreWatermarkStore::new(sink.location().child("_etl/watermarks"));
+    let generation = || async { wm.load("edited", "t").await.unwrap().unwrap().generation };
+    assert_eq!(generation().await, 2);
+
+    // The newest record removed, its marker left.
+    let saved = std::fs::read(record(2)).unwrap();
+    std::fs::remove_file(record(2)).unwrap();
+    source.append("t", sample_batch(&[4])).unwrap();
+    let r = p.run().await.unwrap();
+    let t = r.table("t").unwrap();
+    assert_eq!((t.status, t.written_count), (TableStatus::Failed, 0), "{t:?}");
+    let e = t.error.as_deref().unwrap();
+    assert!(
+        e.contains("commit record 2 of table `t` is missing but marked applied"),
+        "{e}"
+    );
+    assert_eq!(generation().await, 2, "the watermark did not move");
+    assert!(!files(dir.path()).iter().any(|f| f.starts_with("_etl/staging/")));
+
+    // A marker naming another run than its record.
+    std::fs::write(record(2), &saved).unwrap();
+    std::fs::write(commits.join(format!("{:020}.applied", 2)), "someone-else").unwrap();
+    let r = p.run().await.unwrap();
+    let e = r.table("t").unwrap().error.clone().unwrap();
+    assert!(e.contains("its applied marker names run `someone-else`"), "{e}");
+    assert_eq!(generation().await, 2);
+
+    // Restored, the next run loads what was new, once.
+    let run2: serde_json::Value = serde_json::from_slice(&saved).unwrap();
+    std::fs::write(
+        commits.join(format!("{:020}.applied", 2)),
+        run2["checkpoint"]["run_id"].as_str().unwrap(),
+    )
+    .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("t").unwrap().written_count, 1);
+    assert_eq!(
+        render_sorted(
+            &sink.read_table("t").await.unwrap(),
+            &["etl_processed_at", "name", "updated_at"]
+        ),
+        "+----+\n| id |\n+----+\n| 1  |\n| 2  |\n| 3  |\n| 4  |\n+----+"
+    );
+}
+
 // ---------------------------------------------------------------- crashes
 
 fn crash_pipeline(dir: &std::path::Path) -> (Pipeline, LakeSink, ObjectStoreWatermarkStore) {

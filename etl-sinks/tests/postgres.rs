@@ -72,6 +72,29 @@ fn sink_of(kind: Kind, schema: &str, staging: &std::path::Path) -> Arc<dyn Sink>
     }
 }
 
+/// One run of a pipeline of one table: `batch` as table `spec.name` of a memory source into
+/// `sink`, watermarks in `wm`.
+async fn run_one(
+    pipeline: impl Into<String>,
+    sink: Arc<dyn Sink>,
+    wm: ObjectStoreWatermarkStore,
+    spec: TableSpec,
+    batch: RecordBatch,
+) -> etl_core::RunReport {
+    let source = Arc::new(MemorySource::new());
+    source.append(&spec.name, batch).unwrap();
+    Pipeline::builder(pipeline)
+        .source_arc(source)
+        .sink_arc(sink)
+        .watermarks(wm)
+        .table(spec)
+        .build()
+        .unwrap()
+        .run()
+        .await
+        .unwrap()
+}
+
 /// Runs a test body once per sink: `<name>::postgres` and `<name>::redshift`.
 macro_rules! on_both {
     ($name:ident) => {
@@ -224,6 +247,137 @@ impl TargetProbe for Wh {
     }
 }
 
+/// What a database returns never panics a sink: the Redshift sink (on Postgres) meeting the
+/// checkpoint table the Postgres sink made in the same schema, and a checkpoint that does not
+/// parse, are errors naming the table.
+#[cfg(feature = "redshift")]
+#[tokio::test]
+async fn another_sinks_checkpoint_table_is_an_error_not_a_panic() {
+    let wh = Wh::new().await;
+    let wm = ObjectStoreWatermarkStore::new(Location::memory());
+    let run = |kind: Kind, table: &str| {
+        let sink = sink_of(kind, &wh.schema, wh.staging.path());
+        run_one(
+            "mixed",
+            sink,
+            wm.clone(),
+            TableSpec::new(table),
+            customers(&[(1, "a", 1)]),
+        )
+    };
+    run(Kind::Postgres, "a").await.into_result().unwrap();
+    let r = run(Kind::Redshift, "b").await;
+    let t = r.table("b").unwrap();
+    assert_eq!(t.status, etl_core::TableStatus::Failed);
+    let e = t.error.as_deref().unwrap();
+    assert!(
+        e.contains("_etl_checkpoints")
+            && e.contains("as jsonb, not varchar(65535)")
+            && e.contains("another sink made it"),
+        "{e}"
+    );
+    wh.exec("UPDATE $S._etl_checkpoints SET checkpoint = '{\"run\": 1}'")
+        .await;
+    let r = run(Kind::Postgres, "a").await;
+    let e = r.table("a").unwrap().error.clone().unwrap();
+    assert!(
+        e.contains("corrupt metadata document") && e.contains("_etl_checkpoints"),
+        "{e}"
+    );
+}
+
+/// A warehouse that does not answer fails the run with a retryable error naming it: one that
+/// never answers the login, and a statement stuck behind a lock another session holds (it is
+/// cancelled on the server); target and watermark stay as they were, and the rerun loads the
+/// rows once.
+async fn warehouses_that_do_not_answer_fail_the_run_instead_of_hanging(kind: Kind) {
+    let s = std::time::Duration::from_secs(1);
+    let quick = etl_core::Timeouts {
+        connect: s,
+        login: s,
+        answer: Some(s),
+    };
+    let wh = Wh::of(kind).await;
+    let port = conformance::silent_server();
+    let silent = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let sink: Arc<dyn Sink> = match kind {
+        Kind::Postgres => Arc::new(PostgresSink::new(&silent).unwrap().with_timeouts(quick)),
+        #[cfg(feature = "redshift")]
+        Kind::Redshift => Arc::new(
+            etl_sinks::redshift::RedshiftSink::new(
+                &silent,
+                Location::local(wh.staging.path()).unwrap(),
+                etl_sinks::redshift::RedshiftLoad::PostgresStandIn,
+            )
+            .unwrap()
+            .with_timeouts(quick),
+        ),
+    };
+    let err = sink.last_checkpoint("p", &TableSpec::new("t")).await.unwrap_err();
+    conformance::assert_timeout(&err, &format!("127.0.0.1:{port}"), "logging in");
+
+    let wm = ObjectStoreWatermarkStore::new(Location::memory());
+    let run = |sink: Arc<dyn Sink>, ids: &[(i64, &str, i64)]| {
+        let spec = TableSpec::new("t").mode(LoadMode::Append).processed_at(false);
+        run_one("stuck", sink, wm.clone(), spec, customers(ids))
+    };
+    let patient = wh.sink();
+    run(patient.clone(), &[(1, "a", 1)]).await.into_result().unwrap();
+    let (locker, driver) = tokio_postgres::connect(&conn(), NoTls).await.unwrap();
+    tokio::spawn(driver);
+    locker
+        .batch_execute(&format!("BEGIN; LOCK TABLE {}.t IN ACCESS EXCLUSIVE MODE", wh.schema))
+        .await
+        .unwrap();
+    let impatient: Arc<dyn Sink> = match kind {
+        Kind::Postgres => Arc::new(
+            PostgresSink::new(&conn())
+                .unwrap()
+                .with_schema(&wh.schema)
+                .with_timeouts(quick),
+        ),
+        #[cfg(feature = "redshift")]
+        Kind::Redshift => Arc::new(
+            etl_sinks::redshift::RedshiftSink::new(
+                &conn(),
+                Location::local(wh.staging.path()).unwrap(),
+                etl_sinks::redshift::RedshiftLoad::PostgresStandIn,
+            )
+            .unwrap()
+            .with_schema(&wh.schema)
+            .with_timeouts(quick),
+        ),
+    };
+    let r = run(impatient, &[(2, "b", 1)]).await;
+    let t = r.table("t").unwrap();
+    assert_eq!(t.status, etl_core::TableStatus::Failed);
+    assert!(t.retryable, "{t:?}");
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap()
+            .contains("within 1s while waiting for an answer"),
+        "{t:?}"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        wm.load("stuck", "t").await.unwrap().unwrap().generation,
+        1,
+        "the watermark did not move"
+    );
+    run(patient, &[(2, "b", 1)]).await.into_result().unwrap();
+    assert_eq!(
+        wh.rows("t", "customer_id")
+            .await
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .count(),
+        1 + 2,
+        "a header and rows 1 and 2, once each"
+    );
+}
+on_both!(warehouses_that_do_not_answer_fail_the_run_instead_of_hanging);
+
 async fn sink_and_pipeline_conformance(kind: Kind) {
     let wh = Wh::of(kind).await;
     conformance::sink(wh.sink(), &wh, &[]).await;
@@ -255,34 +409,19 @@ on_both!(upsert_keeps_one_row_per_key_the_latest);
 async fn modes_replace_truncate_and_append(kind: Kind) {
     let wh = Wh::of(kind).await;
     let run = |mode: LoadMode, batch: RecordBatch| {
-        let source = Arc::new(MemorySource::new());
-        source.append("t", batch).unwrap();
-        let sink = wh.sink();
-        async move {
-            Pipeline::builder(unique("p"))
-                .source_arc(source)
-                .sink_arc(sink)
-                .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-                .table(
-                    TableSpec::new("t")
-                        .mode(mode)
-                        .primary_key(["customer_id"])
-                        .cursor(if mode == LoadMode::Upsert {
-                            vec!["customer_id"]
-                        } else {
-                            vec![]
-                        })
-                        // The key is the cursor here: the sink's refusal of NULL keys is
-                        // what is tested.
-                        .null_cursors(NullCursors::WholeReadsOnly)
-                        .processed_at(false),
-                )
-                .build()
-                .unwrap()
-                .run()
-                .await
-                .unwrap()
-        }
+        let spec = TableSpec::new("t")
+            .mode(mode)
+            .primary_key(["customer_id"])
+            .cursor(if mode == LoadMode::Upsert {
+                vec!["customer_id"]
+            } else {
+                vec![]
+            })
+            // The key is the cursor here: the sink's refusal of NULL keys is what is tested.
+            .null_cursors(NullCursors::WholeReadsOnly)
+            .processed_at(false);
+        let wm = ObjectStoreWatermarkStore::new(Location::memory());
+        run_one(unique("p"), wh.sink(), wm, spec, batch)
     };
     let r = run(LoadMode::Full, customers(&[(1, "a", 1), (2, "b", 1)]))
         .await
@@ -399,26 +538,13 @@ on_both!(modes_replace_truncate_and_append);
 async fn first_upsert_collapses_repeated_keys(kind: Kind) {
     let wh = Wh::of(kind).await;
     let run = |table: &str, batch: RecordBatch| {
-        let source = Arc::new(MemorySource::new());
-        source.append(table, batch).unwrap();
         let spec = TableSpec::new(table)
             .mode(LoadMode::Upsert)
             .primary_key(["customer_id"])
             .cursor(["updated_at"])
             .processed_at(false);
-        let sink = wh.sink();
-        async move {
-            Pipeline::builder(unique("p"))
-                .source_arc(source)
-                .sink_arc(sink)
-                .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-                .table(spec)
-                .build()
-                .unwrap()
-                .run()
-                .await
-                .unwrap()
-        }
+        let wm = ObjectStoreWatermarkStore::new(Location::memory());
+        run_one(unique("p"), wh.sink(), wm, spec, batch)
     };
     let r = run("c", customers(&[(1, "late", 3), (2, "only", 1), (1, "early", 2)]))
         .await

@@ -428,3 +428,123 @@ async fn snowflake_killed_then_rerun_leaves_one_clean_run() {
         assert_eq!(ids, want, "{mode} after {failpoint}");
     }
 }
+
+/// Every `log` record of the process, as text.
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        LOGGED
+            .lock()
+            .unwrap()
+            .push(format!("{} {}: {}", record.level(), record.target(), record.args()));
+    }
+
+    fn flush(&self) {}
+}
+
+/// With a logger at the most verbose level, no line holds the password or a session token:
+/// the login answer `snowflake-api` logs shows stand-ins, and the session still works.
+#[tokio::test]
+async fn no_secret_reaches_a_log_line() {
+    static CAPTURE: Capture = Capture;
+    let _ = log::set_logger(&CAPTURE);
+    log::set_max_level(log::LevelFilter::Trace);
+    let wh = Wh::new();
+    let source = Arc::new(MemorySource::new());
+    source.append("t", customers(&[(1, "a", 1)])).unwrap();
+    let wm = ObjectStoreWatermarkStore::new(Location::memory());
+    let spec = TableSpec::new("t").mode(LoadMode::Full);
+    wh.pipeline(source, &wm, spec)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let logged = LOGGED.lock().unwrap().join("\n");
+    let auth = logged
+        .lines()
+        .find(|l| l.contains("Auth response"))
+        .unwrap_or_else(|| panic!("the login answer is logged at debug level: {logged}"));
+    assert!(!logged.contains("not-a-secret"), "the password is never logged");
+    let tokens: Vec<&str> = auth
+        .match_indices("token: \"")
+        .map(|(i, m)| auth[i + m.len()..].split('"').next().unwrap())
+        .collect();
+    assert!(tokens.len() >= 2, "{auth}");
+    assert!(tokens.iter().all(|t| t.starts_with("etl-redacted-")), "{auth}");
+}
+
+/// Answers a client cannot decode are not worth retrying; a server that cannot be reached is.
+#[tokio::test]
+async fn undecodable_answers_are_final_and_unreachable_servers_transient() {
+    struct Garble;
+    #[async_trait::async_trait]
+    impl Middleware for Garble {
+        async fn handle(
+            &self,
+            req: reqwest::Request,
+            ext: &mut http::Extensions,
+            next: Next<'_>,
+        ) -> reqwest_middleware::Result<reqwest::Response> {
+            let query = req.url().path().contains("query-request");
+            let resp = next.run(req, ext).await?;
+            if !query {
+                return Ok(resp);
+            }
+            Ok(http::Response::builder()
+                .status(200)
+                .body("{\"success\": true, \"no\": \"snowflake\"}")
+                .expect("response")
+                .into())
+        }
+    }
+    let wh = Wh::new();
+    let run = |client: ClientWithMiddleware| {
+        let source = Arc::new(MemorySource::new());
+        source.append("t", customers(&[(1, "a", 1)])).unwrap();
+        let url = format!("file://{}", wh.staging.path().display());
+        let sink = SnowflakeSink::new(
+            auth(),
+            Location::local(wh.staging.path()).unwrap(),
+            SnowflakeStage::Url(url),
+        )
+        .with_schema(&wh.schema)
+        .with_http_client(client);
+        async move {
+            Pipeline::builder("garbled")
+                .source_arc(source)
+                .sink(sink)
+                .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+                .table(TableSpec::new("t"))
+                .build()
+                .unwrap()
+                .run()
+                .await
+                .unwrap()
+        }
+    };
+    let garbled = ClientBuilder::new(reqwest::Client::new())
+        .with(Garble)
+        .with(Fakesnow(emulator()))
+        .build();
+    let r = run(garbled).await;
+    let t = r.table("t").unwrap();
+    assert_eq!(t.status, etl_core::TableStatus::Failed);
+    assert!(!t.retryable, "{t:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut gone = emulator();
+    gone.set_port(Some(closed.local_addr().unwrap().port())).unwrap();
+    drop(closed);
+    let r = run(ClientBuilder::new(reqwest::Client::new()).with(Fakesnow(gone)).build()).await;
+    let t = r.table("t").unwrap();
+    assert_eq!(t.status, etl_core::TableStatus::Failed);
+    assert!(t.retryable, "{t:?}");
+}

@@ -25,8 +25,8 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use etl_core::formats::{self, Decoded, MergePolicy, RejectedRow, TextRead};
 use etl_core::{
-    BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, Location, Position, ReadRequest, Result, Source,
-    SourceRef, TableSpec,
+    BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, LoadMode, Location, Position, ReadRequest, Result,
+    Source, SourceRef, TableSpec,
 };
 use etl_core::{BatchStream, cursor};
 use futures::StreamExt;
@@ -250,6 +250,21 @@ impl Source for FileSource {
             .filter(|f| from.is_none_or(|p| p.files.get(&f.rel) != marks.get(&f.rel)))
             .collect();
         let stats = Arc::new(ExtractStats::default());
+        // A changed file is read again whole: into an appending target, without a cursor to
+        // keep only its newer rows, its earlier rows arrive twice.
+        if req.mode == LoadMode::Incremental && spec.cursor.is_empty() {
+            for f in to_read
+                .iter()
+                .filter(|f| from.is_some_and(|p| p.files.contains_key(&f.rel)))
+            {
+                stats.warn(format!(
+                    "file `{}` changed since it was loaded and is read again whole: its earlier rows are \
+                     appended again (give the table a cursor column to keep only newer rows, or load it \
+                     with UPSERT by primary key)",
+                    f.rel
+                ));
+            }
+        }
         let no_new_data = from.is_some() && to_read.is_empty();
         let schema = match &spec.schema {
             Some(s) => s.clone(),

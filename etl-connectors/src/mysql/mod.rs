@@ -50,10 +50,12 @@ use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use etl_core::sql::Dialect;
 use etl_core::task::AbortOnDrop;
-use etl_core::{CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec};
+use etl_core::{
+    CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec, Timeouts,
+};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Params, Value};
+use mysql_async::{Conn, Opts, OptsBuilder, Params, Row, Value};
 use tokio::sync::mpsc;
 
 pub use crate::db::Counts;
@@ -66,8 +68,9 @@ const CONNECTOR: &str = "mysql";
 /// Maps a driver error at the crate boundary.
 fn my_err(table: &str, e: mysql_async::Error) -> Error {
     match &e {
+        // `Table 'shop.nope' doesn't exist`, `Unknown database 'nope'`
         mysql_async::Error::Server(s) if s.code == 1146 || s.code == 1049 => Error::TableNotFound {
-            table: table.to_string(),
+            table: crate::db::quoted(&s.message, '\'').unwrap_or(table).to_string(),
             source_name: CONNECTOR.to_string(),
         },
         mysql_async::Error::Server(s) => Error::Connector {
@@ -120,6 +123,7 @@ pub struct MySqlSource {
     counts: Counts,
     parallelism: usize,
     min_parallel_bytes: u64,
+    timeouts: Timeouts,
 }
 
 impl fmt::Debug for MySqlSource {
@@ -158,6 +162,7 @@ impl MySqlSource {
             counts: Counts::default(),
             parallelism: 2,
             min_parallel_bytes: 32 << 20,
+            timeouts: Timeouts::default(),
         })
     }
 
@@ -238,7 +243,37 @@ impl MySqlSource {
             "SET time_zone = '+00:00'",
             "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
         ]);
-        Conn::new(opts).await.map_err(|e| my_err(table, e))
+        let host = self.host();
+        let login = async { Conn::new(opts).await.map_err(|e| my_err(table, e)) };
+        Timeouts::within(CONNECTOR, &host, "logging in", Some(self.timeouts.login), login).await
+    }
+
+    /// The server, as `host:port`, for messages.
+    fn host(&self) -> String {
+        format!("{}:{}", self.opts.ip_or_hostname(), self.opts.tcp_port())
+    }
+
+    /// Awaits one call of the driver within the answer timeout; its error names `table`.
+    async fn call<T, F>(&self, table: &str, call: F) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, mysql_async::Error>>,
+    {
+        let call = async { call.await.map_err(|e| my_err(table, e)) };
+        Timeouts::within(
+            CONNECTOR,
+            &self.host(),
+            "waiting for an answer",
+            self.timeouts.answer,
+            call,
+        )
+        .await
+    }
+
+    /// How long to wait for the server (default [`Timeouts::default`]). MySQL's client has
+    /// no TCP connect timeout of its own: `login` bounds connecting too.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// The FROM clause item of a spec.
@@ -255,10 +290,9 @@ impl MySqlSource {
 
     /// Columns of the relation, mapped to Arrow.
     async fn describe(&self, conn: &mut Conn, spec: &TableSpec, rel: &str) -> Result<Vec<ColumnPlan>> {
-        let stmt = conn
-            .prep(format!("SELECT * FROM {rel} LIMIT 0"))
-            .await
-            .map_err(|e| my_err(&spec.name, e))?;
+        let stmt = self
+            .call(&spec.name, conn.prep(format!("SELECT * FROM {rel} LIMIT 0")))
+            .await?;
         let plans = stmt
             .columns()
             .iter()
@@ -292,7 +326,7 @@ impl MySqlSource {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        conn.close(stmt).await.map_err(|e| my_err(&spec.name, e))?;
+        self.call(&spec.name, conn.close(stmt)).await?;
         for c in &spec.cursor {
             if !plans.iter().any(|p| &p.name == c) {
                 return Err(Error::ColumnNotFound {
@@ -316,10 +350,12 @@ impl MySqlSource {
         for c in &spec.cursor {
             let plan = plans.iter().find(|p| &p.name == c).expect("described");
             // The binary protocol, so temporal values arrive as values, not text.
-            let v: Option<Value> = conn
-                .exec_first(format!("SELECT max({}) FROM {rel}", MY.quote(c)), ())
-                .await
-                .map_err(|e| my_err(&spec.name, e))?;
+            let v: Option<Value> = self
+                .call(
+                    &spec.name,
+                    conn.exec_first(format!("SELECT max({}) FROM {rel}", MY.quote(c)), ()),
+                )
+                .await?;
             let v = match v {
                 None | Some(Value::NULL) => None,
                 Some(v) => Some(cursor_value(plan, v).map_err(|found| Error::ColumnTypeConflict {
@@ -339,30 +375,40 @@ impl MySqlSource {
         let SourceRef::Table(t) = &spec.source else {
             return Ok(None);
         };
-        let (schema, table) = match t.split_once('.') {
-            Some((s, t)) => (Some(s.to_string()), t.to_string()),
-            None => (None, t.clone()),
-        };
-        let err = |e| my_err(&spec.name, e);
-        let size: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT DATA_LENGTH FROM information_schema.TABLES \
-                 WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ?",
-                (schema.clone(), table.clone()),
+        let mut parts = etl_core::sql::split_qualified(t);
+        let table = parts.pop().unwrap_or_default();
+        let schema = parts.pop();
+        let size: Option<Row> = self
+            .call(
+                &spec.name,
+                conn.exec_first(
+                    "SELECT DATA_LENGTH FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ?",
+                    (schema.clone(), table.clone()),
+                ),
             )
-            .await
-            .map_err(err)?;
-        if size.flatten().unwrap_or(0) < self.min_parallel_bytes {
+            .await?;
+        let size = size
+            .map(|r| cell::<Option<u64>>(&spec.name, &r, 0))
+            .transpose()?
+            .flatten();
+        if size.unwrap_or(0) < self.min_parallel_bytes {
             return Ok(None);
         }
-        let keys: Vec<String> = conn
-            .exec(
-                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
-                 WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
-                (schema, table),
+        let keys: Vec<Row> = self
+            .call(
+                &spec.name,
+                conn.exec(
+                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                     WHERE TABLE_SCHEMA = coalesce(?, DATABASE()) AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'",
+                    (schema, table),
+                ),
             )
-            .await
-            .map_err(err)?;
+            .await?;
+        let keys = keys
+            .iter()
+            .map(|r| cell::<String>(&spec.name, r, 0))
+            .collect::<Result<Vec<_>>>()?;
         let integer = |k: &String| {
             plans.iter().any(|p| {
                 &p.name == k
@@ -388,14 +434,17 @@ impl MySqlSource {
         rel: &str,
         key: &str,
     ) -> Result<Vec<(Conn, String, Vec<Value>)>> {
-        let err = |e| my_err(&spec.name, e);
-        let mut locker = self.connect(&spec.name).await?;
-        if let Err(e) = locker.query_drop(format!("LOCK TABLES {rel} READ")).await {
+        let name = &spec.name;
+        let mut locker = self.connect(name).await?;
+        if let Err(e) = self
+            .call(name, locker.query_drop(format!("LOCK TABLES {rel} READ")))
+            .await
+        {
             tracing::warn!(table = %spec.name, error = %e,
                 "cannot LOCK TABLES for a consistent parallel read; reading over one connection");
             let _ = locker.disconnect().await;
             let mut first = first;
-            first.query_drop(SNAPSHOT).await.map_err(err)?;
+            self.call(name, first.query_drop(SNAPSHOT)).await?;
             return Ok(vec![(first, String::new(), Vec::new())]);
         }
         let mut conns = vec![first];
@@ -404,20 +453,26 @@ impl MySqlSource {
         }
         let started = async {
             for c in &mut conns {
-                c.query_drop(SNAPSHOT).await?;
+                self.call(name, c.query_drop(SNAPSHOT)).await?;
             }
-            Ok::<(), mysql_async::Error>(())
+            Ok::<(), Error>(())
         }
         .await;
-        locker.query_drop("UNLOCK TABLES").await.map_err(err)?;
+        self.call(name, locker.query_drop("UNLOCK TABLES")).await?;
         let _ = locker.disconnect().await;
-        started.map_err(err)?;
+        started?;
         let k = MY.quote(key);
-        let bounds: Option<(Option<i64>, Option<i64>)> = conns[0]
-            .query_first(format!("SELECT min({k}), max({k}) FROM {rel}"))
-            .await
-            .map_err(err)?;
-        let (Some(lo), Some(hi)) = bounds.unwrap_or((None, None)) else {
+        let bounds: Option<Row> = self
+            .call(
+                name,
+                conns[0].query_first(format!("SELECT min({k}), max({k}) FROM {rel}")),
+            )
+            .await?;
+        let bounds = match &bounds {
+            Some(r) => (cell::<Option<i64>>(name, r, 0)?, cell::<Option<i64>>(name, r, 1)?),
+            None => (None, None),
+        };
+        let (Some(lo), Some(hi)) = bounds else {
             // Empty: one range reads nothing.
             conns.truncate(1);
             return Ok(conns.into_iter().map(|c| (c, String::new(), Vec::new())).collect());
@@ -443,6 +498,22 @@ impl MySqlSource {
                 }
             })
             .collect())
+    }
+}
+
+/// Cell `i` of a row the server returned, as `T` (the driver's own typed reads panic on a
+/// value that does not convert; this is an error naming the table).
+fn cell<T: mysql_async::prelude::FromValue>(table: &str, row: &Row, i: usize) -> Result<T> {
+    match row.get_opt::<T, _>(i) {
+        Some(Ok(v)) => Ok(v),
+        other => Err(Error::Connector {
+            connector: CONNECTOR,
+            message: format!(
+                "table `{table}`: the server answered an unexpected value in column {i}: {:?}",
+                other.map(|r| r.err())
+            ),
+            retryable: false,
+        }),
     }
 }
 
@@ -514,6 +585,9 @@ fn param(v: &CursorValue) -> Value {
 /// One range's rows, decoded on its own task.
 struct RangeRead {
     table: String,
+    /// The server and how long it may take to answer (see [`Timeouts`]).
+    host: String,
+    answer: Option<std::time::Duration>,
     schema: SchemaRef,
     plans: Vec<ColumnPlan>,
     batch_size: usize,
@@ -547,34 +621,53 @@ impl RangeRead {
             Params::Positional(params)
         };
         let mut builders: Vec<Builder> = self.plans.iter().map(|p| Builder::new(p, self.batch_size)).collect();
-        let mut rows = 0;
         {
-            let mut result = conn.exec_iter(sql, params).await.map_err(err)?;
-            while let Some(row) = result.next().await.map_err(err)? {
-                for ((b, v), plan) in builders.iter_mut().zip(row.unwrap_raw()).zip(&self.plans) {
-                    b.append(v, self.zero_dates_as_null).map_err(|e| Error::Connector {
-                        connector: CONNECTOR,
-                        message: format!(
-                            "table `{}`, column `{}` ({}): {e}",
-                            self.table, plan.name, plan.type_name
-                        ),
-                        retryable: false,
-                    })?;
+            let mut result = self
+                .timed("waiting for an answer", async {
+                    conn.exec_iter(sql, params).await.map_err(err)
+                })
+                .await?;
+            loop {
+                // One batch's rows within the answer timeout (the hand-over to the reader,
+                // which waits for the sink, is not timed).
+                let (rows, done) = self
+                    .timed("reading rows", async {
+                        let mut rows = 0;
+                        while rows < self.batch_size {
+                            let Some(row) = result.next().await.map_err(err)? else {
+                                return Ok((rows, true));
+                            };
+                            for ((b, v), plan) in builders.iter_mut().zip(row.unwrap_raw()).zip(&self.plans) {
+                                b.append(v, self.zero_dates_as_null).map_err(|e| Error::Connector {
+                                    connector: CONNECTOR,
+                                    message: format!(
+                                        "table `{}`, column `{}` ({}): {e}",
+                                        self.table, plan.name, plan.type_name
+                                    ),
+                                    retryable: false,
+                                })?;
+                            }
+                            rows += 1;
+                        }
+                        Ok((rows, false))
+                    })
+                    .await?;
+                if rows > 0 && tx.send(self.batch(&mut builders, rows)).await.is_err() {
+                    return Ok(()); // the reader is gone
                 }
-                rows += 1;
-                if rows == self.batch_size {
-                    if tx.send(self.batch(&mut builders, rows)).await.is_err() {
-                        return Ok(()); // the reader is gone
-                    }
-                    rows = 0;
+                if done {
+                    break;
                 }
             }
         }
-        if rows > 0 {
-            let _ = tx.send(self.batch(&mut builders, rows)).await;
-        }
-        conn.query_drop("COMMIT").await.map_err(err)?;
-        Ok(())
+        self.timed("waiting for an answer", async {
+            conn.query_drop("COMMIT").await.map_err(err)
+        })
+        .await
+    }
+
+    async fn timed<T>(&self, phase: &str, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        Timeouts::within(CONNECTOR, &self.host, phase, self.answer, call).await
     }
 
     fn batch(&self, builders: &mut [Builder], rows: usize) -> Result<RecordBatch> {
@@ -628,7 +721,7 @@ impl Source for MySqlSource {
         let mut ranges = match key {
             Some(key) => self.open_ranges(conn, spec, &rel, &key).await?,
             None => {
-                conn.query_drop(SNAPSHOT).await.map_err(|e| my_err(&spec.name, e))?;
+                self.call(&spec.name, conn.query_drop(SNAPSHOT)).await?;
                 vec![(conn, String::new(), Vec::new())]
             }
         };
@@ -651,12 +744,12 @@ impl Source for MySqlSource {
             .iter()
             .all(|c| plans.iter().any(|p| &p.name == c && p.nullable));
         if window.counts_null_cursors() && nullable {
-            let counted: Result<Option<u64>> = ranges[0]
-                .0
-                .query_first(MY.null_cursor_count(&rel, &spec.cursor))
+            let sql = MY.null_cursor_count(&rel, &spec.cursor);
+            let counted = self
+                .call(&spec.name, ranges[0].0.query_first::<Row, _>(sql))
                 .await
-                .map_err(|e| my_err(&spec.name, e));
-            match counted.and_then(|n| etl_core::cursor::check_null_cursors(spec, n.unwrap_or(0))) {
+                .and_then(|r| r.map_or(Ok(0), |r| cell::<u64>(&spec.name, &r, 0)));
+            match counted.and_then(|n| etl_core::cursor::check_null_cursors(spec, n)) {
                 Ok(n) => ExtractStats::add(&stats.null_cursor_rows, n),
                 Err(e) => {
                     disconnect(ranges).await;
@@ -687,11 +780,10 @@ impl Source for MySqlSource {
             let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
             AbortOnDrop::spawn(async move {
                 let mut c = me.connect(&table).await?;
-                let n: Option<u64> = c
-                    .query_first(format!("SELECT count(*) FROM {rel}"))
-                    .await
-                    .map_err(|e| my_err(&table, e))?;
-                stats.count_source(n.unwrap_or(0));
+                let row: Option<Row> = me
+                    .call(&table, c.query_first(format!("SELECT count(*) FROM {rel}")))
+                    .await?;
+                stats.count_source(row.map_or(Ok(0), |r| cell::<u64>(&table, &r, 0))?);
                 let _ = c.disconnect().await;
                 Ok::<(), Error>(())
             })
@@ -706,6 +798,8 @@ impl Source for MySqlSource {
                 let params = window_params.iter().map(param).chain(range_params).collect();
                 let read = RangeRead {
                     table: spec.name.clone(),
+                    host: self.host(),
+                    answer: self.timeouts.answer,
                     schema: schema.clone(),
                     plans: plans.clone(),
                     batch_size: req.batch_size.max(1),

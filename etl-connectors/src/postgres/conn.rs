@@ -4,17 +4,25 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use etl_core::{Error, Result};
+use std::time::Duration;
+
+use etl_core::{Error, Result, Timeouts};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-/// Maps a driver error at the crate boundary: a missing table is [`Error::TableNotFound`],
-/// the rest [`Error::Connector`] (retryable for deadlocks, serialization failures, lost
-/// connections and a server shutting down or out of connections).
+/// Maps a driver error at the crate boundary: a missing table is [`Error::TableNotFound`]
+/// naming the relation the server looked for, the rest [`Error::Connector`] naming `table`
+/// (retryable for deadlocks, serialization failures, lost connections and a server shutting
+/// down or out of connections).
 pub fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
     match e.code() {
         Some(c) if *c == SqlState::UNDEFINED_TABLE => Error::TableNotFound {
-            table: table.to_string(),
+            // `relation "s.nope" does not exist`
+            table: e
+                .as_db_error()
+                .and_then(|d| crate::db::quoted(d.message(), '"'))
+                .unwrap_or(table)
+                .to_string(),
             source_name: "postgres".to_string(),
         },
         code => {
@@ -52,16 +60,21 @@ pub fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
 }
 
 /// A PostgreSQL connection string (libpq's `host=… user=… dbname=…` or a URL) with its TLS
-/// settings. The password never appears in `Debug` output nor in errors.
+/// settings and [`Timeouts`]. The password never appears in `Debug` output nor in errors.
 ///
 /// TLS (feature `tls`, rustls) is used when the connection string says `sslmode=require`,
 /// and then the server's certificate is always verified (libpq's `verify-full`) against the
 /// bundled Mozilla roots and [`PgConfig::with_root_certificate`]; `sslmode=prefer` (the
 /// default) and `disable` connect without TLS.
+///
+/// A connection string's own `connect_timeout` wins over [`Timeouts::connect`]; TCP
+/// keepalives are on (idle 60 s unless the string says otherwise), so a server that vanishes
+/// mid-run is noticed.
 #[derive(Clone)]
 pub struct PgConfig {
     config: tokio_postgres::Config,
     root_certificate: Option<PathBuf>,
+    timeouts: Timeouts,
 }
 
 impl fmt::Debug for PgConfig {
@@ -73,6 +86,7 @@ impl fmt::Debug for PgConfig {
             .field("dbname", &self.config.get_dbname())
             .field("password", &self.config.get_password().map(|_| "<redacted>"))
             .field("sslmode", &self.config.get_ssl_mode())
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }
@@ -83,12 +97,17 @@ impl PgConfig {
     /// # Errors
     /// [`Error::Config`] when the string does not parse (the message never repeats it).
     pub fn new(conn: &str) -> Result<Self> {
-        let config = conn
+        let mut config = conn
             .parse::<tokio_postgres::Config>()
             .map_err(|e| Error::config(format!("invalid Postgres connection string: {e}")))?;
+        // tokio-postgres' default idle time is two hours: a vanished server would hang a run.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(60));
+        }
         Ok(PgConfig {
             config,
             root_certificate: None,
+            timeouts: Timeouts::default(),
         })
     }
 
@@ -99,12 +118,36 @@ impl PgConfig {
         self
     }
 
+    /// How long to wait for the server (default [`Timeouts::default`]).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The server(s), as `host:port`, for messages.
+    fn host(&self) -> String {
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .chain(self.config.get_hostaddrs().iter().map(|a| format!("{a}:{port}")))
+            .collect();
+        hosts.join(",")
+    }
+
     /// Opens a connection; its driver task runs on the current runtime. `table` names what
     /// the connection is for, in errors.
     ///
     /// # Errors
-    /// The server cannot be reached or refuses the login or the certificate.
-    pub async fn connect(&self, table: &str) -> Result<Client> {
+    /// The server cannot be reached or refuses the login or the certificate;
+    /// [`Error::Timeout`] when connecting or logging in takes longer than the timeouts allow.
+    pub async fn connect(&self, table: &str) -> Result<PgClient> {
         fn spawn<F>(conn: F)
         where
             F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send + 'static,
@@ -115,22 +158,188 @@ impl PgConfig {
                 }
             });
         }
-        if self.config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            #[cfg(feature = "tls")]
-            {
-                let tls = crate::db::tls_config("postgres", self.root_certificate.as_deref())?;
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
-                let (client, conn) = self.config.connect(tls).await.map_err(|e| pg_err(table, e))?;
-                spawn(conn);
-                return Ok(client);
-            }
-            #[cfg(not(feature = "tls"))]
-            return Err(Error::config(format!(
-                "table `{table}`: sslmode=require needs the `tls` feature of the etl crates"
-            )));
+        let host = self.host();
+        let mut config = self.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.timeouts.connect);
         }
-        let (client, conn) = self.config.connect(NoTls).await.map_err(|e| pg_err(table, e))?;
-        spawn(conn);
-        Ok(client)
+        // tokio-postgres ends a TCP connect that takes too long with an I/O `TimedOut`.
+        let connect_err = |e: tokio_postgres::Error| {
+            let timed_out = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            match config.get_connect_timeout() {
+                Some(after) if timed_out => Error::Timeout {
+                    connector: "postgres",
+                    host: host.clone(),
+                    phase: "connecting".to_string(),
+                    after: *after,
+                },
+                _ => pg_err(table, e),
+            }
+        };
+        let login = async {
+            if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                #[cfg(feature = "tls")]
+                {
+                    let tls = crate::db::tls_config("postgres", self.root_certificate.as_deref())?;
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                    let (client, conn) = config.connect(tls).await.map_err(connect_err)?;
+                    spawn(conn);
+                    return Ok(client);
+                }
+                #[cfg(not(feature = "tls"))]
+                return Err(Error::config(format!(
+                    "table `{table}`: sslmode=require needs the `tls` feature of the etl crates"
+                )));
+            }
+            let (client, conn) = config.connect(NoTls).await.map_err(connect_err)?;
+            spawn(conn);
+            Ok(client)
+        };
+        let client = Timeouts::within("postgres", &host, "logging in", Some(self.timeouts.login), login).await?;
+        Ok(PgClient {
+            client,
+            table: table.to_string(),
+            host,
+            answer: self.timeouts.answer,
+        })
+    }
+}
+
+/// A connection to PostgreSQL whose calls give up with [`Error::Timeout`] when the server
+/// stays silent longer than [`Timeouts::answer`], and whose errors name the table it is for.
+/// It derefs to the driver's client, to build calls with.
+pub struct PgClient {
+    client: Client,
+    table: String,
+    host: String,
+    answer: Option<Duration>,
+}
+
+impl std::ops::Deref for PgClient {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl fmt::Debug for PgClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgClient")
+            .field("table", &self.table)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgClient {
+    /// The table the connection is for (in errors).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Awaits one call of the driver within the answer timeout; the driver's own error is
+    /// handed back as it is (for callers that look at its SQLSTATE).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`].
+    pub async fn timed<T, F>(&self, call: F) -> Result<std::result::Result<T, tokio_postgres::Error>>
+    where
+        F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        let answer = Timeouts::within("postgres", &self.host, "waiting for an answer", self.answer, async {
+            Ok(call.await)
+        })
+        .await;
+        if answer.is_err() {
+            self.cancel();
+        }
+        answer
+    }
+
+    /// Asks the server to cancel what the connection is running (after a timeout: a statement
+    /// waiting on a lock would otherwise hold its own until the server notices the client is
+    /// gone). Best effort, in the background.
+    fn cancel(&self) {
+        let token = self.client.cancel_token();
+        tokio::spawn(async move {
+            let cancel = tokio::time::timeout(Duration::from_secs(10), token.cancel_query(NoTls));
+            if let Ok(Err(e)) = cancel.await {
+                tracing::warn!(error = %e, "could not cancel a postgres statement that timed out");
+            }
+        });
+    }
+
+    /// Awaits one call of the driver within the answer timeout.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], or the driver's error mapped by [`pg_err`].
+    pub async fn call<T, F>(&self, call: F) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        self.timed(call).await?.map_err(self.err())
+    }
+
+    /// Maps a driver error to one naming the table.
+    pub fn err(&self) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+        |e| pg_err(&self.table, e)
+    }
+
+    /// Runs a statement; returns the rows it touched.
+    ///
+    /// # Errors
+    /// As [`PgClient::call`].
+    pub async fn exec(&self, sql: &str) -> Result<u64> {
+        self.call(self.client.execute(sql, &[])).await
+    }
+
+    /// Runs statements without parameters.
+    ///
+    /// # Errors
+    /// As [`PgClient::call`].
+    pub async fn batch(&self, sql: &str) -> Result<()> {
+        self.call(self.client.batch_execute(sql)).await
+    }
+
+    /// Runs a `SELECT count(*) …`.
+    ///
+    /// # Errors
+    /// As [`PgClient::call`].
+    pub async fn count(&self, sql: &str) -> Result<u64> {
+        let row = self.call(self.client.query_one(sql, &[])).await?;
+        let n: i64 = row.try_get(0).map_err(self.err())?;
+        Ok(n as u64)
+    }
+
+    /// The bytes of a `COPY … TO STDOUT`, each chunk within the answer timeout.
+    ///
+    /// # Errors
+    /// As [`PgClient::call`]; the stream's items too.
+    pub async fn copy_out(&self, sql: &str) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+        use futures::StreamExt;
+        let stream = Box::pin(self.call(self.client.copy_out(sql)).await?);
+        let (table, host, answer) = (self.table.clone(), self.host.clone(), self.answer);
+        let token = self.client.cancel_token();
+        Ok(futures::stream::unfold(stream, move |mut s| {
+            let (table, host, token) = (table.clone(), host.clone(), token.clone());
+            async move {
+                let next =
+                    Timeouts::within("postgres", &host, "reading rows", answer, async { Ok(s.next().await) }).await;
+                match next {
+                    Ok(Some(item)) => Some((item.map_err(|e| pg_err(&table, e)), s)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(Duration::from_secs(10), token.cancel_query(NoTls)).await;
+                        });
+                        Some((Err(e), s))
+                    }
+                }
+            }
+        })
+        .boxed())
     }
 }

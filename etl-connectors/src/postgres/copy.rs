@@ -152,7 +152,7 @@ pub(super) fn batches<S>(
     input: S,
 ) -> BatchStream
 where
-    S: Stream<Item = std::result::Result<Bytes, tokio_postgres::Error>> + Send + 'static,
+    S: Stream<Item = Result<Bytes>> + Send + 'static,
 {
     let batch_size = batch_size.max(1);
     let decoder = Decoder {
@@ -182,7 +182,7 @@ where
                 }
                 match input.next().await {
                     Some(Ok(chunk)) => d.buf.extend_from_slice(&chunk),
-                    Some(Err(e)) => return Err(super::pg_err(&d.table, e)),
+                    Some(Err(e)) => return Err(e),
                     None => {
                         if !d.buf.is_empty() || !d.header_done {
                             return Err(protocol(&d.table, "stream ended inside a row"));

@@ -33,7 +33,7 @@ mod conn;
 mod copy;
 mod types;
 
-pub use conn::{PgConfig, pg_err};
+pub use conn::{PgClient, PgConfig, pg_err};
 
 use std::fmt;
 use std::sync::Arc;
@@ -45,7 +45,6 @@ use etl_core::sql::Dialect;
 use etl_core::task::AbortOnDrop;
 use etl_core::{CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec};
 use futures::StreamExt;
-use tokio_postgres::Client;
 
 pub use crate::db::Counts;
 use crate::db::{self, Window};
@@ -132,8 +131,14 @@ impl PostgresSource {
         self
     }
 
-    async fn connect(&self, table: &str) -> Result<Client> {
+    async fn connect(&self, table: &str) -> Result<PgClient> {
         self.pg.connect(table).await
+    }
+
+    /// How long to wait for the server (default [`etl_core::Timeouts::default`]).
+    pub fn with_timeouts(mut self, timeouts: etl_core::Timeouts) -> Self {
+        self.pg = self.pg.with_timeouts(timeouts);
+        self
     }
 
     /// The FROM clause item of a spec.
@@ -149,11 +154,10 @@ impl PostgresSource {
     }
 
     /// Columns of the relation, mapped to Arrow.
-    async fn describe(&self, client: &Client, spec: &TableSpec, rel: &str) -> Result<Vec<ColumnPlan>> {
+    async fn describe(&self, client: &PgClient, spec: &TableSpec, rel: &str) -> Result<Vec<ColumnPlan>> {
         let stmt = client
-            .prepare(&format!("SELECT * FROM {rel} LIMIT 0"))
-            .await
-            .map_err(|e| pg_err(&spec.name, e))?;
+            .call(client.prepare(&format!("SELECT * FROM {rel} LIMIT 0")))
+            .await?;
         let plans = stmt
             .columns()
             .iter()
@@ -197,7 +201,7 @@ impl PostgresSource {
     /// `max` over the cursor columns, read from the database.
     async fn high_water(
         &self,
-        client: &Client,
+        client: &PgClient,
         spec: &TableSpec,
         rel: &str,
         plans: &[ColumnPlan],
@@ -207,7 +211,7 @@ impl PostgresSource {
             let plan = plans.iter().find(|p| &p.name == c).expect("described");
             let col = PG.quote(c);
             let sql = format!("SELECT max({col}) FROM {rel}");
-            let row = client.query_one(&sql, &[]).await.map_err(|e| pg_err(&spec.name, e))?;
+            let row = client.call(client.query_one(&sql, &[])).await?;
             let get_err = |e: tokio_postgres::Error| pg_err(&spec.name, e);
             let v = match plan.kind {
                 Decode::I16 => row
@@ -255,34 +259,28 @@ impl PostgresSource {
     /// them is a table column declared `NOT NULL`.
     async fn null_cursor_rows(
         &self,
-        client: &Client,
+        client: &PgClient,
         spec: &TableSpec,
         rel: &str,
         plans: &[ColumnPlan],
     ) -> Result<u64> {
-        let err = |e| pg_err(&spec.name, e);
         for c in &spec.cursor {
             if let Some((table, column)) = plans.iter().find(|p| &p.name == c).and_then(|p| p.origin) {
                 let not_null = client
-                    .query_opt(
+                    .call(client.query_opt(
                         "SELECT attnotnull FROM pg_attribute WHERE attrelid = $1 AND attnum = $2",
                         &[&table, &column],
-                    )
-                    .await
-                    .map_err(err)?
+                    ))
+                    .await?
                     .map(|r| r.try_get::<_, bool>(0))
                     .transpose()
-                    .map_err(err)?;
+                    .map_err(client.err())?;
                 if not_null == Some(true) {
                     return Ok(0);
                 }
             }
         }
-        let row = client
-            .query_one(&PG.null_cursor_count(rel, &spec.cursor), &[])
-            .await
-            .map_err(err)?;
-        Ok(row.try_get::<_, i64>(0).map_err(err)? as u64)
+        client.count(&PG.null_cursor_count(rel, &spec.cursor)).await
     }
 
     /// Splits a whole-table read into ctid ranges read over several connections that share
@@ -290,32 +288,31 @@ impl PostgresSource {
     /// predicate (empty for a single chunk).
     async fn chunks(
         &self,
-        client: Client,
+        client: PgClient,
         spec: &TableSpec,
         rel: &str,
         unfiltered: bool,
-    ) -> Result<(Vec<Client>, Vec<String>)> {
+    ) -> Result<(Vec<PgClient>, Vec<String>)> {
         let single = |client| Ok((vec![client], vec![String::new()]));
         if !unfiltered || self.parallelism < 2 || !matches!(spec.source, SourceRef::Table(_)) {
             return single(client);
         }
-        let err = |e| pg_err(&spec.name, e);
         let pages: i64 = client
-            .query_one(
+            .call(client.query_one(
                 "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
                 &[&rel],
-            )
-            .await
-            .map_err(err)?
-            .get(0);
+            ))
+            .await?
+            .try_get(0)
+            .map_err(client.err())?;
         if pages < self.min_parallel_pages as i64 {
             return single(client);
         }
         let snapshot: String = client
-            .query_one("SELECT pg_export_snapshot()", &[])
-            .await
-            .map_err(err)?
-            .get(0);
+            .call(client.query_one("SELECT pg_export_snapshot()", &[]))
+            .await?
+            .try_get(0)
+            .map_err(client.err())?;
         let n = self.parallelism as i64;
         let step = pages / n + 1;
         let mut clients = vec![client];
@@ -323,12 +320,11 @@ impl PostgresSource {
         for i in 0..n {
             if i > 0 {
                 let c = self.connect(&spec.name).await?;
-                c.batch_execute(&format!(
+                c.batch(&format!(
                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
                     PG.string_literal(&snapshot)
                 ))
-                .await
-                .map_err(err)?;
+                .await?;
                 clients.push(c);
             }
             let lo = format!(" AND ctid >= '({},0)'::tid", i * step);
@@ -371,10 +367,7 @@ impl Source for PostgresSource {
         ));
         let stats = Arc::new(ExtractStats::default());
         // One snapshot for the high-water mark and every chunk of the read.
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| pg_err(&spec.name, e))?;
+        client.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         let high = if spec.cursor.is_empty() {
             None
         } else {
@@ -403,12 +396,7 @@ impl Source for PostgresSource {
             let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
             AbortOnDrop::spawn(async move {
                 let c = me.connect(&table).await?;
-                let row = c
-                    .query_one(&format!("SELECT count(*) FROM {rel}"), &[])
-                    .await
-                    .map_err(|e| pg_err(&table, e))?;
-                let n: i64 = row.get(0);
-                stats.count_source(n as u64);
+                stats.count_source(c.count(&format!("SELECT count(*) FROM {rel}")).await?);
                 Ok::<(), Error>(())
             })
         });
@@ -422,7 +410,7 @@ impl Source for PostgresSource {
                 select.join(", ")
             );
             tracing::debug!(table = %spec.name, sql = %sql, "postgres read");
-            let copy = client.copy_out(sql.as_str()).await.map_err(|e| pg_err(&spec.name, e))?;
+            let copy = client.copy_out(&sql).await?;
             streams.push(copy::batches(
                 &spec.name,
                 schema.clone(),
@@ -439,7 +427,7 @@ impl Source for PostgresSource {
         let tail = futures::stream::once(async move {
             for c in clients {
                 // End the read-only snapshot transactions (and release their locks) now.
-                c.batch_execute("COMMIT").await.map_err(|e| pg_err(&table, e))?;
+                c.batch("COMMIT").await?;
             }
             if let Some(task) = count {
                 db::join_count("postgres", &table, task).await?;

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use etl_core::catalog::CatalogColumn;
 use etl_core::formats::{self, MergePolicy};
-use etl_core::lake::{self, ColumnType, CommitRecord};
+use etl_core::lake::{self, CommitRecord};
 use etl_core::{Error, Location, Result};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
@@ -42,15 +43,30 @@ impl CommitLog {
         &self.location
     }
 
+    /// The sequences of the table's records. A marker of an applied commit whose record is
+    /// gone (newer than the newest record) means the log was edited: the next commit would
+    /// take its sequence and be mistaken for applied, so it is refused.
     async fn sequences(&self) -> Result<Vec<u64>> {
-        let mut seqs: Vec<u64> = self
-            .location
-            .list(&lake::commits_dir(&self.table))
-            .await?
-            .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
-            .collect();
+        let listed = self.location.list(&lake::commits_dir(&self.table)).await?;
+        let sequence =
+            |m: &ObjectMeta, ext: &str| -> Option<u64> { m.location.filename()?.strip_suffix(ext)?.parse().ok() };
+        let mut seqs: Vec<u64> = listed.iter().filter_map(|m| sequence(m, ".json")).collect();
         seqs.sort_unstable();
+        let newest = seqs.last().copied().unwrap_or(0);
+        if let Some(orphan) = listed
+            .iter()
+            .filter_map(|m| sequence(m, ".applied"))
+            .find(|s| *s > newest)
+        {
+            return Err(Error::Metadata {
+                path: self.applied_marker(orphan).to_string(),
+                message: format!(
+                    "commit record {orphan} of table `{}` is missing but marked applied: the commit log was edited \
+                     or partly deleted; restore the record, or remove the marker and the files that commit added",
+                    self.table
+                ),
+            });
+        }
         Ok(seqs)
     }
 
@@ -105,8 +121,29 @@ impl CommitLog {
     pub async fn apply(&self, rec: &CommitRecord) -> Result<()> {
         let store = self.location.store();
         let marker = self.applied_marker(rec.sequence);
-        match store.head(&marker).await {
-            Ok(_) => return Ok(()),
+        let record_path = || {
+            self.location
+                .path(&lake::commit_path(&self.table, rec.sequence))
+                .to_string()
+        };
+        match store.get(&marker).await {
+            Ok(got) => {
+                let run = got.bytes().await.map_err(|e| Error::store(&marker, e))?;
+                return match std::str::from_utf8(&run).map(str::trim) {
+                    Ok(run) if run == rec.checkpoint.run_id => Ok(()),
+                    // A marker of an older version holds nothing: the files say.
+                    Ok("") => self.check_in_place(rec).await,
+                    _ => Err(Error::Metadata {
+                        path: record_path(),
+                        message: format!(
+                            "the record is run `{}`, but its applied marker names run `{}`: the commit log was \
+                             edited; nothing of this commit is trusted to be in place",
+                            rec.checkpoint.run_id,
+                            String::from_utf8_lossy(&run).trim()
+                        ),
+                    }),
+                };
+            }
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(Error::store(&marker, e)),
         }
@@ -118,10 +155,7 @@ impl CommitLog {
                 Err(e) if not_found(&e) => {
                     // Moved already by an earlier attempt?
                     store.head(&to).await.map_err(|_| Error::Metadata {
-                        path: self
-                            .location
-                            .path(&lake::commit_path(&self.table, rec.sequence))
-                            .to_string(),
+                        path: record_path(),
                         message: format!("file `{}` is neither staged nor in place", f.path),
                     })?;
                 }
@@ -137,9 +171,30 @@ impl CommitLog {
             }
         }
         store
-            .put(&marker, PutPayload::new())
+            .put(&marker, PutPayload::from(rec.checkpoint.run_id.clone().into_bytes()))
             .await
             .map_err(|e| Error::store(&marker, e))?;
+        Ok(())
+    }
+
+    /// Checks that every file a commit added is at its final path.
+    async fn check_in_place(&self, rec: &CommitRecord) -> Result<()> {
+        for f in &rec.add {
+            let to = self.location.path(&f.path);
+            match self.location.store().head(&to).await {
+                Ok(_) => {}
+                Err(e) if not_found(&e) => {
+                    return Err(Error::Metadata {
+                        path: self
+                            .location
+                            .path(&lake::commit_path(&self.table, rec.sequence))
+                            .to_string(),
+                        message: format!("the commit is marked applied but its file `{}` is not in place", f.path),
+                    });
+                }
+                Err(e) => return Err(Error::store(&to, e)),
+            }
+        }
         Ok(())
     }
 
@@ -149,8 +204,9 @@ impl CommitLog {
     /// # Errors
     /// [`Error::ObjectStore`], or [`Error::Connector`] for a footer that cannot be read.
     pub async fn table_schema(&self, rec: &CommitRecord) -> Result<Option<SchemaRef>> {
-        if let Some(schema) = rec.columns.as_deref().and_then(ColumnType::schema) {
-            return Ok(Some(Arc::new(schema)));
+        if let Some(columns) = &rec.columns {
+            let path = self.location.path(&lake::commit_path(&self.table, rec.sequence));
+            return Ok(Some(Arc::new(CatalogColumn::schema(columns, path.as_ref())?)));
         }
         let mut merged: Option<(SchemaRef, String)> = None;
         for f in &rec.add {

@@ -32,7 +32,7 @@ use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use etl_connectors::postgres::{PgConfig, pg_err};
+use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
 use etl_core::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, TableSpec, TableWriter,
@@ -42,7 +42,7 @@ use futures::SinkExt;
 use tokio_postgres::CopyInSink;
 use tokio_postgres::error::SqlState;
 
-use crate::checkpoints::{Checkpoints, Session};
+use crate::checkpoints::Checkpoints;
 use crate::sql;
 use crate::statements::Statements;
 
@@ -114,6 +114,13 @@ impl PostgresSink {
         self
     }
 
+    /// How long to wait for the server (default [`etl_core::Timeouts::default`]; raise
+    /// `answer` for merges that run longer than an hour).
+    pub fn with_timeouts(mut self, timeouts: etl_core::Timeouts) -> Self {
+        self.pg = self.pg.with_timeouts(timeouts);
+        self
+    }
+
     /// A watermark store in this sink's schema. The sink records each run's watermark in the
     /// run's own transaction, so with this store target and watermark move together.
     pub fn watermark_store(&self) -> PostgresWatermarkStore {
@@ -146,8 +153,7 @@ impl Sink for PostgresSink {
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
         let spec = req.spec;
-        let client = self.pg.connect(&spec.name).await?;
-        let err = |e| pg_err(&spec.name, e);
+        let db = self.pg.connect(&spec.name).await?;
         let setup = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; {cp}; {wm}",
             schema = PG.quote(&self.schema),
@@ -156,19 +162,19 @@ impl Sink for PostgresSink {
         );
         // `IF NOT EXISTS` can still collide with a concurrent run creating the same object;
         // then it exists, and a second try finds it.
-        if let Err(e) = client.batch_execute(&setup).await {
+        if let Err(e) = db.timed(db.batch_execute(&setup)).await? {
             if e.code() != Some(&SqlState::UNIQUE_VIOLATION) {
-                return Err(err(e));
+                return Err(pg_err(&spec.name, e));
             }
-            client.batch_execute(&setup).await.map_err(err)?;
+            db.batch(&setup).await?;
         }
         // Fail early when another run committed since this one started.
-        let db = Session::new(client, &spec.name);
-        db.check_not_overtaken(&self.checkpoints(), req.pipeline, req.last_checkpoint)
+        self.checkpoints()
+            .check_not_overtaken(&db, req.pipeline, &spec.name, req.last_checkpoint)
             .await?;
         // Everything the run does is one transaction, from its first row to its checkpoint: a
         // run that fails or dies anywhere leaves nothing behind.
-        db.batch_execute("BEGIN").await.map_err(err)?;
+        db.batch("BEGIN").await?;
         // Identifiers are at most 63 bytes.
         let mut aside = format!("_etl_new_{}_{}", req.run_id, spec.target);
         while aside.len() > 63 {
@@ -208,7 +214,7 @@ enum Dest {
 const STAGE: &str = "_etl_stage";
 
 struct PgWriter {
-    db: Session,
+    db: PgClient,
     pipeline: String,
     spec: TableSpec,
     mode: LoadMode,
@@ -230,10 +236,9 @@ impl PgWriter {
     async fn target_exists(&self) -> Result<bool> {
         let row = self
             .db
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.target])
-            .await
-            .map_err(self.db.err())?;
-        Ok(row.get(0))
+            .call(self.db.query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.target]))
+            .await?;
+        row.try_get(0).map_err(self.db.err())
     }
 
     fn create(&self, table: &str, schema: &SchemaRef) -> Result<String> {
@@ -280,9 +285,11 @@ impl PgWriter {
         let cols = column_list(&schema);
         let copy = self
             .db
-            .copy_in(&format!("COPY {table} ({cols}) FROM STDIN (FORMAT binary)"))
-            .await
-            .map_err(self.db.err())?;
+            .call(
+                self.db
+                    .copy_in(&format!("COPY {table} ({cols}) FROM STDIN (FORMAT binary)")),
+            )
+            .await?;
         self.copy = Some(Box::pin(copy));
         encode::header(&mut self.buf);
         self.columns = Some(schema);
@@ -295,9 +302,8 @@ impl PgWriter {
         }
         let chunk = self.buf.split().freeze();
         self.bytes += chunk.len() as u64;
-        let name = self.spec.name.clone();
         let copy = self.copy.as_mut().expect("open");
-        copy.send(chunk).await.map_err(|e| pg_err(&name, e))
+        self.db.call(copy.send(chunk)).await
     }
 
     /// Adds source columns the target lacks; refuses a column whose type the target cannot
@@ -305,16 +311,16 @@ impl PgWriter {
     async fn evolve(&self, schema: &SchemaRef) -> Result<()> {
         let existing: Vec<(String, String)> = self
             .db
-            .query(
+            .call(self.db.query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                   WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&self.target],
-            )
-            .await
-            .map_err(self.db.err())?
+            ))
+            .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(self.db.err())?;
         for alter in sql::add_columns(PG, &self.spec.name, &self.target, &existing, schema.fields())? {
             self.db.exec(&alter).await?;
         }
@@ -339,7 +345,12 @@ impl PgWriter {
         let schema = self.columns.clone().expect("columns");
         let nulls = self.db.count(&self.statements(&schema, table).null_keys()).await?;
         if nulls > 0 {
-            return Err(self.db.null_keys("postgres", nulls, &self.spec.primary_key));
+            return Err(sql::null_key_error(
+                "postgres",
+                self.db.table(),
+                nulls,
+                &self.spec.primary_key,
+            ));
         }
         Ok(())
     }
@@ -378,7 +389,7 @@ impl PgWriter {
         let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
         let add_key = format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", k.join(", "));
         self.db.exec("SAVEPOINT etl_key").await?;
-        match self.db.batch_execute(&add_key).await {
+        match self.db.timed(self.db.batch_execute(&add_key)).await? {
             Ok(()) => Ok(0),
             Err(e) => {
                 self.db.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
@@ -476,7 +487,9 @@ impl PgWriter {
             )
             .await
             .map_err(self.db.err())?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(self.db.err())?;
         let soft = st.soft_delete()?;
         let fast = self.spec.merge == MergeStrategy::UpdateInsert && soft.is_none() && unique.is_some();
         let mut collapsed = 0;
@@ -512,16 +525,19 @@ impl PgWriter {
                     target = self.target,
                     k = k.join(", ")
                 );
-                let counts = |r: tokio_postgres::Row| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64);
+                let counts = |r: tokio_postgres::Row| -> Result<(u64, u64)> {
+                    let n = |i| r.try_get::<_, i64>(i).map(|n| n as u64).map_err(self.db.err());
+                    Ok((n(0)?, n(1)?))
+                };
                 self.db.exec("SAVEPOINT etl_merge").await?;
-                match self.db.query_one(&upsert, &[]).await {
-                    Ok(r) => counts(r),
+                match self.db.timed(self.db.query_one(&upsert, &[])).await? {
+                    Ok(r) => counts(r)?,
                     Err(e) => {
                         self.db.exec("ROLLBACK TO SAVEPOINT etl_merge").await?;
                         match e.code() {
                             Some(c) if *c == SqlState::CARDINALITY_VIOLATION => {
                                 collapsed = self.collapse(STAGE).await?;
-                                counts(self.db.query_one(&upsert, &[]).await.map_err(self.db.err())?)
+                                counts(self.db.call(self.db.query_one(&upsert, &[])).await?)?
                             }
                             Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
                                 self.check_keys(STAGE).await?;
@@ -536,10 +552,13 @@ impl PgWriter {
                 // No unique index: MERGE (Postgres 15+), which joins instead.
                 let version: i32 = self
                     .db
-                    .query_one("SELECT current_setting('server_version_num')::int", &[])
-                    .await
-                    .map_err(self.db.err())?
-                    .get(0);
+                    .call(
+                        self.db
+                            .query_one("SELECT current_setting('server_version_num')::int", &[]),
+                    )
+                    .await?
+                    .try_get(0)
+                    .map_err(self.db.err())?;
                 if version < 150_000 {
                     return Err(Error::Connector {
                         connector: "postgres",
@@ -605,7 +624,7 @@ impl PgWriter {
         } else {
             None
         };
-        self.db.batch_execute("COMMIT").await.map_err(self.db.err())?;
+        self.db.batch("COMMIT").await?;
         tracing::debug!(table = %self.spec.name, target = %self.target,
             inserted, updated, deleted, collapsed, "postgres commit");
         Ok(CommitSummary {
@@ -648,7 +667,7 @@ impl TableWriter for PgWriter {
             self.flush().await?;
             let name = self.spec.name.clone();
             let mut copy = self.copy.take().expect("open");
-            let copied = copy.as_mut().finish().await.map_err(|e| pg_err(&name, e))?;
+            let copied = self.db.call(copy.as_mut().finish()).await?;
             if copied != self.rows {
                 return Err(Error::Connector {
                     connector: "postgres",
@@ -668,7 +687,7 @@ impl TableWriter for PgWriter {
         let result = self.commit_in(&checkpoint).await;
         if result.is_err() {
             // Nothing of the run stays: its tables, rows and checkpoint go with the rollback.
-            let _ = self.db.batch_execute("ROLLBACK").await;
+            let _ = self.db.batch("ROLLBACK").await;
         }
         result
     }
@@ -676,9 +695,6 @@ impl TableWriter for PgWriter {
     async fn abort(mut self: Box<Self>) -> Result<()> {
         // Dropping the COPY sink without finishing it aborts the COPY.
         self.copy = None;
-        self.db
-            .batch_execute("ROLLBACK")
-            .await
-            .map_err(|e| pg_err(&self.spec.name, e))
+        self.db.batch("ROLLBACK").await
     }
 }

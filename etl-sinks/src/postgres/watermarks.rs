@@ -2,10 +2,9 @@
 //! table, generation), written by the Postgres sink inside each run's transaction.
 
 use async_trait::async_trait;
-use etl_connectors::postgres::{PgConfig, pg_err};
+use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
 use etl_core::sql::Dialect;
 use etl_core::{Checkpoint, Error, Result, Watermark, WatermarkStore};
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 const PG: Dialect = Dialect::Postgres;
@@ -24,17 +23,22 @@ pub(super) fn create(schema: &str) -> String {
 
 /// Records the watermark of a committing run, in the caller's open transaction, as the next
 /// generation of (pipeline, table).
-pub(super) async fn record(client: &Client, schema: &str, pipeline: &str, table: &str, cp: &Checkpoint) -> Result<()> {
+pub(super) async fn record(
+    client: &PgClient,
+    schema: &str,
+    pipeline: &str,
+    table: &str,
+    cp: &Checkpoint,
+) -> Result<()> {
     let t = format!("{}.{}", PG.quote(schema), PG.quote(WATERMARKS));
-    let err = |e| pg_err(table, e);
     let generation: i64 = client
-        .query_one(
+        .call(client.query_one(
             &format!("SELECT coalesce(max(generation), 0) + 1 FROM {t} WHERE pipeline = $1 AND table_name = $2"),
             &[&pipeline, &table],
-        )
-        .await
-        .map_err(err)?
-        .get(0);
+        ))
+        .await?
+        .try_get(0)
+        .map_err(client.err())?;
     insert(
         client,
         &t,
@@ -43,14 +47,14 @@ pub(super) async fn record(client: &Client, schema: &str, pipeline: &str, table:
     .await
 }
 
-async fn insert(client: &Client, t: &str, wm: &Watermark) -> Result<()> {
+async fn insert(client: &PgClient, t: &str, wm: &Watermark) -> Result<()> {
     let json = serde_json::to_string(wm).map_err(|e| Error::config(e.to_string()))?;
     let res = client
-        .execute(
+        .timed(client.execute(
             &format!("INSERT INTO {t} VALUES ($1, $2, $3, $4, $5::text::jsonb, now())"),
             &[&wm.pipeline, &wm.table, &(wm.generation as i64), &wm.run_id, &json],
-        )
-        .await;
+        ))
+        .await?;
     match res {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(Error::ConcurrentRun {
@@ -85,34 +89,33 @@ impl PostgresWatermarkStore {
         format!("{}.{}", PG.quote(&self.schema), PG.quote(WATERMARKS))
     }
 
-    async fn client(&self, table: &str) -> Result<Client> {
+    async fn client(&self, table: &str) -> Result<PgClient> {
         let c = self.pg.connect(table).await?;
-        c.batch_execute(&format!(
+        c.batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {}; {}",
             PG.quote(&self.schema),
             create(&self.schema)
         ))
-        .await
-        .map_err(|e| pg_err(table, e))?;
+        .await?;
         Ok(c)
     }
 
     async fn rows(&self, pipeline: &str, table: &str, limit: i64) -> Result<Vec<Watermark>> {
         let c = self.client(table).await?;
         let rows = c
-            .query(
+            .call(c.query(
                 &format!(
                     "SELECT watermark::text FROM {} WHERE pipeline = $1 AND table_name = $2
                       ORDER BY generation DESC LIMIT $3",
                     self.table()
                 ),
                 &[&pipeline, &table, &limit],
-            )
-            .await
-            .map_err(|e| pg_err(table, e))?;
+            ))
+            .await?;
         rows.iter()
             .map(|r| {
-                serde_json::from_str(r.get(0)).map_err(|e| Error::Metadata {
+                let text: &str = r.try_get(0).map_err(|e| pg_err(table, e))?;
+                serde_json::from_str(text).map_err(|e| Error::Metadata {
                     path: format!("{} ({pipeline}, {table})", self.table()),
                     message: e.to_string(),
                 })

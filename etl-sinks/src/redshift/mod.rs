@@ -34,7 +34,7 @@ use std::fmt;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use etl_connectors::postgres::PgConfig;
+use etl_connectors::postgres::{PgClient, PgConfig};
 use etl_core::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Location, Result, Sink, StageSummary, TableSpec, TableWriter,
@@ -42,7 +42,7 @@ use etl_core::{
 };
 use futures::{SinkExt, TryStreamExt};
 
-use crate::checkpoints::{Checkpoints, Session};
+use crate::checkpoints::Checkpoints;
 use crate::postgres::encode;
 use crate::sql;
 use crate::stage::ParquetStage;
@@ -165,6 +165,13 @@ impl RedshiftSink {
         self
     }
 
+    /// How long to wait for the cluster (default [`etl_core::Timeouts::default`]; raise
+    /// `answer` for a `COPY` or `MERGE` that runs longer than an hour).
+    pub fn with_timeouts(mut self, timeouts: etl_core::Timeouts) -> Self {
+        self.pg = self.pg.with_timeouts(timeouts);
+        self
+    }
+
     fn qualified(&self, table: &str) -> String {
         format!("{}.{}", RS.quote(&self.schema), RS.quote(table))
     }
@@ -191,8 +198,9 @@ impl Sink for RedshiftSink {
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
         let spec = req.spec;
-        let db = Session::new(self.pg.connect(&spec.name).await?, &spec.name);
-        db.check_not_overtaken(&self.checkpoints(), req.pipeline, req.last_checkpoint)
+        let db = self.pg.connect(&spec.name).await?;
+        self.checkpoints()
+            .check_not_overtaken(&db, req.pipeline, &spec.name, req.last_checkpoint)
             .await?;
         let prefix = format!("_etl/redshift/{}/{}/{}", req.pipeline, spec.target, req.run_id);
         Ok(Box::new(RsWriter {
@@ -210,7 +218,7 @@ impl Sink for RedshiftSink {
 
 struct RsWriter {
     sink: RedshiftSink,
-    db: Session,
+    db: PgClient,
     pipeline: String,
     spec: TableSpec,
     mode: LoadMode,
@@ -238,13 +246,13 @@ impl RsWriter {
     async fn target_exists(&self) -> Result<bool> {
         let n = self
             .db
-            .query_one(
+            .call(self.db.query_one(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
                 &[&self.sink.schema, &self.spec.target],
-            )
-            .await
-            .map_err(self.db.err())?
-            .get::<_, i64>(0);
+            ))
+            .await?
+            .try_get::<_, i64>(0)
+            .map_err(self.db.err())?;
         Ok(n > 0)
     }
 
@@ -269,9 +277,11 @@ impl RsWriter {
         use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
         let copy = self
             .db
-            .copy_in::<_, bytes::Bytes>(&format!("COPY {STAGE} FROM STDIN (FORMAT binary)"))
-            .await
-            .map_err(self.db.err())?;
+            .call(
+                self.db
+                    .copy_in::<_, bytes::Bytes>(&format!("COPY {STAGE} FROM STDIN (FORMAT binary)")),
+            )
+            .await?;
         let mut copy = std::pin::pin!(copy);
         let mut buf = BytesMut::new();
         encode::header(&mut buf);
@@ -290,12 +300,12 @@ impl RsWriter {
                 .map_err(read_err)?;
             while let Some(b) = batches.try_next().await.map_err(read_err)? {
                 encode::rows(&self.spec.name, &b, &mut buf)?;
-                copy.send(buf.split().freeze()).await.map_err(self.db.err())?;
+                self.db.call(copy.send(buf.split().freeze())).await?;
             }
         }
         encode::trailer(&mut buf);
-        copy.send(buf.split().freeze()).await.map_err(self.db.err())?;
-        copy.as_mut().finish().await.map_err(self.db.err())?;
+        self.db.call(copy.send(buf.split().freeze())).await?;
+        self.db.call(copy.as_mut().finish()).await?;
         Ok(())
     }
 
@@ -314,16 +324,17 @@ impl RsWriter {
             .iter()
             .map(|r| {
                 let have = match (
-                    r.get::<_, &str>(1),
-                    r.get::<_, Option<i32>>(2),
-                    r.get::<_, Option<i32>>(3),
+                    r.try_get::<_, &str>(1)?,
+                    r.try_get::<_, Option<i32>>(2)?,
+                    r.try_get::<_, Option<i32>>(3)?,
                 ) {
                     ("numeric", Some(p), Some(s)) => format!("numeric({p},{s})"),
                     (t, _, _) => t.to_string(),
                 };
-                (r.get(0), have)
+                Ok((r.try_get(0)?, have))
             })
-            .collect();
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(self.db.err())?;
         let target = self.sink.qualified(&self.spec.target);
         let fields = self.stage.columns().expect("columns").fields();
         for alter in sql::add_columns(RS, &self.spec.name, &target, &existing, fields)? {
@@ -374,7 +385,12 @@ impl RsWriter {
             LoadMode::Upsert => {
                 let nulls = self.db.count(&st.null_keys()).await?;
                 if nulls > 0 {
-                    return Err(self.db.null_keys("redshift", nulls, &self.spec.primary_key));
+                    return Err(sql::null_key_error(
+                        "redshift",
+                        self.db.table(),
+                        nulls,
+                        &self.spec.primary_key,
+                    ));
                 }
                 self.db.exec(&st.collapse()).await?;
                 let latest = self.db.count(&format!("SELECT count(*) FROM {LATEST}")).await?;
@@ -406,18 +422,14 @@ impl RsWriter {
     async fn commit_in(&self, checkpoint: &Checkpoint) -> Result<CommitSummary> {
         let cp = self.sink.checkpoints();
         self.db
-            .batch_execute(&format!(
+            .batch(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {}; {}",
                 RS.quote(&self.sink.schema),
                 cp.create()
             ))
-            .await
-            .map_err(self.db.err())?;
+            .await?;
         // Redshift runs every transaction serializable; Postgres standing in is told to.
-        self.db
-            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            .await
-            .map_err(self.db.err())?;
+        self.db.batch("BEGIN ISOLATION LEVEL SERIALIZABLE").await?;
         cp.store(
             &self.db,
             &self.pipeline,
@@ -451,7 +463,7 @@ impl RsWriter {
         } else {
             None
         };
-        self.db.batch_execute("COMMIT").await.map_err(self.db.err())?;
+        self.db.batch("COMMIT").await?;
         tracing::debug!(table = %self.spec.name, inserted, updated, deleted, collapsed, "redshift commit");
         Ok(CommitSummary {
             target_rows,
@@ -477,7 +489,7 @@ impl TableWriter for RsWriter {
         let result = self.commit_in(&checkpoint).await;
         if result.is_err() {
             // Nothing of the run stays: its tables, rows and checkpoint go with the rollback.
-            let _ = self.db.batch_execute("ROLLBACK").await;
+            let _ = self.db.batch("ROLLBACK").await;
         }
         self.stage.remove().await;
         result

@@ -37,6 +37,8 @@ use snowflake_api::{
     SnowflakeApiError,
 };
 
+mod tokens;
+
 use crate::sql;
 use crate::stage::ParquetStage;
 use crate::statements::Statements;
@@ -135,6 +137,7 @@ pub struct SnowflakeSink {
     staging: Location,
     stage: SnowflakeStage,
     client: Option<reqwest_middleware::ClientWithMiddleware>,
+    timeouts: etl_core::Timeouts,
 }
 
 impl fmt::Debug for SnowflakeSink {
@@ -158,7 +161,17 @@ impl SnowflakeSink {
             staging,
             stage,
             client: None,
+            timeouts: etl_core::Timeouts::default(),
         }
+    }
+
+    /// How long to wait for Snowflake (default [`etl_core::Timeouts::default`]): `connect`
+    /// for a connection, `answer` for a response to go without a byte (Snowflake answers a
+    /// long statement within about 45 s, with "still running" if need be). Applies to the
+    /// sink's own HTTP client, not to one given with [`SnowflakeSink::with_http_client`].
+    pub fn with_timeouts(mut self, timeouts: etl_core::Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Writes into `schema` (created when missing; the name is used as given, quoted).
@@ -195,11 +208,15 @@ impl SnowflakeSink {
             role: a.role.clone(),
             auth_type,
         };
-        let mut b = SnowflakeApiBuilder::new(args);
-        if let Some(c) = &self.client {
-            b = b.with_client(c.clone());
-        }
-        let api = b.build().map_err(|e| sf_err(table, e))?;
+        let client = tokens::client(self.client.as_ref(), &self.timeouts).map_err(|e| Error::Connector {
+            connector: "snowflake",
+            message: format!("table `{table}`: cannot build the HTTP client: {e}"),
+            retryable: false,
+        })?;
+        let api = SnowflakeApiBuilder::new(args)
+            .with_client(client)
+            .build()
+            .map_err(|e| sf_err(table, e))?;
         Ok(Session {
             api,
             table: table.to_string(),
@@ -242,8 +259,38 @@ impl SnowflakeSink {
     }
 }
 
+/// Whether a failed call may succeed if tried again: the network (a timeout, a refused or
+/// dropped connection, a server error), never an answer that does not decode or a refusal.
+fn transient(e: &SnowflakeApiError) -> bool {
+    use snowflake_api::connection::ConnectionError as C;
+    let http = |e: &reqwest::Error| {
+        e.is_timeout() || e.is_connect() || e.is_request() || e.status().is_some_and(|s| s.is_server_error())
+    };
+    let connection = |c: &C| match c {
+        C::RequestError(e) => http(e),
+        C::RequestMiddlewareError(reqwest_middleware::Error::Reqwest(e)) => http(e),
+        _ => false,
+    };
+    match e {
+        SnowflakeApiError::RequestError(c) => connection(c),
+        // A login's own error type is private: a failure of the connection underneath shows
+        // as an I/O error in its sources.
+        SnowflakeApiError::AuthError(a) => {
+            let mut source = std::error::Error::source(a);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
 fn sf_err(table: &str, e: SnowflakeApiError) -> Error {
-    let retryable = matches!(e, SnowflakeApiError::RequestError(_));
+    let retryable = transient(&e);
     Error::Connector {
         connector: "snowflake",
         message: format!("table `{table}`: {e}"),
