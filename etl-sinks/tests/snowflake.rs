@@ -481,9 +481,10 @@ async fn no_secret_reaches_a_log_line() {
     assert!(tokens.iter().all(|t| t.starts_with("etl-redacted-")), "{auth}");
 }
 
-/// Answers a client cannot decode are not worth retrying; a server that cannot be reached is.
+/// Answers a client cannot decode are not worth retrying; a server that cannot be reached, or
+/// that never answers (after the login timeout), is.
 #[tokio::test]
-async fn undecodable_answers_are_final_and_unreachable_servers_transient() {
+async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient() {
     struct Garble;
     #[async_trait::async_trait]
     impl Middleware for Garble {
@@ -506,6 +507,12 @@ async fn undecodable_answers_are_final_and_unreachable_servers_transient() {
         }
     }
     let wh = Wh::new();
+    let s = std::time::Duration::from_secs(1);
+    let quick = etl_core::Timeouts {
+        connect: s,
+        login: s,
+        answer: Some(s),
+    };
     let run = |client: ClientWithMiddleware| {
         let source = Arc::new(MemorySource::new());
         source.append("t", customers(&[(1, "a", 1)])).unwrap();
@@ -516,7 +523,8 @@ async fn undecodable_answers_are_final_and_unreachable_servers_transient() {
             SnowflakeStage::Url(url),
         )
         .with_schema(&wh.schema)
-        .with_http_client(client);
+        .with_http_client(client)
+        .with_timeouts(quick);
         async move {
             Pipeline::builder("garbled")
                 .source_arc(source)
@@ -547,4 +555,22 @@ async fn undecodable_answers_are_final_and_unreachable_servers_transient() {
     let t = r.table("t").unwrap();
     assert_eq!(t.status, etl_core::TableStatus::Failed);
     assert!(t.retryable, "{t:?}");
+
+    // A server that accepts the connection and never answers: the login times out.
+    let mut silent = emulator();
+    silent.set_port(Some(etl_core::conformance::silent_server())).unwrap();
+    let r = run(ClientBuilder::new(reqwest::Client::new())
+        .with(Fakesnow(silent))
+        .build())
+    .await;
+    let t = r.table("t").unwrap();
+    assert_eq!(t.status, etl_core::TableStatus::Failed);
+    assert!(t.retryable, "{t:?}");
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap()
+            .contains("no answer from etl.snowflakecomputing.com within 1s while logging in"),
+        "{t:?}"
+    );
 }

@@ -3,7 +3,13 @@
 //! # Incremental reads
 //! The watermark of a file table is a bookmark of every file read (path, size, last
 //! modified, e-tag). An incremental run reads only files that are new or changed since the
-//! last committed run; with cursor columns it also keeps only rows past the cursor.
+//! last committed run; with cursor columns it also keeps only rows past the cursor. A changed
+//! file is read again whole: without a cursor its earlier rows reach an INCREMENTAL target
+//! again, and the report warns naming the file (give the table a cursor, or use UPSERT).
+//!
+//! # Compression
+//! Gzip CSV and JSON-lines files are decompressed (`.csv.gz`, or gzip bytes under any
+//! name); other compressions are refused naming the file.
 //!
 //! # Bad rows
 //! A row that cannot be parsed stops the table with [`etl_core::Error::MalformedRow`] naming

@@ -11,8 +11,11 @@
 //!   starts; the window `(low, high]` is pushed down into the `COPY`'s query, so an index on
 //!   the cursor column makes a 1% delta read about 1% of the rows. `COPY` takes no bind
 //!   parameters: the two bounds are rendered as typed literals from the stored watermark by
-//!   [`etl_core::sql::Dialect::literal`] (never from user text). Rows whose cursor is NULL are
-//!   read by a full or first read only.
+//!   [`etl_core::sql::Dialect::literal`] (never from user text). Rows whose cursor is NULL
+//!   follow the spec's [`etl_core::NullCursors`] rule: a filtered read counts them in its
+//!   snapshot (no query when a cursor column is declared `NOT NULL`).
+//! - Every call is bounded by [`etl_core::Timeouts`] ([`PostgresSource::with_timeouts`]); a
+//!   statement that times out is cancelled on the server.
 //! - The table's `count(*)` for the report runs on a second connection while the rows stream,
 //!   on reads of the whole table only by default: counting a large table would read all of
 //!   it and defeat a delta read ([`PostgresSource::with_counts`]). The window's count is the

@@ -11,6 +11,12 @@
 //! the old ones deleted); `INCREMENTAL` and `APPEND` add files. `UPSERT` is refused: a lake
 //! of Parquet files has no key index to merge into.
 //!
+//! # Schema
+//! Each commit record keeps the table's columns. An appending run whose column changed type
+//! is refused ([`etl_core::Error::ColumnTypeConflict`], nothing written) unless the change is
+//! a safe widening; a column the table holds wider is written in the table's type. New
+//! columns are added. A replacing run may change the table's types.
+//!
 //! # Visibility
 //! Readers of the commit log see a commit all at once. Engines that list the folders
 //! (DuckDB, pyarrow, Athena) see the moved files appear one by one during the short move

@@ -165,10 +165,10 @@ impl SnowflakeSink {
         }
     }
 
-    /// How long to wait for Snowflake (default [`etl_core::Timeouts::default`]): `connect`
-    /// for a connection, `answer` for a response to go without a byte (Snowflake answers a
-    /// long statement within about 45 s, with "still running" if need be). Applies to the
-    /// sink's own HTTP client, not to one given with [`SnowflakeSink::with_http_client`].
+    /// How long to wait for Snowflake (default [`etl_core::Timeouts::default`]): `login` for
+    /// a login, `answer` for every other request (Snowflake answers a long statement within
+    /// about 45 s, with "still running" if need be), `connect` for the sink's own HTTP client
+    /// (a client given with [`SnowflakeSink::with_http_client`] keeps its own).
     pub fn with_timeouts(mut self, timeouts: etl_core::Timeouts) -> Self {
         self.timeouts = timeouts;
         self
@@ -208,7 +208,7 @@ impl SnowflakeSink {
             role: a.role.clone(),
             auth_type,
         };
-        let client = tokens::client(self.client.as_ref(), &self.timeouts).map_err(|e| Error::Connector {
+        let (client, tokens) = tokens::client(self.client.as_ref(), &self.timeouts).map_err(|e| Error::Connector {
             connector: "snowflake",
             message: format!("table `{table}`: cannot build the HTTP client: {e}"),
             retryable: false,
@@ -220,6 +220,8 @@ impl SnowflakeSink {
         Ok(Session {
             api,
             table: table.to_string(),
+            host: format!("{}.snowflakecomputing.com", a.account),
+            tokens,
         })
     }
 
@@ -302,6 +304,10 @@ fn sf_err(table: &str, e: SnowflakeApiError) -> Error {
 struct Session {
     api: SnowflakeApi,
     table: String,
+    /// The account's host, for messages.
+    host: String,
+    /// The client's middleware: it knows whether a failed call timed out.
+    tokens: std::sync::Arc<tokens::SessionTokens>,
 }
 
 /// What a statement returned.
@@ -313,7 +319,19 @@ enum Rows {
 
 impl Session {
     async fn run(&self, sql: &str) -> Result<Rows> {
-        let raw = self.api.exec_raw(sql).await.map_err(|e| sf_err(&self.table, e))?;
+        let raw = self
+            .api
+            .exec_raw(sql)
+            .await
+            .map_err(|e| match self.tokens.timed_out() {
+                Some((phase, after)) => Error::Timeout {
+                    connector: "snowflake",
+                    host: self.host.clone(),
+                    phase: phase.to_string(),
+                    after,
+                },
+                None => sf_err(&self.table, e),
+            })?;
         Ok(match raw {
             RawQueryResult::Json(j) => Rows::Json(j.value),
             RawQueryResult::Empty => Rows::Empty,

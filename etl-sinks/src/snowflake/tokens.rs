@@ -6,46 +6,83 @@
 //! the network: the tokens of a login or renewal answer are swapped for stand-ins before the
 //! API sees them, and swapped back into each request's header and body on the way out.
 //! Whatever the API (or any middleware the user adds) logs holds the stand-ins only.
+//!
+//! The same middleware bounds each request by the sink's [`Timeouts`] (`login` for a login,
+//! `answer` for the rest: Snowflake answers within about 45 s, with "still running" if need
+//! be), whatever client the user gave, and remembers the timeout for the sink's error.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use etl_core::Timeouts;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
-use std::collections::VecDeque;
-use std::sync::Mutex;
 
-/// The client every session of the sink uses: `base` (or a default one with `timeouts` and
-/// retries of transient failures) with [`SessionTokens`] nearest the network.
+/// The client every session of the sink uses: `base` (or a default one with the connect
+/// timeout and retries of transient failures) with [`SessionTokens`] nearest the network.
 pub(super) fn client(
     base: Option<&ClientWithMiddleware>,
     timeouts: &Timeouts,
-) -> reqwest::Result<ClientWithMiddleware> {
+) -> reqwest::Result<(ClientWithMiddleware, Arc<SessionTokens>)> {
     let base = match base {
         Some(c) => c.clone(),
         None => {
-            let mut http = reqwest::Client::builder().connect_timeout(timeouts.connect).gzip(true);
-            if let Some(answer) = timeouts.answer {
-                http = http.read_timeout(answer);
-            }
-            let http = http.build()?;
+            let http = reqwest::Client::builder()
+                .connect_timeout(timeouts.connect)
+                .gzip(true)
+                .build()?;
             let retries = reqwest_retry::policies::ExponentialBackoff::builder().build_with_max_retries(3);
             ClientBuilder::new(http)
                 .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(retries))
                 .build()
         }
     };
-    Ok(ClientBuilder::from_client(base).with(SessionTokens::default()).build())
+    let tokens = Arc::new(SessionTokens::new(*timeouts));
+    Ok((
+        ClientBuilder::from_client(base).with_arc(tokens.clone()).build(),
+        tokens,
+    ))
 }
 
-/// Swaps session tokens for stand-ins in answers, and back in requests.
-#[derive(Default)]
+/// Swaps session tokens for stand-ins in answers, and back in requests; bounds each request
+/// by the timeouts.
 pub(super) struct SessionTokens {
     /// (stand-in, token), newest last; a few are kept (a session renews its tokens).
     known: Mutex<VecDeque<(String, String)>>,
+    timeouts: Timeouts,
+    /// The last request that timed out: what it was doing, and the limit.
+    timed_out: Mutex<Option<(&'static str, Duration)>>,
 }
+
+/// A request that ran out of time (the error the middleware hands the API).
+#[derive(Debug)]
+struct Silent(&'static str, Duration);
+
+impl std::fmt::Display for Silent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer within {}s while {}", self.1.as_secs_f64(), self.0)
+    }
+}
+
+impl std::error::Error for Silent {}
 
 /// Tokens kept at most (a session holds two; renewals replace them).
 const KEEP: usize = 16;
 
 impl SessionTokens {
+    fn new(timeouts: Timeouts) -> Self {
+        SessionTokens {
+            known: Mutex::new(VecDeque::new()),
+            timeouts,
+            timed_out: Mutex::new(None),
+        }
+    }
+
+    /// What the last request that timed out was doing, and its limit (taken once).
+    pub(super) fn timed_out(&self) -> Option<(&'static str, Duration)> {
+        self.timed_out.lock().expect("timeout lock").take()
+    }
+
     fn stand_in(&self, token: &str) -> String {
         let mut known = self.known.lock().expect("tokens lock");
         if let Some((s, _)) = known.iter().find(|(_, t)| t == token) {
@@ -102,7 +139,21 @@ impl Middleware for SessionTokens {
         }
         let path = req.url().path();
         let session = path.contains("login-request") || path.contains("token-request");
-        let resp = next.run(req, ext).await?;
+        let (phase, limit) = if path.contains("login-request") {
+            ("logging in", Some(self.timeouts.login))
+        } else {
+            ("waiting for an answer", self.timeouts.answer)
+        };
+        let resp = match limit {
+            None => next.run(req, ext).await?,
+            Some(after) => match tokio::time::timeout(after, next.run(req, ext)).await {
+                Ok(resp) => resp?,
+                Err(_) => {
+                    *self.timed_out.lock().expect("timeout lock") = Some((phase, after));
+                    return Err(reqwest_middleware::Error::middleware(Silent(phase, after)));
+                }
+            },
+        };
         if !session {
             return Ok(resp);
         }
@@ -138,7 +189,7 @@ mod tests {
 
     #[test]
     fn stand_ins_are_restored_in_requests() {
-        let t = SessionTokens::default();
+        let t = SessionTokens::new(Timeouts::default());
         let s = t.stand_in("real-token");
         assert!(s.starts_with("etl-redacted-") && !s.contains("real"));
         assert_eq!(t.stand_in("real-token"), s, "one stand-in per token");
