@@ -314,32 +314,70 @@ impl PgClient {
         Ok(n as u64)
     }
 
-    /// The bytes of a `COPY … TO STDOUT`, each chunk within the answer timeout.
+    /// The bytes of a `COPY … TO STDOUT`; the server may stay silent for the answer timeout
+    /// at most between two chunks (then the statement is cancelled).
     ///
     /// # Errors
     /// As [`PgClient::call`]; the stream's items too.
-    pub async fn copy_out(&self, sql: &str) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
-        use futures::StreamExt;
+    pub async fn copy_out(&self, sql: &str) -> Result<CopyOut> {
         let stream = Box::pin(self.call(self.client.copy_out(sql)).await?);
-        let (table, host, answer) = (self.table.clone(), self.host.clone(), self.answer);
-        let token = self.client.cancel_token();
-        Ok(futures::stream::unfold(stream, move |mut s| {
-            let (table, host, token) = (table.clone(), host.clone(), token.clone());
-            async move {
-                let next =
-                    Timeouts::within("postgres", &host, "reading rows", answer, async { Ok(s.next().await) }).await;
-                match next {
-                    Ok(Some(item)) => Some((item.map_err(|e| pg_err(&table, e)), s)),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tokio::spawn(async move {
-                            let _ = tokio::time::timeout(Duration::from_secs(10), token.cancel_query(NoTls)).await;
-                        });
-                        Some((Err(e), s))
-                    }
-                }
-            }
+        Ok(CopyOut {
+            inner: stream,
+            table: self.table.clone(),
+            host: self.host.clone(),
+            answer: self.answer,
+            silence: None,
+            token: self.client.cancel_token(),
         })
-        .boxed())
+    }
+}
+
+/// The chunks of a `COPY … TO STDOUT`, failing with [`Error::Timeout`] when the server stays
+/// silent longer than the answer timeout. The timer runs only while no chunk is ready (a
+/// chunk is a row: one timer per row would cost more than the row).
+pub struct CopyOut {
+    inner: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    table: String,
+    host: String,
+    answer: Option<Duration>,
+    silence: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    token: tokio_postgres::CancelToken,
+}
+
+impl futures::Stream for CopyOut {
+    type Item = Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => {
+                this.silence = None;
+                Poll::Ready(item.map(|r| r.map_err(|e| pg_err(&this.table, e))))
+            }
+            Poll::Pending => {
+                let Some(after) = this.answer else {
+                    return Poll::Pending;
+                };
+                let silence = this.silence.get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+                if silence.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.silence = None;
+                let token = this.token.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), token.cancel_query(NoTls)).await;
+                });
+                Poll::Ready(Some(Err(Error::Timeout {
+                    connector: "postgres",
+                    host: this.host.clone(),
+                    phase: "reading rows".to_string(),
+                    after,
+                })))
+            }
+        }
     }
 }

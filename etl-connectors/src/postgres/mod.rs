@@ -36,7 +36,7 @@ mod conn;
 mod copy;
 mod types;
 
-pub use conn::{PgClient, PgConfig, pg_err};
+pub use conn::{CopyOut, PgClient, PgConfig, pg_err};
 
 use std::fmt;
 use std::sync::Arc;

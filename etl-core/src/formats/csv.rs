@@ -32,10 +32,8 @@ struct OpenQuote {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Quoting {
-    /// At the start of a field: a quote here opens a quoted field.
-    StartField,
-    /// Inside an unquoted field (a quote here is an ordinary byte).
-    InField,
+    /// Outside quoted fields: a quote opens one only at the start of a field.
+    Unquoted,
     /// Inside a quoted field.
     InQuoted,
     /// After a quote inside a quoted field: a second quote is an escaped one.
@@ -51,6 +49,8 @@ struct Tracked {
     quote: u8,
     delimiter: u8,
     state: Quoting,
+    /// The byte before the next one (a line end at the start: a field starts there).
+    prev: u8,
     offset: u64,
     line: u64,
     open: Option<OpenQuote>,
@@ -65,7 +65,8 @@ impl Tracked {
             inner,
             quote: o.quote,
             delimiter: o.delimiter,
-            state: Quoting::StartField,
+            state: Quoting::Unquoted,
+            prev: b'\n',
             offset: 0,
             line: 1,
             open: None,
@@ -82,55 +83,68 @@ impl Tracked {
     }
 
     fn scan(&mut self, buf: &[u8]) {
+        // Between two quotes a few bytes lie: a plain loop beats a vectorised count there.
+        let newlines = |b: &[u8]| {
+            if b.len() < 256 {
+                b.iter().filter(|&&c| c == b'\n').count() as u64
+            } else {
+                memchr::memchr_iter(b'\n', b).count() as u64
+            }
+        };
         let mut i = 0;
         while i < buf.len() {
             match self.state {
+                // Only a quote at the start of a field matters: jump from quote to quote.
+                Quoting::Unquoted => {
+                    let Some(j) = memchr::memchr(self.quote, &buf[i..]) else {
+                        self.line += newlines(&buf[i..]);
+                        self.prev = buf[buf.len() - 1];
+                        break;
+                    };
+                    let at = i + j;
+                    self.line += newlines(&buf[i..at]);
+                    let before = if at > i { buf[at - 1] } else { self.prev };
+                    if before == self.delimiter || before == b'\n' || before == b'\r' {
+                        self.open = Some(OpenQuote {
+                            byte: self.offset + at as u64,
+                            line: self.line,
+                            newline: None,
+                        });
+                        self.state = Quoting::InQuoted;
+                    }
+                    self.prev = self.quote;
+                    i = at + 1;
+                }
                 Quoting::InQuoted => {
                     let end = memchr::memchr(self.quote, &buf[i..]).map_or(buf.len(), |j| i + j);
-                    for nl in memchr::memchr_iter(b'\n', &buf[i..end]) {
-                        if let Some(open) = self.open.as_mut().filter(|o| o.newline.is_none()) {
-                            open.newline = Some(self.offset + (i + nl) as u64);
-                        }
-                        self.line += 1;
+                    if let Some(open) = self.open.as_mut().filter(|o| o.newline.is_none())
+                        && let Some(nl) = memchr::memchr(b'\n', &buf[i..end])
+                    {
+                        open.newline = Some(self.offset + (i + nl) as u64);
                     }
+                    self.line += newlines(&buf[i..end]);
                     if end < buf.len() {
                         self.state = Quoting::QuoteInQuoted;
                     }
                     i = end + 1;
                 }
-                Quoting::InField => match memchr::memchr3(self.delimiter, b'\n', b'\r', &buf[i..]) {
-                    Some(j) => {
-                        if buf[i + j] == b'\n' {
-                            self.line += 1;
-                        }
-                        self.state = Quoting::StartField;
-                        i += j + 1;
-                    }
-                    None => i = buf.len(),
-                },
-                Quoting::StartField | Quoting::QuoteInQuoted => {
+                Quoting::QuoteInQuoted => {
                     let b = buf[i];
-                    let after_quote = self.state == Quoting::QuoteInQuoted;
                     self.state = if b == self.quote {
-                        if !after_quote {
-                            self.open = Some(OpenQuote {
-                                byte: self.offset + i as u64,
-                                line: self.line,
-                                newline: None,
-                            });
-                        }
                         Quoting::InQuoted
-                    } else if b == self.delimiter || b == b'\r' || b == b'\n' {
-                        Quoting::StartField
                     } else {
-                        if after_quote && self.misclosed.is_none() {
+                        // Anything but a delimiter or a line end after a closing quote: the
+                        // field goes on unquoted, which is a broken quote if it spanned lines.
+                        let closed = b == self.delimiter || b == b'\r' || b == b'\n';
+                        if !closed && self.misclosed.is_none() {
                             self.misclosed = self.open.filter(|o| o.newline.is_some());
                         }
-                        Quoting::InField
+                        Quoting::Unquoted
                     };
                     if b == b'\n' {
                         self.line += 1;
                     }
+                    self.prev = b;
                     i += 1;
                 }
             }
