@@ -12,7 +12,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use criterion::{Criterion, criterion_group, criterion_main};
 use etl::Location;
 use etl::catalog::Catalog;
-use etl::crawler::Crawler;
+use etl::catalog::Crawler;
 use etl::deps::parquet::arrow::ArrowWriter;
 
 const TABLES: usize = 40;

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use etl::catalog::Catalog;
-use etl::crawler::Crawler;
+use etl::catalog::Crawler;
 use etl::deps::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use etl::deps::parquet::arrow::ArrowWriter;
 use etl::{CsvOptions, Location};

@@ -45,7 +45,40 @@
 //! # Ok(()) }
 //! ```
 
-pub use etl_core::*;
+// The crate root of `etl-core`: contracts, specs, positions, runner, reports.
+#[cfg(feature = "s3")]
+pub use etl_core::S3_RETRY_TIMEOUT;
+pub use etl_core::{
+    BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Error, Extract,
+    ExtractStats, FileFormat, FileMark, LoadMode, Location, Low, MemorySource, MergeStrategy, ModeOverrides,
+    NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder, Position, ReadRequest, Result,
+    RunReport, Sink, Source, SourceRef, StageSummary, TableReport, TableSpec, TableStatus, TableWriter, Timeouts, UTC,
+    Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
+};
+// Its modules by concern.
+#[cfg(feature = "test-utils")]
+pub use etl_core::conformance;
+pub use etl_core::{catalog, deps, kit, lake, transform, workflow};
+
+/// What a pipeline program needs, in one `use etl::prelude::*;`.
+pub mod prelude {
+    #[cfg(feature = "files")]
+    pub use crate::FileSource;
+    #[cfg(feature = "lake")]
+    pub use crate::LakeSink;
+    #[cfg(feature = "mysql")]
+    pub use crate::MySqlSource;
+    pub use crate::{
+        BadRows, CsvOptions, FileFormat, LoadMode, Location, MergeStrategy, ModeOverrides, NullCursors,
+        ObjectStoreWatermarkStore, Partitioning, Pipeline, RunReport, TableSpec, TableStatus, Timeouts,
+    };
+    #[cfg(feature = "postgres")]
+    pub use crate::{PostgresSink, PostgresSource, PostgresWatermarkStore};
+    #[cfg(feature = "redshift")]
+    pub use crate::{RedshiftLoad, RedshiftSink};
+    #[cfg(feature = "snowflake")]
+    pub use crate::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
+}
 
 pub use etl_connectors as connectors;
 pub use etl_sinks as sinks;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use etl_core::cursor::{self, Low};
-use etl_core::sql::Dialect;
-use etl_core::task::AbortOnDrop;
+use etl_core::Low;
+use etl_core::kit::sql::Dialect;
+use etl_core::kit::task::AbortOnDrop;
+use etl_core::kit::window;
 use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, TableSpec};
 
 /// When a database source counts the table's rows for the report.
@@ -45,7 +46,7 @@ impl Window {
         let spec = req.spec;
         let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
         let low = if incremental {
-            cursor::window_low(spec, req.from, high.as_ref())
+            window::window_low(spec, req.from, high.as_ref())
         } else {
             Low::Start
         };

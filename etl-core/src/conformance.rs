@@ -505,7 +505,7 @@ pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, 
         .expect_err("a missing table must be an error");
     match (&err, &missing.source) {
         (Error::TableNotFound { table, .. }, crate::SourceRef::Table(t)) => {
-            let last = crate::sql::split_qualified(t).pop().unwrap_or_default();
+            let last = crate::kit::sql::split_qualified(t).pop().unwrap_or_default();
             assert!(
                 table == t || table.ends_with(&format!(".{last}")),
                 "the error names the table looked for ({t}), not the spec: {err}"

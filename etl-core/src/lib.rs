@@ -20,6 +20,18 @@
 //! Connectors live in `etl-connectors` (sources) and `etl-sinks` (sinks); the `etl` facade
 //! crate re-exports all three.
 //!
+//! ## Layout
+//!
+//! | where | what |
+//! | --- | --- |
+//! | crate root | the contracts ([`Source`], [`Sink`], [`WatermarkStore`]), the specs ([`TableSpec`], [`LoadMode`]), positions ([`CursorValue`], [`Position`], [`Checkpoint`]), the runner ([`Pipeline`]), reports, [`Location`], [`Timeouts`], [`Error`] |
+//! | [`transform`] | transforms applied to every batch (select, rename, cast, filter, keep the latest row per key, lookup joins) |
+//! | [`lake`] | the lake's layout and commit records, Parquet read from any object store, the text formats (CSV, JSON lines) |
+//! | [`catalog`] | the crawler and the catalog it fills: tables, schema versions, typed partitions, DDL, scans |
+//! | [`workflow`] | jobs with dependencies, retries, timeouts, schedules, file triggers, run history |
+//! | [`kit`] | the connector kit: SQL dialects, incremental-window arithmetic, Arrow helpers, tasks |
+//! | `conformance` | the checks every connector passes (feature `test-utils`) |
+//!
 //! ## Example
 //!
 //! An incremental read of an in-memory table: the first run reads everything, the second
@@ -54,21 +66,17 @@
 //! ```
 
 pub mod catalog;
-pub mod crawler;
-pub mod cursor;
 mod error;
-pub mod formats;
+pub mod kit;
 pub mod lake;
 mod location;
 mod mode;
-pub mod parquet_io;
 mod pipeline;
+mod position;
 mod report;
 mod sink;
 mod source;
 mod spec;
-pub mod sql;
-pub mod task;
 mod timeouts;
 pub mod transform;
 mod watermark;
@@ -83,12 +91,13 @@ pub use location::Location;
 pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
+pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
 pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
-pub use sink::{Checkpoint, CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
+pub use sink::{CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec};
 pub use timeouts::Timeouts;
-pub use watermark::{CursorValue, FileMark, ObjectStoreWatermarkStore, Position, Watermark, WatermarkStore};
+pub use watermark::{ObjectStoreWatermarkStore, Watermark, WatermarkStore};
 
 /// The time zone of every zoned timestamp this workspace produces (`+00:00`, i.e. UTC, spelled as
 /// an offset so that Arrow formats it without a time-zone database).

@@ -33,16 +33,17 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
-use crate::cursor;
 use crate::error::{Error, Result};
+use crate::kit::{batch, window};
 use crate::location::Location;
 use crate::mode::{LoadMode, ModeOverrides};
+use crate::position::{Checkpoint, CursorValue, Position};
 use crate::report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
-use crate::sink::{Checkpoint, Sink, TableWriter, WriteRequest};
+use crate::sink::{Sink, TableWriter, WriteRequest};
 use crate::source::{BatchStream, ExtractStats, ReadRequest, Source};
 use crate::spec::{SourceRef, TableSpec};
 use crate::transform;
-use crate::watermark::{CursorValue, Position, Watermark, WatermarkStore};
+use crate::watermark::{Watermark, WatermarkStore};
 
 /// Builds a [`Pipeline`]; `build` validates every table against the source and sink.
 #[derive(Debug)]
@@ -391,7 +392,7 @@ impl Pipeline {
             Some(lake) if committed => {
                 let catalog = crate::catalog::Catalog::new(lake.clone());
                 Some(
-                    match crate::crawler::Crawler::new(lake.clone()).crawl_into(&catalog).await {
+                    match crate::catalog::Crawler::new(lake.clone()).crawl_into(&catalog).await {
                         Ok(c) => CrawlOutcome {
                             tables: c.tables.len(),
                             footers_read: c.footers_read,
@@ -729,17 +730,17 @@ impl Pipeline {
         while let Some(batch) = stream.try_next().await? {
             p.extracted += batch.num_rows() as u64;
             if null_rule {
-                let nulls = cursor::null_cursor_mask(&spec.name, &batch, &spec.cursor)?.true_count() as u64;
-                p.null_cursor += cursor::check_null_cursors(spec, nulls)?;
+                let nulls = batch::null_cursor_mask(&spec.name, &batch, &spec.cursor)?.true_count() as u64;
+                p.null_cursor += window::check_null_cursors(spec, nulls)?;
             }
             if !spec.cursor.is_empty() {
                 p.max_cursor = CursorValue::max_opt(
                     p.max_cursor.take(),
-                    cursor::max_cursor(&spec.name, &batch, &spec.cursor)?,
+                    batch::max_cursor(&spec.name, &batch, &spec.cursor)?,
                 );
             }
             if chunked && batch.num_rows() > 0 {
-                p.last_row = Some(cursor::last_row_position(spec, &batch)?);
+                p.last_row = Some(window::last_row_position(spec, &batch)?);
             }
             let mut b = batch;
             for t in &spec.transforms {
@@ -785,7 +786,7 @@ const PREFETCH: usize = 2;
 /// aborts the task.
 fn prefetch(mut stream: BatchStream) -> BatchStream {
     let (tx, rx) = tokio::sync::mpsc::channel(PREFETCH);
-    let guard = crate::task::AbortOnDrop::spawn(async move {
+    let guard = crate::kit::task::AbortOnDrop::spawn(async move {
         while let Some(item) = stream.next().await {
             if tx.send(item).await.is_err() {
                 break;

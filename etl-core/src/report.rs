@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::mode::LoadMode;
-use crate::watermark::{CursorValue, Position};
+use crate::position::{CursorValue, Position};
 
 /// How a table's part of a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,28 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::mode::LoadMode;
+use crate::position::Checkpoint;
 use crate::spec::TableSpec;
-use crate::watermark::{CursorValue, Position};
-
-/// What a sink records with each commit.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// The committing run.
-    pub run_id: String,
-    /// The run of the watermark the committing run started from (`None` on a first run).
-    pub parent_run_id: Option<String>,
-    /// The mode of the run.
-    pub mode: LoadMode,
-    /// Where the run's read stopped: the watermark to store.
-    pub position: Position,
-    /// The exclusive lower bound the run read from.
-    #[serde(default)]
-    pub window_low: Option<CursorValue>,
-    /// Rows written.
-    pub rows: u64,
-    /// When the sink committed.
-    pub committed_at: DateTime<Utc>,
-}
 
 /// What a sink is asked to write.
 #[derive(Debug, Clone, Copy)]

@@ -12,11 +12,11 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use futures::Stream;
 
-use crate::cursor;
 use crate::error::{Error, Result};
+use crate::kit::{batch, window};
 use crate::mode::LoadMode;
+use crate::position::{CursorValue, Low, Position};
 use crate::spec::{SourceRef, TableSpec};
-use crate::watermark::{CursorValue, Position};
 
 /// A stream of record batches; errors end it, dropping it cancels the work behind it.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
@@ -233,17 +233,17 @@ impl Source for MemorySource {
         for b in &batches {
             stats.count_source(b.num_rows() as u64);
             if !spec.cursor.is_empty() {
-                high = CursorValue::max_opt(high, cursor::max_cursor(&spec.name, b, &spec.cursor)?);
+                high = CursorValue::max_opt(high, batch::max_cursor(&spec.name, b, &spec.cursor)?);
             }
         }
         let low = if req.mode.reads_incrementally() {
-            cursor::window_low(spec, req.from, high.as_ref())
+            window::window_low(spec, req.from, high.as_ref())
         } else {
-            cursor::Low::Start
+            Low::Start
         };
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let (b, null_rows) = cursor::filter_window(spec, &b, &low)?;
+            let (b, null_rows) = window::filter_window(spec, &b, &low)?;
             ExtractStats::add(&stats.null_cursor_rows, null_rows);
             if b.num_rows() > 0 {
                 out.push(Ok(b));

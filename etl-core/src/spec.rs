@@ -184,7 +184,7 @@ pub struct TableSpec {
     /// Where rows come from (default: the database table named `name`).
     pub source: SourceRef,
     /// The target table (default: the last part of `name`, split as
-    /// [`crate::sql::split_qualified`] does).
+    /// [`crate::kit::sql::split_qualified`] does).
     pub target: String,
     /// The load mode (default `FULL`).
     pub mode: LoadMode,
@@ -229,7 +229,7 @@ impl TableSpec {
     /// A spec for `name`, reading the source table of the same name in `FULL` mode.
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
-        let target = crate::sql::split_qualified(&name).pop().unwrap_or_default();
+        let target = crate::kit::sql::split_qualified(&name).pop().unwrap_or_default();
         TableSpec {
             source: SourceRef::Table(name.clone()),
             name,
@@ -269,7 +269,7 @@ impl TableSpec {
     /// assert_eq!(spec.source, SourceRef::Table(r#"sales."order.items""#.into()));
     /// ```
     pub fn from_schema_table(self, schema: &str, table: &str) -> Self {
-        self.from_table(crate::sql::join_qualified(&[schema, table]))
+        self.from_table(crate::kit::sql::join_qualified(&[schema, table]))
     }
 
     /// Reads the result of a SQL query.

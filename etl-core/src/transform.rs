@@ -32,13 +32,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, TimestampMicrosecondArray, UInt32Array};
-use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, SortField};
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
+use crate::kit::batch::cast_column;
 
 /// The name of the column the runner adds with the run's start time.
 pub const PROCESSED_AT: &str = "etl_processed_at";
@@ -116,23 +116,6 @@ impl Cast {
     }
 }
 
-/// Casts `col` to `to`, failing on any value that does not convert.
-///
-/// # Errors
-/// [`Error::ColumnTypeConflict`] naming table, column and both types.
-pub fn cast_column(table: &str, column: &str, col: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
-    let opts = CastOptions {
-        safe: false,
-        ..Default::default()
-    };
-    cast_with_options(col, to, &opts).map_err(|e| Error::ColumnTypeConflict {
-        table: table.to_string(),
-        column: column.to_string(),
-        expected: to.to_string(),
-        found: format!("{} ({e})", col.data_type()),
-    })
-}
-
 impl Transform for Cast {
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let schema = batch.schema();
@@ -194,8 +177,8 @@ impl fmt::Debug for Filter {
 impl Transform for Filter {
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let mask = (self.predicate)(&batch).map_err(|e| Error::arrow(table, e))?;
-        let mask = crate::cursor::nulls_false(mask);
-        crate::cursor::filter_batch(table, &batch, &mask)
+        let mask = crate::kit::batch::nulls_false(mask);
+        crate::kit::batch::filter_batch(table, &batch, &mask)
     }
 }
 

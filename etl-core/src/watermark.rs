@@ -25,96 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::mode::LoadMode;
-
-/// One value of a cursor column (or of a key column, for tie-breaking).
-///
-/// Values of different variants are not comparable; a cursor keeps its type from run to run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "value", rename_all = "snake_case")]
-pub enum CursorValue {
-    /// An integer cursor (a sequence, a version number, an epoch).
-    Int(i64),
-    /// A timestamp without time zone, microseconds kept.
-    Timestamp(NaiveDateTime),
-    /// A timestamp with time zone, in UTC.
-    TimestampTz(DateTime<Utc>),
-    /// A date.
-    Date(NaiveDate),
-    /// A text cursor (compared bytewise).
-    Text(String),
-}
-
-impl PartialOrd for CursorValue {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        use CursorValue::*;
-        match (self, other) {
-            (Int(a), Int(b)) => a.partial_cmp(b),
-            (Timestamp(a), Timestamp(b)) => a.partial_cmp(b),
-            (TimestampTz(a), TimestampTz(b)) => a.partial_cmp(b),
-            (Date(a), Date(b)) => a.partial_cmp(b),
-            (Text(a), Text(b)) => a.partial_cmp(b),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for CursorValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CursorValue::Int(v) => write!(f, "{v}"),
-            CursorValue::Timestamp(v) => write!(f, "{}", v.format("%Y-%m-%d %H:%M:%S%.f")),
-            CursorValue::TimestampTz(v) => write!(f, "{}", v.format("%Y-%m-%d %H:%M:%S%.f%:z")),
-            CursorValue::Date(v) => write!(f, "{v}"),
-            CursorValue::Text(v) => f.write_str(v),
-        }
-    }
-}
-
-impl CursorValue {
-    /// The larger of two optional values (`None` is smallest).
-    pub fn max_opt(a: Option<CursorValue>, b: Option<CursorValue>) -> Option<CursorValue> {
-        match (a, b) {
-            (Some(a), Some(b)) => Some(if b > a { b } else { a }),
-            (a, None) => a,
-            (None, b) => b,
-        }
-    }
-}
-
-/// What a file looked like when it was read: a file bookmark.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileMark {
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modification time.
-    pub last_modified: DateTime<Utc>,
-    /// The store's entity tag, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e_tag: Option<String>,
-}
-
-/// Where a table's reads stopped: a cursor value and/or the files already read.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Position {
-    /// The highest cursor value covered (the `high` of the last window).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<CursorValue>,
-    /// Files already read, by path relative to the source location.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub files: BTreeMap<String, FileMark>,
-    /// With chunked reads ([`crate::TableSpec::chunk_rows`]): the primary key of the last row
-    /// read at `cursor`; the next read starts after the (cursor, key) pair. `None`: every row
-    /// at `cursor` was read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<Vec<CursorValue>>,
-}
-
-impl Position {
-    /// Whether the position says nothing (as for a first run).
-    pub fn is_empty(&self) -> bool {
-        self.cursor.is_none() && self.files.is_empty() && self.key.is_none()
-    }
-}
+use crate::position::{Checkpoint, CursorValue, Position};
 
 /// A committed watermark document: one generation of one (pipeline, table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,7 +56,7 @@ pub struct Watermark {
 
 impl Watermark {
     /// The watermark of the run a sink's checkpoint records, as generation `generation`.
-    pub fn from_checkpoint(pipeline: &str, table: &str, generation: u64, cp: &crate::sink::Checkpoint) -> Self {
+    pub fn from_checkpoint(pipeline: &str, table: &str, generation: u64, cp: &Checkpoint) -> Self {
         Watermark {
             pipeline: pipeline.to_string(),
             table: table.to_string(),

@@ -4,7 +4,7 @@
 
 use arrow::util::pretty::pretty_format_batches;
 use etl_core::catalog::Catalog;
-use etl_core::crawler::{Crawler, PartitionValue, TableFormat};
+use etl_core::catalog::{Crawler, PartitionValue, TableFormat};
 use etl_core::{CsvOptions, Location};
 use futures::TryStreamExt;
 

@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use etl_connectors::postgres::{PgClient, pg_err};
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{Checkpoint, Error, Result};
 use tokio_postgres::error::SqlState;
 

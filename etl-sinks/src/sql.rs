@@ -1,8 +1,8 @@
 //! The SQL the warehouse sinks share: Arrow types as column types, and the statements of each
-//! load mode, per dialect (quoting comes from [`etl_core::sql::Dialect`]).
+//! load mode, per dialect (quoting comes from [`etl_core::kit::sql::Dialect`]).
 
 use arrow::datatypes::{DataType, Field};
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{Error, Result};
 
 /// The column type a warehouse table gets for an Arrow field.
@@ -12,7 +12,7 @@ use etl_core::{Error, Result};
 ///
 /// ```
 /// use arrow::datatypes::{DataType, Field, TimeUnit};
-/// use etl_core::sql::Dialect;
+/// use etl_core::kit::sql::Dialect;
 /// let f = Field::new("paid_at", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true);
 /// assert_eq!(etl_sinks::sql::column_type(Dialect::Postgres, "orders", &f).unwrap(), "timestamptz");
 /// let f = Field::new("price", DataType::Decimal128(10, 2), true);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{ArrayRef, Int64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{Error, Location, Result, StageSummary};
 use object_store::ObjectMeta;
 use object_store::ObjectStoreExt;
@@ -160,7 +160,7 @@ impl ParquetStage {
         for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
             match staged_type(f.data_type()) {
                 Some(t) => {
-                    cols.push(etl_core::transform::cast_column(table, f.name(), c, &t)?);
+                    cols.push(etl_core::kit::batch::cast_column(table, f.name(), c, &t)?);
                     fields.push(f.as_ref().clone().with_data_type(t));
                 }
                 None => {

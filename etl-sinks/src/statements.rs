@@ -4,7 +4,7 @@
 //! on a local Postgres too.
 
 use arrow::datatypes::{DataType, Field};
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{Error, MergeStrategy, Result, TableSpec};
 
 #[cfg(any(feature = "redshift", feature = "snowflake"))]

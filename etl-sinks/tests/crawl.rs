@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Date32Array, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
-use etl_core::crawler::{Crawler, PartitionValue, TableFormat};
+use etl_core::catalog::{Crawler, PartitionValue, TableFormat};
 use etl_core::{Error, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, Partitioning, Pipeline, TableSpec};
 use etl_sinks::lake::LakeSink;
 

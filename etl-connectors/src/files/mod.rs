@@ -29,12 +29,13 @@ use std::sync::Arc;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use etl_core::formats::{self, Decoded, MergePolicy, RejectedRow, TextRead};
+use etl_core::kit::window;
+use etl_core::lake::formats::{self, Decoded, MergePolicy, RejectedRow, TextRead};
 use etl_core::{
     BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, LoadMode, Location, Position, ReadRequest, Result,
     Source, SourceRef, TableSpec,
 };
-use etl_core::{BatchStream, cursor};
+use etl_core::{BatchStream, Low};
 use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
@@ -77,7 +78,7 @@ struct DecodeContext {
     batch_size: usize,
     bad_rows: BadRows,
     /// The window's lower end: rows past it are kept.
-    low: cursor::Low,
+    low: Low,
     spec: Arc<TableSpec>,
     stats: Arc<ExtractStats>,
     rejects: Location,
@@ -88,7 +89,7 @@ impl DecodeContext {
     /// Counts a decoded batch and applies the incremental filter.
     fn finish_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
         self.stats.count_source(batch.num_rows() as u64);
-        let (kept, null_rows) = cursor::filter_window(&self.spec, &batch, &self.low)?;
+        let (kept, null_rows) = window::filter_window(&self.spec, &batch, &self.low)?;
         ExtractStats::add(&self.stats.null_cursor_rows, null_rows);
         Ok(kept)
     }
@@ -286,9 +287,9 @@ impl Source for FileSource {
             }
         }
         let low = if incremental {
-            cursor::window_low(spec, from, None)
+            window::window_low(spec, from, None)
         } else {
-            cursor::Low::Start
+            Low::Start
         };
         let ctx = DecodeContext {
             table: spec.name.clone(),

@@ -1,7 +1,7 @@
 //! Parquet files, read row group by row group.
 
 use arrow::datatypes::Schema;
-use etl_core::parquet_io::ObjectReader;
+use etl_core::lake::parquet::ObjectReader;
 use etl_core::{BatchStream, Error, Location, Result};
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
@@ -38,7 +38,7 @@ pub(super) fn stream(location: Location, f: FileTask, ctx: DecodeContext) -> Bat
             .map_err(|e| err(&f.rel, e))?;
         let rel = f.rel.clone();
         Ok::<_, Error>(s.map_err(move |e| err(&rel, e)).map(move |b| {
-            let b = etl_core::formats::conform(&ctx.table, &b?, &ctx.schema)?;
+            let b = etl_core::lake::formats::conform(&ctx.table, &b?, &ctx.schema)?;
             ctx.finish_batch(b)
         }))
     };

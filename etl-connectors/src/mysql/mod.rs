@@ -48,8 +48,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
-use etl_core::sql::Dialect;
-use etl_core::task::AbortOnDrop;
+use etl_core::kit::sql::Dialect;
+use etl_core::kit::task::AbortOnDrop;
 use etl_core::{
     CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec, Timeouts,
 };
@@ -375,7 +375,7 @@ impl MySqlSource {
         let SourceRef::Table(t) = &spec.source else {
             return Ok(None);
         };
-        let mut parts = etl_core::sql::split_qualified(t);
+        let mut parts = etl_core::kit::sql::split_qualified(t);
         let table = parts.pop().unwrap_or_default();
         let schema = parts.pop();
         let size: Option<Row> = self
@@ -749,7 +749,7 @@ impl Source for MySqlSource {
                 .call(&spec.name, ranges[0].0.query_first::<Row, _>(sql))
                 .await
                 .and_then(|r| r.map_or(Ok(0), |r| cell::<u64>(&spec.name, &r, 0)));
-            match counted.and_then(|n| etl_core::cursor::check_null_cursors(spec, n)) {
+            match counted.and_then(|n| etl_core::kit::window::check_null_cursors(spec, n)) {
                 Ok(n) => ExtractStats::add(&stats.null_cursor_rows, n),
                 Err(e) => {
                     disconnect(ranges).await;

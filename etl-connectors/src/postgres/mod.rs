@@ -11,7 +11,7 @@
 //!   starts; the window `(low, high]` is pushed down into the `COPY`'s query, so an index on
 //!   the cursor column makes a 1% delta read about 1% of the rows. `COPY` takes no bind
 //!   parameters: the two bounds are rendered as typed literals from the stored watermark by
-//!   [`etl_core::sql::Dialect::literal`] (never from user text). Rows whose cursor is NULL
+//!   [`etl_core::kit::sql::Dialect::literal`] (never from user text). Rows whose cursor is NULL
 //!   follow the spec's [`etl_core::NullCursors`] rule: a filtered read counts them in its
 //!   snapshot (no query when a cursor column is declared `NOT NULL`).
 //! - Every call is bounded by [`etl_core::Timeouts`] ([`PostgresSource::with_timeouts`]); a
@@ -44,8 +44,8 @@ use std::sync::Arc;
 use arrow::datatypes::{Field, Schema};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use etl_core::sql::Dialect;
-use etl_core::task::AbortOnDrop;
+use etl_core::kit::sql::Dialect;
+use etl_core::kit::task::AbortOnDrop;
 use etl_core::{CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec};
 use futures::StreamExt;
 
@@ -379,7 +379,10 @@ impl Source for PostgresSource {
         let window = Window::new(&req, high);
         if window.counts_null_cursors() {
             let n = self.null_cursor_rows(&client, spec, &rel, &plans).await?;
-            ExtractStats::add(&stats.null_cursor_rows, etl_core::cursor::check_null_cursors(spec, n)?);
+            ExtractStats::add(
+                &stats.null_cursor_rows,
+                etl_core::kit::window::check_null_cursors(spec, n)?,
+            );
         }
         if window.nothing_new {
             return Ok(window.empty(schema, stats));

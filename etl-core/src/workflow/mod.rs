@@ -264,7 +264,7 @@ impl Job {
             let lake = lake.clone();
             async move {
                 let catalog = crate::catalog::Catalog::new(lake.clone());
-                let c = crate::crawler::Crawler::new(lake).crawl_into(&catalog).await?;
+                let c = crate::catalog::Crawler::new(lake).crawl_into(&catalog).await?;
                 Ok(JobOutput::done(format!(
                     "{} tables, {} footers read, {} files sampled",
                     c.tables.len(),

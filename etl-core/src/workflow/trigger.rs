@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::location::Location;
-use crate::watermark::FileMark;
+use crate::position::FileMark;
 
 /// Watches a prefix for new or changed files (by path, size, last-modified and e-tag). The
 /// files a run was started with are bookmarked only after that run succeeded, in

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use etl_core::catalog::CatalogColumn;
-use etl_core::formats::{self, MergePolicy};
+use etl_core::lake::Column;
+use etl_core::lake::formats::{self, MergePolicy};
 use etl_core::lake::{self, CommitRecord};
 use etl_core::{Error, Location, Result};
 use object_store::path::Path;
@@ -206,7 +206,7 @@ impl CommitLog {
     pub async fn table_schema(&self, rec: &CommitRecord) -> Result<Option<SchemaRef>> {
         if let Some(columns) = &rec.columns {
             let path = self.location.path(&lake::commit_path(&self.table, rec.sequence));
-            return Ok(Some(Arc::new(CatalogColumn::schema(columns, path.as_ref())?)));
+            return Ok(Some(Arc::new(Column::schema(columns, path.as_ref())?)));
         }
         let mut merged: Option<(SchemaRef, String)> = None;
         for f in &rec.add {
@@ -216,7 +216,7 @@ impl CommitLog {
                 Err(e) if not_found(&e) => continue,
                 Err(e) => return Err(Error::store(&path, e)),
             };
-            let reader = etl_core::parquet_io::ObjectReader::new(self.location.store().clone(), meta);
+            let reader = etl_core::lake::parquet::ObjectReader::new(self.location.store().clone(), meta);
             let schema = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(|e| Error::Connector {

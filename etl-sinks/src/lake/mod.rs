@@ -132,7 +132,7 @@ impl LakeSink {
                 message: format!("reading `{path}`: {e}"),
                 retryable: false,
             };
-            let reader = etl_core::parquet_io::ObjectReader::new(self.location.store().clone(), meta.clone());
+            let reader = etl_core::lake::parquet::ObjectReader::new(self.location.store().clone(), meta.clone());
             let stream = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(err)?

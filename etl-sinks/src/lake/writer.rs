@@ -10,8 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use etl_core::catalog::CatalogColumn;
-use etl_core::formats::{self, MergePolicy};
+use etl_core::lake::Column;
+use etl_core::lake::formats::{self, MergePolicy};
 use etl_core::lake::{self, AddedFile, CommitRecord};
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, TableWriter, WriteRequest,
@@ -376,7 +376,7 @@ impl TableWriter for LakeWriter {
             remove,
             table_rows: if replace { added } else { before + added },
             columns: match (&self.columns, replace) {
-                (Some(s), _) => Some(s.fields().iter().map(|f| CatalogColumn::of(f)).collect()),
+                (Some(s), _) => Some(s.fields().iter().map(|f| Column::of(f)).collect()),
                 (None, false) => self.base.as_ref().and_then(|r| r.columns.clone()),
                 (None, true) => None,
             },

@@ -33,7 +33,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, TableSpec, TableWriter,
     WriteRequest,

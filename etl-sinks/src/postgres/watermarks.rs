@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{Checkpoint, Error, Result, Watermark, WatermarkStore};
 use tokio_postgres::error::SqlState;
 

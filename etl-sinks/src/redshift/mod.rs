@@ -35,7 +35,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use etl_connectors::postgres::{PgClient, PgConfig};
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Location, Result, Sink, StageSummary, TableSpec, TableWriter,
     WriteRequest,
@@ -292,7 +292,7 @@ impl RsWriter {
             retryable: false,
         };
         for meta in self.stage.files() {
-            let reader = etl_core::parquet_io::ObjectReader::new(store.clone(), meta.clone());
+            let reader = etl_core::lake::parquet::ObjectReader::new(store.clone(), meta.clone());
             let mut batches = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(read_err)?

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use etl_core::sql::Dialect;
+use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Location, MergeStrategy, Result, Sink, StageSummary, TableSpec,
     TableWriter, WriteRequest,

@@ -1,226 +1,18 @@
-//! A crawler over any object-store prefix: the tables a lake holds, their formats, schemas,
-//! row counts and typed Hive partitions, and the DDL other engines need to read them.
-//!
-//! A table is a folder of data files, with optional `key=value` partition folders under it.
-//! Folders and files whose names start with `_` or `.` are hidden (the lake's `_etl/`, Spark's
-//! `_SUCCESS`). Parquet schemas and row counts come from the files' footers; CSV and JSON-lines
-//! schemas are inferred from a bounded sample of each file (its first 1 000 rows, see
-//! [`crate::formats`]) and merged across files with [`MergePolicy::Inferred`] (a column seen
-//! as integers in one file and as decimals in another is a decimal); their row counts are
-//! unknown without reading them whole.
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use etl_core::{Location, crawler::Crawler};
-//! let lake = Location::memory();
-//! let tables = Crawler::new(lake).crawl().await.unwrap();
-//! assert!(tables.is_empty());
-//! # });
-//! ```
+use std::collections::BTreeMap;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-
-use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use chrono::NaiveDate;
 use object_store::ObjectMeta;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
+use super::model::{CatalogTable, CrawlSummary, CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat};
+use super::store::Catalog;
 use crate::error::{Error, Result};
-use crate::formats::{self, MergePolicy};
+use crate::lake::formats::{self, MergePolicy};
+use crate::lake::parquet::ObjectReader;
 use crate::location::Location;
-use crate::parquet_io::ObjectReader;
+use crate::position::FileMark;
 use crate::spec::{BadRows, CsvOptions};
-use crate::sql::Dialect;
-use crate::watermark::FileMark;
-
-/// The file format of a table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum TableFormat {
-    /// Parquet.
-    Parquet,
-    /// Comma-separated values.
-    Csv,
-    /// JSON lines.
-    JsonLines,
-}
-
-impl TableFormat {
-    fn of(path: &str) -> Option<TableFormat> {
-        // Gzip-compressed text is read through a decoder (as Athena does): `a.csv.gz` is CSV.
-        let lower = path.to_ascii_lowercase();
-        let name = lower.strip_suffix(".gz").unwrap_or(&lower);
-        let ext = name.rsplit('.').next()?;
-        Some(match ext {
-            "parquet" => TableFormat::Parquet,
-            "csv" => TableFormat::Csv,
-            "json" | "jsonl" | "ndjson" => TableFormat::JsonLines,
-            _ => return None,
-        })
-    }
-}
-
-/// A typed partition value.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "type", content = "value", rename_all = "snake_case")]
-pub enum PartitionValue {
-    /// Hive's default partition (a NULL value).
-    Null,
-    /// An integer (`year=2025`).
-    Int(i64),
-    /// A date (`dt=2025-07-24`).
-    Date(NaiveDate),
-    /// Anything else.
-    Text(String),
-}
-
-impl fmt::Display for PartitionValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PartitionValue::Null => f.write_str("__HIVE_DEFAULT_PARTITION__"),
-            PartitionValue::Int(i) => write!(f, "{i}"),
-            PartitionValue::Date(d) => write!(f, "{d}"),
-            PartitionValue::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-/// One partition of a table: its values (in the order of the table's partition keys), where it
-/// is, and what it holds. The catalog stores it as is.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CrawledPartition {
-    /// The values, one per partition key.
-    pub values: Vec<PartitionValue>,
-    /// Its folder, relative to the crawled prefix (`orders/year=2025/month=7`).
-    pub path: String,
-    /// Data files.
-    pub files: u64,
-    /// Rows, when the format records them (Parquet).
-    pub rows: Option<u64>,
-    /// Bytes of data files.
-    pub bytes: u64,
-}
-
-/// One table found by a crawl.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CrawledTable {
-    /// Its folder relative to the crawled prefix (`orders`, `sales/eu`).
-    pub name: String,
-    /// The format of its files.
-    pub format: TableFormat,
-    /// The schema merged over its files: Parquet footers, or inferred from samples of CSV
-    /// and JSON files. `None` only for a table whose every file is empty.
-    pub schema: Option<SchemaRef>,
-    /// The partition keys and the type of their values (Int64, Date32 or Utf8).
-    pub partition_keys: Vec<(String, DataType)>,
-    /// The partitions, sorted by their values.
-    pub partitions: Vec<CrawledPartition>,
-}
-
-impl CrawledTable {
-    /// Rows over all partitions, when every file records its count.
-    pub fn rows(&self) -> Option<u64> {
-        self.partitions.iter().map(|p| p.rows).sum()
-    }
-
-    /// Athena / Hive DDL for the table under `root_url` (the crawled prefix as `s3://…`):
-    /// `CREATE EXTERNAL TABLE` and one `ALTER TABLE … ADD IF NOT EXISTS PARTITION` per
-    /// partition, each statement ending with `;`.
-    ///
-    /// # Errors
-    /// [`Error::ColumnTypeConflict`] for a column type Hive has no name for.
-    pub fn athena_ddl(&self, root_url: &str) -> Result<Vec<String>> {
-        let schema = self.schema.as_ref().ok_or_else(|| {
-            Error::config(format!(
-                "table `{}`: DDL needs a schema ({:?} tables are not read yet)",
-                self.name, self.format
-            ))
-        })?;
-        let q = |s: &str| format!("`{}`", s.replace('`', "``"));
-        let name = q(&self.name.replace('/', "_"));
-        let root = root_url.trim_end_matches('/');
-        let keys: BTreeSet<&str> = self.partition_keys.iter().map(|(k, _)| k.as_str()).collect();
-        let cols = schema
-            .fields()
-            .iter()
-            .filter(|f| !keys.contains(f.name().as_str()))
-            .map(|f| Ok(format!("  {} {}", q(f.name()), hive_type(&self.name, f)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let mut ddl = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{}\n)", cols.join(",\n"));
-        if !self.partition_keys.is_empty() {
-            let parts: Vec<String> = self
-                .partition_keys
-                .iter()
-                .map(|(k, t)| {
-                    format!(
-                        "{} {}",
-                        q(k),
-                        hive_type(&self.name, &Field::new(k, t.clone(), true)).expect("partition types map")
-                    )
-                })
-                .collect();
-            ddl.push_str(&format!("\nPARTITIONED BY ({})", parts.join(", ")));
-        }
-        let stored = match self.format {
-            TableFormat::Parquet => "STORED AS PARQUET".to_string(),
-            TableFormat::Csv => "ROW FORMAT DELIMITED FIELDS TERMINATED BY ','\nSTORED AS TEXTFILE".to_string(),
-            TableFormat::JsonLines => "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'".to_string(),
-        };
-        ddl.push_str(&format!("\n{stored}\nLOCATION '{root}/{}/'", self.name));
-        if self.format == TableFormat::Csv {
-            ddl.push_str("\nTBLPROPERTIES ('skip.header.line.count'='1')");
-        }
-        ddl.push(';');
-        let mut out = vec![ddl];
-        for p in &self.partitions {
-            if p.values.is_empty() {
-                continue;
-            }
-            let spec: Vec<String> = self
-                .partition_keys
-                .iter()
-                .zip(&p.values)
-                .map(|((k, _), v)| match v {
-                    PartitionValue::Int(i) => format!("{} = {i}", q(k)),
-                    other => format!("{} = {}", q(k), Dialect::Postgres.string_literal(&other.to_string())),
-                })
-                .collect();
-            out.push(format!(
-                "ALTER TABLE {name} ADD IF NOT EXISTS PARTITION ({}) LOCATION '{root}/{}/';",
-                spec.join(", "),
-                p.path
-            ));
-        }
-        Ok(out)
-    }
-}
-
-/// Hive's name of an Arrow type.
-fn hive_type(table: &str, f: &Field) -> Result<String> {
-    Ok(match f.data_type() {
-        DataType::Boolean => "boolean".into(),
-        DataType::Int8 => "tinyint".into(),
-        DataType::Int16 | DataType::UInt8 => "smallint".into(),
-        DataType::Int32 | DataType::UInt16 => "int".into(),
-        DataType::Int64 | DataType::UInt32 => "bigint".into(),
-        DataType::Float32 => "float".into(),
-        DataType::Float64 => "double".into(),
-        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
-        DataType::Binary | DataType::LargeBinary => "binary".into(),
-        DataType::Date32 | DataType::Date64 => "date".into(),
-        DataType::Timestamp(_, _) => "timestamp".into(),
-        DataType::List(item) => format!("array<{}>", hive_type(table, item)?),
-        other => {
-            return Err(Error::ColumnTypeConflict {
-                table: table.to_string(),
-                column: f.name().clone(),
-                expected: "a type Hive and Athena name".into(),
-                found: other.to_string(),
-            });
-        }
-    })
-}
 
 /// Crawls an object-store prefix.
 #[derive(Clone, Debug)]
@@ -323,7 +115,7 @@ impl Crawler {
     /// # Errors
     /// As [`Crawler::crawl`]; [`Error::ConcurrentRun`] when another crawl stored a table's
     /// entry twice in a row while this one worked on it.
-    pub async fn crawl_into(&self, catalog: &crate::catalog::Catalog) -> Result<CrawlSummary> {
+    pub async fn crawl_into(&self, catalog: &Catalog) -> Result<CrawlSummary> {
         let mut summary = CrawlSummary::default();
         let listing = self.listing().await?;
         for name in catalog.list().await? {
@@ -339,7 +131,7 @@ impl Crawler {
                 let scanned = self.table(name.clone(), files, previous.as_ref()).await?;
                 summary.footers_read += scanned.footers_read;
                 summary.samples_read += scanned.samples_read;
-                let entry = crate::catalog::CatalogTable::next(previous.as_ref(), &scanned);
+                let entry = CatalogTable::next(previous.as_ref(), &scanned);
                 if previous.as_ref().is_some_and(|p| p.same_content(&entry)) {
                     summary.tables.push(previous.expect("checked"));
                     break;
@@ -357,12 +149,7 @@ impl Crawler {
         Ok(summary)
     }
 
-    async fn table(
-        &self,
-        name: String,
-        files: Vec<DataFile>,
-        previous: Option<&crate::catalog::CatalogTable>,
-    ) -> Result<Scanned> {
+    async fn table(&self, name: String, files: Vec<DataFile>, previous: Option<&CatalogTable>) -> Result<Scanned> {
         let conflict = |what: String| Error::config(format!("table `{name}`: {what}"));
         let first = &files[0];
         let keys: Vec<String> = first.partition.iter().map(|(k, _)| k.clone()).collect();
@@ -484,25 +271,6 @@ impl Crawler {
             samples_read,
         })
     }
-}
-
-/// One table as a crawl saw it, with each file's bookmark and rows.
-pub(crate) struct Scanned {
-    pub(crate) table: CrawledTable,
-    pub(crate) files: BTreeMap<String, (FileMark, Option<u64>)>,
-    pub(crate) footers_read: u64,
-    pub(crate) samples_read: u64,
-}
-
-/// What [`Crawler::crawl_into`] did.
-#[derive(Debug, Default)]
-pub struct CrawlSummary {
-    /// Every table the catalog holds after the crawl.
-    pub tables: Vec<crate::catalog::CatalogTable>,
-    /// Parquet footers read (0 when nothing changed).
-    pub footers_read: u64,
-    /// CSV and JSON files sampled for their schema (0 when nothing changed).
-    pub samples_read: u64,
 }
 
 const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";

@@ -12,12 +12,24 @@
 //! moves the staged files to their final paths and deletes the files the commit replaces.
 //! A run that dies after the commit point is completed by the next one (the moves are
 //! idempotent); one that dies before it leaves only staged files, which later runs delete.
+//!
+//! Beside the layout: [`parquet`], Parquet read from any object store (ranged reads, the
+//! footer in one request), and [`formats`], the text formats (CSV, JSON lines: inference
+//! from a sample, decoding with per-row errors, gzip) that the file source, the crawler and
+//! the catalog's scans share.
+
+pub mod formats;
+pub mod parquet;
+
+use std::str::FromStr;
+
+use arrow::datatypes::{DataType, Field, Schema};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::CatalogColumn;
-use crate::sink::Checkpoint;
+use crate::error::{Error, Result};
+use crate::position::Checkpoint;
 
 /// Folder of the lake's own metadata.
 pub const META_DIR: &str = "_etl";
@@ -92,5 +104,50 @@ pub struct CommitRecord {
     /// The table's columns after this commit, so that a later run can refuse a column whose
     /// type changed (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub columns: Option<Vec<CatalogColumn>>,
+    pub columns: Option<Vec<Column>>,
+}
+
+/// A column as the lake's documents record it (commit records, the catalog).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// The name.
+    pub name: String,
+    /// The Arrow type, as Arrow prints it (`Int64`, `Timestamp(µs)`).
+    pub data_type: String,
+    /// Whether it may be NULL.
+    pub nullable: bool,
+}
+
+impl Column {
+    /// The column of a field.
+    pub fn of(f: &Field) -> Self {
+        Column {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        }
+    }
+
+    /// Its Arrow type; `path` names the document it comes from, in errors.
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] when the stored type does not parse.
+    pub fn arrow_type(&self, path: &str) -> Result<DataType> {
+        DataType::from_str(&self.data_type).map_err(|e| Error::Metadata {
+            path: path.to_string(),
+            message: format!("column `{}`: type `{}`: {e}", self.name, self.data_type),
+        })
+    }
+
+    /// A schema of stored columns; `path` names the document they come from, in errors.
+    ///
+    /// # Errors
+    /// [`Error::Metadata`] when a stored type does not parse.
+    pub fn schema(columns: &[Column], path: &str) -> Result<Schema> {
+        let fields = columns
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, c.arrow_type(path)?, c.nullable)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Schema::new(fields))
+    }
 }

@@ -2,14 +2,14 @@
 //! incremental window's predicate, and the rendering of cursor values as typed literals where
 //! a statement cannot take parameters (Postgres `COPY (SELECT …)`).
 
-use crate::cursor::Low;
-use crate::watermark::CursorValue;
+use crate::position::CursorValue;
+use crate::position::Low;
 
 /// The parts of a possibly schema-qualified name: split at dots, except inside double quotes,
 /// which a part holding a dot (or a quote, doubled) is written in.
 ///
 /// ```
-/// use etl_core::sql::split_qualified;
+/// use etl_core::kit::sql::split_qualified;
 /// assert_eq!(split_qualified("public.orders"), ["public", "orders"]);
 /// assert_eq!(split_qualified(r#"sales."order.items""#), ["sales", "order.items"]);
 /// assert_eq!(split_qualified(r#""say ""hi""""#), [r#"say "hi""#]);
@@ -37,7 +37,7 @@ pub fn split_qualified(name: &str) -> Vec<String> {
 /// double quote is double-quoted.
 ///
 /// ```
-/// use etl_core::sql::join_qualified;
+/// use etl_core::kit::sql::join_qualified;
 /// assert_eq!(join_qualified(&["sales", "order.items"]), r#"sales."order.items""#);
 /// ```
 pub fn join_qualified(parts: &[&str]) -> String {
@@ -73,7 +73,7 @@ impl Dialect {
     /// Quotes one identifier: `"a""b"` for Postgres, `` `a``b` `` for MySQL.
     ///
     /// ```
-    /// use etl_core::sql::Dialect;
+    /// use etl_core::kit::sql::Dialect;
     /// assert_eq!(Dialect::Postgres.quote("order"), r#""order""#);
     /// assert_eq!(Dialect::Postgres.quote(r#"a"b"#), r#""a""b""#);
     /// assert_eq!(Dialect::MySql.quote("a`b"), "`a``b`");
@@ -99,7 +99,7 @@ impl Dialect {
     /// `"public"."orders"`; see [`split_qualified`] for names holding dots).
     ///
     /// ```
-    /// use etl_core::sql::Dialect;
+    /// use etl_core::kit::sql::Dialect;
     /// assert_eq!(Dialect::Postgres.quote_qualified("public.orders"), r#""public"."orders""#);
     /// assert_eq!(Dialect::MySql.quote_qualified(r#"shop."order.items""#), "`shop`.`order.items`");
     /// ```
@@ -123,7 +123,7 @@ impl Dialect {
     /// A cursor value as a typed literal, for statements that cannot take parameters.
     ///
     /// ```
-    /// use etl_core::{CursorValue, sql::Dialect};
+    /// use etl_core::{CursorValue, kit::sql::Dialect};
     /// let t = chrono::NaiveDate::from_ymd_opt(2025, 7, 24).unwrap().and_hms_micro_opt(1, 5, 23, 5).unwrap();
     /// assert_eq!(Dialect::Postgres.literal(&CursorValue::Timestamp(t)), "'2025-07-24 01:05:23.000005'::timestamp");
     /// // Text stays untyped, so it compares as the column's type (varchar, uuid, …).
@@ -168,7 +168,7 @@ impl Dialect {
     /// `params` is `None`.
     ///
     /// ```
-    /// use etl_core::{CursorValue, cursor::Low, sql::Dialect};
+    /// use etl_core::{CursorValue, Low, kit::sql::Dialect};
     /// let cols = ["created_at".to_string(), "updated_at".to_string()];
     /// let mut params = Vec::new();
     /// let low = Low::After(CursorValue::Int(5));
@@ -229,7 +229,7 @@ impl Dialect {
     /// The query that counts the rows of `relation` whose cursor `columns` are all NULL.
     ///
     /// ```
-    /// use etl_core::sql::Dialect;
+    /// use etl_core::kit::sql::Dialect;
     /// let cols = ["created_at".to_string(), "updated_at".to_string()];
     /// assert_eq!(Dialect::MySql.null_cursor_count("`t`", &cols),
     ///            "SELECT count(*) FROM `t` WHERE `created_at` IS NULL AND `updated_at` IS NULL");
@@ -245,7 +245,7 @@ impl Dialect {
     /// never in a chunk.
     ///
     /// ```
-    /// use etl_core::{CursorValue, sql::Dialect};
+    /// use etl_core::{CursorValue, kit::sql::Dialect};
     /// let keys = ["id".to_string()];
     /// let key = [CursorValue::Int(7)];
     /// let (w, order) = Dialect::Postgres.chunk_window(

@@ -1,19 +1,18 @@
-//! Cursor arithmetic on Arrow data: the rows past a watermark, and the highest cursor value.
-//!
-//! Shared by every source that filters in memory (files, the in-memory source) and by the
-//! runner, which records the highest cursor value it wrote.
+//! Arrow helpers every connector shares: cursor values of a batch (the highest, the rows past
+//! one, the rows without any), masks and filters, and the cast that names the column that
+//! does not convert.
 
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::compute::kernels::cmp::gt;
-use arrow::compute::{cast, max, max_string, or_kleene};
+use arrow::compute::{CastOptions, cast, cast_with_options, max, max_string, or_kleene};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate, TimeDelta};
 
 use crate::error::{Error, Result};
-use crate::watermark::CursorValue;
+use crate::position::CursorValue;
 
 /// The kind of cursor a column type gives, as its canonical Arrow type.
 fn canonical(table: &str, column: &str, dt: &DataType) -> Result<DataType> {
@@ -75,146 +74,6 @@ fn scalar_array(table: &str, column: &str, v: &CursorValue, dt: &DataType) -> Re
     Ok(arr)
 }
 
-/// Moves a cursor value back by `window` (for lookback and initial windows); integer and
-/// text cursors are returned unchanged.
-pub fn shift_back(v: &CursorValue, window: TimeDelta) -> CursorValue {
-    match v {
-        CursorValue::Timestamp(t) => CursorValue::Timestamp(*t - window),
-        CursorValue::TimestampTz(t) => CursorValue::TimestampTz(*t - window),
-        CursorValue::Date(d) => CursorValue::Date(*d - window),
-        other => other.clone(),
-    }
-}
-
-/// The lower end of an incremental window.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Low {
-    /// No watermark yet: the whole source (a first run).
-    Start,
-    /// A watermark that holds no cursor value (the rows read so far had none, under
-    /// [`crate::NullCursors::WholeReadsOnly`]): every row with a cursor value is new.
-    AnyCursor,
-    /// Rows where any cursor column is past this value (exclusive).
-    After(CursorValue),
-}
-
-impl Low {
-    /// The value rows must be past, if any.
-    pub fn value(&self) -> Option<&CursorValue> {
-        match self {
-            Low::After(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    /// Whether the window has a lower end at all (anything but a first run's whole read).
-    pub fn is_bounded(&self) -> bool {
-        !matches!(self, Low::Start)
-    }
-}
-
-/// The lower end of an incremental window: the stored cursor moved back by the spec's
-/// lookback; for a first run (`from` is `None`) the high-water mark moved back by the initial
-/// window, or the start; for a watermark without a cursor value, every row that has one.
-pub fn window_low(
-    spec: &crate::spec::TableSpec,
-    from: Option<&crate::watermark::Position>,
-    high: Option<&CursorValue>,
-) -> Low {
-    match (from, high, spec.initial_window) {
-        (Some(p), _, _) => match (&p.cursor, spec.lookback) {
-            (Some(c), Some(w)) => Low::After(shift_back(c, w)),
-            (Some(c), None) => Low::After(c.clone()),
-            (None, _) => Low::AnyCursor,
-        },
-        (None, Some(h), Some(w)) => Low::After(shift_back(h, w)),
-        _ => Low::Start,
-    }
-}
-
-/// Rows of `batch` whose cursor columns are all NULL.
-///
-/// # Errors
-/// A missing cursor column.
-pub fn null_cursor_mask(table: &str, batch: &RecordBatch, columns: &[String]) -> Result<BooleanArray> {
-    let mut acc = BooleanArray::from(vec![!columns.is_empty(); batch.num_rows()]);
-    for name in columns {
-        let col = column(table, batch, name)?;
-        if col.null_count() == 0 {
-            return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
-        }
-        let is_null = arrow::compute::is_null(col).map_err(|e| Error::arrow(table, e))?;
-        acc = arrow::compute::and(&acc, &is_null).map_err(|e| Error::arrow(table, e))?;
-    }
-    Ok(acc)
-}
-
-/// Applies the spec's [`crate::NullCursors`] rule to `rows` rows whose cursor columns are all
-/// NULL, met by an incremental read: an error under `Fail` (when there are any), else the
-/// count for the report.
-///
-/// # Errors
-/// [`Error::NullCursor`] under [`crate::NullCursors::Fail`].
-pub fn check_null_cursors(spec: &crate::spec::TableSpec, rows: u64) -> Result<u64> {
-    if rows > 0 && spec.null_cursors == crate::spec::NullCursors::Fail {
-        return Err(Error::NullCursor {
-            table: spec.name.clone(),
-            columns: spec
-                .cursor
-                .iter()
-                .map(|c| format!("`{c}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            rows,
-        });
-    }
-    Ok(rows)
-}
-
-/// The rows of `batch` inside an incremental window starting at `low` (any cursor column past
-/// it), for sources that filter in memory. Rows whose cursor columns are all NULL are inside
-/// only a first run's whole read ([`Low::Start`]); elsewhere the spec's
-/// [`crate::NullCursors`] rule applies to them. Returns the rows kept and how many were left
-/// out for a NULL cursor.
-///
-/// # Errors
-/// [`Error::NullCursor`] under [`crate::NullCursors::Fail`]; a missing column, or one whose
-/// type does not match the watermark's.
-pub fn filter_window(spec: &crate::spec::TableSpec, batch: &RecordBatch, low: &Low) -> Result<(RecordBatch, u64)> {
-    if spec.cursor.is_empty() || !low.is_bounded() {
-        return Ok((batch.clone(), 0));
-    }
-    let nulls = null_cursor_mask(&spec.name, batch, &spec.cursor)?;
-    let null_rows = check_null_cursors(spec, nulls.true_count() as u64)?;
-    let mask = match low {
-        Low::After(v) => rows_after(&spec.name, batch, &spec.cursor, v)?,
-        _ => arrow::compute::not(&nulls).map_err(|e| Error::arrow(&spec.name, e))?,
-    };
-    Ok((filter_batch(&spec.name, batch, &mask)?, null_rows))
-}
-
-/// The (cursor, primary key) pair of the last row of `batch`, where a chunked read stops.
-///
-/// # Errors
-/// A missing column, a type that cannot be a cursor or key, or a NULL.
-pub fn last_row_position(
-    spec: &crate::spec::TableSpec,
-    batch: &RecordBatch,
-) -> Result<(CursorValue, Vec<CursorValue>)> {
-    let last = batch.slice(batch.num_rows().saturating_sub(1), batch.num_rows().min(1));
-    let value = |column: &String| -> Result<CursorValue> {
-        max_cursor(&spec.name, &last, std::slice::from_ref(column))?.ok_or_else(|| Error::ColumnTypeConflict {
-            table: spec.name.clone(),
-            column: column.clone(),
-            expected: "a non-NULL value in every row of a chunked read".to_string(),
-            found: "NULL".to_string(),
-        })
-    };
-    let cursor = value(&spec.cursor[0])?;
-    let key = spec.primary_key.iter().map(value).collect::<Result<Vec<_>>>()?;
-    Ok((cursor, key))
-}
-
 /// Rows of `batch` where any of `columns` is greater than `low` (NULLs are not).
 ///
 /// # Errors
@@ -272,6 +131,40 @@ pub fn max_cursor(table: &str, batch: &RecordBatch, columns: &[String]) -> Resul
         best = CursorValue::max_opt(best, v);
     }
     Ok(best)
+}
+
+/// Rows of `batch` whose cursor columns are all NULL.
+///
+/// # Errors
+/// A missing cursor column.
+pub fn null_cursor_mask(table: &str, batch: &RecordBatch, columns: &[String]) -> Result<BooleanArray> {
+    let mut acc = BooleanArray::from(vec![!columns.is_empty(); batch.num_rows()]);
+    for name in columns {
+        let col = column(table, batch, name)?;
+        if col.null_count() == 0 {
+            return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+        }
+        let is_null = arrow::compute::is_null(col).map_err(|e| Error::arrow(table, e))?;
+        acc = arrow::compute::and(&acc, &is_null).map_err(|e| Error::arrow(table, e))?;
+    }
+    Ok(acc)
+}
+
+/// Casts `col` to `to`, failing on any value that does not convert.
+///
+/// # Errors
+/// [`Error::ColumnTypeConflict`] naming table, column and both types.
+pub fn cast_column(table: &str, column: &str, col: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    let opts = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    cast_with_options(col, to, &opts).map_err(|e| Error::ColumnTypeConflict {
+        table: table.to_string(),
+        column: column.to_string(),
+        expected: to.to_string(),
+        found: format!("{} ({e})", col.data_type()),
+    })
 }
 
 /// The mask with NULL entries turned false.

@@ -1,7 +1,7 @@
 //! Text file formats (CSV, JSON lines): schema inference from a bounded sample, decoding with
 //! per-row error reporting, and the schema merge every reader of many files shares.
 //!
-//! The file source (`etl-connectors`), the [`crate::crawler::Crawler`] and
+//! The file source (`etl-connectors`), the [`crate::catalog::Crawler`] and
 //! [`crate::catalog::Catalog::scan`] all read text files through this module, so a CSV file
 //! is typed and decoded the same way wherever it is read.
 //!
@@ -11,7 +11,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use etl_core::{CsvOptions, Location, formats};
+//! use etl_core::{CsvOptions, Location, lake::formats};
 //! use object_store::ObjectStoreExt;
 //!
 //! let loc = Location::memory();
@@ -133,7 +133,7 @@ pub fn conform(table: &str, batch: &RecordBatch, schema: &SchemaRef) -> Result<R
 pub fn column_as(table: &str, batch: &RecordBatch, field: &Field) -> Result<ArrayRef> {
     match batch.column_by_name(field.name()) {
         Some(c) if c.data_type() == field.data_type() => Ok(c.clone()),
-        Some(c) => crate::transform::cast_column(table, field.name(), c, field.data_type()),
+        Some(c) => crate::kit::batch::cast_column(table, field.name(), c, field.data_type()),
         None => Ok(new_null_array(field.data_type(), batch.num_rows())),
     }
 }

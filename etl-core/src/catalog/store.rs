@@ -1,133 +1,21 @@
-//! The catalog of a lake, kept in the lake itself: one JSON document per table and
-//! generation under `_etl/catalog/<table>/`, written by [`crate::crawler::Crawler::crawl_into`].
-//!
-//! A document holds the table's format, current schema, schema versions (with what changed),
-//! partitions (values, files, rows, bytes) and a bookmark of every file crawled, so the next
-//! crawl reads only new or changed files. Generation `g + 1` is created only if it does not
-//! exist yet (`PutMode::Create`), so two crawls at once cannot overwrite each other: the
-//! second finds the first's document and crawls that table again.
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use etl_core::{Location, catalog::Catalog, crawler::Crawler};
-//! let lake = Location::memory();
-//! let crawl = Crawler::new(lake.clone()).crawl_into(&Catalog::new(lake.clone())).await.unwrap();
-//! assert_eq!((crawl.tables.len(), crawl.footers_read), (0, 0));
-//! assert!(Catalog::new(lake).list().await.unwrap().is_empty());
-//! # });
-//! ```
-
-use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
 
-use crate::crawler::{CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat};
+use super::model::{
+    CatalogFile, CatalogTable, CrawledPartition, CrawledTable, PartitionValue, Scanned, SchemaVersion, TableFormat,
+};
 use crate::error::{Error, Result};
-use crate::formats::{self, Decoded, TextRead};
+use crate::lake::Column;
+use crate::lake::formats::{self, Decoded, TextRead};
 use crate::location::Location;
 use crate::spec::CsvOptions;
-use crate::watermark::FileMark;
 
 const DIR: &str = "_etl/catalog";
 
-/// A column as the catalog records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CatalogColumn {
-    /// The name.
-    pub name: String,
-    /// The Arrow type, as Arrow prints it (`Int64`, `Timestamp(µs)`).
-    pub data_type: String,
-    /// Whether it may be NULL.
-    pub nullable: bool,
-}
-
-/// One version of a table's schema.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaVersion {
-    /// 1 for the first schema seen, +1 for each change.
-    pub version: u32,
-    /// The columns of this version.
-    pub columns: Vec<CatalogColumn>,
-    /// What changed from the version before (`added `note` Utf8`, `widened `qty` Int32 →
-    /// Int64`).
-    pub changes: Vec<String>,
-    /// When the crawl that saw it ran.
-    pub recorded_at: DateTime<Utc>,
-}
-
-/// A crawled file: its bookmark and rows.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CatalogFile {
-    /// Size, last-modified and e-tag when crawled.
-    #[serde(flatten)]
-    pub mark: FileMark,
-    /// Rows (Parquet).
-    pub rows: Option<u64>,
-}
-
-/// One table's catalog document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CatalogTable {
-    /// The table (its folder relative to the lake).
-    pub name: String,
-    /// 1 for the first document, +1 for each crawl that changed something.
-    pub generation: u64,
-    /// The format of its files.
-    pub format: TableFormat,
-    /// The current schema (empty while every file of the table is empty).
-    pub columns: Vec<CatalogColumn>,
-    /// Partition keys and their value types.
-    pub partition_keys: Vec<CatalogColumn>,
-    /// Every schema version, oldest first.
-    pub versions: Vec<SchemaVersion>,
-    /// The partitions, sorted by value.
-    pub partitions: Vec<CrawledPartition>,
-    /// Every data file by path relative to the lake.
-    pub files: BTreeMap<String, CatalogFile>,
-    /// When the crawl that wrote this document ran.
-    pub crawled_at: DateTime<Utc>,
-}
-
-impl CatalogColumn {
-    /// The column of a field.
-    pub fn of(f: &Field) -> Self {
-        CatalogColumn {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-            nullable: f.is_nullable(),
-        }
-    }
-
-    /// Its Arrow type; `path` names the document it comes from, in errors.
-    ///
-    /// # Errors
-    /// [`Error::Metadata`] when the stored type does not parse.
-    pub fn arrow_type(&self, path: &str) -> Result<DataType> {
-        DataType::from_str(&self.data_type).map_err(|e| Error::Metadata {
-            path: path.to_string(),
-            message: format!("column `{}`: type `{}`: {e}", self.name, self.data_type),
-        })
-    }
-
-    /// A schema of stored columns; `path` names the document they come from, in errors.
-    ///
-    /// # Errors
-    /// [`Error::Metadata`] when a stored type does not parse.
-    pub fn schema(columns: &[CatalogColumn], path: &str) -> Result<Schema> {
-        let fields = columns
-            .iter()
-            .map(|c| Ok(Field::new(&c.name, c.arrow_type(path)?, c.nullable)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Schema::new(fields))
-    }
-}
-
-fn data_type(table: &str, c: &CatalogColumn) -> Result<DataType> {
+fn data_type(table: &str, c: &Column) -> Result<DataType> {
     c.arrow_type(&format!("{DIR}/{table}"))
 }
 
@@ -140,7 +28,7 @@ impl CatalogTable {
         if self.columns.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Arc::new(CatalogColumn::schema(
+        Ok(Some(Arc::new(Column::schema(
             &self.columns,
             &format!("{DIR}/{}", self.name),
         )?)))
@@ -177,8 +65,8 @@ impl CatalogTable {
     /// The document a crawl leads to from `previous`.
     pub(crate) fn next(previous: Option<&CatalogTable>, scanned: &Scanned) -> CatalogTable {
         let t = &scanned.table;
-        let columns: Vec<CatalogColumn> = match &t.schema {
-            Some(s) => s.fields().iter().map(|f| CatalogColumn::of(f)).collect(),
+        let columns: Vec<Column> = match &t.schema {
+            Some(s) => s.fields().iter().map(|f| Column::of(f)).collect(),
             None => previous.map(|p| p.columns.clone()).unwrap_or_default(),
         };
         let mut versions = previous.map(|p| p.versions.clone()).unwrap_or_default();
@@ -213,7 +101,7 @@ impl CatalogTable {
             partition_keys: t
                 .partition_keys
                 .iter()
-                .map(|(k, dt)| CatalogColumn::of(&Field::new(k, dt.clone(), true)))
+                .map(|(k, dt)| Column::of(&Field::new(k, dt.clone(), true)))
                 .collect(),
             versions,
             partitions: t.partitions.clone(),
@@ -495,7 +383,7 @@ impl Catalog {
                         });
                         return Ok::<_, Error>(rows.boxed());
                     }
-                    let reader = crate::parquet_io::ObjectReader::new(lake.store().clone(), meta);
+                    let reader = crate::lake::parquet::ObjectReader::new(lake.store().clone(), meta);
                     let builder = ParquetRecordBatchStreamBuilder::new(reader)
                         .await
                         .map_err(|e| Error::config(format!("table `{table}`, file `{path}`: {e}")))?;
