@@ -14,9 +14,10 @@ command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 cargo nextest run --workspace --all-features --no-fail-fast
 cargo test --workspace --all-features --doc
 
-# The quickstart, twice on one lake, then every row checked through DuckDB's Hive reader.
+# The quickstart, twice on one lake, then every row checked through DuckDB's Hive reader. The
+# first run has ETL_FAILPOINT set: a build without the `failpoints` feature ignores it.
 lake=$(mktemp -d)/lake
-cargo run --quiet --example quickstart -- "$lake" >"$lake.1.jsonl"
+ETL_FAILPOINT=after_stage cargo run --quiet --example quickstart -- "$lake" >"$lake.1.jsonl"
 cargo run --quiet --example quickstart -- "$lake" >"$lake.2.jsonl"
 grep -c '"status":"no_new_data"' "$lake.2.jsonl" | grep -qx 2 || { echo "second quickstart run wrote data" >&2; exit 1; }
 "$ETL_TEST_PYTHON" scripts/check_quickstart.py "$lake"
