@@ -24,9 +24,30 @@ install() {
     # snowflake-connector-python 5.x removed snowflake.connector.converter, which fakesnow 0.12.1 imports
     "$VENV/bin/pip" install -q 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5' 'moto[server]==5.2.5' 'duckdb~=2.0.0'
   fi
+  patch_fakesnow >/dev/null
   if [ "$WITH_S3S_FS" = 1 ] && ! command -v s3s-fs >/dev/null; then
     cargo install s3s-fs --version 0.14.1 --features binary --locked   # >=0.15 needs rustc 1.96
   fi
+}
+
+# fakesnow 0.12.1 records a 'None' comment in its _fs_global database for every CREATE TABLE
+# with properties (TEMPORARY, TRANSIENT), and its MERGE creates a temporary table: inside a
+# transaction DuckDB then refuses the write to a second database ("Attempting to write to
+# database _fs_global in a transaction that has already modified database …"), so Snowflake's
+# MERGE INTO inside BEGIN … COMMIT failed on the emulator only. The patch records a comment
+# only when the statement has one. Prints "patched" when it changed the file.
+patch_fakesnow() {
+  "$VENV/bin/python" - <<'PY'
+import pathlib, fakesnow.transforms.transforms as t
+p = pathlib.Path(t.__file__)
+s = p.read_text()
+old = '            new.args["table_comment"] = (table, comment)\n'
+new = '            if comment is not None:  # etl: patched, see scripts/services.sh\n    ' + old
+if new not in s:
+    assert s.count(old) == 1, "fakesnow's extract_comment_on_table changed: review the patch"
+    p.write_text(s.replace(old, new))
+    print("patched")
+PY
 }
 
 wait_for() { # name, command...
@@ -89,6 +110,10 @@ start() {
     mkdir -p $SVC_DIR/s3fs/etl-test
     nohup s3s-fs --host 127.0.0.1 --port $S3FS_PORT --access-key testkey --secret-key testsecret $SVC_DIR/s3fs >$SVC_DIR/s3fs.log 2>&1 & echo $! >$SVC_DIR/s3fs.pid
     wait_for s3s-fs curl -s -o /dev/null http://127.0.0.1:$S3FS_PORT/
+  fi
+  # An emulator started before the patch is restarted with it.
+  if [ "$(patch_fakesnow)" = patched ] && [ -f $SVC_DIR/fakesnow.pid ]; then
+    kill "$(cat $SVC_DIR/fakesnow.pid)" 2>/dev/null || true; rm -f $SVC_DIR/fakesnow.pid; sleep 1
   fi
   [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$SF_PORT/)" = 404 ] ||
     { nohup "$VENV/bin/fakesnow" -s --host 127.0.0.1 -p $SF_PORT >$SVC_DIR/fakesnow.log 2>&1 & echo $! >$SVC_DIR/fakesnow.pid; }

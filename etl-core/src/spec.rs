@@ -287,7 +287,9 @@ impl TableSpec {
         self
     }
 
-    /// Sets the target table.
+    /// Sets the target table (default: the table's name). The SQL sinks take `schema.table`
+    /// as a table of that schema (created when missing) instead of the sink's own; the lake
+    /// names the table's folder with it.
     pub fn target(mut self, target: impl Into<String>) -> Self {
         self.target = target.into();
         self

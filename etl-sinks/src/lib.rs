@@ -13,8 +13,9 @@
 //!   staged on S3, `COPY INTO` from an external stage, the mode's DML and the checkpoint in
 //!   one transaction).
 //!
-//! `sql` holds what the warehouse sinks share: column types and table definitions per
-//! dialect.
+//! [`warehouse`] holds what the three SQL sinks share: the target's name, the checkpoint
+//! table, the statements and column types per dialect, Parquet staging, and the one commit
+//! sequence each of them fills in.
 //!
 //! Every sink implements [`etl_core::Sink`]: stage, then commit together with a checkpoint,
 //! so a run that dies anywhere leaves the target as before or as after it.
@@ -25,21 +26,11 @@ pub mod lake;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
-/// Shared by the warehouse sinks.
-#[cfg(any(feature = "postgres", feature = "snowflake"))]
-pub mod sql;
-
-#[cfg(feature = "postgres")]
-mod checkpoints;
-
 #[cfg(feature = "redshift")]
 pub mod redshift;
 
 #[cfg(feature = "snowflake")]
 pub mod snowflake;
 
-#[cfg(any(feature = "redshift", feature = "snowflake"))]
-mod stage;
-
 #[cfg(any(feature = "postgres", feature = "snowflake"))]
-mod statements;
+pub mod warehouse;

@@ -163,9 +163,14 @@ impl Wh {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// The rows of `table` in the test's schema, or of `schema.table`.
     async fn rows(&self, table: &str, order: &str) -> String {
-        self.query(&format!("SELECT * FROM {}.{table} ORDER BY {order}", self.schema))
-            .await
+        let table = if table.contains('.') {
+            table.to_string()
+        } else {
+            format!("{}.{table}", self.schema)
+        };
+        self.query(&format!("SELECT * FROM {table} ORDER BY {order}")).await
     }
 
     /// A query's rows, read through the Postgres source and rendered.
@@ -205,7 +210,8 @@ impl Drop for Wh {
                     tokio::spawn(conn);
                     let _ = c
                         .batch_execute(&format!(
-                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                            "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE; \
+                             DROP SCHEMA IF EXISTS {schema}_x CASCADE"
                         ))
                         .await;
                 }
@@ -220,6 +226,10 @@ impl Drop for Wh {
 impl super::scenarios::Warehouse for Wh {
     fn sink(&self) -> Arc<dyn Sink> {
         Wh::sink(self)
+    }
+
+    fn schema(&self) -> &str {
+        &self.schema
     }
 
     async fn rows(&self, table: &str) -> String {
@@ -727,6 +737,11 @@ async fn killed_at_any_point_then_rerun_leaves_one_clean_run(kind: Kind) {
 on_both!(killed_at_any_point_then_rerun_leaves_one_clean_run);
 
 /// The three merge strategies on a composite key, with a soft-delete column.
+async fn schema_qualified_target(kind: Kind) {
+    super::scenarios::schema_qualified_target(&Wh::of(kind).await).await;
+}
+on_both!(schema_qualified_target);
+
 async fn merge_strategies_with_soft_deletes_on_a_composite_key(kind: Kind) {
     super::scenarios::merge_strategies(&Wh::of(kind).await).await;
 }

@@ -129,6 +129,43 @@ fn auth() -> SnowflakeAuth {
     }
 }
 
+/// A session of the test's own on the emulator.
+fn api() -> snowflake_api::SnowflakeApi {
+    snowflake_api::SnowflakeApiBuilder::new(snowflake_api::AuthArgs {
+        account_identifier: "etl".into(),
+        warehouse: None,
+        database: Some("ETL_TEST".into()),
+        schema: None,
+        username: "etl".into(),
+        role: None,
+        auth_type: snowflake_api::AuthType::Password(snowflake_api::PasswordArgs {
+            password: "not-a-secret".into(),
+        }),
+    })
+    .with_client(client())
+    .build()
+    .unwrap()
+}
+
+/// The column names `information_schema` holds for a table, spelled exactly as given.
+async fn column_names(api: &snowflake_api::SnowflakeApi, schema: &str, table: &str) -> Vec<String> {
+    batches(
+        api.exec_raw(&format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = '{schema}' \
+             AND table_name = '{table}' ORDER BY ordinal_position"
+        ))
+        .await
+        .unwrap(),
+    )
+    .iter()
+    .flat_map(|b| {
+        (0..b.num_rows())
+            .map(|i| arrow::util::display::array_value_to_string(b.column(0), i).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .collect()
+}
+
 /// A schema of the test's own and a folder the emulator reads staged files from.
 struct Wh {
     schema: String,
@@ -139,6 +176,10 @@ struct Wh {
 impl super::scenarios::Warehouse for Wh {
     fn sink(&self) -> Arc<dyn etl_core::Sink> {
         Arc::new(Wh::sink(self))
+    }
+
+    fn schema(&self) -> &str {
+        &self.schema
     }
 
     async fn rows(&self, table: &str) -> String {
@@ -165,46 +206,22 @@ impl Wh {
         .with_http_client(client())
     }
 
-    /// A query's rows, rendered sorted.
+    /// A query's rows, rendered sorted, as a Snowflake user reads them: the names unquoted
+    /// (so upper-cased), the columns found under their upper-case names in
+    /// `information_schema` (compared as text: the emulator's own name lookup ignores case),
+    /// and shown in lower case.
     async fn rows(&self, table: &str) -> String {
-        let api = snowflake_api::SnowflakeApiBuilder::new(snowflake_api::AuthArgs {
-            account_identifier: "etl".into(),
-            warehouse: None,
-            database: Some("ETL_TEST".into()),
-            schema: None,
-            username: "etl".into(),
-            role: None,
-            auth_type: snowflake_api::AuthType::Password(snowflake_api::PasswordArgs {
-                password: "not-a-secret".into(),
-            }),
-        })
-        .with_client(client())
-        .build()
-        .unwrap();
+        let api = api();
         // Every column as text: the emulator's Arrow for a NULL timestamp has a NULL struct
         // with non-nullable children, which arrow's IPC reader refuses.
-        let columns: Vec<String> = batches(
-            api.exec_raw(&format!(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = '{}' AND table_name = '{table}' \
-                 ORDER BY ordinal_position",
-                self.schema
-            ))
-            .await
-            .unwrap(),
-        )
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows())
-                .map(|i| arrow::util::display::array_value_to_string(b.column(0), i).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-        assert!(!columns.is_empty(), "no columns for {table}");
+        let (schema, table) = table.split_once('.').unwrap_or((&self.schema, table));
+        let columns = column_names(&api, &schema.to_uppercase(), &table.to_uppercase()).await;
+        assert!(!columns.is_empty(), "no columns for {table} (upper case) in {schema}");
         let select: Vec<String> = columns
             .iter()
-            .map(|c| format!("TO_VARCHAR(\"{c}\") AS \"{c}\""))
+            .map(|c| format!("TO_VARCHAR({c}) AS \"{}\"", c.to_lowercase()))
             .collect();
-        let sql = format!("SELECT {} FROM \"{}\".\"{table}\"", select.join(", "), self.schema);
+        let sql = format!("SELECT {} FROM {schema}.{table}", select.join(", "));
         let batches = batches(api.exec_raw(&sql).await.unwrap());
         render_sorted(&batches, &[])
     }
@@ -233,6 +250,86 @@ async fn snowflake_upsert_keeps_one_row_per_key_the_latest() {
 #[tokio::test]
 async fn snowflake_merge_strategies_with_soft_deletes_on_a_composite_key() {
     super::scenarios::merge_strategies(&Wh::new()).await;
+}
+
+/// A target naming its schema (see `scenarios::schema_qualified_target`).
+#[tokio::test]
+async fn snowflake_schema_qualified_target() {
+    super::scenarios::schema_qualified_target(&Wh::new()).await;
+}
+
+/// Names are stored upper-cased, as Snowflake folds unquoted ones (so `SELECT * FROM
+/// crm.orders` finds them), or exactly as given on request; the checkpoint table likewise.
+#[tokio::test]
+async fn snowflake_names_upper_case_unless_kept_exact() {
+    let api = api();
+    for exact in [false, true] {
+        let wh = Wh::new();
+        let source = Arc::new(MemorySource::new());
+        source.append("Orders", customers(&[(1, "a", 1)])).unwrap();
+        let sink = if exact { wh.sink().with_exact_names() } else { wh.sink() };
+        Pipeline::builder(unique("n"))
+            .source_arc(source)
+            .sink(sink)
+            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+            .table(
+                TableSpec::new("Orders")
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["customer_id"])
+                    .cursor(["updated_at"]),
+            )
+            .build()
+            .unwrap()
+            .run()
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let fold = |s: &str| if exact { s.to_string() } else { s.to_uppercase() };
+        assert_eq!(
+            column_names(&api, &fold(&wh.schema), &fold("Orders")).await,
+            ["customer_id", "name", "updated_at", "etl_processed_at"].map(fold),
+            "exact names: {exact}"
+        );
+        let other = |s: &str| if exact { s.to_uppercase() } else { s.to_lowercase() };
+        assert!(
+            column_names(&api, &other(&wh.schema), &other("Orders"))
+                .await
+                .is_empty()
+        );
+        assert!(
+            !column_names(&api, &fold(&wh.schema), &fold("_etl_checkpoints"))
+                .await
+                .is_empty()
+        );
+    }
+    // Read as a Snowflake user writes it: unquoted.
+    let wh = Wh::new();
+    let source = Arc::new(MemorySource::new());
+    source.append("orders", customers(&[(1, "a", 1)])).unwrap();
+    wh.pipeline(
+        source,
+        &ObjectStoreWatermarkStore::new(Location::memory()),
+        TableSpec::new("orders"),
+    )
+    .run()
+    .await
+    .unwrap()
+    .into_result()
+    .unwrap();
+    let got = batches(
+        api.exec_raw(&format!("SELECT customer_id, name FROM {}.orders", wh.schema))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        render_sorted(&got, &[]),
+        "+-------------+------+\n\
+         | CUSTOMER_ID | NAME |\n\
+         +-------------+------+\n\
+         | 1           | a    |\n\
+         +-------------+------+"
+    );
 }
 
 fn files_under(d: &std::path::Path) -> usize {

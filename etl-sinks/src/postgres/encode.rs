@@ -81,11 +81,11 @@ impl<'a> Col<'a> {
             DataType::LargeBinary => Col::LargeBin(a.as_binary()),
             DataType::Date32 => Col::Date(a.as_primitive()),
             DataType::Time64(u) | DataType::Time32(u) => {
-                let (mul, div) = crate::sql::micros_per(u);
+                let (mul, div) = crate::warehouse::micros_per(u);
                 Col::Micros(as_i64(a)?, mul, div)
             }
             DataType::Timestamp(u, _) => {
-                let (mul, div) = crate::sql::micros_per(u);
+                let (mul, div) = crate::warehouse::micros_per(u);
                 Col::Timestamp(as_i64(a)?, mul, div)
             }
             DataType::Interval(IntervalUnit::MonthDayNano) => Col::Interval(a.as_primitive()),

@@ -42,9 +42,10 @@ use futures::SinkExt;
 use tokio_postgres::CopyInSink;
 use tokio_postgres::error::SqlState;
 
-use crate::checkpoints::Checkpoints;
-use crate::sql;
-use crate::statements::Statements;
+use crate::warehouse::statements::Statements;
+use crate::warehouse::{
+    self, Checkpoints, Run, RunContext, Session, Target, checkpoints, create_table, null_key_error,
+};
 
 const PG: Dialect = Dialect::Postgres;
 /// Bytes of encoded rows sent to the server at a time.
@@ -127,12 +128,8 @@ impl PostgresSink {
         PostgresWatermarkStore::new(self.pg.clone(), self.schema.clone())
     }
 
-    fn qualified(&self, table: &str) -> String {
-        format!("{}.{}", PG.quote(&self.schema), PG.quote(table))
-    }
-
     fn checkpoints(&self) -> Checkpoints {
-        Checkpoints::new(PG, &self.schema)
+        Checkpoints::new(PG, &self.schema, checkpoints::TABLE)
     }
 }
 
@@ -154,12 +151,16 @@ impl Sink for PostgresSink {
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
         let spec = req.spec;
         let db = self.pg.connect(&spec.name).await?;
-        let setup = format!(
+        let target = Target::new(PG, &self.schema, &spec.target, false);
+        let mut setup = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; {cp}; {wm}",
             schema = PG.quote(&self.schema),
             cp = self.checkpoints().create(),
             wm = watermarks::create(&self.schema)
         );
+        if target.schema != self.schema {
+            setup.push_str(&format!("; CREATE SCHEMA IF NOT EXISTS {}", PG.quote(&target.schema)));
+        }
         // `IF NOT EXISTS` can still collide with a concurrent run creating the same object;
         // then it exists, and a second try finds it.
         if let Err(e) = db.timed(db.batch_execute(&setup)).await? {
@@ -175,20 +176,10 @@ impl Sink for PostgresSink {
         // Everything the run does is one transaction, from its first row to its checkpoint: a
         // run that fails or dies anywhere leaves nothing behind.
         db.batch("BEGIN").await?;
-        // Identifiers are at most 63 bytes.
-        let mut aside = format!("_etl_new_{}_{}", req.run_id, spec.target);
-        while aside.len() > 63 {
-            aside.pop();
-        }
         Ok(Box::new(PgWriter {
             db,
-            pipeline: req.pipeline.to_string(),
-            spec: spec.clone(),
-            mode: req.mode,
-            last_checkpoint: req.last_checkpoint.map(str::to_string),
-            target: self.qualified(&spec.target),
-            aside: self.qualified(&aside),
-            checkpoints: self.checkpoints(),
+            aside: target.scratch("new", req.run_id, 63),
+            cx: RunContext::new(&req, target, self.checkpoints()),
             schema: self.schema.clone(),
             into: Dest::Stage,
             columns: None,
@@ -215,13 +206,10 @@ const STAGE: &str = "_etl_stage";
 
 struct PgWriter {
     db: PgClient,
-    pipeline: String,
-    spec: TableSpec,
-    mode: LoadMode,
-    last_checkpoint: Option<String>,
-    target: String,
+    cx: RunContext,
+    /// FULL's new table, beside the target.
     aside: String,
-    checkpoints: Checkpoints,
+    /// The sink's schema (its watermark table's).
     schema: String,
     into: Dest,
     /// The copied columns (the first batch's schema).
@@ -233,17 +221,17 @@ struct PgWriter {
 }
 
 impl PgWriter {
-    async fn target_exists(&self) -> Result<bool> {
-        let row = self
-            .db
-            .call(self.db.query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.target]))
-            .await?;
-        row.try_get(0).map_err(self.db.err())
+    fn spec(&self) -> &TableSpec {
+        &self.cx.spec
+    }
+
+    fn target(&self) -> &str {
+        &self.cx.target.qualified
     }
 
     fn create(&self, table: &str, schema: &SchemaRef) -> Result<String> {
         let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
-        sql::create_table(PG, &self.spec.name, table, &fields, &[], false)
+        create_table(PG, &self.spec().name, table, &fields, &[], false)
     }
 
     /// Chooses where the rows go, creates it, and opens the COPY into it.
@@ -251,24 +239,23 @@ impl PgWriter {
         for f in schema.fields() {
             if !encode::writable(f.data_type()) {
                 return Err(Error::ColumnTypeConflict {
-                    table: self.spec.name.clone(),
+                    table: self.spec().name.clone(),
                     column: f.name().clone(),
                     expected: "a type the Postgres sink writes".into(),
                     found: f.data_type().to_string(),
                 });
             }
         }
-        self.into = if self.mode == LoadMode::Full {
+        self.into = if self.cx.mode == LoadMode::Full {
             Dest::Aside
-        } else if !self.target_exists().await? {
+        } else if !self.cx.target.exists(&self.db).await? {
             Dest::NewTarget
         } else {
             Dest::Stage
         };
         let table = match self.into {
             Dest::Stage => {
-                let fields: Vec<&Field> = schema.fields().iter().map(|f| f.as_ref()).collect();
-                let create = sql::create_table(PG, &self.spec.name, STAGE, &fields, &[], false)?;
+                let create = self.create(STAGE, &schema)?;
                 let create = create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1) + " ON COMMIT DROP";
                 self.db.exec(&create).await?;
                 STAGE.to_string()
@@ -278,8 +265,8 @@ impl PgWriter {
                 self.aside.clone()
             }
             Dest::NewTarget => {
-                self.db.exec(&self.create(&self.target, &schema)?).await?;
-                self.target.clone()
+                self.db.exec(&self.create(self.target(), &schema)?).await?;
+                self.target().to_string()
             }
         };
         let cols = column_list(&schema);
@@ -314,17 +301,14 @@ impl PgWriter {
             .call(self.db.query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
                   WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-                &[&self.target],
+                &[&self.target()],
             ))
             .await?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<std::result::Result<_, tokio_postgres::Error>>()
             .map_err(self.db.err())?;
-        for alter in sql::add_columns(PG, &self.spec.name, &self.target, &existing, schema.fields())? {
-            self.db.exec(&alter).await?;
-        }
-        Ok(())
+        warehouse::evolve(self, PG, &existing, schema.fields(), false).await
     }
 
     /// The shared statements over `staged` (the staging table, or a new target), which is
@@ -332,11 +316,12 @@ impl PgWriter {
     fn statements(&self, schema: &SchemaRef, staged: &str) -> Statements<'_> {
         Statements {
             dialect: PG,
-            spec: &self.spec,
-            target: self.target.clone(),
+            spec: self.spec(),
+            target: self.target().to_string(),
             stage: staged.to_string(),
             latest: staged.to_string(),
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+            upper: false,
         }
     }
 
@@ -345,11 +330,11 @@ impl PgWriter {
         let schema = self.columns.clone().expect("columns");
         let nulls = self.db.count(&self.statements(&schema, table).null_keys()).await?;
         if nulls > 0 {
-            return Err(sql::null_key_error(
+            return Err(null_key_error(
                 "postgres",
                 self.db.table(),
                 nulls,
-                &self.spec.primary_key,
+                &self.spec().primary_key,
             ));
         }
         Ok(())
@@ -358,9 +343,9 @@ impl PgWriter {
     /// `ORDER BY` text putting the latest row of each key first: by cursor (NULLs oldest), then
     /// by arrival (a table filled by one COPY has its rows in arrival order).
     fn latest_first(&self) -> String {
-        let mut order: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
+        let mut order: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
         order.extend(
-            self.spec
+            self.spec()
                 .cursor
                 .iter()
                 .map(|c| format!("{} DESC NULLS LAST", PG.quote(c))),
@@ -371,7 +356,7 @@ impl PgWriter {
 
     /// Deletes all but the latest row of each key of `table`; returns how many went.
     async fn collapse(&self, table: &str) -> Result<u64> {
-        let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
+        let k: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
         self.db
             .exec(&format!(
                 "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER
@@ -386,7 +371,7 @@ impl PgWriter {
     /// it finds a repeated key are all but the latest row of each key deleted first. Returns
     /// the rows deleted.
     async fn key_new_target(&self, table: &str) -> Result<u64> {
-        let k: Vec<String> = self.spec.primary_key.iter().map(|c| PG.quote(c)).collect();
+        let k: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
         let add_key = format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", k.join(", "));
         self.db.exec("SAVEPOINT etl_key").await?;
         match self.db.timed(self.db.batch_execute(&add_key)).await? {
@@ -401,59 +386,69 @@ impl PgWriter {
                     }
                     Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
                         self.check_keys(table).await?;
-                        Err(pg_err(&self.spec.name, e))
+                        Err(pg_err(&self.spec().name, e))
                     }
-                    _ => Err(pg_err(&self.spec.name, e)),
+                    _ => Err(pg_err(&self.spec().name, e)),
                 }
             }
         }
     }
 
-    /// The mode's statements; returns inserted, updated, deleted, collapsed.
-    async fn apply(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
-        let insert_staged = self.statements(schema, STAGE).insert_all(&self.target, STAGE);
-        Ok(match (self.into, self.mode) {
+    /// The mode's statements over the copied rows of `schema`.
+    async fn apply_copied(&self, schema: &SchemaRef) -> Result<CommitSummary> {
+        let st = self.statements(schema, STAGE);
+        let insert_staged = st.insert_all(self.target(), STAGE);
+        let summary = |inserted, deleted| CommitSummary {
+            inserted,
+            deleted,
+            ..CommitSummary::default()
+        };
+        Ok(match (self.into, self.cx.mode) {
             (Dest::Aside, _) => {
-                let deleted = if self.target_exists().await? {
-                    let n = self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
-                    self.db.exec(&format!("DROP TABLE {}", self.target)).await?;
-                    n
+                let exists = self.cx.target.exists(&self.db).await?;
+                let deleted = if exists {
+                    self.db
+                        .count(&format!("SELECT count(*) FROM {}", self.target()))
+                        .await?
                 } else {
                     0
                 };
-                self.db
-                    .exec(&format!(
-                        "ALTER TABLE {} RENAME TO {}",
-                        self.aside,
-                        PG.quote(&self.spec.target)
-                    ))
-                    .await?;
-                (self.rows, 0, deleted, 0)
+                for s in st.swap(&self.aside, exists, &self.cx.target.quoted_name()) {
+                    self.db.exec(&s).await?;
+                }
+                summary(self.rows, deleted)
             }
             (Dest::NewTarget, LoadMode::Upsert) => {
-                let collapsed = self.key_new_target(&self.target).await?;
+                let collapsed = self.key_new_target(self.target()).await?;
                 // Rows marked deleted have nothing to delete yet: they are not kept.
-                let dropped = match self.statements(schema, STAGE).soft_deleted("")? {
+                let dropped = match st.soft_deleted("")? {
                     Some(flag) => {
                         self.db
-                            .exec(&format!("DELETE FROM {} WHERE {flag}", self.target))
+                            .exec(&format!("DELETE FROM {} WHERE {flag}", self.target()))
                             .await?
                     }
                     None => 0,
                 };
-                (self.rows - collapsed - dropped, 0, 0, collapsed)
+                CommitSummary {
+                    inserted: self.rows - collapsed - dropped,
+                    collapsed,
+                    ..CommitSummary::default()
+                }
             }
-            (Dest::NewTarget, _) => (self.rows, 0, 0, 0),
+            (Dest::NewTarget, _) => summary(self.rows, 0),
             (Dest::Stage, mode) => {
                 self.evolve(schema).await?;
                 match mode {
                     LoadMode::TruncateInsert => {
-                        let deleted = self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
-                        self.db.exec(&format!("TRUNCATE {}", self.target)).await?;
-                        (self.db.exec(&insert_staged).await?, 0, deleted, 0)
+                        let deleted = self
+                            .db
+                            .count(&format!("SELECT count(*) FROM {}", self.target()))
+                            .await?;
+                        self.db.exec(&self.empty_target()).await?;
+                        summary(self.db.exec(&insert_staged).await?, deleted)
                     }
                     LoadMode::Upsert => self.merge(schema).await?,
-                    _ => (self.db.exec(&insert_staged).await?, 0, 0, 0),
+                    _ => summary(self.db.exec(&insert_staged).await?, 0),
                 }
             }
         })
@@ -461,8 +456,8 @@ impl PgWriter {
 
     /// Merges the staged rows, collapsed to the latest per key, into the target with the
     /// spec's strategy, after applying its soft deletes.
-    async fn merge(&self, schema: &SchemaRef) -> Result<(u64, u64, u64, u64)> {
-        let key = &self.spec.primary_key;
+    async fn merge(&self, schema: &SchemaRef) -> Result<CommitSummary> {
+        let key = &self.spec().primary_key;
         let k: Vec<String> = key.iter().map(|c| PG.quote(c)).collect();
         let cols = column_list(schema);
         let st = self.statements(schema, STAGE);
@@ -483,7 +478,7 @@ impl PgWriter {
                    AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)
                      FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) = $2
                  ORDER BY i.indisprimary DESC LIMIT 1",
-                &[&self.target, &sorted_key],
+                &[&self.target(), &sorted_key],
             )
             .await
             .map_err(self.db.err())?
@@ -491,7 +486,7 @@ impl PgWriter {
             .transpose()
             .map_err(self.db.err())?;
         let soft = st.soft_delete()?;
-        let fast = self.spec.merge == MergeStrategy::UpdateInsert && soft.is_none() && unique.is_some();
+        let fast = self.spec().merge == MergeStrategy::UpdateInsert && soft.is_none() && unique.is_some();
         let mut collapsed = 0;
         if !fast {
             self.check_keys(STAGE).await?;
@@ -506,7 +501,7 @@ impl PgWriter {
             dropped = self.db.exec(staged).await?;
         }
         let live = self.rows - collapsed - dropped;
-        let (inserted, updated) = match self.spec.merge {
+        let (inserted, updated) = match self.spec().merge {
             MergeStrategy::UpdateInsert if unique.is_some() => {
                 let action = if non_key.is_empty() {
                     "DO NOTHING".to_string()
@@ -522,7 +517,7 @@ impl PgWriter {
                     "WITH m AS (INSERT INTO {target} ({cols}) SELECT {cols} FROM {STAGE}
                        ON CONFLICT ({k}) {action} RETURNING (xmax = 0) AS ins)
                      SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM m",
-                    target = self.target,
+                    target = self.target(),
                     k = k.join(", ")
                 );
                 let counts = |r: tokio_postgres::Row| -> Result<(u64, u64)> {
@@ -541,9 +536,9 @@ impl PgWriter {
                             }
                             Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
                                 self.check_keys(STAGE).await?;
-                                return Err(pg_err(&self.spec.name, e));
+                                return Err(pg_err(&self.spec().name, e));
                             }
-                            _ => return Err(pg_err(&self.spec.name, e)),
+                            _ => return Err(pg_err(&self.spec().name, e)),
                         }
                     }
                 }
@@ -564,8 +559,8 @@ impl PgWriter {
                         connector: "postgres",
                         message: format!(
                             "table `{}`: UPSERT into {} needs a unique index on ({}) before Postgres 15 (MERGE)",
-                            self.spec.name,
-                            self.target,
+                            self.spec().name,
+                            self.target(),
                             key.join(", ")
                         ),
                         retryable: false,
@@ -594,45 +589,12 @@ impl PgWriter {
                 (inserted, 0)
             }
         };
-        Ok((inserted, updated, deleted, collapsed))
-    }
-
-    /// The commit's statements, in the run's transaction.
-    async fn commit_in(&self, checkpoint: &Checkpoint) -> Result<CommitSummary> {
-        self.checkpoints
-            .store(
-                &self.db,
-                &self.pipeline,
-                &self.spec.name,
-                self.last_checkpoint.as_deref(),
-                checkpoint,
-            )
-            .await?;
-        watermarks::record(&self.db, &self.schema, &self.pipeline, &self.spec.name, checkpoint).await?;
-        let (inserted, updated, deleted, collapsed) = match &self.columns {
-            Some(schema) => self.apply(schema).await?,
-            // Nothing was read: a FULL or TRUNCATE_INSERT empties an existing target.
-            None if matches!(self.mode, LoadMode::Full | LoadMode::TruncateInsert) && self.target_exists().await? => {
-                let deleted = self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?;
-                self.db.exec(&format!("TRUNCATE {}", self.target)).await?;
-                (0, 0, deleted, 0)
-            }
-            None => (0, 0, 0, 0),
-        };
-        let target_rows = if self.target_exists().await? {
-            Some(self.db.count(&format!("SELECT count(*) FROM {}", self.target)).await?)
-        } else {
-            None
-        };
-        self.db.batch("COMMIT").await?;
-        tracing::debug!(table = %self.spec.name, target = %self.target,
-            inserted, updated, deleted, collapsed, "postgres commit");
         Ok(CommitSummary {
-            target_rows,
             inserted,
             updated,
             deleted,
             collapsed,
+            ..CommitSummary::default()
         })
     }
 }
@@ -647,13 +609,53 @@ fn column_list(schema: &SchemaRef) -> String {
         .join(", ")
 }
 
+/// Postgres's part of the shared commit sequence: the transaction is open since the run's
+/// first row, the watermark row goes in with the checkpoint, and `TRUNCATE` empties.
+#[async_trait]
+impl Run for PgWriter {
+    fn session(&self) -> &dyn Session {
+        &self.db
+    }
+
+    fn context(&self) -> &RunContext {
+        &self.cx
+    }
+
+    async fn begin(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn load(&self, checkpoint: &Checkpoint) -> Result<()> {
+        watermarks::record(
+            &self.db,
+            &self.schema,
+            &self.cx.pipeline,
+            &self.cx.spec.name,
+            checkpoint,
+        )
+        .await
+    }
+
+    fn loaded(&self) -> bool {
+        self.columns.is_some()
+    }
+
+    async fn apply(&self) -> Result<CommitSummary> {
+        self.apply_copied(self.columns.as_ref().expect("loaded")).await
+    }
+
+    fn empty_target(&self) -> String {
+        format!("TRUNCATE {}", self.target())
+    }
+}
+
 #[async_trait]
 impl TableWriter for PgWriter {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if self.columns.is_none() {
             self.open(batch.schema()).await?;
         }
-        encode::rows(&self.spec.name, &batch, &mut self.buf)?;
+        encode::rows(&self.cx.spec.name, &batch, &mut self.buf)?;
         self.rows += batch.num_rows() as u64;
         if self.buf.len() >= SEND_BYTES {
             self.flush().await?;
@@ -665,7 +667,7 @@ impl TableWriter for PgWriter {
         if self.copy.is_some() {
             encode::trailer(&mut self.buf);
             self.flush().await?;
-            let name = self.spec.name.clone();
+            let name = self.spec().name.clone();
             let mut copy = self.copy.take().expect("open");
             let copied = self.db.call(copy.as_mut().finish()).await?;
             if copied != self.rows {
@@ -684,12 +686,7 @@ impl TableWriter for PgWriter {
     }
 
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
-        let result = self.commit_in(&checkpoint).await;
-        if result.is_err() {
-            // Nothing of the run stays: its tables, rows and checkpoint go with the rollback.
-            let _ = self.db.batch("ROLLBACK").await;
-        }
-        result
+        warehouse::commit(self.as_ref(), &checkpoint).await
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {

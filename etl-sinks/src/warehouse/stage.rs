@@ -16,8 +16,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::sql;
-use crate::statements::SEQ;
+use super::statements::SEQ;
+use super::types;
 
 /// Bytes of Parquet per staged file, at most (warehouses load the files of a prefix in
 /// parallel).
@@ -80,6 +80,14 @@ impl ParquetStage {
         self.columns.as_ref()
     }
 
+    /// The staged columns (none before the first batch).
+    pub(crate) fn fields(&self) -> Vec<arrow::datatypes::Field> {
+        self.columns
+            .iter()
+            .flat_map(|s| s.fields().iter().map(|f| f.as_ref().clone()))
+            .collect()
+    }
+
     /// Rows staged.
     pub(crate) fn rows(&self) -> u64 {
         self.seq as u64
@@ -110,7 +118,7 @@ impl ParquetStage {
         if self.columns.is_none() {
             // Refuse a type the warehouse cannot hold before anything is staged.
             for f in batch.schema().fields() {
-                sql::column_type(self.dialect, &self.table, f)?;
+                types::column_type(self.dialect, &self.table, f)?;
             }
             self.columns = Some(batch.schema());
         }

@@ -1,14 +1,13 @@
-//! The statements of the warehouses that load staged files (Redshift, Snowflake), as pure
-//! functions of the table and its columns, golden-tested to the character below. The
-//! Redshift ones are also valid PostgreSQL, except `COPY … FROM 's3://…'`, so that path runs
-//! on a local Postgres too.
+//! The statements of the three warehouses, as pure functions of the table and its columns,
+//! golden-tested to the character below. The Redshift ones are also valid PostgreSQL, except
+//! `COPY … FROM 's3://…'`, so that path runs on a local Postgres too.
 
 use arrow::datatypes::{DataType, Field};
 use etl_core::kit::sql::Dialect;
 use etl_core::{Error, MergeStrategy, Result, TableSpec};
 
 #[cfg(any(feature = "redshift", feature = "snowflake"))]
-use crate::sql;
+use super::types;
 
 /// Redshift's staging table and its collapsed copy (temporary: one session each).
 #[cfg(feature = "redshift")]
@@ -42,11 +41,22 @@ pub(crate) struct Statements<'a> {
     pub(crate) target: String,
     /// The run's columns (without the arrival-order column).
     pub(crate) fields: Vec<Field>,
+    /// Whether names are upper-cased before quoting (Snowflake folds unquoted names so).
+    pub(crate) upper: bool,
 }
 
 impl Statements<'_> {
+    /// A column's name as the statements write it.
+    pub(crate) fn id(&self, name: &str) -> String {
+        if self.upper {
+            self.dialect.quote(&name.to_uppercase())
+        } else {
+            self.dialect.quote(name)
+        }
+    }
+
     fn quoted(&self) -> Vec<String> {
-        self.fields.iter().map(|f| self.dialect.quote(f.name())).collect()
+        self.fields.iter().map(|f| self.id(f.name())).collect()
     }
 
     fn cols(&self) -> String {
@@ -54,7 +64,7 @@ impl Statements<'_> {
     }
 
     fn key(&self) -> Vec<String> {
-        self.spec.primary_key.iter().map(|c| self.dialect.quote(c)).collect()
+        self.spec.primary_key.iter().map(|c| self.id(c)).collect()
     }
 
     /// `target.k = s.k AND …`, the target named in full (Redshift's `DELETE … USING` takes no
@@ -83,7 +93,7 @@ impl Statements<'_> {
         let mut fields: Vec<&Field> = self.fields.iter().collect();
         let seq = Field::new(SEQ, DataType::Int64, false);
         fields.push(&seq);
-        let create = sql::create_table(self.dialect, &self.spec.name, &self.stage, &fields, &[], false)?;
+        let create = types::create_table(self.dialect, &self.spec.name, &self.stage, &fields, &[], self.upper)?;
         Ok(create.replacen("CREATE TABLE", self.create_scratch(), 1))
     }
 
@@ -119,7 +129,7 @@ impl Statements<'_> {
     /// primary key (informational in Redshift; given when the mode merges by it).
     pub(crate) fn create_table(&self, qualified: &str, key: &[String]) -> Result<String> {
         let fields: Vec<&Field> = self.fields.iter().collect();
-        sql::create_table(self.dialect, &self.spec.name, qualified, &fields, key, false)
+        types::create_table(self.dialect, &self.spec.name, qualified, &fields, key, self.upper)
     }
 
     /// `INSERT` of every row of `from` into `into`.
@@ -128,24 +138,16 @@ impl Statements<'_> {
         format!("INSERT INTO {into} ({cols}) SELECT {cols} FROM {from}")
     }
 
-    #[cfg(feature = "redshift")]
-    /// FULL's swap: the old target dropped, the new one renamed to its name.
-    pub(crate) fn swap(&self, aside: &str, exists: bool) -> Vec<String> {
+    #[cfg(feature = "postgres")]
+    /// FULL's swap: the old target dropped, the new one renamed to its name (`name`, quoted:
+    /// `ALTER TABLE … RENAME TO` takes no schema).
+    pub(crate) fn swap(&self, aside: &str, exists: bool, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         if exists {
             out.push(format!("DROP TABLE {}", self.target));
         }
-        out.push(format!(
-            "ALTER TABLE {aside} RENAME TO {}",
-            self.dialect.quote(&self.spec.target)
-        ));
+        out.push(format!("ALTER TABLE {aside} RENAME TO {name}"));
         out
-    }
-
-    #[cfg(any(feature = "redshift", feature = "snowflake"))]
-    /// TRUNCATE_INSERT's emptying: `DELETE`, since Redshift's `TRUNCATE` commits at once.
-    pub(crate) fn delete_all(&self) -> String {
-        format!("DELETE FROM {}", self.target)
     }
 
     /// How many staged rows have a NULL in the key.
@@ -162,9 +164,9 @@ impl Statements<'_> {
             .spec
             .cursor
             .iter()
-            .map(|c| format!("{} DESC NULLS LAST", self.dialect.quote(c)))
+            .map(|c| format!("{} DESC NULLS LAST", self.id(c)))
             .collect();
-        order.push(format!("{} DESC", self.dialect.quote(SEQ)));
+        order.push(format!("{} DESC", self.id(SEQ)));
         let cols = self.cols();
         format!(
             "{} {} AS SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER \
@@ -190,7 +192,7 @@ impl Statements<'_> {
                 table: self.spec.name.clone(),
                 column: col.clone(),
             })?;
-        let c = format!("{alias}{}", self.dialect.quote(col));
+        let c = format!("{alias}{}", self.id(col));
         Ok(Some(if field.data_type() == &DataType::Boolean {
             format!("{c} IS TRUE")
         } else {
@@ -231,7 +233,7 @@ impl Statements<'_> {
             .fields
             .iter()
             .filter(|f| !self.spec.primary_key.contains(f.name()))
-            .map(|f| self.dialect.quote(f.name()))
+            .map(|f| self.id(f.name()))
             .collect();
         let insert_missing = format!(
             "INSERT INTO {t} ({cols}) SELECT {cols} FROM {l} s WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {on})",
@@ -240,22 +242,6 @@ impl Statements<'_> {
             on = self.on()
         );
         match self.spec.merge {
-            // Snowflake: the update and the insert MERGE would do, as two statements of the
-            // run's transaction (the emulator cannot MERGE inside one).
-            MergeStrategy::UpdateInsert if !non_key.is_empty() && self.dialect == Dialect::Snowflake => {
-                let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
-                let on: Vec<String> = self.key().iter().map(|k| format!("t.{k} = s.{k}")).collect();
-                vec![
-                    format!(
-                        "UPDATE {t} AS t SET {set} FROM {l} AS s WHERE {on}",
-                        t = self.target,
-                        l = self.latest,
-                        set = set.join(", "),
-                        on = on.join(" AND ")
-                    ),
-                    insert_missing,
-                ]
-            }
             MergeStrategy::UpdateInsert if !non_key.is_empty() => {
                 let set: Vec<String> = non_key.iter().map(|c| format!("{c} = s.{c}")).collect();
                 let values: Vec<String> = self.quoted().iter().map(|c| format!("s.{c}")).collect();
@@ -304,6 +290,7 @@ mod tests {
             stage: STAGE.into(),
             latest: LATEST.into(),
             target: r#""crm"."customers""#.into(),
+            upper: false,
             fields: vec![
                 Field::new("tenant", DataType::Utf8, false),
                 Field::new("customer_id", DataType::Int64, false),
@@ -350,13 +337,12 @@ mod tests {
             r#"CREATE TABLE "crm"."_etl_new_r1_customers" ("tenant" varchar(65535), "customer_id" bigint, "email" varchar(65535), "balance" numeric(12,2), "updated_at" timestamp, "deleted" boolean, PRIMARY KEY ("tenant", "customer_id"))"#
         );
         assert_eq!(
-            st.swap(r#""crm"."_etl_new_r1_customers""#, true),
+            st.swap(r#""crm"."_etl_new_r1_customers""#, true, r#""customers""#),
             [
                 r#"DROP TABLE "crm"."customers""#,
                 r#"ALTER TABLE "crm"."_etl_new_r1_customers" RENAME TO "customers""#
             ]
         );
-        assert_eq!(st.delete_all(), r#"DELETE FROM "crm"."customers""#);
     }
 
     #[test]
@@ -416,5 +402,50 @@ mod tests {
         ));
         let err = st.create_stage().unwrap_err().to_string();
         assert!(err.contains("`tags`") && err.contains("Redshift"), "{err}");
+    }
+}
+
+#[cfg(all(test, feature = "snowflake"))]
+mod snowflake_tests {
+    use super::*;
+    use arrow::datatypes::TimeUnit;
+
+    #[test]
+    fn upsert_statements_in_snowflake_upper_case_and_merge() {
+        let spec = TableSpec::new("customers")
+            .primary_key(["customer_id"])
+            .cursor(["updated_at"])
+            .merge_strategy(MergeStrategy::UpdateInsert);
+        let st = Statements {
+            dialect: Dialect::Snowflake,
+            spec: &spec,
+            target: r#""CRM"."CUSTOMERS""#.into(),
+            stage: r#""CRM"."_ETL_STAGE_R1_CUSTOMERS""#.into(),
+            latest: r#""CRM"."_ETL_LATEST_R1_CUSTOMERS""#.into(),
+            fields: vec![
+                Field::new("customer_id", DataType::Int64, false),
+                Field::new("email", DataType::Utf8, true),
+                Field::new("updated_at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            ],
+            upper: true,
+        };
+        assert_eq!(
+            st.create_stage().unwrap(),
+            r#"CREATE OR REPLACE TRANSIENT TABLE "CRM"."_ETL_STAGE_R1_CUSTOMERS" ("CUSTOMER_ID" number(38,0), "EMAIL" varchar, "UPDATED_AT" timestamp_ntz, "_ETL_SEQ" number(38,0))"#
+        );
+        assert_eq!(
+            st.copy_into(r#"@"CRM"."_ETL_FILES_R1_CUSTOMERS""#),
+            r#"COPY INTO "CRM"."_ETL_STAGE_R1_CUSTOMERS" FROM @"CRM"."_ETL_FILES_R1_CUSTOMERS" FILE_FORMAT=(TYPE=PARQUET) MATCH_BY_COLUMN_NAME=CASE_INSENSITIVE"#
+        );
+        assert_eq!(
+            st.merge(),
+            [
+                r#"MERGE INTO "CRM"."CUSTOMERS" AS t USING "CRM"."_ETL_LATEST_R1_CUSTOMERS" AS s ON t."CUSTOMER_ID" = s."CUSTOMER_ID" WHEN MATCHED THEN UPDATE SET "EMAIL" = s."EMAIL", "UPDATED_AT" = s."UPDATED_AT" WHEN NOT MATCHED THEN INSERT ("CUSTOMER_ID", "EMAIL", "UPDATED_AT") VALUES (s."CUSTOMER_ID", s."EMAIL", s."UPDATED_AT")"#
+            ]
+        );
+        assert_eq!(
+            Dialect::Snowflake.string_literal(r#"{"a":"it's \"q\" \\"}"#),
+            r#"'{"a":"it''s \\"q\\" \\\\"}'"#
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The SQL the warehouse sinks share: Arrow types as column types, and the statements of each
-//! load mode, per dialect (quoting comes from [`etl_core::kit::sql::Dialect`]).
+//! Arrow types as warehouse column types, per dialect, and the table definitions and new
+//! columns built from them (quoting comes from [`etl_core::kit::sql::Dialect`]).
 
 use arrow::datatypes::{DataType, Field};
 use etl_core::kit::sql::Dialect;
@@ -14,9 +14,9 @@ use etl_core::{Error, Result};
 /// use arrow::datatypes::{DataType, Field, TimeUnit};
 /// use etl_core::kit::sql::Dialect;
 /// let f = Field::new("paid_at", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true);
-/// assert_eq!(etl_sinks::sql::column_type(Dialect::Postgres, "orders", &f).unwrap(), "timestamptz");
+/// assert_eq!(etl_sinks::warehouse::column_type(Dialect::Postgres, "orders", &f).unwrap(), "timestamptz");
 /// let f = Field::new("price", DataType::Decimal128(10, 2), true);
-/// assert_eq!(etl_sinks::sql::column_type(Dialect::Postgres, "orders", &f).unwrap(), "numeric(10,2)");
+/// assert_eq!(etl_sinks::warehouse::column_type(Dialect::Postgres, "orders", &f).unwrap(), "numeric(10,2)");
 /// ```
 pub fn column_type(dialect: Dialect, table: &str, field: &Field) -> Result<String> {
     let unmapped = || Error::ColumnTypeConflict {
@@ -125,7 +125,8 @@ pub(crate) fn compatible(existing: &str, wanted: &str) -> bool {
 }
 
 /// The `ALTER TABLE … ADD COLUMN` statements giving `target` the `fields` it lacks, given its
-/// `existing` columns (name, type as the database names it).
+/// `existing` columns (name, type as the database names it); with `upper`, names are
+/// upper-cased (Snowflake) and matched so.
 ///
 /// # Errors
 /// [`Error::ColumnTypeConflict`] naming table, column and both types when an existing column
@@ -136,11 +137,13 @@ pub(crate) fn add_columns(
     target: &str,
     existing: &[(String, String)],
     fields: &arrow::datatypes::Fields,
+    upper: bool,
 ) -> Result<Vec<String>> {
+    let name = |n: &str| if upper { n.to_uppercase() } else { n.to_string() };
     let mut out = Vec::new();
     for f in fields {
         let wanted = column_type(dialect, table_name, f)?;
-        match existing.iter().find(|(name, _)| name == f.name()) {
+        match existing.iter().find(|(have, _)| *have == name(f.name())) {
             Some((_, have)) if !compatible(have, &wanted) => {
                 return Err(Error::ColumnTypeConflict {
                     table: table_name.to_string(),
@@ -152,7 +155,7 @@ pub(crate) fn add_columns(
             Some(_) => {}
             None => out.push(format!(
                 "ALTER TABLE {target} ADD COLUMN {} {wanted}",
-                dialect.quote(f.name())
+                dialect.quote(&name(f.name()))
             )),
         }
     }
@@ -171,34 +174,32 @@ pub(crate) fn null_key_error(connector: &'static str, table: &str, nulls: u64, k
     }
 }
 
-/// `CREATE TABLE` text for `fields`, with a primary key when `key` is not empty.
+/// `CREATE TABLE` text for `fields`, with a primary key when `key` is not empty; with
+/// `upper`, column names are upper-cased (Snowflake).
 pub(crate) fn create_table(
     dialect: Dialect,
     table_name: &str,
     qualified: &str,
     fields: &[&Field],
     key: &[String],
-    unlogged: bool,
+    upper: bool,
 ) -> Result<String> {
+    let id = |n: &str| {
+        if upper {
+            dialect.quote(&n.to_uppercase())
+        } else {
+            dialect.quote(n)
+        }
+    };
     let mut cols = fields
         .iter()
-        .map(|f| {
-            Ok(format!(
-                "{} {}",
-                dialect.quote(f.name()),
-                column_type(dialect, table_name, f)?
-            ))
-        })
+        .map(|f| Ok(format!("{} {}", id(f.name()), column_type(dialect, table_name, f)?)))
         .collect::<Result<Vec<_>>>()?;
     if !key.is_empty() {
-        let k: Vec<String> = key.iter().map(|k| dialect.quote(k)).collect();
+        let k: Vec<String> = key.iter().map(|k| id(k)).collect();
         cols.push(format!("PRIMARY KEY ({})", k.join(", ")));
     }
-    Ok(format!(
-        "CREATE {}TABLE {qualified} ({})",
-        if unlogged { "UNLOGGED " } else { "" },
-        cols.join(", ")
-    ))
+    Ok(format!("CREATE TABLE {qualified} ({})", cols.join(", ")))
 }
 
 /// A time unit's microseconds per value.
