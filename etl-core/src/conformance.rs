@@ -248,6 +248,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         run_id,
         started_at: Utc::now(),
         last_checkpoint,
+        watermark_home: None,
     };
     let empty = "(no rows)";
     let base_mode = if refused.contains(&LoadMode::Full) {

@@ -162,6 +162,7 @@ impl PipelineBuilder {
             name: self.name,
             source,
             sink,
+            watermark_home: watermarks.home(),
             watermarks,
             tables: self.tables,
             batch_size: self.batch_size,
@@ -256,6 +257,8 @@ pub struct Pipeline {
     source: Arc<dyn Source>,
     sink: Arc<dyn Sink>,
     watermarks: Arc<dyn WatermarkStore>,
+    /// Where the store keeps watermarks, for a sink that can store them with its rows.
+    watermark_home: Option<String>,
     tables: Vec<TableSpec>,
     batch_size: usize,
     concurrency: usize,
@@ -590,6 +593,7 @@ impl Pipeline {
                 run_id,
                 started_at,
                 last_checkpoint,
+                watermark_home: self.watermark_home.as_deref(),
             })
             .await?;
         let mut pumped = Pumped::default();
@@ -684,6 +688,10 @@ impl Pipeline {
             position,
             rows: pumped.written,
         };
+        if committed.watermark_stored {
+            // The sink stored it with the rows.
+            return Ok(Some((next, full)));
+        }
         self.commit_watermark(wm, &next).await.map_err(|e| Error::Connector {
             connector: "pipeline",
             message: format!(

@@ -39,6 +39,11 @@ pub struct WriteRequest<'a> {
     /// The run id of the sink's last checkpoint when the run started (`None`: there was
     /// none). The writer commits only if that is still the last checkpoint.
     pub last_checkpoint: Option<&'a str>,
+    /// Where the pipeline's watermark store keeps its watermarks
+    /// ([`crate::WatermarkStore::home`]). A sink that can write there stores the run's
+    /// watermark in its commit's transaction and says so
+    /// ([`CommitSummary::watermark_stored`]); the pipeline then stores nothing itself.
+    pub watermark_home: Option<&'a str>,
 }
 
 /// What staging wrote.
@@ -65,6 +70,10 @@ pub struct CommitSummary {
     pub deleted: u64,
     /// Staged rows dropped because a later row of the same key replaced them (merges).
     pub collapsed: u64,
+    /// Whether the sink stored the run's watermark in the commit's own transaction (see
+    /// [`WriteRequest::watermark_home`]).
+    #[serde(default)]
+    pub watermark_stored: bool,
 }
 
 /// Writes tables in two steps, stage then commit.

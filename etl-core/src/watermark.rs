@@ -97,6 +97,9 @@ impl Watermark {
 ///   otherwise it returns [`Error::ConcurrentRun`] and stores nothing.
 /// - A committed watermark is durable when `commit` returns.
 /// - Calls for different tables may run concurrently.
+/// - A store a sink can write in its own commit's transaction names where it keeps the
+///   watermarks ([`WatermarkStore::home`]); the pipeline then leaves each run's watermark to
+///   that sink (see [`crate::WriteRequest::watermark_home`]), so one place writes it.
 #[async_trait]
 pub trait WatermarkStore: fmt::Debug + Send + Sync + 'static {
     /// The current watermark of a table, `None` before its first committed run.
@@ -107,6 +110,13 @@ pub trait WatermarkStore: fmt::Debug + Send + Sync + 'static {
 
     /// The last `limit` committed watermarks of a table, newest first.
     async fn history(&self, pipeline: &str, table: &str, limit: usize) -> Result<Vec<Watermark>>;
+
+    /// Where the store keeps its watermarks, when a sink can write them there in its own
+    /// commit's transaction (the Postgres watermark store: `postgres://user@host:port/db`
+    /// and the schema); `None` (the default) for a store no sink writes.
+    fn home(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Watermarks as JSON documents on any object store (a local folder, S3, memory).

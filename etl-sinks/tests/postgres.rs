@@ -736,12 +736,71 @@ async fn killed_at_any_point_then_rerun_leaves_one_clean_run(kind: Kind) {
 }
 on_both!(killed_at_any_point_then_rerun_leaves_one_clean_run);
 
-/// The three merge strategies on a composite key, with a soft-delete column.
+/// A target naming its schema (see `scenarios::schema_qualified_target`).
 async fn schema_qualified_target(kind: Kind) {
     super::scenarios::schema_qualified_target(&Wh::of(kind).await).await;
 }
 on_both!(schema_qualified_target);
 
+/// The watermark is written in one place. With the object-store store the sink writes none
+/// (no `_etl_watermarks` in its schema); with the sink's own store, the sink writes it in the
+/// run's transaction, one row per run and generation, and the pipeline nothing more.
+#[tokio::test]
+async fn the_watermark_is_written_in_one_place() {
+    let wh = Wh::new().await;
+    let source = Arc::new(MemorySource::new());
+    source.append("events", conformance::sample_batch(&[1, 2])).unwrap();
+    let spec = super::scenarios::crash_table(LoadMode::Incremental);
+    let pipeline = |name: &str, wm: Arc<dyn etl_core::WatermarkStore>| {
+        Pipeline::builder(name)
+            .source_arc(source.clone())
+            .sink_arc(wh.sink())
+            .watermarks_arc(wm)
+            .table(spec.clone())
+            .build()
+            .unwrap()
+    };
+    let elsewhere = ObjectStoreWatermarkStore::new(Location::memory());
+    pipeline("elsewhere", Arc::new(elsewhere.clone()))
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let wm = elsewhere.load("elsewhere", "events").await.unwrap().unwrap();
+    assert_eq!((wm.generation, wm.rows), (1, 2));
+    let table = |schema: &str| format!("SELECT to_regclass('{schema}._etl_watermarks') IS NOT NULL");
+    let exists: bool = wh.client.query_one(&table(&wh.schema), &[]).await.unwrap().get(0);
+    assert!(!exists, "the sink wrote no watermark of its own");
+
+    let store = PostgresSink::new(&conn())
+        .unwrap()
+        .with_schema(&wh.schema)
+        .watermark_store();
+    let p = pipeline("inside", Arc::new(store.clone()));
+    let first = p.run().await.unwrap().into_result().unwrap();
+    source.append("events", conformance::sample_batch(&[3])).unwrap();
+    let second = p.run().await.unwrap().into_result().unwrap();
+    let rows: Vec<(i64, String)> = wh
+        .client
+        .query(
+            &format!(
+                "SELECT generation, run_id FROM {}._etl_watermarks WHERE pipeline = 'inside' ORDER BY generation",
+                wh.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, first.run_id.clone()), (2, second.run_id.clone())]);
+    let wm = store.load("inside", "events").await.unwrap().unwrap();
+    assert_eq!((wm.generation, wm.rows, wm.run_id), (2, 1, second.run_id));
+}
+
+/// The three merge strategies on a composite key, with a soft-delete column.
 async fn merge_strategies_with_soft_deletes_on_a_composite_key(kind: Kind) {
     super::scenarios::merge_strategies(&Wh::of(kind).await).await;
 }

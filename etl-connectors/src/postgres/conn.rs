@@ -124,6 +124,17 @@ impl PgConfig {
         self
     }
 
+    /// The database as `postgres://user@host:port/dbname`, without the password: what two
+    /// configurations of one database share.
+    pub fn address(&self) -> String {
+        format!(
+            "postgres://{}@{}/{}",
+            self.config.get_user().unwrap_or_default(),
+            self.host(),
+            self.config.get_dbname().unwrap_or_default()
+        )
+    }
+
     /// The server(s), as `host:port`, for messages.
     fn host(&self) -> String {
         let port = self.config.get_ports().first().copied().unwrap_or(5432);

@@ -392,7 +392,7 @@ impl TableWriter for LakeWriter {
             inserted: added,
             updated: 0,
             deleted: if replace { before } else { 0 },
-            collapsed: 0,
+            ..CommitSummary::default()
         })
     }
 

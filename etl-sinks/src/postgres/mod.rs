@@ -17,8 +17,10 @@
 //!
 //! A missing target is created; a new source column is added to it; a column whose type the
 //! target cannot hold is an error naming table, column and both types. The checkpoint lives in
-//! `<schema>._etl_checkpoints`, written in the same transaction as the rows, so target and
-//! watermark move together.
+//! `<schema>._etl_checkpoints`, written in the same transaction as the rows. When the
+//! pipeline's watermark store is [`PostgresWatermarkStore`] of the same database and schema,
+//! the run's watermark is written in that transaction too (and nowhere else); with any other
+//! store the pipeline stores it, after the commit.
 
 pub(crate) mod encode;
 mod watermarks;
@@ -36,7 +38,7 @@ use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
 use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, TableSpec, TableWriter,
-    WriteRequest,
+    WatermarkStore, WriteRequest,
 };
 use futures::SinkExt;
 use tokio_postgres::CopyInSink;
@@ -122,8 +124,9 @@ impl PostgresSink {
         self
     }
 
-    /// A watermark store in this sink's schema. The sink records each run's watermark in the
-    /// run's own transaction, so with this store target and watermark move together.
+    /// A watermark store in this sink's schema. With it as the pipeline's store, the sink
+    /// records each run's watermark in the run's own transaction, so target and watermark
+    /// move together; with any other store the sink writes no watermark.
     pub fn watermark_store(&self) -> PostgresWatermarkStore {
         PostgresWatermarkStore::new(self.pg.clone(), self.schema.clone())
     }
@@ -152,12 +155,18 @@ impl Sink for PostgresSink {
         let spec = req.spec;
         let db = self.pg.connect(&spec.name).await?;
         let target = Target::new(PG, &self.schema, &spec.target, false);
+        // The watermark goes in with the rows only when the pipeline keeps its watermarks in
+        // this sink's schema; otherwise the pipeline's store is the one place that holds it.
+        let with_watermark =
+            req.watermark_home.is_some() && req.watermark_home == self.watermark_store().home().as_deref();
         let mut setup = format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema}; {cp}; {wm}",
-            schema = PG.quote(&self.schema),
-            cp = self.checkpoints().create(),
-            wm = watermarks::create(&self.schema)
+            "CREATE SCHEMA IF NOT EXISTS {}; {}",
+            PG.quote(&self.schema),
+            self.checkpoints().create(),
         );
+        if with_watermark {
+            setup.push_str(&format!("; {}", watermarks::create(&self.schema)));
+        }
         if target.schema != self.schema {
             setup.push_str(&format!("; CREATE SCHEMA IF NOT EXISTS {}", PG.quote(&target.schema)));
         }
@@ -180,7 +189,7 @@ impl Sink for PostgresSink {
             db,
             aside: target.scratch("new", req.run_id, 63),
             cx: RunContext::new(&req, target, self.checkpoints()),
-            schema: self.schema.clone(),
+            watermarks_in: with_watermark.then(|| self.schema.clone()),
             into: Dest::Stage,
             columns: None,
             copy: None,
@@ -209,8 +218,9 @@ struct PgWriter {
     cx: RunContext,
     /// FULL's new table, beside the target.
     aside: String,
-    /// The sink's schema (its watermark table's).
-    schema: String,
+    /// The schema whose watermark table gets the run's watermark, when the pipeline keeps
+    /// its watermarks there.
+    watermarks_in: Option<String>,
     into: Dest,
     /// The copied columns (the first batch's schema).
     columns: Option<SchemaRef>,
@@ -610,7 +620,8 @@ fn column_list(schema: &SchemaRef) -> String {
 }
 
 /// Postgres's part of the shared commit sequence: the transaction is open since the run's
-/// first row, the watermark row goes in with the checkpoint, and `TRUNCATE` empties.
+/// first row, the watermark row goes in with the checkpoint (when the pipeline keeps its
+/// watermarks in the sink's schema), and `TRUNCATE` empties.
 #[async_trait]
 impl Run for PgWriter {
     fn session(&self) -> &dyn Session {
@@ -626,14 +637,12 @@ impl Run for PgWriter {
     }
 
     async fn load(&self, checkpoint: &Checkpoint) -> Result<()> {
-        watermarks::record(
-            &self.db,
-            &self.schema,
-            &self.cx.pipeline,
-            &self.cx.spec.name,
-            checkpoint,
-        )
-        .await
+        match &self.watermarks_in {
+            Some(schema) => {
+                watermarks::record(&self.db, schema, &self.cx.pipeline, &self.cx.spec.name, checkpoint).await
+            }
+            None => Ok(()),
+        }
     }
 
     fn loaded(&self) -> bool {
@@ -686,7 +695,11 @@ impl TableWriter for PgWriter {
     }
 
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
-        warehouse::commit(self.as_ref(), &checkpoint).await
+        let summary = warehouse::commit(self.as_ref(), &checkpoint).await?;
+        Ok(CommitSummary {
+            watermark_stored: self.watermarks_in.is_some(),
+            ..summary
+        })
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {

@@ -67,9 +67,10 @@ async fn insert(client: &PgClient, t: &str, wm: &Watermark) -> Result<()> {
 
 /// Watermarks kept in a Postgres schema, next to the tables a [`super::PostgresSink`] writes.
 ///
-/// The sink records each run's watermark inside the same transaction as its rows, so with
-/// this store target and watermark move together; the runner's own commit afterwards finds
-/// the watermark already there. It also works as a watermark store for any other sink.
+/// A [`super::PostgresSink`] of the same database and schema records each run's watermark
+/// inside the same transaction as its rows, so target and watermark move together (and the
+/// pipeline stores nothing after it). It also works as a watermark store for any other sink,
+/// which leaves the watermark to the pipeline.
 #[derive(Clone, Debug)]
 pub struct PostgresWatermarkStore {
     pg: PgConfig,
@@ -138,5 +139,11 @@ impl WatermarkStore for PostgresWatermarkStore {
 
     async fn history(&self, pipeline: &str, table: &str, limit: usize) -> Result<Vec<Watermark>> {
         self.rows(pipeline, table, limit as i64).await
+    }
+
+    /// The database and schema: a [`super::PostgresSink`] writing the same ones stores each
+    /// run's watermark in the run's own transaction.
+    fn home(&self) -> Option<String> {
+        Some(format!("{} schema {}", self.pg.address(), self.schema))
     }
 }
