@@ -52,8 +52,8 @@ pub use etl_core::{
     BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Error, Extract,
     ExtractStats, FileFormat, FileMark, LoadMode, Location, Low, MemorySource, MergeStrategy, ModeOverrides,
     NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder, Position, ReadRequest, Result,
-    RunReport, Sink, Source, SourceRef, StageSummary, TableReport, TableSpec, TableStatus, TableWriter, Timeouts, UTC,
-    Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
+    RunReport, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus,
+    TableWriter, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]

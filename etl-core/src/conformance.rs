@@ -261,13 +261,16 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     let mut w = sink.begin(req(base_mode, "c1", None)).await.expect("begin");
     w.write(sample_batch(&[1, 2, 3])).await.expect("write");
     let staged = w.stage().await.expect("stage");
-    assert_eq!(staged.rows, 3, "stage reports the rows written");
+    assert_eq!(staged.summary().rows, 3, "stage reports the rows written");
     assert_eq!(
         render_sorted(&probe.rows(&target).await, &[]),
         empty,
         "staged rows must be invisible"
     );
-    w.commit(checkpoint("c1", None, base_mode, 3)).await.expect("commit");
+    staged
+        .commit(checkpoint("c1", None, base_mode, 3))
+        .await
+        .expect("commit");
     let after_first = render_sorted(&probe.rows(&target).await, &[]);
     assert_eq!(
         after_first,
@@ -281,8 +284,7 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         .await
         .expect("begin");
     w.write(sample_batch(&[4])).await.expect("write");
-    w.stage().await.expect("stage");
-    w.abort().await.expect("abort");
+    w.stage().await.expect("stage").abort().await.expect("abort");
     assert_eq!(
         render_sorted(&probe.rows(&target).await, &[]),
         after_first,
@@ -300,8 +302,8 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
         .expect("begin b");
     a.write(sample_batch(&[5])).await.expect("write a");
     b.write(sample_batch(&[6])).await.expect("write b");
-    a.stage().await.expect("stage a");
-    b.stage().await.expect("stage b");
+    let a = a.stage().await.expect("stage a");
+    let b = b.stage().await.expect("stage b");
     a.commit(checkpoint("c3", Some("c1"), LoadMode::Append, 1))
         .await
         .expect("commit a");
@@ -326,8 +328,10 @@ pub async fn sink(sink: Arc<dyn Sink>, probe: &dyn TargetProbe, refused: &[LoadM
     let stale = async {
         let mut w = sink.begin(req(LoadMode::Append, "c5", Some("c1"))).await?;
         w.write(sample_batch(&[7])).await?;
-        w.stage().await?;
-        w.commit(checkpoint("c5", Some("c1"), LoadMode::Append, 1)).await
+        w.stage()
+            .await?
+            .commit(checkpoint("c5", Some("c1"), LoadMode::Append, 1))
+            .await
     };
     let err = stale
         .await

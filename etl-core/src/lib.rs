@@ -93,7 +93,7 @@ pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
 pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
-pub use sink::{CommitSummary, Sink, StageSummary, TableWriter, WriteRequest};
+pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec};
 pub use timeouts::Timeouts;

@@ -235,7 +235,10 @@ fn validate_mode(sink: &dyn Sink, spec: &TableSpec, mode: LoadMode) -> Result<()
 /// # struct W(u64);
 /// # #[async_trait::async_trait] impl TableWriter for W {
 /// #   async fn write(&mut self, b: RecordBatch) -> Result<()> { self.0 += b.num_rows() as u64; Ok(()) }
-/// #   async fn stage(&mut self) -> Result<StageSummary> { Ok(StageSummary { rows: self.0, ..Default::default() }) }
+/// #   async fn stage(self: Box<Self>) -> Result<Staged> { let s = StageSummary { rows: self.0, ..Default::default() }; Staged::new(Ok(s), self).await }
+/// #   async fn abort(self: Box<Self>) -> Result<()> { Ok(()) }
+/// # }
+/// # #[async_trait::async_trait] impl StagedWrite for W {
 /// #   async fn commit(self: Box<Self>, _: Checkpoint) -> Result<CommitSummary> { Ok(CommitSummary::default()) }
 /// #   async fn abort(self: Box<Self>) -> Result<()> { Ok(()) }
 /// # }
@@ -628,12 +631,10 @@ impl Pipeline {
             writer.abort().await?;
             return Ok(None);
         }
+        // A failed stage has discarded what was written.
         let staged = match writer.stage().await {
             Ok(s) => s,
-            Err(e) => {
-                let e = abort(writer, e).await;
-                return Err(self.lost_race(spec, last_checkpoint, e).await);
-            }
+            Err(e) => return Err(self.lost_race(spec, last_checkpoint, e).await),
         };
         failpoint("after_stage");
         let window_low = from.and_then(|p| p.cursor.clone());
@@ -664,14 +665,15 @@ impl Pipeline {
             rows: pumped.written,
             committed_at: Utc::now(),
         };
-        let committed = match writer.commit(checkpoint).await {
+        let stage_summary = staged.summary().clone();
+        let committed = match staged.commit(checkpoint).await {
             Ok(c) => c,
             Err(e) => return Err(self.lost_race(spec, last_checkpoint, e).await),
         };
         failpoint("after_sink_commit");
         report.written_count += pumped.written;
-        report.bytes_written += staged.bytes;
-        report.files_written += staged.files;
+        report.bytes_written += stage_summary.bytes;
+        report.files_written += stage_summary.files;
         report.target_count = committed.target_rows;
         report.collapsed_count += committed.collapsed;
         report.inserted_count += committed.inserted;

@@ -1,11 +1,14 @@
 //! The sink contract: stage, then commit.
 //!
 //! ```text
-//!  begin ─► write, write, … ─► stage ─────────► commit(checkpoint) ─► visible, checkpoint durable
-//!                                 │  (durable,         │
-//!                                 │   invisible)       └─ another run committed first ─► ConcurrentRun
-//!                                 └─► abort ─► nothing changed
+//!  begin ─► write, write, … ─► stage ─► Staged ─► commit(checkpoint) ─► visible, checkpoint durable
+//!  (TableWriter)                      (durable,   │
+//!                                      invisible) ├─ another run committed first ─► ConcurrentRun
+//!                                                 └─► abort ─► nothing changed
 //! ```
+//!
+//! Only a [`Staged`] write can commit, and only [`TableWriter::stage`] makes one: the order
+//! cannot be broken.
 //!
 //! The sink keeps, atomically with each commit, a [`Checkpoint`]: the run and the position it
 //! read up to. A run that dies after the sink committed but before the watermark store did is
@@ -82,8 +85,8 @@ pub struct CommitSummary {
 /// - [`Sink::check_mode`] refuses, with [`crate::Error::UnsupportedMode`], every mode the sink
 ///   cannot honour for the spec; the pipeline builder calls it, so a refused mode never
 ///   reaches a run.
-/// - Nothing a writer does before [`TableWriter::commit`] is visible to readers of the
-///   target. After `commit` returns, the data and its [`Checkpoint`] are durable together.
+/// - Nothing a writer does before [`Staged::commit`] is visible to readers of the target.
+///   After `commit` returns, the data and its [`Checkpoint`] are durable together.
 /// - A writer commits only while the sink's last checkpoint is still
 ///   [`WriteRequest::last_checkpoint`]: of two runs that started from the same state at most
 ///   one can commit, and a run whose state moved on under it (another run committed first)
@@ -106,18 +109,84 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;
 }
 
-/// One run's writes to one table.
+/// One run's writes to one table, until they are staged.
 #[async_trait]
 pub trait TableWriter: Send {
     /// Writes a batch (invisible until commit). Waits while buffers are full.
     async fn write(&mut self, batch: RecordBatch) -> Result<()>;
 
-    /// Makes everything written durable, still invisible.
-    async fn stage(&mut self) -> Result<StageSummary>;
+    /// Makes everything written durable, still invisible, and hands it over as a [`Staged`]
+    /// write, the only thing that can commit it: a commit cannot come before staging. A stage
+    /// that fails has discarded what was written by the time it returns (see
+    /// [`Staged::new`]).
+    async fn stage(self: Box<Self>) -> Result<Staged>;
 
+    /// Discards everything written.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// A staged write's commit: what a sink's [`Staged`] holds.
+#[async_trait]
+pub trait StagedWrite: Send {
     /// Makes the staged data visible together with `checkpoint`.
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary>;
 
     /// Discards everything staged.
     async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// What [`TableWriter::stage`] returns: the staged data, durable and invisible, and what
+/// staging wrote.
+pub struct Staged {
+    summary: StageSummary,
+    write: Box<dyn StagedWrite>,
+}
+
+impl fmt::Debug for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Staged").field("summary", &self.summary).finish()
+    }
+}
+
+impl Staged {
+    /// A sink's staging outcome: on success, `write` staged as `summary` says; on failure,
+    /// `write` is aborted (a failure to abort is logged: the next run cleans up) and the
+    /// staging error returned.
+    ///
+    /// ```ignore
+    /// async fn stage(mut self: Box<Self>) -> Result<Staged> {
+    ///     let staged = self.finish_uploads().await;
+    ///     Staged::new(staged, self).await
+    /// }
+    /// ```
+    pub async fn new(summary: Result<StageSummary>, write: Box<dyn StagedWrite>) -> Result<Staged> {
+        match summary {
+            Ok(summary) => Ok(Staged { summary, write }),
+            Err(e) => {
+                if let Err(abort) = write.abort().await {
+                    tracing::warn!(error = %abort, "could not discard staged data; the next run cleans it");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// What staging wrote.
+    pub fn summary(&self) -> &StageSummary {
+        &self.summary
+    }
+
+    /// Makes the staged data visible together with `checkpoint`.
+    ///
+    /// # Errors
+    /// [`crate::Error::ConcurrentRun`] when another run committed the table since this one
+    /// began; then, as on any error, the target is as it was.
+    pub async fn commit(self, checkpoint: Checkpoint) -> Result<CommitSummary> {
+        self.write.commit(checkpoint).await
+    }
+
+    /// Discards everything staged.
+    pub async fn abort(self) -> Result<()> {
+        self.write.abort().await
+    }
 }

@@ -14,7 +14,8 @@ use etl_core::lake::Column;
 use etl_core::lake::formats::{self, MergePolicy};
 use etl_core::lake::{self, AddedFile, CommitRecord};
 use etl_core::{
-    Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, TableWriter, WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, Staged, StagedWrite, TableWriter,
+    WriteRequest,
 };
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
@@ -340,7 +341,19 @@ impl TableWriter for LakeWriter {
         self.bound_memory().await
     }
 
-    async fn stage(&mut self) -> Result<StageSummary> {
+    async fn stage(mut self: Box<Self>) -> Result<Staged> {
+        let staged = self.close_all().await;
+        Staged::new(staged, self).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.discard().await
+    }
+}
+
+impl LakeWriter {
+    /// Closes every open file: all rows are then in staged files.
+    async fn close_all(&mut self) -> Result<StageSummary> {
         let open: Vec<String> = self.open.keys().cloned().collect();
         for p in open {
             self.close_file(&p).await?;
@@ -352,8 +365,16 @@ impl TableWriter for LakeWriter {
         })
     }
 
+    /// Abandons open uploads and removes whatever reached the store.
+    async fn discard(mut self: Box<Self>) -> Result<()> {
+        self.open.clear();
+        self.log.delete_dir(&self.staging).await
+    }
+}
+
+#[async_trait]
+impl StagedWrite for LakeWriter {
     async fn commit(mut self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
-        self.stage().await?;
         let replace = self.mode.replaces_target();
         let remove: Vec<String> = if replace {
             self.log
@@ -396,9 +417,7 @@ impl TableWriter for LakeWriter {
         })
     }
 
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        // Dropping the writers abandons their uploads; then remove whatever reached the store.
-        self.open.clear();
-        self.log.delete_dir(&self.staging).await
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.discard().await
     }
 }

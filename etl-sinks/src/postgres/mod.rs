@@ -37,8 +37,8 @@ use bytes::{Bytes, BytesMut};
 use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
 use etl_core::kit::sql::Dialect;
 use etl_core::{
-    Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, TableSpec, TableWriter,
-    WatermarkStore, WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, Staged, StagedWrite,
+    TableSpec, TableWriter, WatermarkStore, WriteRequest,
 };
 use futures::SinkExt;
 use tokio_postgres::CopyInSink;
@@ -672,7 +672,19 @@ impl TableWriter for PgWriter {
         Ok(())
     }
 
-    async fn stage(&mut self) -> Result<StageSummary> {
+    async fn stage(mut self: Box<Self>) -> Result<Staged> {
+        let staged = self.finish_copy().await;
+        Staged::new(staged, self).await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.discard().await
+    }
+}
+
+impl PgWriter {
+    /// Ends the COPY; every row is then in the run's transaction.
+    async fn finish_copy(&mut self) -> Result<StageSummary> {
         if self.copy.is_some() {
             encode::trailer(&mut self.buf);
             self.flush().await?;
@@ -694,6 +706,15 @@ impl TableWriter for PgWriter {
         })
     }
 
+    /// Rolls the run's transaction back (dropping an unfinished COPY aborts it first).
+    async fn discard(mut self: Box<Self>) -> Result<()> {
+        self.copy = None;
+        self.db.batch("ROLLBACK").await
+    }
+}
+
+#[async_trait]
+impl StagedWrite for PgWriter {
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
         let summary = warehouse::commit(self.as_ref(), &checkpoint).await?;
         Ok(CommitSummary {
@@ -702,9 +723,7 @@ impl TableWriter for PgWriter {
         })
     }
 
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        // Dropping the COPY sink without finishing it aborts the COPY.
-        self.copy = None;
-        self.db.batch("ROLLBACK").await
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.discard().await
     }
 }

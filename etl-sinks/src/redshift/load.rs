@@ -5,7 +5,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use etl_connectors::postgres::PgClient;
-use etl_core::{Checkpoint, CommitSummary, Error, LoadMode, Result, StageSummary, TableWriter};
+use etl_core::{Checkpoint, CommitSummary, Error, LoadMode, Result, Staged, StagedWrite, TableWriter};
 use futures::{SinkExt, TryStreamExt};
 
 use super::{RS, RedshiftLoad, RedshiftSink};
@@ -214,10 +214,19 @@ impl TableWriter for RsWriter {
         self.stage.write(&batch).await
     }
 
-    async fn stage(&mut self) -> Result<StageSummary> {
-        self.stage.finish().await
+    async fn stage(mut self: Box<Self>) -> Result<Staged> {
+        let staged = self.stage.finish().await;
+        Staged::new(staged, self).await
     }
 
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.stage.remove().await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StagedWrite for RsWriter {
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
         let result = warehouse::commit(self.as_ref(), &checkpoint).await;
         self.stage.remove().await;

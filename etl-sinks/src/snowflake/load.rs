@@ -4,7 +4,7 @@
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use etl_core::{Checkpoint, CommitSummary, LoadMode, Result, StageSummary, TableWriter};
+use etl_core::{Checkpoint, CommitSummary, LoadMode, Result, Staged, StagedWrite, TableWriter};
 
 use super::session::SfSession;
 use super::{SF, SnowflakeSink, SnowflakeStage};
@@ -145,10 +145,19 @@ impl TableWriter for SfWriter {
         self.stage.write(&batch).await
     }
 
-    async fn stage(&mut self) -> Result<StageSummary> {
-        self.stage.finish().await
+    async fn stage(mut self: Box<Self>) -> Result<Staged> {
+        let staged = self.stage.finish().await;
+        Staged::new(staged, self).await
     }
 
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.clean_up().await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StagedWrite for SfWriter {
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
         let result = warehouse::commit(self.as_ref(), &checkpoint).await;
         self.clean_up().await;
