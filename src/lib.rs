@@ -49,10 +49,10 @@
 #[cfg(feature = "s3")]
 pub use etl_core::S3_RETRY_TIMEOUT;
 pub use etl_core::{
-    BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Error, Extract,
-    ExtractStats, FileFormat, FileMark, LoadMode, Location, Low, MemorySource, MergeStrategy, ModeOverrides,
+    BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, DriverErrorKind, Error,
+    Extract, ExtractStats, FileFormat, FileMark, LoadMode, Location, Low, MemorySource, MergeStrategy, ModeOverrides,
     NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder, Position, ReadRequest, Result,
-    RunReport, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus,
+    RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus,
     TableWriter, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.

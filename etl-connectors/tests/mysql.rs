@@ -473,3 +473,34 @@ async fn zero_dates_fail_or_read_as_null() {
         "+----+------------+---------------------+\n| id | d          | ts                  |\n+----+------------+---------------------+\n| 1  |            |                     |\n| 2  | 2025-07-24 | 2025-07-24T01:02:03 |\n+----+------------+---------------------+"
     );
 }
+
+/// A driver's error keeps its cause: the class to match on, the server's error number and
+/// the driver's own error as the source (see the Postgres test of the same name).
+#[tokio::test]
+async fn driver_errors_keep_their_kind_code_and_source() {
+    use etl_core::DriverErrorKind;
+    let mut db = Db::new().await;
+    db.exec("CREATE TABLE t (id int)").await;
+    let err = read(&db.source(), &TableSpec::new("q").from_query("SELECT nope FROM t"))
+        .await
+        .unwrap_err();
+    let Error::Driver { kind, code, table, .. } = &err else {
+        panic!("a driver error: {err:?}")
+    };
+    assert_eq!(
+        (*kind, code.as_deref(), table.as_str()),
+        (DriverErrorKind::Statement, Some("1054"), "q")
+    );
+    assert!(!err.is_retryable());
+    let source = std::error::Error::source(&err).expect("the driver's error");
+    assert!(source.downcast_ref::<mysql_async::Error>().is_some(), "{source:?}");
+
+    let stranger = base_url().replace("root@", "nobody_here:wrong@");
+    let err = MySqlSource::new(&format!("{stranger}/{}", db.name))
+        .unwrap()
+        .check(&TableSpec::new("t"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.driver_kind(), Some(DriverErrorKind::Authentication), "{err:?}");
+    assert!(!err.is_retryable());
+}

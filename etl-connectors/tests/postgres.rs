@@ -625,3 +625,44 @@ async fn tls_connections_verify_the_server() {
     let err = read(&untrusted, &spec).await.unwrap_err().to_string();
     assert!(err.contains("certificate"), "{err}");
 }
+
+/// A driver's error keeps its cause: the class to match on, the server's SQLSTATE and the
+/// driver's own error as the source. A missing column is a statement error (not retryable);
+/// a lock held past `lock_timeout` a conflict (retryable); a refused connection a connection
+/// error (retryable).
+#[tokio::test]
+async fn driver_errors_keep_their_kind_code_and_source() {
+    use etl_core::DriverErrorKind;
+    let db = Db::new().await;
+    db.exec("CREATE TABLE $S.t (id int)").await;
+    let query = |q: &str| TableSpec::new("q").from_query(q.replace("$S", &db.schema));
+    let err = read(&db.source(), &query("SELECT nope FROM $S.t")).await.unwrap_err();
+    let Error::Driver { kind, code, table, .. } = &err else {
+        panic!("a driver error: {err:?}")
+    };
+    assert_eq!(
+        (*kind, code.as_deref(), table.as_str()),
+        (DriverErrorKind::Statement, Some("42703"), "q")
+    );
+    assert!(!err.is_retryable());
+    let source = std::error::Error::source(&err).expect("the driver's error");
+    let pg = source
+        .downcast_ref::<tokio_postgres::Error>()
+        .expect("a tokio-postgres error");
+    assert_eq!(pg.code(), Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN));
+
+    db.exec("BEGIN; LOCK TABLE $S.t IN ACCESS EXCLUSIVE MODE").await;
+    let impatient = PostgresSource::new(&format!("{} options='-c lock_timeout=200'", db.conn)).unwrap();
+    let err = read(&impatient, &query("SELECT id FROM $S.t")).await.unwrap_err();
+    assert_eq!(err.driver_kind(), Some(DriverErrorKind::Conflict), "{err:?}");
+    assert!(err.is_retryable());
+    db.exec("ROLLBACK").await;
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let gone = PostgresSource::new(&format!("host=127.0.0.1 port={port} user=postgres")).unwrap();
+    let err = gone.check(&TableSpec::new("t")).await.unwrap_err();
+    assert_eq!(err.driver_kind(), Some(DriverErrorKind::Connection), "{err:?}");
+    assert!(err.is_retryable());
+}

@@ -2,7 +2,9 @@
 //!
 //! Every variant names the thing that went wrong (table, column, file, line, sink, mode) so a
 //! user can act on the message alone. [`Error::is_retryable`] tells a scheduler whether trying
-//! again may help, so nothing ever matches on message strings.
+//! again may help, and a driver's error keeps its cause ([`Error::Driver`]: the class of
+//! failure as a [`DriverErrorKind`], the server's code, the driver's error as the source), so
+//! nothing ever matches on message strings.
 
 use crate::mode::LoadMode;
 
@@ -147,7 +149,28 @@ pub enum Error {
         after: std::time::Duration,
     },
 
-    /// A connector's own failure (driver, protocol, file format), mapped at its boundary.
+    /// A database or service refused or failed a call; the driver's own error is the
+    /// [`std::error::Error::source`].
+    #[error("{connector}: table `{table}`: {message}")]
+    Driver {
+        /// The connector (`postgres`, `mysql`, `snowflake`).
+        connector: &'static str,
+        /// The table the call was for.
+        table: String,
+        /// What the server or driver said.
+        message: String,
+        /// The class of failure, to match on.
+        kind: DriverErrorKind,
+        /// The server's own code when it sent one: a SQLSTATE (`40001`), a MySQL error number
+        /// (`1213`), a Snowflake error code.
+        code: Option<String>,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// A connector's own failure (protocol, file format, an answer it cannot use), mapped at
+    /// its boundary.
     #[error("{connector}: {message}")]
     Connector {
         /// The connector (`files`, `lake`, `postgres`, …).
@@ -157,6 +180,53 @@ pub enum Error {
         /// Whether the same call may succeed if tried again (connection reset, throttling).
         retryable: bool,
     },
+}
+
+/// The class of a driver's failure ([`Error::Driver`]), whatever the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DriverErrorKind {
+    /// The connection could not be made or was lost (network, TLS, the server went away).
+    Connection,
+    /// The login was refused.
+    Authentication,
+    /// Another transaction was in the way: a deadlock, a serialization failure, a lock wait
+    /// that ran out. Trying again may succeed.
+    Conflict,
+    /// The server cannot take the call now: too many connections, shutting down, throttled.
+    Unavailable,
+    /// A constraint refused a row (unique, not-null, foreign key, check).
+    Constraint,
+    /// The user lacks a privilege for the call.
+    Permission,
+    /// The statement does not fit the database (a missing column, a type mismatch, syntax).
+    Statement,
+    /// Anything else.
+    Other,
+}
+
+impl DriverErrorKind {
+    /// Whether a call that failed so may succeed if tried again.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            DriverErrorKind::Connection | DriverErrorKind::Conflict | DriverErrorKind::Unavailable
+        )
+    }
+
+    /// The class of a SQLSTATE (Postgres, Redshift; Snowflake and MySQL send them too).
+    pub fn of_sqlstate(code: &str) -> DriverErrorKind {
+        match code {
+            "40001" | "40P01" | "55P03" => DriverErrorKind::Conflict,
+            "53300" | "57P01" | "57P02" | "57P03" | "53000" => DriverErrorKind::Unavailable,
+            "42501" => DriverErrorKind::Permission,
+            c if c.starts_with("08") => DriverErrorKind::Connection,
+            c if c.starts_with("28") => DriverErrorKind::Authentication,
+            c if c.starts_with("23") => DriverErrorKind::Constraint,
+            c if c.starts_with("42") || c.starts_with("22") => DriverErrorKind::Statement,
+            _ => DriverErrorKind::Other,
+        }
+    }
 }
 
 impl From<std::io::Error> for Error {
@@ -211,8 +281,31 @@ impl Error {
                 object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
             ),
             Error::Connector { retryable, .. } => *retryable,
+            Error::Driver { kind, .. } => kind.is_retryable(),
             Error::Timeout { .. } => true,
             _ => false,
+        }
+    }
+
+    /// The class of a driver's failure, for [`Error::Driver`].
+    ///
+    /// ```
+    /// use etl_core::{DriverErrorKind, Error};
+    /// let e = Error::Driver {
+    ///     connector: "postgres",
+    ///     table: "orders".into(),
+    ///     message: "could not serialize access due to concurrent update".into(),
+    ///     kind: DriverErrorKind::of_sqlstate("40001"),
+    ///     code: Some("40001".into()),
+    ///     source: "stand-in for the driver's error".into(),
+    /// };
+    /// assert_eq!(e.driver_kind(), Some(DriverErrorKind::Conflict));
+    /// assert!(e.is_retryable());
+    /// ```
+    pub fn driver_kind(&self) -> Option<DriverErrorKind> {
+        match self {
+            Error::Driver { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 

@@ -74,6 +74,7 @@ mod mode;
 mod pipeline;
 mod position;
 mod report;
+mod secret;
 mod sink;
 mod source;
 mod spec;
@@ -85,7 +86,7 @@ pub mod workflow;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 
-pub use error::{Error, Result};
+pub use error::{DriverErrorKind, Error, Result};
 pub use location::Location;
 #[cfg(feature = "s3")]
 pub use location::S3_RETRY_TIMEOUT;
@@ -93,6 +94,7 @@ pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
 pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
+pub use secret::Secret;
 pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec};

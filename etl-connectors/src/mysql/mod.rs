@@ -51,7 +51,8 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
 use etl_core::{
-    CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, Source, SourceRef, TableSpec, Timeouts,
+    CursorValue, DriverErrorKind, Error, Extract, ExtractStats, ReadRequest, Result, Secret, Source, SourceRef,
+    TableSpec, Timeouts,
 };
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -67,29 +68,43 @@ const CONNECTOR: &str = "mysql";
 
 /// Maps a driver error at the crate boundary.
 fn my_err(table: &str, e: mysql_async::Error) -> Error {
-    match &e {
+    let (message, kind, code) = match &e {
         // `Table 'shop.nope' doesn't exist`, `Unknown database 'nope'`
-        mysql_async::Error::Server(s) if s.code == 1146 || s.code == 1049 => Error::TableNotFound {
-            table: crate::db::quoted(&s.message, '\'').unwrap_or(table).to_string(),
-            source_name: CONNECTOR.to_string(),
-        },
-        mysql_async::Error::Server(s) => Error::Connector {
-            connector: CONNECTOR,
-            message: format!("table `{table}`: {} (error {})", s.message, s.code),
-            // Deadlock, lock wait timeout, too many connections, server shutting down,
-            // connection killed.
-            retryable: [1213, 1205, 1040, 1053, 1927].contains(&s.code),
-        },
-        mysql_async::Error::Io(_) => Error::Connector {
-            connector: CONNECTOR,
-            message: format!("table `{table}`: {e}"),
-            retryable: true,
-        },
-        _ => Error::Connector {
-            connector: CONNECTOR,
-            message: format!("table `{table}`: {e}"),
-            retryable: e.is_fatal(),
-        },
+        mysql_async::Error::Server(s) if s.code == 1146 || s.code == 1049 => {
+            return Error::TableNotFound {
+                table: crate::db::quoted(&s.message, '\'').unwrap_or(table).to_string(),
+                source_name: CONNECTOR.to_string(),
+            };
+        }
+        mysql_async::Error::Server(s) => {
+            let kind = match s.code {
+                // Deadlock, lock wait timeout.
+                1213 | 1205 => DriverErrorKind::Conflict,
+                // Too many connections, server shutting down, connection killed.
+                1040 | 1053 | 1927 => DriverErrorKind::Unavailable,
+                1045 => DriverErrorKind::Authentication,
+                1044 | 1142 | 1143 => DriverErrorKind::Permission,
+                1048 | 1062 | 1451 | 1452 => DriverErrorKind::Constraint,
+                _ => DriverErrorKind::of_sqlstate(&s.state),
+            };
+            (
+                format!("{} (error {})", s.message, s.code),
+                kind,
+                Some(s.code.to_string()),
+            )
+        }
+        mysql_async::Error::Io(_) => (e.to_string(), DriverErrorKind::Connection, None),
+        // A fatal error ends the connection.
+        _ if e.is_fatal() => (e.to_string(), DriverErrorKind::Connection, None),
+        _ => (e.to_string(), DriverErrorKind::Other, None),
+    };
+    Error::Driver {
+        connector: CONNECTOR,
+        table: table.to_string(),
+        message,
+        kind,
+        code,
+        source: Box::new(e),
     }
 }
 
@@ -133,7 +148,7 @@ impl fmt::Debug for MySqlSource {
             .field("port", &self.opts.tcp_port())
             .field("user", &self.opts.user())
             .field("database", &self.opts.db_name())
-            .field("password", &self.opts.pass().map(|_| "<redacted>"))
+            .field("password", &self.opts.pass().map(Secret::new))
             .finish()
     }
 }

@@ -6,17 +6,18 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use etl_core::{Error, Result, Timeouts};
+use etl_core::{DriverErrorKind, Error, Result, Secret, Timeouts};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 /// Maps a driver error at the crate boundary: a missing table is [`Error::TableNotFound`]
-/// naming the relation the server looked for, the rest [`Error::Connector`] naming `table`
-/// (retryable for deadlocks, serialization failures, lost connections and a server shutting
-/// down or out of connections).
+/// naming the relation the server looked for; the rest [`Error::Driver`] naming `table`, its
+/// kind from the SQLSTATE (a deadlock or serialization failure is a retryable
+/// [`DriverErrorKind::Conflict`]), or [`DriverErrorKind::Connection`] when the connection
+/// failed, and the driver's error as its source.
 pub fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
-    match e.code() {
-        Some(c) if *c == SqlState::UNDEFINED_TABLE => Error::TableNotFound {
+    if e.code() == Some(&SqlState::UNDEFINED_TABLE) {
+        return Error::TableNotFound {
             // `relation "s.nope" does not exist`
             table: e
                 .as_db_error()
@@ -24,38 +25,40 @@ pub fn pg_err(table: &str, e: tokio_postgres::Error) -> Error {
                 .unwrap_or(table)
                 .to_string(),
             source_name: "postgres".to_string(),
-        },
-        code => {
-            let retryable = code.is_none_or(|c| {
-                [
-                    SqlState::T_R_DEADLOCK_DETECTED,
-                    SqlState::T_R_SERIALIZATION_FAILURE,
-                    SqlState::ADMIN_SHUTDOWN,
-                    SqlState::CANNOT_CONNECT_NOW,
-                    SqlState::TOO_MANY_CONNECTIONS,
-                ]
-                .contains(c)
-            });
-            let detail = e.as_db_error().map_or_else(
-                || {
-                    // The driver's message and its causes (a TLS handshake names the certificate
-                    // problem only in its source).
-                    let mut text = e.to_string();
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(s) = source {
-                        text.push_str(&format!(": {s}"));
-                        source = s.source();
-                    }
-                    text
-                },
-                |d| d.message().to_string(),
-            );
-            Error::Connector {
-                connector: "postgres",
-                message: format!("table `{table}`: {detail}"),
-                retryable,
+        };
+    }
+    let (message, kind, code) = match e.as_db_error() {
+        Some(d) => (
+            d.message().to_string(),
+            DriverErrorKind::of_sqlstate(d.code().code()),
+            Some(d.code().code().to_string()),
+        ),
+        None => {
+            // The driver's message and its causes (a TLS handshake names the certificate
+            // problem only in its source).
+            let mut text = e.to_string();
+            let mut io = e.is_closed();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                io |= s.is::<std::io::Error>();
+                source = s.source();
             }
+            let kind = if io {
+                DriverErrorKind::Connection
+            } else {
+                DriverErrorKind::Other
+            };
+            (text, kind, None)
         }
+    };
+    Error::Driver {
+        connector: "postgres",
+        table: table.to_string(),
+        message,
+        kind,
+        code,
+        source: Box::new(e),
     }
 }
 
@@ -84,7 +87,13 @@ impl fmt::Debug for PgConfig {
             .field("ports", &self.config.get_ports())
             .field("user", &self.config.get_user())
             .field("dbname", &self.config.get_dbname())
-            .field("password", &self.config.get_password().map(|_| "<redacted>"))
+            .field(
+                "password",
+                &self
+                    .config
+                    .get_password()
+                    .map(|p| Secret::new(String::from_utf8_lossy(p))),
+            )
             .field("sslmode", &self.config.get_ssl_mode())
             .field("timeouts", &self.timeouts)
             .finish()

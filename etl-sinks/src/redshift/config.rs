@@ -3,13 +3,13 @@
 use std::fmt;
 
 use etl_connectors::postgres::PgConfig;
-use etl_core::{Location, Result};
+use etl_core::{Location, Result, Secret};
 
 use super::RS;
 use crate::warehouse::{Checkpoints, checkpoints};
 
 /// How the staging table is loaded from the staged files.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum RedshiftLoad {
     /// `COPY … IAM_ROLE '<arn>'`: the cluster's role reads the bucket (recommended).
     IamRole(String),
@@ -17,29 +17,14 @@ pub enum RedshiftLoad {
     AccessKeys {
         /// The access key id.
         id: String,
-        /// The secret access key (never printed).
-        secret: String,
-        /// A session token, for temporary credentials (never printed).
-        token: Option<String>,
+        /// The secret access key.
+        secret: Secret,
+        /// A session token, for temporary credentials.
+        token: Option<Secret>,
     },
     /// PostgreSQL standing in for Redshift: the staged files are read back and sent by `COPY
     /// … FROM STDIN`; every other statement is the one Redshift gets.
     PostgresStandIn,
-}
-
-impl fmt::Debug for RedshiftLoad {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RedshiftLoad::IamRole(arn) => f.debug_tuple("IamRole").field(arn).finish(),
-            RedshiftLoad::AccessKeys { id, token, .. } => f
-                .debug_struct("AccessKeys")
-                .field("id", id)
-                .field("secret", &"<redacted>")
-                .field("token", &token.as_ref().map(|_| "<redacted>"))
-                .finish(),
-            RedshiftLoad::PostgresStandIn => f.write_str("PostgresStandIn"),
-        }
-    }
 }
 
 /// Writes tables of one Redshift schema, staging Parquet under a location Redshift reads.
@@ -132,5 +117,24 @@ impl RedshiftSink {
 
     pub(super) fn checkpoints(&self) -> Checkpoints {
         Checkpoints::new(RS, &self.schema, checkpoints::TABLE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_never_printed() {
+        let load = RedshiftLoad::AccessKeys {
+            id: "AKIA123".into(),
+            secret: "s3cr3t".into(),
+            token: Some("t0ken".into()),
+        };
+        let shown = format!("{load:?}");
+        assert!(
+            shown.contains("AKIA123") && !shown.contains("s3cr3t") && !shown.contains("t0ken"),
+            "{shown}"
+        );
     }
 }

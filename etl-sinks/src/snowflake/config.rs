@@ -4,28 +4,28 @@
 use std::fmt;
 use std::sync::Arc;
 
-use etl_core::{Location, TableSpec};
+use etl_core::{Location, Secret, TableSpec};
 
 use super::SF;
 use crate::warehouse::{Checkpoints, Target, checkpoints};
 
 /// How the sink logs in.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum SnowflakeSecret {
     /// A password.
-    Password(String),
+    Password(Secret),
     /// Key-pair authentication: the user's private key, PEM (PKCS#8).
-    PrivateKeyPem(String),
+    PrivateKeyPem(Secret),
 }
 
 /// The account, user and context of the sink's sessions.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SnowflakeAuth {
     /// The account identifier (`myorg-myaccount`).
     pub account: String,
     /// The user.
     pub user: String,
-    /// Password or private key (never printed).
+    /// Password or private key.
     pub secret: SnowflakeSecret,
     /// The database the sink writes into.
     pub database: String,
@@ -33,19 +33,6 @@ pub struct SnowflakeAuth {
     pub warehouse: Option<String>,
     /// The role, when not the user's default.
     pub role: Option<String>,
-}
-
-impl fmt::Debug for SnowflakeAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SnowflakeAuth")
-            .field("account", &self.account)
-            .field("user", &self.user)
-            .field("secret", &"<redacted>")
-            .field("database", &self.database)
-            .field("warehouse", &self.warehouse)
-            .field("role", &self.role)
-            .finish()
-    }
 }
 
 /// Where Snowflake reads the staged files from.
@@ -76,7 +63,7 @@ pub enum SnowflakeStage {
 /// let auth = SnowflakeAuth {
 ///     account: "myorg-myaccount".into(),
 ///     user: "ETL".into(),
-///     secret: SnowflakeSecret::PrivateKeyPem(std::fs::read_to_string("rsa_key.p8")?),
+///     secret: SnowflakeSecret::PrivateKeyPem(std::fs::read_to_string("rsa_key.p8")?.into()),
 ///     database: "ANALYTICS".into(),
 ///     warehouse: Some("LOAD_WH".into()),
 ///     role: None,
@@ -181,5 +168,25 @@ impl SnowflakeSink {
 
     pub(super) fn checkpoints(&self) -> Checkpoints {
         Checkpoints::new(SF, &self.fold(&self.schema), &self.fold(checkpoints::TABLE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let auth = SnowflakeAuth {
+            account: "org-acct".into(),
+            user: "ETL".into(),
+            secret: SnowflakeSecret::Password("hunter2".into()),
+            database: "DB".into(),
+            warehouse: None,
+            role: None,
+        };
+        let sink = SnowflakeSink::new(auth, Location::memory(), SnowflakeStage::Named("S".into()));
+        let shown = format!("{sink:?}");
+        assert!(shown.contains("org-acct") && !shown.contains("hunter2"), "{shown}");
     }
 }

@@ -4,7 +4,7 @@
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use etl_core::{Error, Result};
+use etl_core::{DriverErrorKind, Error, Result};
 use snowflake_api::{
     AuthArgs, AuthType, CertificateArgs, PasswordArgs, RawQueryResult, SnowflakeApi, SnowflakeApiBuilder,
     SnowflakeApiError,
@@ -75,9 +75,11 @@ impl SnowflakeSink {
     pub(super) fn connect(&self, table: &str) -> Result<SfSession> {
         let a = &self.auth;
         let auth_type = match &a.secret {
-            SnowflakeSecret::Password(p) => AuthType::Password(PasswordArgs { password: p.clone() }),
+            SnowflakeSecret::Password(p) => AuthType::Password(PasswordArgs {
+                password: p.expose().to_string(),
+            }),
             SnowflakeSecret::PrivateKeyPem(k) => AuthType::Certificate(CertificateArgs {
-                private_key_pem: k.clone(),
+                private_key_pem: k.expose().to_string(),
             }),
         };
         let args = AuthArgs {
@@ -138,11 +140,19 @@ fn transient(e: &SnowflakeApiError) -> bool {
 }
 
 fn sf_err(table: &str, e: SnowflakeApiError) -> Error {
-    let retryable = transient(&e);
-    Error::Connector {
+    let (kind, code) = match &e {
+        _ if transient(&e) => (DriverErrorKind::Connection, None),
+        SnowflakeApiError::AuthError(_) => (DriverErrorKind::Authentication, None),
+        SnowflakeApiError::ApiError(code, _) => (DriverErrorKind::Other, Some(code.clone())),
+        _ => (DriverErrorKind::Other, None),
+    };
+    Error::Driver {
         connector: "snowflake",
-        message: format!("table `{table}`: {e}"),
-        retryable,
+        table: table.to_string(),
+        message: e.to_string(),
+        kind,
+        code,
+        source: Box::new(e),
     }
 }
 

@@ -25,8 +25,8 @@ pub(crate) enum CopyAuth {
     IamRole(String),
     Keys {
         id: String,
-        secret: String,
-        token: Option<String>,
+        secret: etl_core::Secret,
+        token: Option<etl_core::Secret>,
     },
 }
 
@@ -104,9 +104,9 @@ impl Statements<'_> {
         let auth = match auth {
             CopyAuth::IamRole(arn) => format!("IAM_ROLE {}", lit(arn)),
             CopyAuth::Keys { id, secret, token } => {
-                let mut a = format!("ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}", lit(id), lit(secret));
+                let mut a = format!("ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}", lit(id), lit(secret.expose()));
                 if let Some(t) = token {
-                    a.push_str(&format!(" SESSION_TOKEN {}", lit(t)));
+                    a.push_str(&format!(" SESSION_TOKEN {}", lit(t.expose())));
                 }
                 a
             }
