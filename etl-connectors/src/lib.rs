@@ -6,23 +6,27 @@
 //!   prefix, incremental by file bookmark and optionally by a cursor column.
 //!
 //! - `postgres`: [`postgres::PostgresSource`], tables and queries read by binary `COPY`,
-//!   incremental by cursor columns with the window pushed down.
+//!   incremental by cursor columns with the window pushed down. `postgres-client` alone is
+//!   the connection it builds on ([`postgres::PgConfig`], [`postgres::PgClient`]), which the
+//!   Postgres and Redshift sinks use without the source.
 //!
 //! - `mysql`: [`mysql::MySqlSource`], MySQL and MariaDB tables and queries read over the
 //!   binary protocol, incremental by cursor columns with the window pushed down as bound
 //!   parameters.
 //!
-//! Every source implements [`etl_core::Source`].
+//! Every source implements [`etl_core::Source`]. The database sources share one read
+//! (`db/read.rs`: describe, snapshot, high-water mark, window, NULL cursors, count, rows); each
+//! supplies only its driver's parts.
 
 #[cfg(feature = "files")]
 pub mod files;
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "postgres-client", feature = "mysql"))]
 mod db;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub use db::Counts;
 
-#[cfg(feature = "postgres")]
+#[cfg(feature = "postgres-client")]
 pub mod postgres;
 
 #[cfg(feature = "mysql")]

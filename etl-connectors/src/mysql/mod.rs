@@ -42,16 +42,15 @@
 mod types;
 
 use std::fmt;
-use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
 use etl_core::{
-    CursorValue, DriverErrorKind, Error, Extract, ExtractStats, ReadRequest, Result, Secret, Source, SourceRef,
+    BatchStream, CursorValue, DriverErrorKind, Error, Extract, ReadRequest, Result, Secret, Source, SourceRef,
     TableSpec, Timeouts,
 };
 use futures::StreamExt;
@@ -60,7 +59,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Params, Row, Value};
 use tokio::sync::mpsc;
 
 pub use crate::db::Counts;
-use crate::db::{self, Window};
+use crate::db::read::{self, Database, Range, Rows};
 use types::{Builder, ColumnPlan, Decode};
 
 const MY: Dialect = Dialect::MySql;
@@ -291,100 +290,6 @@ impl MySqlSource {
         self
     }
 
-    /// The FROM clause item of a spec.
-    fn relation(spec: &TableSpec) -> Result<String> {
-        match &spec.source {
-            SourceRef::Table(t) => Ok(MY.quote_qualified(t)),
-            SourceRef::Query(q) => Ok(format!("({q}) AS {}", MY.quote("q"))),
-            other => Err(Error::config(format!(
-                "table `{}`: the MySQL source reads tables and queries, not {other:?}",
-                spec.name
-            ))),
-        }
-    }
-
-    /// Columns of the relation, mapped to Arrow.
-    async fn describe(&self, conn: &mut Conn, spec: &TableSpec, rel: &str) -> Result<Vec<ColumnPlan>> {
-        let stmt = self
-            .call(&spec.name, conn.prep(format!("SELECT * FROM {rel} LIMIT 0")))
-            .await?;
-        let plans = stmt
-            .columns()
-            .iter()
-            .map(|c| {
-                let name = c.name_str().to_string();
-                let type_name = types::type_name(c);
-                let nullable = !c.flags().contains(mysql_async::consts::ColumnFlags::NOT_NULL_FLAG);
-                match types::map_column(c, self.tinyint1_as_bool) {
-                    Some((data_type, kind)) => Ok(ColumnPlan {
-                        name,
-                        data_type,
-                        kind,
-                        as_text: false,
-                        type_name,
-                        nullable,
-                    }),
-                    None if self.unmapped_as_text => Ok(ColumnPlan {
-                        name,
-                        data_type: DataType::Utf8,
-                        kind: Decode::Text,
-                        as_text: true,
-                        type_name,
-                        nullable,
-                    }),
-                    None => Err(Error::ColumnTypeConflict {
-                        table: spec.name.clone(),
-                        column: name,
-                        expected: "a type the MySQL source maps (or MySqlSource::with_unmapped_as_text)".into(),
-                        found: type_name,
-                    }),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.call(&spec.name, conn.close(stmt)).await?;
-        for c in &spec.cursor {
-            if !plans.iter().any(|p| &p.name == c) {
-                return Err(Error::ColumnNotFound {
-                    table: spec.name.clone(),
-                    column: c.clone(),
-                });
-            }
-        }
-        Ok(plans)
-    }
-
-    /// `max` over the cursor columns, read in the connection's snapshot.
-    async fn high_water(
-        &self,
-        conn: &mut Conn,
-        spec: &TableSpec,
-        rel: &str,
-        plans: &[ColumnPlan],
-    ) -> Result<Option<CursorValue>> {
-        let mut best = None;
-        for c in &spec.cursor {
-            let plan = plans.iter().find(|p| &p.name == c).expect("described");
-            // The binary protocol, so temporal values arrive as values, not text.
-            let v: Option<Value> = self
-                .call(
-                    &spec.name,
-                    conn.exec_first(format!("SELECT max({}) FROM {rel}", MY.quote(c)), ()),
-                )
-                .await?;
-            let v = match v {
-                None | Some(Value::NULL) => None,
-                Some(v) => Some(cursor_value(plan, v).map_err(|found| Error::ColumnTypeConflict {
-                    table: spec.name.clone(),
-                    column: c.clone(),
-                    expected: "an integer, date, timestamp or text cursor".into(),
-                    found,
-                })?),
-            };
-            best = CursorValue::max_opt(best, v);
-        }
-        Ok(best)
-    }
-
     /// The integer primary key and estimated data size of a table, when it has both.
     async fn split_key(&self, conn: &mut Conn, spec: &TableSpec, plans: &[ColumnPlan]) -> Result<Option<String>> {
         let SourceRef::Table(t) = &spec.source else {
@@ -442,13 +347,7 @@ impl MySqlSource {
     /// Connections for a whole-table read split by key ranges, each in a consistent snapshot
     /// of the same committed state, and the predicate (with parameters) of each one's range.
     /// Falls back to `first` alone when the table cannot be locked for the moment it takes.
-    async fn open_ranges(
-        &self,
-        first: Conn,
-        spec: &TableSpec,
-        rel: &str,
-        key: &str,
-    ) -> Result<Vec<(Conn, String, Vec<Value>)>> {
+    async fn open_ranges(&self, first: Conn, spec: &TableSpec, rel: &str, key: &str) -> Result<Vec<Range<Conn>>> {
         let name = &spec.name;
         let mut locker = self.connect(name).await?;
         if let Err(e) = self
@@ -460,7 +359,7 @@ impl MySqlSource {
             let _ = locker.disconnect().await;
             let mut first = first;
             self.call(name, first.query_drop(SNAPSHOT)).await?;
-            return Ok(vec![(first, String::new(), Vec::new())]);
+            return Ok(vec![Range::whole(first)]);
         }
         let mut conns = vec![first];
         for _ in 1..self.parallelism {
@@ -489,8 +388,10 @@ impl MySqlSource {
         };
         let (Some(lo), Some(hi)) = bounds else {
             // Empty: one range reads nothing.
-            conns.truncate(1);
-            return Ok(conns.into_iter().map(|c| (c, String::new(), Vec::new())).collect());
+            for c in conns.drain(1..) {
+                let _ = c.disconnect().await;
+            }
+            return Ok(conns.into_iter().map(Range::whole).collect());
         };
         let n = conns.len() as i64;
         let step = ((hi - lo) / n).max(1);
@@ -501,15 +402,19 @@ impl MySqlSource {
                 let i = i as i64;
                 let start = lo + i * step;
                 let end = lo + (i + 1) * step;
-                match (i == 0, i + 1 == n) {
-                    (true, true) => (c, String::new(), vec![]),
-                    (true, false) => (c, format!(" AND {k} < ?"), vec![Value::Int(end)]),
-                    (false, true) => (c, format!(" AND {k} >= ?"), vec![Value::Int(start)]),
+                let (predicate, params) = match (i == 0, i + 1 == n) {
+                    (true, true) => (String::new(), vec![]),
+                    (true, false) => (format!(" AND {k} < ?"), vec![CursorValue::Int(end)]),
+                    (false, true) => (format!(" AND {k} >= ?"), vec![CursorValue::Int(start)]),
                     (false, false) => (
-                        c,
                         format!(" AND {k} >= ? AND {k} < ?"),
-                        vec![Value::Int(start), Value::Int(end)],
+                        vec![CursorValue::Int(start), CursorValue::Int(end)],
                     ),
+                };
+                Range {
+                    conn: c,
+                    predicate,
+                    params,
                 }
             })
             .collect())
@@ -529,14 +434,6 @@ fn cell<T: mysql_async::prelude::FromValue>(table: &str, row: &Row, i: usize) ->
             ),
             retryable: false,
         }),
-    }
-}
-
-/// Ends the snapshots of connections not needed any more (a dropped connection would end
-/// its snapshot only once the runtime gets to its disconnect).
-async fn disconnect(ranges: Vec<(Conn, String, Vec<Value>)>) {
-    for (c, ..) in ranges {
-        let _ = c.disconnect().await;
     }
 }
 
@@ -599,15 +496,11 @@ fn param(v: &CursorValue) -> Value {
 
 /// One range's rows, decoded on its own task.
 struct RangeRead {
-    table: String,
     /// The server and how long it may take to answer (see [`Timeouts`]).
     host: String,
     answer: Option<std::time::Duration>,
-    schema: SchemaRef,
-    plans: Vec<ColumnPlan>,
-    batch_size: usize,
-    counter: Option<Arc<ExtractStats>>,
     zero_dates_as_null: bool,
+    rows: Rows<ColumnPlan>,
 }
 
 impl RangeRead {
@@ -629,13 +522,18 @@ impl RangeRead {
         params: Vec<Value>,
         tx: &mpsc::Sender<Result<RecordBatch>>,
     ) -> Result<()> {
-        let err = |e| my_err(&self.table, e);
+        let err = |e| my_err(&self.rows.table, e);
         let params = if params.is_empty() {
             Params::Empty
         } else {
             Params::Positional(params)
         };
-        let mut builders: Vec<Builder> = self.plans.iter().map(|p| Builder::new(p, self.batch_size)).collect();
+        let mut builders: Vec<Builder> = self
+            .rows
+            .plans
+            .iter()
+            .map(|p| Builder::new(p, self.rows.batch_size))
+            .collect();
         {
             let mut result = self
                 .timed("waiting for an answer", async {
@@ -648,16 +546,16 @@ impl RangeRead {
                 let (rows, done) = self
                     .timed("reading rows", async {
                         let mut rows = 0;
-                        while rows < self.batch_size {
+                        while rows < self.rows.batch_size {
                             let Some(row) = result.next().await.map_err(err)? else {
                                 return Ok((rows, true));
                             };
-                            for ((b, v), plan) in builders.iter_mut().zip(row.unwrap_raw()).zip(&self.plans) {
+                            for ((b, v), plan) in builders.iter_mut().zip(row.unwrap_raw()).zip(&self.rows.plans) {
                                 b.append(v, self.zero_dates_as_null).map_err(|e| Error::Connector {
                                     connector: CONNECTOR,
                                     message: format!(
                                         "table `{}`, column `{}` ({}): {e}",
-                                        self.table, plan.name, plan.type_name
+                                        self.rows.table, plan.name, plan.type_name
                                     ),
                                     retryable: false,
                                 })?;
@@ -686,11 +584,202 @@ impl RangeRead {
     }
 
     fn batch(&self, builders: &mut [Builder], rows: usize) -> Result<RecordBatch> {
-        if let Some(c) = &self.counter {
+        if let Some(c) = &self.rows.counter {
             c.count_source(rows as u64);
         }
         let cols = builders.iter_mut().map(|b| b.finish()).collect();
-        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::arrow(&self.table, e))
+        RecordBatch::try_new(self.rows.schema.clone(), cols).map_err(|e| Error::arrow(&self.rows.table, e))
+    }
+}
+
+impl read::Column for ColumnPlan {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn data_type(&self) -> &DataType {
+        &self.data_type
+    }
+}
+
+#[async_trait]
+impl Database for MySqlSource {
+    const NAME: &'static str = CONNECTOR;
+    const DIALECT: Dialect = MY;
+    const BINDS: bool = true;
+    type Conn = Conn;
+    type Plan = ColumnPlan;
+
+    fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    async fn connect(&self, table: &str) -> Result<Conn> {
+        MySqlSource::connect(self, table).await
+    }
+
+    /// Ends the connection and its snapshot now (a dropped connection would end them only
+    /// once the runtime gets to its disconnect).
+    async fn close(&self, conn: Conn) {
+        let _ = conn.disconnect().await;
+    }
+
+    async fn describe(&self, conn: &mut Conn, spec: &TableSpec, rel: &str) -> Result<Vec<ColumnPlan>> {
+        let stmt = self
+            .call(&spec.name, conn.prep(format!("SELECT * FROM {rel} LIMIT 0")))
+            .await?;
+        let plans = stmt
+            .columns()
+            .iter()
+            .map(|c| {
+                let name = c.name_str().to_string();
+                let type_name = types::type_name(c);
+                let nullable = !c.flags().contains(mysql_async::consts::ColumnFlags::NOT_NULL_FLAG);
+                match types::map_column(c, self.tinyint1_as_bool) {
+                    Some((data_type, kind)) => Ok(ColumnPlan {
+                        name,
+                        data_type,
+                        kind,
+                        as_text: false,
+                        type_name,
+                        nullable,
+                    }),
+                    None if self.unmapped_as_text => Ok(ColumnPlan {
+                        name,
+                        data_type: DataType::Utf8,
+                        kind: Decode::Text,
+                        as_text: true,
+                        type_name,
+                        nullable,
+                    }),
+                    None => Err(Error::ColumnTypeConflict {
+                        table: spec.name.clone(),
+                        column: name,
+                        expected: "a type the MySQL source maps (or MySqlSource::with_unmapped_as_text)".into(),
+                        found: type_name,
+                    }),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.call(&spec.name, conn.close(stmt)).await?;
+        Ok(plans)
+    }
+
+    /// One consistent snapshot; a whole table with an integer primary key and at least
+    /// `min_parallel_bytes` of data is split into key ranges (see [`MySqlSource::with_parallelism`]).
+    async fn snapshot(
+        &self,
+        mut conn: Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[ColumnPlan],
+        whole: bool,
+    ) -> Result<Vec<Range<Conn>>> {
+        let key = if whole && self.parallelism > 1 {
+            self.split_key(&mut conn, spec, plans).await?
+        } else {
+            None
+        };
+        match key {
+            Some(key) => self.open_ranges(conn, spec, rel, &key).await,
+            None => {
+                self.call(&spec.name, conn.query_drop(SNAPSHOT)).await?;
+                Ok(vec![Range::whole(conn)])
+            }
+        }
+    }
+
+    async fn high_water(
+        &self,
+        conn: &mut Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[ColumnPlan],
+    ) -> Result<Option<CursorValue>> {
+        let mut best = None;
+        for c in &spec.cursor {
+            let plan = plans.iter().find(|p| &p.name == c).expect("described");
+            // The binary protocol, so temporal values arrive as values, not text.
+            let v: Option<Value> = self
+                .call(
+                    &spec.name,
+                    conn.exec_first(format!("SELECT max({}) FROM {rel}", MY.quote(c)), ()),
+                )
+                .await?;
+            let v = match v {
+                None | Some(Value::NULL) => None,
+                Some(v) => Some(cursor_value(plan, v).map_err(|found| Error::ColumnTypeConflict {
+                    table: spec.name.clone(),
+                    column: c.clone(),
+                    expected: "an integer, date, timestamp or text cursor".into(),
+                    found,
+                })?),
+            };
+            best = CursorValue::max_opt(best, v);
+        }
+        Ok(best)
+    }
+
+    async fn null_cursor_rows(
+        &self,
+        conn: &mut Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[ColumnPlan],
+    ) -> Result<u64> {
+        // A cursor column declared NOT NULL holds no NULL: no query.
+        let nullable = spec
+            .cursor
+            .iter()
+            .all(|c| plans.iter().any(|p| &p.name == c && p.nullable));
+        if !nullable {
+            return Ok(0);
+        }
+        let sql = MY.null_cursor_count(rel, &spec.cursor);
+        let row: Option<Row> = self.call(&spec.name, conn.query_first(sql)).await?;
+        row.map_or(Ok(0), |r| cell::<u64>(&spec.name, &r, 0))
+    }
+
+    async fn count(&self, table: &str, rel: &str) -> Result<u64> {
+        let mut c = MySqlSource::connect(self, table).await?;
+        let row: Option<Row> = self
+            .call(table, c.query_first(format!("SELECT count(*) FROM {rel}")))
+            .await?;
+        let _ = c.disconnect().await;
+        row.map_or(Ok(0), |r| cell::<u64>(table, &r, 0))
+    }
+
+    fn select(plan: &ColumnPlan) -> String {
+        let c = MY.quote(&plan.name);
+        match (plan.as_text, plan.type_name.as_str()) {
+            (false, _) => c,
+            (true, "geometry") => format!("ST_AsText({c}) AS {c}"),
+            (true, _) => format!("CAST({c} AS CHAR) AS {c}"),
+        }
+    }
+
+    /// The rows, decoded on a task of their own (at most one batch waits for the reader);
+    /// a task that panics is an error, never a silently short read.
+    fn rows(&self, conn: Conn, select: String, params: Vec<CursorValue>, rows: Rows<ColumnPlan>) -> BatchStream {
+        let (tx, rx) = mpsc::channel(1);
+        let table = rows.table.clone();
+        let read = RangeRead {
+            host: self.host(),
+            answer: self.timeouts.answer,
+            zero_dates_as_null: self.zero_dates_as_null,
+            rows,
+        };
+        let task = AbortOnDrop::spawn(read.run(conn, select, params.iter().map(param).collect(), tx));
+        let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let end = futures::stream::once(async move {
+            task.join().await.map_err(|e| Error::Connector {
+                connector: CONNECTOR,
+                message: format!("table `{table}`: read task failed: {e}"),
+                retryable: false,
+            })
+        })
+        .filter_map(|r| async move { r.err().map(Err) });
+        Box::pin(batches.chain(end))
     }
 }
 
@@ -705,151 +794,11 @@ impl Source for MySqlSource {
     }
 
     async fn check(&self, spec: &TableSpec) -> Result<()> {
-        let rel = Self::relation(spec)?;
-        let mut conn = self.connect(&spec.name).await?;
-        let described = self.describe(&mut conn, spec, &rel).await.map(|_| ());
-        let _ = conn.disconnect().await;
-        described
+        read::check(self, spec).await
     }
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
-        let spec = req.spec;
-        let rel = Self::relation(spec)?;
-        let mut conn = self.connect(&spec.name).await?;
-        let plans = self.describe(&mut conn, spec, &rel).await?;
-        let schema = Arc::new(Schema::new(
-            plans
-                .iter()
-                .map(|p| Field::new(&p.name, p.data_type.clone(), true))
-                .collect::<Vec<_>>(),
-        ));
-        let stats = Arc::new(ExtractStats::default());
-        // Whether this read can be of the whole table is known before the snapshot: only a
-        // stored cursor or an initial window gives it a lower bound.
-        let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
-        let bounded = incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some());
-        let key = if !bounded && self.parallelism > 1 {
-            self.split_key(&mut conn, spec, &plans).await?
-        } else {
-            None
-        };
-        let mut ranges = match key {
-            Some(key) => self.open_ranges(conn, spec, &rel, &key).await?,
-            None => {
-                self.call(&spec.name, conn.query_drop(SNAPSHOT)).await?;
-                vec![(conn, String::new(), Vec::new())]
-            }
-        };
-        let high = if spec.cursor.is_empty() {
-            Ok(None)
-        } else {
-            self.high_water(&mut ranges[0].0, spec, &rel, &plans).await
-        };
-        let high = match high {
-            Ok(h) => h,
-            Err(e) => {
-                disconnect(ranges).await;
-                return Err(e);
-            }
-        };
-        let window = Window::new(&req, high);
-        // A cursor column declared NOT NULL holds no NULL: no query.
-        let nullable = spec
-            .cursor
-            .iter()
-            .all(|c| plans.iter().any(|p| &p.name == c && p.nullable));
-        if window.counts_null_cursors() && nullable {
-            let sql = MY.null_cursor_count(&rel, &spec.cursor);
-            let counted = self
-                .call(&spec.name, ranges[0].0.query_first::<Row, _>(sql))
-                .await
-                .and_then(|r| r.map_or(Ok(0), |r| cell::<u64>(&spec.name, &r, 0)));
-            match counted.and_then(|n| etl_core::kit::window::check_null_cursors(spec, n)) {
-                Ok(n) => ExtractStats::add(&stats.null_cursor_rows, n),
-                Err(e) => {
-                    disconnect(ranges).await;
-                    return Err(e);
-                }
-            }
-        }
-        if window.nothing_new {
-            disconnect(ranges).await;
-            return Ok(window.empty(schema, stats));
-        }
-        let mut window_params = Vec::new();
-        let (filter, order) = window.predicate(MY, spec, Some(&mut window_params));
-        let select: Vec<String> = plans
-            .iter()
-            .map(|p| {
-                let c = MY.quote(&p.name);
-                match (p.as_text, p.type_name.as_str()) {
-                    (false, _) => c,
-                    (true, "geometry") => format!("ST_AsText({c}) AS {c}"),
-                    (true, _) => format!("CAST({c} AS CHAR) AS {c}"),
-                }
-            })
-            .collect();
-        let wanted = window.wants_count(self.counts);
-        let unfiltered = !window.filtered();
-        let count = (wanted && !unfiltered).then(|| {
-            let (me, rel, table, stats) = (self.clone(), rel.clone(), spec.name.clone(), stats.clone());
-            AbortOnDrop::spawn(async move {
-                let mut c = me.connect(&table).await?;
-                let row: Option<Row> = me
-                    .call(&table, c.query_first(format!("SELECT count(*) FROM {rel}")))
-                    .await?;
-                stats.count_source(row.map_or(Ok(0), |r| cell::<u64>(&table, &r, 0))?);
-                let _ = c.disconnect().await;
-                Ok::<(), Error>(())
-            })
-        });
-        ExtractStats::add(&stats.chunks, ranges.len() as u64);
-        let (tx, rx) = mpsc::channel(2);
-        let tasks: Vec<AbortOnDrop<()>> = ranges
-            .drain(..)
-            .map(|(conn, range, range_params)| {
-                let sql = format!("SELECT {} FROM {rel} WHERE {filter}{range}{order}", select.join(", "));
-                tracing::debug!(table = %spec.name, sql = %sql, "mysql read");
-                let params = window_params.iter().map(param).chain(range_params).collect();
-                let read = RangeRead {
-                    table: spec.name.clone(),
-                    host: self.host(),
-                    answer: self.timeouts.answer,
-                    schema: schema.clone(),
-                    plans: plans.clone(),
-                    batch_size: req.batch_size.max(1),
-                    counter: (wanted && unfiltered).then(|| stats.clone()),
-                    zero_dates_as_null: self.zero_dates_as_null,
-                };
-                AbortOnDrop::spawn(read.run(conn, sql, params, tx.clone()))
-            })
-            .collect();
-        drop(tx);
-        let table = spec.name.clone();
-        let rows = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        // After the last batch: every range ended cleanly (a panic is an error, never a
-        // silently short read), then the count.
-        let tail = futures::stream::once(async move {
-            for t in tasks {
-                t.join().await.map_err(|e| Error::Connector {
-                    connector: CONNECTOR,
-                    message: format!("table `{table}`: read task failed: {e}"),
-                    retryable: false,
-                })?;
-            }
-            if let Some(task) = count {
-                db::join_count(CONNECTOR, &table, task).await?;
-            }
-            Ok(None)
-        })
-        .filter_map(|r: Result<Option<RecordBatch>>| async move { r.transpose() });
-        Ok(Extract {
-            schema,
-            stream: Box::pin(rows.chain(tail)),
-            high: window.position(),
-            stats,
-            no_new_data: false,
-        })
+        read::read(self, req).await
     }
 }
 

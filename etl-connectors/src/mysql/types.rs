@@ -19,7 +19,7 @@ const US_PER_DAY: i64 = 86_400_000_000;
 
 /// How one column is read.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct ColumnPlan {
+pub(crate) struct ColumnPlan {
     pub name: String,
     pub data_type: DataType,
     pub kind: Decode,
@@ -33,7 +33,7 @@ pub(super) struct ColumnPlan {
 
 /// The decoder of one column's values.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Decode {
+pub(crate) enum Decode {
     /// `TINYINT(1)` and `BIT(1)`: 0 or 1.
     Bool,
     I8,

@@ -21,7 +21,7 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 
 /// How one column is read: the Arrow type, and whether the SELECT casts it to text.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct ColumnPlan {
+pub(crate) struct ColumnPlan {
     pub name: String,
     pub data_type: DataType,
     pub kind: Decode,
@@ -45,7 +45,7 @@ impl ColumnPlan {
 
 /// The decoder of one column's binary values.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Decode {
+pub(crate) enum Decode {
     Bool,
     I16,
     I32,

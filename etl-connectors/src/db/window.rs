@@ -1,27 +1,15 @@
-//! What the database sources share: when to count, the incremental window of a read, and
-//! the join of a count running beside the rows.
+//! The window of one read: from the stored position to the high-water mark taken in the
+//! read's snapshot, and the predicate that reads it.
 
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use etl_core::Low;
 use etl_core::kit::sql::Dialect;
-use etl_core::kit::task::AbortOnDrop;
 use etl_core::kit::window;
-use etl_core::{CursorValue, Error, Extract, ExtractStats, Position, ReadRequest, Result, TableSpec};
+use etl_core::{CursorValue, Extract, ExtractStats, Position, ReadRequest, TableSpec};
 
-/// When a database source counts the table's rows for the report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Counts {
-    /// On every read.
-    Always,
-    /// When the whole table is read (full and first incremental reads); the default, so a
-    /// delta read never scans the whole table just to count it.
-    #[default]
-    WholeReads,
-    /// Never.
-    Never,
-}
+use super::Counts;
 
 /// The window of one read, from the stored position and the high-water mark taken in the
 /// read's snapshot.
@@ -139,53 +127,5 @@ impl Window {
             stats,
             no_new_data: true,
         }
-    }
-}
-
-/// The first `quote`-delimited part of a server's message (the relation it names).
-pub(crate) fn quoted(message: &str, quote: char) -> Option<&str> {
-    let (_, rest) = message.split_once(quote)?;
-    rest.split_once(quote).map(|(name, _)| name).filter(|n| !n.is_empty())
-}
-
-/// A TLS client configuration: the bundled Mozilla roots, plus the PEM certificates of
-/// `root` (a private CA or a self-signed server) when given.
-#[cfg(feature = "tls")]
-pub(crate) fn tls_config(connector: &'static str, root: Option<&std::path::Path>) -> Result<rustls::ClientConfig> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = root {
-        let bad =
-            |e: &dyn std::fmt::Display| Error::config(format!("{connector}: root certificate {}: {e}", path.display()));
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| bad(&e))?
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad(&e))?;
-        if certs.is_empty() {
-            return Err(bad(&"no PEM certificate in the file"));
-        }
-        for c in certs {
-            roots.add(c).map_err(|e| bad(&e))?;
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::config(format!("{connector}: TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// Waits for a count task started beside the read.
-pub(crate) async fn join_count(connector: &'static str, table: &str, task: AbortOnDrop<Result<()>>) -> Result<()> {
-    match task.join().await {
-        Ok(r) => r,
-        Err(e) => Err(Error::Connector {
-            connector,
-            message: format!("table `{table}`: count task failed: {e}"),
-            retryable: true,
-        }),
     }
 }

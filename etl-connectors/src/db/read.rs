@@ -1,0 +1,270 @@
+//! The read every database source makes, in one place; a source supplies only its driver's
+//! parts ([`Database`]).
+//!
+//! ```text
+//!  relation ─► connect ─► describe ─► snapshot (one connection, or ranges sharing it)
+//!     ─► high-water mark (max cursor, in the snapshot) ─► window (stored position, high]
+//!     ─► NULL-cursor rows (filtered reads) ─► nothing new? ─► count beside the rows
+//!     ─► stream each range's rows ─► every range ended, the count joined
+//! ```
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use etl_core::kit::sql::Dialect;
+use etl_core::kit::task::AbortOnDrop;
+use etl_core::{BatchStream, CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, SourceRef, TableSpec};
+use futures::StreamExt;
+
+use super::Counts;
+use super::window::Window;
+
+/// A column of a described relation, as the read template needs it.
+pub(crate) trait Column {
+    /// The column's name.
+    fn name(&self) -> &str;
+    /// Its Arrow type.
+    fn data_type(&self) -> &DataType;
+}
+
+/// One connection of a read, in the read's snapshot, and the part of the relation it reads:
+/// an extra predicate (` AND …`, empty for all of it) and its parameters.
+pub(crate) struct Range<C> {
+    pub(crate) conn: C,
+    pub(crate) predicate: String,
+    pub(crate) params: Vec<CursorValue>,
+}
+
+impl<C> Range<C> {
+    /// The whole relation on `conn`.
+    pub(crate) fn whole(conn: C) -> Self {
+        Range {
+            conn,
+            predicate: String::new(),
+            params: Vec::new(),
+        }
+    }
+}
+
+/// What the rows of one range are decoded into.
+pub(crate) struct Rows<P> {
+    pub(crate) table: String,
+    pub(crate) schema: SchemaRef,
+    pub(crate) plans: Vec<P>,
+    pub(crate) batch_size: usize,
+    /// Counts the rows as they stream, when the read is the table's count.
+    pub(crate) counter: Option<Arc<ExtractStats>>,
+}
+
+/// A database's driver parts of the read. Every method's errors name the table.
+#[async_trait]
+pub(crate) trait Database: Clone + Send + Sync + 'static {
+    /// The connector's name (`postgres`, `mysql`).
+    const NAME: &'static str;
+    /// How names and bounds are written.
+    const DIALECT: Dialect;
+    /// Whether the window's bounds are bound as parameters; else typed literals (Postgres's
+    /// `COPY` takes no parameters).
+    const BINDS: bool;
+
+    /// A connection.
+    type Conn: Send + 'static;
+    /// A described column.
+    type Plan: Column + Clone + Send + Sync + 'static;
+
+    /// When the read counts the table for the report.
+    fn counts(&self) -> Counts;
+
+    /// A new connection.
+    async fn connect(&self, table: &str) -> Result<Self::Conn>;
+
+    /// Ends a connection (and its snapshot) now.
+    async fn close(&self, conn: Self::Conn);
+
+    /// The columns of `rel` (`SELECT * FROM rel LIMIT 0`), mapped to Arrow; a type not
+    /// mapped is an error naming table, column and type.
+    async fn describe(&self, conn: &mut Self::Conn, spec: &TableSpec, rel: &str) -> Result<Vec<Self::Plan>>;
+
+    /// Starts the read's snapshot on `conn`. A whole read (`whole`) of a large table may be
+    /// split into ranges read over more connections, all in the same snapshot; the first
+    /// range's connection is `conn`.
+    async fn snapshot(
+        &self,
+        conn: Self::Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[Self::Plan],
+        whole: bool,
+    ) -> Result<Vec<Range<Self::Conn>>>;
+
+    /// The greatest value of the cursor columns, in the snapshot of `conn`.
+    async fn high_water(
+        &self,
+        conn: &mut Self::Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[Self::Plan],
+    ) -> Result<Option<CursorValue>>;
+
+    /// The rows whose cursor columns are all NULL, in the snapshot of `conn` (no query when
+    /// one of them cannot be NULL).
+    async fn null_cursor_rows(
+        &self,
+        conn: &mut Self::Conn,
+        spec: &TableSpec,
+        rel: &str,
+        plans: &[Self::Plan],
+    ) -> Result<u64>;
+
+    /// `SELECT count(*) FROM rel`, on a connection of its own.
+    async fn count(&self, table: &str, rel: &str) -> Result<u64>;
+
+    /// A column as the read selects it (a cast to text for a type read as text).
+    fn select(plan: &Self::Plan) -> String;
+
+    /// The rows of `select` (with `params`) on `range`'s connection, decoded into batches;
+    /// the range's snapshot ends when they do.
+    fn rows(&self, conn: Self::Conn, select: String, params: Vec<CursorValue>, rows: Rows<Self::Plan>) -> BatchStream;
+}
+
+/// The FROM item of a spec: a table, quoted, or a query as a subquery.
+pub(crate) fn relation<D: Database>(spec: &TableSpec) -> Result<String> {
+    match &spec.source {
+        SourceRef::Table(t) => Ok(D::DIALECT.quote_qualified(t)),
+        SourceRef::Query(q) => Ok(format!("({q}) AS {}", D::DIALECT.quote("q"))),
+        other => Err(Error::config(format!(
+            "table `{}`: the {} source reads tables and queries, not {other:?}",
+            spec.name,
+            D::NAME
+        ))),
+    }
+}
+
+/// The columns of a spec's relation; a cursor column it lacks is an error.
+async fn describe<D: Database>(db: &D, conn: &mut D::Conn, spec: &TableSpec, rel: &str) -> Result<Vec<D::Plan>> {
+    let plans = db.describe(conn, spec, rel).await?;
+    for c in &spec.cursor {
+        if !plans.iter().any(|p| p.name() == c) {
+            return Err(Error::ColumnNotFound {
+                table: spec.name.clone(),
+                column: c.clone(),
+            });
+        }
+    }
+    Ok(plans)
+}
+
+/// [`etl_core::Source::check`]: the relation exists and every column maps.
+pub(crate) async fn check<D: Database>(db: &D, spec: &TableSpec) -> Result<()> {
+    let rel = relation::<D>(spec)?;
+    let mut conn = db.connect(&spec.name).await?;
+    let described = describe(db, &mut conn, spec, &rel).await.map(|_| ());
+    db.close(conn).await;
+    described
+}
+
+/// [`etl_core::Source::read`] of a database source.
+pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Extract> {
+    let spec = req.spec;
+    let rel = relation::<D>(spec)?;
+    let mut conn = db.connect(&spec.name).await?;
+    let plans = match describe(db, &mut conn, spec, &rel).await {
+        Ok(p) => p,
+        Err(e) => {
+            db.close(conn).await;
+            return Err(e);
+        }
+    };
+    let schema = Arc::new(Schema::new(
+        plans
+            .iter()
+            .map(|p| Field::new(p.name(), p.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let stats = Arc::new(ExtractStats::default());
+    // Whether the read can be of the whole table is known before the snapshot: only a stored
+    // position, an initial window or a chunk limit gives it a lower bound.
+    let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
+    let whole = !(incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some()));
+    let mut ranges = db.snapshot(conn, spec, &rel, &plans, whole).await?;
+    let prepared = async {
+        let first = &mut ranges[0].conn;
+        let high = if spec.cursor.is_empty() {
+            None
+        } else {
+            db.high_water(first, spec, &rel, &plans).await?
+        };
+        let window = Window::new(&req, high);
+        if window.counts_null_cursors() {
+            let n = db.null_cursor_rows(first, spec, &rel, &plans).await?;
+            ExtractStats::add(
+                &stats.null_cursor_rows,
+                etl_core::kit::window::check_null_cursors(spec, n)?,
+            );
+        }
+        Ok::<_, Error>(window)
+    }
+    .await;
+    let window = match prepared {
+        Ok(w) if !w.nothing_new => w,
+        other => {
+            for r in ranges {
+                db.close(r.conn).await;
+            }
+            return other.map(|w| w.empty(schema, stats));
+        }
+    };
+    let mut window_params = Vec::new();
+    let (filter, order) = window.predicate(D::DIALECT, spec, D::BINDS.then_some(&mut window_params));
+    let select: Vec<String> = plans.iter().map(D::select).collect();
+    let wanted = window.wants_count(db.counts());
+    let unfiltered = !window.filtered();
+    // A whole read counts the table as it streams; a filtered one needs count(*).
+    let count = (wanted && !unfiltered).then(|| {
+        let (db, rel, table, stats) = (db.clone(), rel.clone(), spec.name.clone(), stats.clone());
+        AbortOnDrop::spawn(async move {
+            stats.count_source(db.count(&table, &rel).await?);
+            Ok::<(), Error>(())
+        })
+    });
+    ExtractStats::add(&stats.chunks, ranges.len() as u64);
+    let streams: Vec<BatchStream> = ranges
+        .into_iter()
+        .map(|range| {
+            let sql = format!(
+                "SELECT {} FROM {rel} WHERE {filter}{}{order}",
+                select.join(", "),
+                range.predicate
+            );
+            tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "database read");
+            let params = window_params.iter().cloned().chain(range.params).collect();
+            let rows = Rows {
+                table: spec.name.clone(),
+                schema: schema.clone(),
+                plans: plans.clone(),
+                batch_size: req.batch_size.max(1),
+                counter: (wanted && unfiltered).then(|| stats.clone()),
+            };
+            db.rows(range.conn, sql, params, rows)
+        })
+        .collect();
+    let rows = futures::stream::select_all(streams);
+    // After the last batch of every range, the count.
+    let table = spec.name.clone();
+    let tail = futures::stream::once(async move {
+        if let Some(task) = count {
+            super::join_count(D::NAME, &table, task).await?;
+        }
+        Ok(None)
+    })
+    .filter_map(|r: Result<Option<RecordBatch>>| async move { r.transpose() });
+    Ok(Extract {
+        schema,
+        stream: Box::pin(rows.chain(tail)),
+        high: window.position(),
+        stats,
+        no_new_data: false,
+    })
+}
