@@ -2,14 +2,26 @@
 //!
 //! Full and incremental loads as a library: read tables and files, fully or past a stored
 //! watermark, transform them as Arrow record batches, and write them to a partitioned
-//! Parquet lake on any object store or to a Postgres warehouse — with the watermark moved
-//! only after the target has committed, and a report of every run.
+//! Parquet lake on any object store or to a SQL warehouse (Postgres, Redshift, Snowflake) —
+//! with the watermark moved only after the target has committed, and a report of every run.
 //!
-//! This crate re-exports [`etl_core`] (contracts, runner, transforms, watermark stores) and,
-//! by cargo feature, the connectors: `files` ([`FileSource`]) and `lake` ([`LakeSink`]),
-//! both on by default; `postgres` (`PostgresSource`, `PostgresSink`,
-//! `PostgresWatermarkStore`) and `mysql` (`MySqlSource`); `tls` for the database
-//! connections; `s3` adds S3 object stores.
+//! This crate re-exports the public API of [`etl_core`] by name (contracts, runner,
+//! transforms, watermark stores; its modules by concern: [`catalog`], [`lake`], [`workflow`],
+//! [`transform`], and [`kit`] for connector authors), [`prelude`] for pipeline programs, and,
+//! by cargo feature, the connectors:
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `files` (default) | `FileSource`: CSV, JSON lines and Parquet under an object-store prefix, incremental by file bookmark |
+//! | `lake` (default) | `LakeSink`: Hive-partitioned Parquet on any object store, one commit record per run |
+//! | `postgres` | `PostgresSource` (binary `COPY` into Arrow), `PostgresSink` (binary `COPY`, every mode in one transaction), `PostgresWatermarkStore` |
+//! | `redshift` | `RedshiftSink`: Parquet staged on S3, `COPY`, `MERGE`, one serializable transaction (includes `postgres`) |
+//! | `snowflake` | `SnowflakeSink`: Parquet staged on S3, `COPY INTO`, `MERGE INTO`, one transaction |
+//! | `mysql` | `MySqlSource`: MySQL and MariaDB over the binary protocol |
+//! | `tls` | rustls for the database connections (the server's certificate always verified) |
+//! | `s3` | S3 and S3-compatible object stores (`Location::s3`) |
+//! | `tz` | named IANA time zones for workflow schedules |
+//! | `test-utils` | [`etl_core::conformance`](https://docs.rs/etl-core), the suite every connector runs |
 //!
 //! ## Example
 //!
