@@ -574,3 +574,6 @@ mod postgres;
 
 #[cfg(feature = "mysql")]
 mod mysql;
+
+#[cfg(all(feature = "postgres", feature = "mysql"))]
+mod late_commits;

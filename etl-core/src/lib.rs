@@ -93,7 +93,7 @@ pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
-pub use report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
+pub use report::{CrawlOutcome, HeldBack, RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use secret::Secret;
 pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};

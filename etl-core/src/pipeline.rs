@@ -583,6 +583,10 @@ impl Pipeline {
                 limit,
             })
             .await?;
+        if let Some(held) = extract.stats.held_back.lock().expect("held_back lock").take() {
+            tracing::info!(reason = %held.reason, "window held back");
+            report.held_back = Some(held);
+        }
         if incremental && extract.no_new_data {
             tracing::info!("no new data");
             return Ok(None);

@@ -53,6 +53,24 @@ impl WatermarkSummary {
     }
 }
 
+/// How far, and why, an incremental read ended its window below the high-water mark it saw
+/// ([`crate::TableSpec::wait_for_commits`], [`crate::TableSpec::settle`]). The rows past `to`
+/// are read by the next run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldBack {
+    /// The greatest cursor value in the read's snapshot.
+    pub high: CursorValue,
+    /// Where the window ended instead: the cursor the run records (`None`: the run read
+    /// nothing and records no cursor).
+    pub to: Option<CursorValue>,
+    /// How far below `high`, in milliseconds, for date and timestamp cursors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_ms: Option<i64>,
+    /// Why: the oldest transaction in progress (and who ran it), the settle age, the
+    /// database's clock, or a transaction whose start cannot be seen.
+    pub reason: String,
+}
+
 /// One table's figures for one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TableReport {
@@ -106,6 +124,9 @@ pub struct TableReport {
     pub watermark_before: Option<WatermarkSummary>,
     /// The watermark after the run.
     pub watermark_after: Option<WatermarkSummary>,
+    /// The read ended its window below the high-water mark it saw: how far and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<HeldBack>,
     /// Whether the run first completed a commit a dead run had left without its watermark.
     #[serde(default)]
     pub recovered: bool,
@@ -145,6 +166,7 @@ impl TableReport {
             duration_ms: 0,
             watermark_before: None,
             watermark_after: None,
+            held_back: None,
             recovered: false,
             warnings: Vec::new(),
             error: None,

@@ -41,6 +41,9 @@ pub struct ExtractStats {
     /// Rows whose cursor columns are all NULL that an incremental read left out (under
     /// [`crate::NullCursors::WholeReadsOnly`]), where the source saw them.
     pub null_cursor_rows: AtomicU64,
+    /// The read ended its window below the high-water mark it saw (the runner puts it in
+    /// the report).
+    pub held_back: std::sync::Mutex<Option<crate::report::HeldBack>>,
     /// What the user should know about this read (the runner puts it in the report).
     pub warnings: std::sync::Mutex<Vec<String>>,
 }

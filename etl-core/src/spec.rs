@@ -223,6 +223,13 @@ pub struct TableSpec {
     /// What incremental reads do with rows whose cursor columns are all NULL (default
     /// [`NullCursors::Fail`]).
     pub null_cursors: NullCursors,
+    /// Whether an incremental database read ends its window below the start of the oldest
+    /// transaction still in progress, so rows such a transaction commits later are read by
+    /// the next run (default true; see [`TableSpec::wait_for_commits`]).
+    pub wait_for_commits: bool,
+    /// Rows are read only once their cursor is this much older than the database's clock
+    /// (for cursors an application's clock sets; see [`TableSpec::settle`]).
+    pub settle: Option<TimeDelta>,
 }
 
 impl TableSpec {
@@ -250,6 +257,8 @@ impl TableSpec {
             merge: MergeStrategy::default(),
             soft_delete: None,
             null_cursors: NullCursors::Fail,
+            wait_for_commits: true,
+            settle: None,
         }
     }
 
@@ -386,6 +395,33 @@ impl TableSpec {
     /// (`.cursor(["updated_at", "created_at"])`) is often the better answer.
     pub fn null_cursors(mut self, rule: NullCursors) -> Self {
         self.null_cursors = rule;
+        self
+    }
+
+    /// Whether incremental database reads wait for transactions in progress (default true).
+    ///
+    /// A row stamped by a transaction that began before a run's snapshot but commits after it
+    /// carries a cursor value below the run's high-water mark, so the next run, which starts
+    /// past that mark, would never read it. With this on, the database sources end the
+    /// window below the start of the oldest transaction in progress when the read looked
+    /// (and below the database's clock), and the report's
+    /// [`crate::TableReport::held_back`] says by how much and why; the rows past that point
+    /// are read by the next run, once. Integer and text cursors carry no time and are not
+    /// held: a row committed late below such a watermark is missed by incremental reads
+    /// (prefer a timestamp the database stamps).
+    ///
+    /// Turn it off only for a table that no transaction writes while runs read it.
+    pub fn wait_for_commits(mut self, on: bool) -> Self {
+        self.wait_for_commits = on;
+        self
+    }
+
+    /// Reads rows only once their cursor value is `age` older than the database's clock:
+    /// for date and timestamp cursors that an application sets from its own clock (which
+    /// the database cannot relate to its transactions), the age bounds how late a row may
+    /// commit after it was stamped. Needs a date or timestamp cursor.
+    pub fn settle(mut self, age: TimeDelta) -> Self {
+        self.settle = Some(age);
         self
     }
 

@@ -2,8 +2,10 @@
 //! parts ([`Database`]).
 //!
 //! ```text
-//!  relation ─► connect ─► describe ─► snapshot (one connection, or ranges sharing it)
-//!     ─► high-water mark (max cursor, in the snapshot) ─► window (stored position, high]
+//!  relation ─► connect ─► describe ─► what is in flight (transactions in progress, the clock)
+//!     ─► snapshot (one connection, or ranges sharing it)
+//!     ─► high-water mark (max cursor, in the snapshot, held below what was in flight)
+//!     ─► window (stored position, high]
 //!     ─► NULL-cursor rows (filtered reads) ─► nothing new? ─► count beside the rows
 //!     ─► stream each range's rows ─► every range ended, the count joined
 //! ```
@@ -15,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
+use etl_core::kit::window::{InFlight, hold_high};
 use etl_core::{BatchStream, CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, SourceRef, TableSpec};
 use futures::StreamExt;
 
@@ -86,6 +89,12 @@ pub(crate) trait Database: Clone + Send + Sync + 'static {
     /// The columns of `rel` (`SELECT * FROM rel LIMIT 0`), mapped to Arrow; a type not
     /// mapped is an error naming table, column and type.
     async fn describe(&self, conn: &mut Self::Conn, spec: &TableSpec, rel: &str) -> Result<Vec<Self::Plan>>;
+
+    /// What the database has in progress, looked at on `conn` just before the snapshot
+    /// begins: its clock, the start of the oldest other transaction, transactions whose
+    /// start it cannot show, and those writing `rel`. Looked at before, not in, the
+    /// snapshot: a transaction that starts in between starts after the clock read here.
+    async fn in_flight(&self, conn: &mut Self::Conn, spec: &TableSpec, rel: &str) -> Result<InFlight>;
 
     /// Starts the read's snapshot on `conn`. A whole read (`whole`) of a large table may be
     /// split into ranges read over more connections, all in the same snapshot; the first
@@ -188,6 +197,17 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
     // position, an initial window or a chunk limit gives it a lower bound.
     let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
     let whole = !(incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some()));
+    let seen = if incremental && (spec.wait_for_commits || spec.settle.is_some()) {
+        match db.in_flight(&mut conn, spec, &rel).await {
+            Ok(seen) => Some(seen),
+            Err(e) => {
+                db.close(conn).await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let mut ranges = db.snapshot(conn, spec, &rel, &plans, whole).await?;
     let prepared = async {
         let first = &mut ranges[0].conn;
@@ -196,7 +216,15 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
         } else {
             db.high_water(first, spec, &rel, &plans).await?
         };
-        let window = Window::new(&req, high);
+        let (high, held) = match &seen {
+            Some(seen) => hold_high(spec, req.from.and_then(|p| p.cursor.as_ref()), high, seen)?,
+            None => (high, None),
+        };
+        let read_nothing = held.as_ref().is_some_and(|h| h.to.is_none());
+        let capped = held.is_some();
+        *stats.held_back.lock().expect("held_back lock") = held;
+        let mut window = Window::new(&req, high, capped);
+        window.nothing_new |= read_nothing;
         if window.counts_null_cursors() {
             let n = db.null_cursor_rows(first, spec, &rel, &plans).await?;
             ExtractStats::add(

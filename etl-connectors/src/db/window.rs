@@ -27,10 +27,13 @@ pub(crate) struct Window {
     pub limit: Option<usize>,
     /// A chunked read: the key of the last row read at `low`.
     pub key: Option<Vec<CursorValue>>,
+    /// The high-water mark was held below the greatest cursor in the snapshot, so even a
+    /// first run's read needs its upper bound.
+    pub capped: bool,
 }
 
 impl Window {
-    pub(crate) fn new(req: &ReadRequest<'_>, high: Option<CursorValue>) -> Window {
+    pub(crate) fn new(req: &ReadRequest<'_>, high: Option<CursorValue>, capped: bool) -> Window {
         let spec = req.spec;
         let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
         let low = if incremental {
@@ -58,6 +61,7 @@ impl Window {
             nothing_new,
             limit,
             key,
+            capped,
         }
     }
 
@@ -87,24 +91,29 @@ impl Window {
         }
     }
 
-    /// The read needs a predicate. Without a lower bound it does not: the high-water mark is
-    /// the maximum within the read's own snapshot, so the window is the whole table.
+    /// The read needs a predicate. Without a lower bound, and with the high-water mark the
+    /// maximum within the read's own snapshot, it does not: the window is the whole table.
     pub(crate) fn filtered(&self) -> bool {
-        self.incremental && (self.low.is_bounded() || self.limit.is_some())
+        self.incremental && (self.bounded_below() || self.capped)
+    }
+
+    /// The window has a lower end: a stored position, an initial window, or a chunk.
+    fn bounded_below(&self) -> bool {
+        self.low.is_bounded() || self.limit.is_some()
     }
 
     /// Whether the read counts, in its snapshot, the rows whose cursor columns are all NULL:
     /// a filtered read leaves them out, which [`etl_core::NullCursors::Fail`] refuses and
     /// the report counts otherwise (a whole read streams them, and the runner sees them).
     pub(crate) fn counts_null_cursors(&self) -> bool {
-        self.filtered()
+        self.incremental && self.bounded_below()
     }
 
     /// Whether `counts` asks for a count of this read.
     pub(crate) fn wants_count(&self, counts: Counts) -> bool {
         match counts {
             Counts::Always => true,
-            Counts::WholeReads => !self.filtered(),
+            Counts::WholeReads => !(self.incremental && self.bounded_below()),
             Counts::Never => false,
         }
     }

@@ -49,6 +49,7 @@ use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
+use etl_core::kit::window::InFlight;
 use etl_core::{
     BatchStream, CursorValue, DriverErrorKind, Error, Extract, ReadRequest, Result, Secret, Source, SourceRef,
     TableSpec, Timeouts,
@@ -663,6 +664,84 @@ impl Database for MySqlSource {
             .collect::<Result<Vec<_>>>()?;
         self.call(&spec.name, conn.close(stmt)).await?;
         Ok(plans)
+    }
+
+    /// InnoDB's transactions in progress (`information_schema.innodb_trx`, which needs the
+    /// PROCESS privilege) and the statements running (`PROCESSLIST`: `NOW()` stamps a row
+    /// with its statement's start, which may precede its transaction's).
+    async fn in_flight(&self, conn: &mut Conn, spec: &TableSpec, _rel: &str) -> Result<InFlight> {
+        let clock: Option<Row> = self
+            .call(
+                &spec.name,
+                conn.query_first(
+                    "SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED), \
+                     TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), '+00:00', @@global.time_zone)), \
+                     (SELECT MAX(TIME) FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+                        AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID')), \
+                     (SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+                        AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID') ORDER BY TIME DESC LIMIT 1)",
+                ),
+            )
+            .await?;
+        let odd = |message: String| Error::Connector {
+            connector: CONNECTOR,
+            message: format!("table `{}`: {message}", spec.name),
+            retryable: false,
+        };
+        let clock = clock.ok_or_else(|| odd("the server's clock query returned no row".into()))?;
+        let now_us: i64 = cell(&spec.name, &clock, 0)?;
+        let offset: Option<i64> = cell(&spec.name, &clock, 1)?;
+        let running: Option<i64> = cell(&spec.name, &clock, 2)?;
+        let running_id: Option<i64> = cell(&spec.name, &clock, 3)?;
+        let now = chrono::DateTime::from_timestamp_micros(now_us)
+            .ok_or_else(|| odd(format!("the server's clock is out of range: {now_us}")))?;
+        // A statement started at most its whole seconds and one more ago.
+        let mut oldest = running.zip(running_id).map(|(secs, id)| {
+            (
+                now - chrono::TimeDelta::seconds(secs + 1),
+                format!("thread {id}, a statement running for {secs} s"),
+            )
+        });
+        // Its own error is looked at (a missing privilege), so it is awaited as it is.
+        let trx = self
+            .call(&spec.name, async {
+                Ok(conn
+                    .query_first::<Row, _>(
+                        "SELECT CAST(UNIX_TIMESTAMP(MIN(trx_started)) * 1000000 AS SIGNED), \
+                   (SELECT trx_mysql_thread_id FROM information_schema.innodb_trx \
+                     WHERE trx_mysql_thread_id <> CONNECTION_ID() ORDER BY trx_started LIMIT 1) \
+                 FROM information_schema.innodb_trx WHERE trx_mysql_thread_id <> CONNECTION_ID()",
+                    )
+                    .await)
+            })
+            .await?;
+        let mut unknown = None;
+        match trx {
+            Ok(Some(row)) => {
+                let started: Option<i64> = cell(&spec.name, &row, 0)?;
+                let id: Option<i64> = cell(&spec.name, &row, 1)?;
+                // `trx_started` is whole seconds, and InnoDB starts a transaction at its first
+                // row, after its statement's `NOW()`: a second earlier covers both.
+                let started = started.map(|us| us - 1_000_000);
+                let start = started.and_then(chrono::DateTime::from_timestamp_micros);
+                if let Some(start) = start.filter(|s| oldest.as_ref().is_none_or(|(t, _)| s < t)) {
+                    oldest = Some((start, format!("thread {}", id.unwrap_or_default())));
+                }
+            }
+            Ok(None) => {}
+            Err(mysql_async::Error::Server(e)) if e.code == 1227 => {
+                unknown = Some(
+                    "the transactions in progress cannot be seen without the PROCESS privilege (grant it)".to_string(),
+                );
+            }
+            Err(e) => return Err(my_err(&spec.name, e)),
+        }
+        Ok(InFlight {
+            now,
+            local_offset: chrono::TimeDelta::seconds(offset.unwrap_or(0)),
+            oldest,
+            unknown,
+        })
     }
 
     /// One consistent snapshot; a whole table with an integer primary key and at least

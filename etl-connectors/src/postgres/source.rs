@@ -7,6 +7,7 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use etl_core::kit::sql::Dialect;
+use etl_core::kit::window::InFlight;
 use etl_core::{BatchStream, CursorValue, Error, Extract, ReadRequest, Result, Source, SourceRef, TableSpec};
 use futures::{StreamExt, TryStreamExt};
 
@@ -17,6 +18,18 @@ use crate::db::Counts;
 use crate::db::read::{self, Database, Range, Rows};
 
 const PG: Dialect = Dialect::Postgres;
+
+/// What is in flight in the database (see [`Database::in_flight`]).
+const IN_FLIGHT: &str = "WITH a AS (SELECT pid, xact_start, backend_xid, backend_xmin, application_name, state \
+     FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+     AND backend_type NOT IN ('autovacuum worker', 'walsender')) \
+     SELECT clock_timestamp(), clock_timestamp()::timestamp, o.xact_start, o.pid, \
+     o.application_name, o.state, \
+     (SELECT count(*) FROM a WHERE xact_start IS NULL AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)), \
+     (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()), \
+     (SELECT min(gid) FROM pg_prepared_xacts WHERE database = current_database()) \
+     FROM (SELECT 1) one LEFT JOIN LATERAL \
+     (SELECT * FROM a WHERE xact_start IS NOT NULL ORDER BY xact_start LIMIT 1) o ON true";
 
 /// Reads tables and queries of one PostgreSQL database.
 ///
@@ -167,6 +180,52 @@ impl Database for PostgresSource {
                 }
             })
             .collect()
+    }
+
+    /// Every transaction of the database in progress (`pg_stat_activity`: `now()` stamps a
+    /// row with its transaction's start, so one that has not written yet counts too),
+    /// prepared transactions (their start is not kept), sessions of other roles whose start
+    /// this role may not see (`pg_read_all_stats` shows them).
+    async fn in_flight(&self, client: &mut PgClient, spec: &TableSpec, _rel: &str) -> Result<InFlight> {
+        let row = client.call(client.query_one(IN_FLIGHT, &[])).await?;
+        let get = |e| pg_err(&spec.name, e);
+        let now: DateTime<Utc> = row.try_get(0).map_err(get)?;
+        let local: NaiveDateTime = row.try_get(1).map_err(get)?;
+        let oldest = row
+            .try_get::<_, Option<DateTime<Utc>>>(2)
+            .map_err(get)?
+            .map(|start| -> Result<_> {
+                let pid: i32 = row.try_get(3).map_err(get)?;
+                let app: Option<String> = row.try_get(4).map_err(get)?;
+                let state: Option<String> = row.try_get(5).map_err(get)?;
+                let app = app
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| "no application_name".into());
+                Ok((start, format!("pid {pid}, {app}, {}", state.unwrap_or_default())))
+            })
+            .transpose()?;
+        let hidden: i64 = row.try_get(6).map_err(get)?;
+        let prepared: i64 = row.try_get(7).map_err(get)?;
+        let gid: Option<String> = row.try_get(8).map_err(get)?;
+        let unknown = if prepared > 0 {
+            Some(format!(
+                "{prepared} prepared transaction(s) in progress (`{}`), whose start Postgres does not keep",
+                gid.unwrap_or_default()
+            ))
+        } else if hidden > 0 {
+            Some(format!(
+                "{hidden} transaction(s) of other roles in progress whose start this role may not see \
+                 (grant it pg_read_all_stats)"
+            ))
+        } else {
+            None
+        };
+        Ok(InFlight {
+            now,
+            local_offset: local - now.naive_utc(),
+            oldest,
+            unknown,
+        })
     }
 
     /// One `REPEATABLE READ` snapshot; a whole table of at least `min_parallel_pages` pages
