@@ -107,6 +107,21 @@ pub enum Error {
         table: String,
     },
 
+    /// An incremental run found a target that does not hold what the watermark stands for
+    /// (dropped, truncated, or restored from a backup): going on would leave its rows
+    /// missing for good. Nothing was read or written.
+    #[error(
+        "table `{table}`: {message}; the watermark and the target disagree, so an incremental run would \
+         leave rows missing. Reload it once in full (ModeOverrides::with(\"{table}\", LoadMode::Full)), \
+         or let runs do so (TableSpec::on_target_lost(TargetLost::Reload))"
+    )]
+    TargetLost {
+        /// The table.
+        table: String,
+        /// What disagrees.
+        message: String,
+    },
+
     /// Reading or writing an object store failed.
     #[error("object store error at `{path}`: {source}")]
     ObjectStore {

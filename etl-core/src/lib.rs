@@ -95,9 +95,11 @@ pub use pipeline::{Pipeline, PipelineBuilder};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
 pub use report::{CrawlOutcome, HeldBack, RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use secret::Secret;
-pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, WriteRequest};
+pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
-pub use spec::{BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec};
+pub use spec::{
+    BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec, TargetLost,
+};
 pub use timeouts::Timeouts;
 pub use watermark::{ObjectStoreWatermarkStore, Watermark, WatermarkStore};
 

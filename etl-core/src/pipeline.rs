@@ -41,9 +41,9 @@ use crate::location::Location;
 use crate::mode::{LoadMode, ModeOverrides};
 use crate::position::{Checkpoint, CursorValue, Position};
 use crate::report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
-use crate::sink::{Sink, TableWriter, WriteRequest};
+use crate::sink::{Sink, TableWriter, TargetState, WriteRequest};
 use crate::source::{BatchStream, ExtractStats, ReadRequest, Source};
-use crate::spec::{SourceRef, TableSpec};
+use crate::spec::{SourceRef, TableSpec, TargetLost};
 use crate::transform;
 use crate::watermark::{Watermark, WatermarkStore};
 
@@ -477,20 +477,53 @@ impl Pipeline {
         spec: &TableSpec,
         wm: Option<Watermark>,
         report: &mut TableReport,
-    ) -> Result<(Option<Watermark>, Option<String>)> {
+    ) -> Result<(Option<Watermark>, Option<Checkpoint>)> {
         let Some(cp) = self.sink.last_checkpoint(&self.name, spec).await? else {
             return Ok((wm, None));
         };
         let wm_run = wm.as_ref().map(|w| w.run_id.as_str());
         if Some(cp.run_id.as_str()) == wm_run || cp.parent_run_id.as_deref() != wm_run {
-            return Ok((wm, Some(cp.run_id)));
+            return Ok((wm, Some(cp)));
         }
         tracing::warn!(run = %cp.run_id, "completing a run that committed its target but not its watermark");
         let generation = wm.as_ref().map_or(0, |w| w.generation) + 1;
         let next = Watermark::from_checkpoint(&self.name, &spec.name, generation, &cp);
         self.commit_watermark(wm.as_ref(), &next).await?;
         report.recovered = true;
-        Ok((Some(next), Some(cp.run_id)))
+        Ok((Some(next), Some(cp)))
+    }
+
+    /// Why the target does not hold what the watermark stands for, if it does not: no
+    /// checkpoint, another run's checkpoint, no table, or an empty table after a run wrote
+    /// rows to it. Asked only of incremental runs that have a watermark, of sinks that say
+    /// what their target holds.
+    async fn target_lost(&self, spec: &TableSpec, wm: &Watermark, cp: Option<&Checkpoint>) -> Result<Option<String>> {
+        let state = self.sink.target_state(spec).await?;
+        if state == TargetState::Unknown {
+            return Ok(None);
+        }
+        let Some(cp) = cp else {
+            return Ok(Some(format!(
+                "the watermark records run `{}` (generation {}), but the target `{}` keeps no checkpoint: \
+                 it was dropped, or restored from before that run",
+                wm.run_id, wm.generation, spec.target
+            )));
+        };
+        if cp.run_id != wm.run_id {
+            return Ok(Some(format!(
+                "the target's last commit is run `{}`, the watermark's is run `{}`: one of them was restored \
+                 from a backup",
+                cp.run_id, wm.run_id
+            )));
+        }
+        Ok(match state {
+            TargetState::Missing => Some(format!("the target table `{}` does not exist (dropped)", spec.target)),
+            TargetState::Empty if cp.rows > 0 => Some(format!(
+                "the target table `{}` is empty, though run `{}` wrote {} rows to it (truncated)",
+                spec.target, cp.run_id, cp.rows
+            )),
+            _ => None,
+        })
     }
 
     async fn commit_watermark(&self, expected: Option<&Watermark>, next: &Watermark) -> Result<()> {
@@ -515,7 +548,25 @@ impl Pipeline {
         report: &mut TableReport,
     ) -> Result<()> {
         let wm = self.watermarks.load(&self.name, &spec.name).await?;
-        let (mut wm, mut last_checkpoint) = self.recover(spec, wm, report).await?;
+        let (mut wm, cp) = self.recover(spec, wm, report).await?;
+        let mut mode = mode;
+        let lost = match wm.as_ref().filter(|_| mode.reads_incrementally()) {
+            Some(w) => self.target_lost(spec, w, cp.as_ref()).await?,
+            None => None,
+        };
+        if let Some(message) = lost {
+            if spec.on_target_lost == TargetLost::Fail {
+                return Err(Error::TargetLost {
+                    table: spec.name.clone(),
+                    message,
+                });
+            }
+            tracing::warn!(%message, "target lost its rows: reloading in full");
+            report.warnings.push(format!("{message}: reloaded in full"));
+            mode = LoadMode::Full;
+            report.mode = mode;
+        }
+        let mut last_checkpoint = cp.map(|c| c.run_id);
         let empty = Position::default();
         let current = wm.as_ref().map_or(&empty, |w| &w.position);
         report.watermark_before = Some(WatermarkSummary::of(wm.as_ref().map_or(0, |w| w.generation), current));

@@ -26,6 +26,19 @@ use crate::mode::LoadMode;
 use crate::position::Checkpoint;
 use crate::spec::TableSpec;
 
+/// What a target table holds, as its sink sees it ([`Sink::target_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    /// The sink does not say.
+    Unknown,
+    /// There is no such table.
+    Missing,
+    /// The table exists and holds no row.
+    Empty,
+    /// The table holds rows.
+    Holds,
+}
+
 /// What a sink is asked to write.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteRequest<'a> {
@@ -104,6 +117,16 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
     /// The checkpoint of the table's last commit, after finishing any commit a dead run left
     /// half applied.
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>>;
+
+    /// What the target table holds now, asked before an incremental run so that a target
+    /// dropped or truncated behind the library's back is not written to as if it held the
+    /// rows the watermark stands for. Called after [`Sink::last_checkpoint`]. A sink that
+    /// answers anything but [`TargetState::Unknown`] (the default, which checks nothing)
+    /// also promises that [`Sink::last_checkpoint`] is the run the watermark records: no
+    /// checkpoint, or another run's, means the target lost what the watermark stands for.
+    async fn target_state(&self, _spec: &TableSpec) -> Result<TargetState> {
+        Ok(TargetState::Unknown)
+    }
 
     /// Starts writing one table for one run.
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;

@@ -36,6 +36,18 @@ pub enum BadRows {
     Divert,
 }
 
+/// What an incremental run does when the target no longer holds what the watermark stands
+/// for: the table or its schema dropped, the table truncated, or the target (or the
+/// watermark store) restored from an older backup ([`TableSpec::on_target_lost`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetLost {
+    /// Fail the table with [`crate::Error::TargetLost`], saying what disagrees (default).
+    #[default]
+    Fail,
+    /// Reload the table in full this run (as `FULL`), with a warning in the report.
+    Reload,
+}
+
 /// What incremental reads do with rows whose cursor columns are all NULL: no watermark can
 /// say whether such a row is new, so the rule is stated, never guessed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,6 +242,9 @@ pub struct TableSpec {
     /// Rows are read only once their cursor is this much older than the database's clock
     /// (for cursors an application's clock sets; see [`TableSpec::settle`]).
     pub settle: Option<TimeDelta>,
+    /// What an incremental run does with a target that lost its rows (default
+    /// [`TargetLost::Fail`]).
+    pub on_target_lost: TargetLost,
 }
 
 impl TableSpec {
@@ -259,6 +274,7 @@ impl TableSpec {
             null_cursors: NullCursors::Fail,
             wait_for_commits: true,
             settle: None,
+            on_target_lost: TargetLost::Fail,
         }
     }
 
@@ -422,6 +438,15 @@ impl TableSpec {
     /// commit after it was stamped. Needs a date or timestamp cursor.
     pub fn settle(mut self, age: TimeDelta) -> Self {
         self.settle = Some(age);
+        self
+    }
+
+    /// What an incremental run does when the target no longer holds what the watermark
+    /// stands for (see [`TargetLost`]): before reading, the runner checks that the sink's
+    /// checkpoint is the run the watermark records and that the target table exists and is
+    /// not empty after a run wrote rows to it.
+    pub fn on_target_lost(mut self, policy: TargetLost) -> Self {
+        self.on_target_lost = policy;
         self
     }
 

@@ -763,3 +763,56 @@ async fn a_pipeline_job_is_retried_after_a_transient_table_failure() {
     let rows = sink.read_table("events").await.unwrap();
     assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
 }
+
+/// A lake table whose files or whole folder were deleted behind the sink's back, or whose
+/// commit log went with it, is detected by the next incremental run (with an object-store
+/// and an in-memory watermark store); `TargetLost::Reload` reloads it in full.
+#[tokio::test]
+async fn a_lake_table_that_lost_its_files_is_detected() {
+    use etl_core::TargetLost;
+    let damages: [(&[&str], &str); 2] = [
+        (&["events"], "is empty, though run"),
+        (&["events", "_etl/commits/events"], "keeps no checkpoint"),
+    ];
+    for (remove, expected) in damages {
+        let (dir, sink) = local();
+        let source = Arc::new(MemorySource::new());
+        source.append("events", sample_batch(&[1, 2, 3, 4])).unwrap();
+        let store = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("wm")).unwrap());
+        let pipeline = |policy: TargetLost| {
+            Pipeline::builder("lost")
+                .source_arc(source.clone())
+                .sink(sink.clone())
+                .watermarks(store.clone())
+                .table(
+                    TableSpec::new("events")
+                        .mode(LoadMode::Incremental)
+                        .cursor(["updated_at"])
+                        .on_target_lost(policy),
+                )
+                .build()
+                .unwrap()
+        };
+        pipeline(TargetLost::Fail).run().await.unwrap().into_result().unwrap();
+        for rel in remove {
+            std::fs::remove_dir_all(dir.path().join(rel)).unwrap();
+        }
+        source.append("events", sample_batch(&[5, 6])).unwrap();
+        let r = pipeline(TargetLost::Fail).run().await.unwrap();
+        let t = r.table("events").unwrap();
+        assert_eq!(t.status, TableStatus::Failed, "{remove:?}");
+        let err = t.error.as_deref().unwrap();
+        assert!(err.contains(expected), "{remove:?}: {err}");
+        let r = pipeline(TargetLost::Reload).run().await.unwrap().into_result().unwrap();
+        let t = r.table("events").unwrap();
+        assert_eq!((t.mode, t.written_count), (LoadMode::Full, 6), "{remove:?}");
+        let rows: usize = sink
+            .read_table("events")
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 6, "every row once after the reload");
+    }
+}

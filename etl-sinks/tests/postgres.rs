@@ -235,6 +235,10 @@ impl super::scenarios::Warehouse for Wh {
     async fn rows(&self, table: &str) -> String {
         Wh::rows(self, table, "1").await
     }
+
+    async fn exec(&self, sql: &str) {
+        Wh::exec(self, sql).await
+    }
 }
 
 #[async_trait]
@@ -979,4 +983,32 @@ async fn redshift_stages_on_s3_and_cleans_up() {
         staging.list("_etl/redshift").await.unwrap().is_empty(),
         "staged files removed"
     );
+}
+
+/// A dropped or truncated target, or its dropped schema, is detected by the next run (see
+/// `scenarios::target_lost_is_detected`), with the object-store watermark store.
+async fn target_lost_is_detected(kind: Kind) {
+    let wh = Wh::of(kind).await;
+    let store =
+        || -> Arc<dyn etl_core::WatermarkStore> { Arc::new(ObjectStoreWatermarkStore::new(Location::memory())) };
+    super::scenarios::target_lost_is_detected(&wh, super::scenarios::DAMAGES, &store).await;
+}
+on_both!(target_lost_is_detected);
+
+/// The same with the watermarks kept in the sink's own schema (`PostgresWatermarkStore`):
+/// a dropped or truncated table is detected; a dropped schema takes the watermarks with it,
+/// so the next run is a first run and reloads every row.
+#[tokio::test]
+async fn target_lost_is_detected_with_the_postgres_watermark_store() {
+    let wh = Wh::new().await;
+    let schema = wh.schema.clone();
+    let store = move || -> Arc<dyn etl_core::WatermarkStore> {
+        Arc::new(
+            PostgresSink::new(&conn())
+                .unwrap()
+                .with_schema(&schema)
+                .watermark_store(),
+        )
+    };
+    super::scenarios::target_lost_is_detected(&wh, &super::scenarios::DAMAGES[..2], &store).await;
 }

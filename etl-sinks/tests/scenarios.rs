@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use etl_core::conformance::unique;
 use etl_core::{
     LoadMode, Location, MemorySource, MergeStrategy, ObjectStoreWatermarkStore, Pipeline, Sink, TableSpec, TableStatus,
+    TargetLost, WatermarkStore,
 };
 
 /// A warehouse under test: a sink into a schema of the test's own, and its rows read back.
@@ -22,6 +23,9 @@ pub(crate) trait Warehouse: Send + Sync {
 
     /// Every row of `table` in the test's schema (or of `schema.table`), rendered sorted.
     async fn rows(&self, table: &str) -> String;
+
+    /// Runs a statement behind the sink's back; `$S` is the test's schema.
+    async fn exec(&self, sql: &str);
 }
 
 /// Customers `(id, name, hours after 2025-07-01 00:00)` as `customer_id, name, updated_at`.
@@ -274,3 +278,68 @@ pub(crate) async fn schema_qualified_target(wh: &dyn Warehouse) {
     let r = pipeline.run().await.unwrap();
     assert_eq!(r.table("customers").unwrap().status, TableStatus::NoNewData);
 }
+
+/// A target that lost its rows behind the sink's back — the table dropped, truncated, or its
+/// schema dropped with the checkpoints — is detected by the next incremental run, which fails
+/// naming what disagrees and writes nothing; with `TargetLost::Reload` the run reloads the
+/// table in full instead. `watermarks` makes the store (each damage gets a fresh pipeline).
+pub(crate) async fn target_lost_is_detected(
+    wh: &dyn Warehouse,
+    damages: &[(&str, &str)],
+    watermarks: &(dyn Fn() -> Arc<dyn WatermarkStore> + Sync),
+) {
+    for (damage, expected) in damages {
+        let source = Arc::new(MemorySource::new());
+        source
+            .append("customers", customers(&[(1, "a", 1), (2, "b", 1)]))
+            .unwrap();
+        let store = watermarks();
+        let pipeline = |policy: TargetLost| {
+            Pipeline::builder(format!("lost_{}", wh.schema()))
+                .source_arc(source.clone())
+                .sink_arc(wh.sink())
+                .watermarks_arc(store.clone())
+                .table(customers_upsert().on_target_lost(policy))
+                .build()
+                .unwrap()
+        };
+        pipeline(TargetLost::Fail).run().await.unwrap().into_result().unwrap();
+        wh.exec(damage).await;
+        source.append("customers", customers(&[(3, "c", 2)])).unwrap();
+        let r = pipeline(TargetLost::Fail).run().await.unwrap();
+        let t = r.table("customers").unwrap();
+        assert_eq!(t.status, TableStatus::Failed, "{damage}: {t:?}");
+        let err = t.error.as_deref().unwrap();
+        assert!(
+            err.contains(expected) && err.contains("LoadMode::Full"),
+            "{damage}: {err}"
+        );
+        assert_eq!(t.watermark_after, t.watermark_before, "{damage}");
+        // Reloaded in full by the policy: every source row, once.
+        let r = pipeline(TargetLost::Reload).run().await.unwrap().into_result().unwrap();
+        let t = r.table("customers").unwrap();
+        assert_eq!(
+            (t.status, t.mode, t.target_count),
+            (TableStatus::Committed, LoadMode::Full, Some(3)),
+            "{damage}"
+        );
+        assert!(
+            t.warnings.iter().any(|w| w.contains("reloaded in full")),
+            "{:?}",
+            t.warnings
+        );
+        let rows = wh.rows("customers").await;
+        for id in ["| 1 ", "| 2 ", "| 3 "] {
+            assert_eq!(rows.matches(id).count(), 1, "{damage}: {rows}");
+        }
+        let r = pipeline(TargetLost::Fail).run().await.unwrap().into_result().unwrap();
+        assert_eq!(r.table("customers").unwrap().status, TableStatus::NoNewData, "{damage}");
+    }
+}
+
+/// The damages every warehouse is checked against, with what the error says.
+pub(crate) const DAMAGES: &[(&str, &str)] = &[
+    ("DROP TABLE $S.customers", "does not exist (dropped)"),
+    ("TRUNCATE TABLE $S.customers", "is empty, though run"),
+    ("DROP SCHEMA $S CASCADE", "keeps no checkpoint"),
+];

@@ -185,6 +185,11 @@ impl super::scenarios::Warehouse for Wh {
     async fn rows(&self, table: &str) -> String {
         Wh::rows(self, table).await
     }
+
+    async fn exec(&self, sql: &str) {
+        let sql = sql.replace("$S", &self.schema);
+        api().exec_raw(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 impl Wh {
@@ -670,4 +675,13 @@ async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient(
             .contains("no answer from etl.snowflakecomputing.com within 1s while logging in"),
         "{t:?}"
     );
+}
+
+/// A dropped or truncated target, or its dropped schema (see
+/// `scenarios::target_lost_is_detected`).
+#[tokio::test]
+async fn snowflake_target_lost_is_detected() {
+    let store =
+        || -> Arc<dyn etl_core::WatermarkStore> { Arc::new(ObjectStoreWatermarkStore::new(Location::memory())) };
+    super::scenarios::target_lost_is_detected(&Wh::new(), super::scenarios::DAMAGES, &store).await;
 }

@@ -33,7 +33,9 @@ mod commit;
 mod writer;
 
 use async_trait::async_trait;
-use etl_core::{Checkpoint, Error, LoadMode, Location, Result, Sink, TableSpec, TableWriter, WriteRequest};
+use etl_core::{
+    Checkpoint, Error, LoadMode, Location, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest,
+};
 use parquet::basic::{Compression, ZstdLevel};
 
 pub use commit::CommitLog;
@@ -178,6 +180,20 @@ impl Sink for LakeSink {
         };
         log.apply(&rec).await?;
         Ok(Some(rec.checkpoint))
+    }
+
+    /// Missing without a commit record; empty when none of the table's Parquet files is
+    /// left under its folder (the folder deleted or emptied).
+    async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
+        let log = self.commit_log(&spec.target);
+        if log.latest().await?.is_none() {
+            return Ok(TargetState::Missing);
+        }
+        Ok(if log.visible_files().await?.is_empty() {
+            TargetState::Empty
+        } else {
+            TargetState::Holds
+        })
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {

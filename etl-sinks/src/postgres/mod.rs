@@ -38,7 +38,7 @@ use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
 use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, Staged, StagedWrite,
-    TableSpec, TableWriter, WatermarkStore, WriteRequest,
+    TableSpec, TableWriter, TargetState, WatermarkStore, WriteRequest,
 };
 use futures::SinkExt;
 use tokio_postgres::CopyInSink;
@@ -149,6 +149,11 @@ impl Sink for PostgresSink {
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let client = self.pg.connect(&spec.name).await?;
         self.checkpoints().load(&client, pipeline, &spec.name).await
+    }
+
+    async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
+        let client = self.pg.connect(&spec.name).await?;
+        Target::new(PG, &self.schema, &spec.target, false).state(&client).await
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {

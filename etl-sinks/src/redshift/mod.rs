@@ -36,7 +36,7 @@ pub use config::{RedshiftLoad, RedshiftSink};
 
 use async_trait::async_trait;
 use etl_core::kit::sql::Dialect;
-use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, WriteRequest};
+use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
 
 use crate::warehouse::stage::ParquetStage;
 use crate::warehouse::{RunContext, Target};
@@ -56,6 +56,11 @@ impl Sink for RedshiftSink {
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let client = self.pg.connect(&spec.name).await?;
         self.checkpoints().load(&client, pipeline, &spec.name).await
+    }
+
+    async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
+        let client = self.pg.connect(&spec.name).await?;
+        Target::new(RS, &self.schema, &spec.target, false).state(&client).await
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {

@@ -37,7 +37,7 @@ pub use config::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
 
 use async_trait::async_trait;
 use etl_core::kit::sql::Dialect;
-use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, WriteRequest};
+use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
 
 use crate::warehouse::RunContext;
 use crate::warehouse::stage::ParquetStage;
@@ -57,6 +57,11 @@ impl Sink for SnowflakeSink {
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let db = self.connect(&spec.name)?;
         self.checkpoints().load(&db, pipeline, &spec.name).await
+    }
+
+    async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
+        let db = self.connect(&spec.name)?;
+        self.target(spec).state(&db).await
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {

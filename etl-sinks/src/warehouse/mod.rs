@@ -23,7 +23,7 @@ mod types;
 
 use async_trait::async_trait;
 use etl_core::kit::sql::{Dialect, split_qualified};
-use etl_core::{Checkpoint, CommitSummary, LoadMode, Result, TableSpec};
+use etl_core::{Checkpoint, CommitSummary, LoadMode, Result, TableSpec, TargetState};
 
 pub(crate) use self::checkpoints::Checkpoints;
 pub(crate) use self::session::{Session, SqlValue};
@@ -95,6 +95,22 @@ impl Target {
             )
             .await?;
         Ok(n.is_some_and(|n| n.trim() != "0"))
+    }
+
+    /// What the table holds ([`etl_core::Sink::target_state`]): whether it exists, and
+    /// whether it has a row (one row read, never a count).
+    pub(crate) async fn state(&self, db: &dyn Session) -> Result<TargetState> {
+        if !self.exists(db).await? {
+            return Ok(TargetState::Missing);
+        }
+        let any = db
+            .text_with(&format!("SELECT 1 FROM {} LIMIT 1", self.qualified), &[])
+            .await?;
+        Ok(if any.is_some() {
+            TargetState::Holds
+        } else {
+            TargetState::Empty
+        })
     }
 }
 
