@@ -67,6 +67,7 @@ fn csv_read(c: &mut Criterion) {
                     run_id: "bench",
                     batch_size: 65_536,
                     limit: None,
+                    until: None,
                 };
                 let rows: usize = rt
                     .block_on(async { source.read(req).await?.stream.try_collect::<Vec<_>>().await })

@@ -29,6 +29,7 @@ async fn read_all(source: &FileSource, spec: &TableSpec) -> Result<Vec<RecordBat
         run_id: "t",
         batch_size: 1024,
         limit: None,
+        until: None,
     };
     source.read(req).await?.stream.try_collect().await
 }

@@ -79,6 +79,7 @@ async fn read(source: &MySqlSource, spec: &TableSpec) -> Result<Vec<arrow::recor
         run_id: "t",
         batch_size: 1000,
         limit: None,
+        until: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -383,6 +384,7 @@ async fn dotted_names_are_read_by_database_and_name() {
         run_id: "t",
         batch_size: 1000,
         limit: None,
+        until: None,
     };
     let source = db.source().with_parallelism(2).with_min_parallel_bytes(0);
     let e = source.read(req).await.unwrap();

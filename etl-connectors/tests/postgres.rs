@@ -83,6 +83,7 @@ async fn read(source: &PostgresSource, spec: &TableSpec) -> Result<Vec<arrow::re
         run_id: "t",
         batch_size: 1000,
         limit: None,
+        until: None,
     };
     let out = source.read(req).await?.stream.try_collect().await;
     if out.is_err() {
@@ -179,6 +180,7 @@ async fn source_conformance_and_missing_tables() {
         run_id: "t",
         batch_size: 2,
         limit: None,
+        until: None,
     };
     let e = db.source().read(req).await.unwrap();
     let stats = e.stats.clone();

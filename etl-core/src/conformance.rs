@@ -135,6 +135,7 @@ fn watermark(pipeline: &str, table: &str, generation: u64, run: &str, cursor: i6
             key: None,
         },
         rows: 1,
+        reset: false,
     }
 }
 
@@ -480,6 +481,7 @@ pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, 
         run_id: "conformance",
         batch_size: 2,
         limit: None,
+        until: None,
     };
     let full = source.read(read(LoadMode::Full, None)).await.expect("read");
     let high = full.high.clone();

@@ -306,6 +306,21 @@ struct Window<'a> {
     wm: Option<&'a Watermark>,
     last_checkpoint: Option<&'a str>,
     limit: Option<usize>,
+    backfill: Option<Backfill<'a>>,
+}
+
+/// A backfill's cursor range: rows past `after`, up to `through`.
+#[derive(Clone, Copy)]
+struct Backfill<'a> {
+    after: &'a CursorValue,
+    through: &'a CursorValue,
+}
+
+/// What one run does: the modes, and which table (all when `None`), over which window.
+struct Plan<'a> {
+    overrides: &'a ModeOverrides,
+    only: Option<&'a str>,
+    backfill: Option<Backfill<'a>>,
 }
 
 impl Pipeline {
@@ -350,6 +365,145 @@ impl Pipeline {
     /// # Errors
     /// [`Error::Config`], [`Error::UnsupportedMode`], [`Error::TableNotFound`].
     pub async fn run_with(&self, overrides: &ModeOverrides) -> Result<RunReport> {
+        self.run_plan(Plan {
+            overrides,
+            only: None,
+            backfill: None,
+        })
+        .await
+    }
+
+    /// Reloads one table in full (as `FULL`, whatever its mode) and moves its watermark to
+    /// where that read ended; the other tables are not run and keep their state.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table the pipeline does not have; else as [`Pipeline::run_with`].
+    pub async fn resync(&self, table: &str) -> Result<RunReport> {
+        self.spec(table)?;
+        let overrides = ModeOverrides::new().with(table, LoadMode::Full);
+        self.run_plan(Plan {
+            overrides: &overrides,
+            only: Some(table),
+            backfill: None,
+        })
+        .await
+    }
+
+    /// Reads again the rows of one table whose cursor is past `after` and at most `through`
+    /// (the window an incremental run would read) and merges them into the target, leaving
+    /// the table's watermark where it was; the other tables are not run.
+    ///
+    /// Only an `UPSERT` table takes a backfill: its target absorbs rows it already holds. An
+    /// appending target (an `INCREMENTAL` or `APPEND` lake or warehouse table) would hold
+    /// them twice, and a replacing one (`FULL`, `TRUNCATE_INSERT`) would keep only the
+    /// range: those are refused — reload them with [`Pipeline::resync`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table the pipeline does not have, one without a cursor or not
+    /// in `UPSERT`, or an empty range; else as [`Pipeline::run_with`].
+    pub async fn backfill(&self, table: &str, after: CursorValue, through: CursorValue) -> Result<RunReport> {
+        let spec = self.spec(table)?;
+        if spec.cursor.is_empty() {
+            return Err(Error::config(format!(
+                "table `{table}`: a backfill reads a cursor range, and the table has no cursor column"
+            )));
+        }
+        if spec.mode != LoadMode::Upsert {
+            return Err(Error::config(format!(
+                "table `{table}`: a backfill reads again rows the target holds; only an UPSERT target absorbs \
+                 them, and `{table}` is {} (its target would {}); reload it with Pipeline::resync",
+                spec.mode,
+                if spec.mode.replaces_target() {
+                    "keep only the range"
+                } else {
+                    "hold them twice"
+                }
+            )));
+        }
+        if through.partial_cmp(&after) != Some(std::cmp::Ordering::Greater) {
+            return Err(Error::config(format!(
+                "table `{table}`: a backfill past {after} through {through} is empty (or the two values are \
+                 of different types)"
+            )));
+        }
+        self.run_plan(Plan {
+            overrides: &ModeOverrides::new(),
+            only: Some(table),
+            backfill: Some(Backfill {
+                after: &after,
+                through: &through,
+            }),
+        })
+        .await
+    }
+
+    /// The table's watermark, as the next run will read it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table the pipeline does not have; the store's errors.
+    pub async fn watermark(&self, table: &str) -> Result<Option<Watermark>> {
+        self.spec(table)?;
+        self.watermarks.load(&self.name, table).await
+    }
+
+    /// Sets the table's watermark to `position`: the next incremental run reads past it
+    /// (rows at or before it are not read again; rows after it that the target already
+    /// holds are read again). Committed as the next generation, keeping the run the sink's
+    /// checkpoint knows, so the target is still taken for the one the watermark stands for.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table the pipeline does not have; [`Error::ConcurrentRun`]
+    /// when a run committed meanwhile.
+    pub async fn set_watermark(&self, table: &str, position: Position) -> Result<Watermark> {
+        self.put_watermark(table, position, false).await
+    }
+
+    /// Resets the table's watermark: the next run reads the table from its start, as a first
+    /// run. Into an appending target that run adds every row again: reset an `UPSERT`
+    /// table, or reload with [`Pipeline::resync`] instead.
+    ///
+    /// # Errors
+    /// As [`Pipeline::set_watermark`].
+    pub async fn reset_watermark(&self, table: &str) -> Result<Watermark> {
+        self.put_watermark(table, Position::default(), true).await
+    }
+
+    async fn put_watermark(&self, table: &str, position: Position, reset: bool) -> Result<Watermark> {
+        self.spec(table)?;
+        let current = self.watermarks.load(&self.name, table).await?;
+        let next = Watermark {
+            pipeline: self.name.clone(),
+            table: table.to_string(),
+            generation: current.as_ref().map_or(0, |w| w.generation) + 1,
+            run_id: current
+                .as_ref()
+                .map_or_else(|| format!("set-{}", new_run_id()), |w| w.run_id.clone()),
+            committed_at: Utc::now(),
+            mode: current.as_ref().and_then(|w| w.mode),
+            window_low: None,
+            position,
+            rows: current.as_ref().map_or(0, |w| w.rows),
+            reset,
+        };
+        self.watermarks.commit(current.as_ref(), &next).await?;
+        tracing::info!(pipeline = %self.name, table, generation = next.generation, reset, "watermark set from code");
+        Ok(next)
+    }
+
+    /// The spec of `table`.
+    fn spec(&self, table: &str) -> Result<&TableSpec> {
+        self.tables
+            .iter()
+            .find(|s| s.name == table)
+            .ok_or_else(|| Error::config(format!("pipeline `{}` has no table `{table}`", self.name)))
+    }
+
+    async fn run_plan(&self, plan: Plan<'_>) -> Result<RunReport> {
+        let Plan {
+            overrides,
+            only,
+            backfill,
+        } = plan;
         for t in overrides.tables() {
             if !self.tables.iter().any(|s| s.name == t) {
                 return Err(Error::config(format!(
@@ -362,6 +516,9 @@ impl Pipeline {
         // taking `&TableSpec` would tie it to one lifetime).
         let mut plan = Vec::with_capacity(self.tables.len());
         for (i, spec) in self.tables.iter().enumerate() {
+            if only.is_some_and(|t| t != spec.name) {
+                continue;
+            }
             let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
             validate_mode(self.sink.as_ref(), spec, mode)?;
             plan.push((i, mode));
@@ -393,7 +550,9 @@ impl Pipeline {
                         r.status = TableStatus::Skipped;
                         return r;
                     }
-                    self.run_table(spec, mode, run_id, started_at).instrument(span).await
+                    self.run_table(spec, mode, run_id, started_at, backfill)
+                        .instrument(span)
+                        .await
                 }
             })
             .buffered(self.concurrency)
@@ -444,10 +603,14 @@ impl Pipeline {
         mode: LoadMode,
         run_id: &str,
         started_at: DateTime<Utc>,
+        backfill: Option<Backfill<'_>>,
     ) -> TableReport {
         let t0 = Instant::now();
         let mut report = TableReport::new(&spec.name, &spec.target, mode);
-        if let Err(e) = self.run_table_inner(spec, mode, run_id, started_at, &mut report).await {
+        if let Err(e) = self
+            .run_table_inner(spec, mode, run_id, started_at, backfill, &mut report)
+            .await
+        {
             tracing::error!(error = %e, "table failed");
             report.status = TableStatus::Failed;
             report.error = Some(e.to_string());
@@ -502,7 +665,12 @@ impl Pipeline {
         if state == TargetState::Unknown {
             return Ok(None);
         }
+        // A watermark of a run that wrote nothing (or set from code, or imported) stands for
+        // no rows: a target without a checkpoint lost nothing.
         let Some(cp) = cp else {
+            if wm.rows == 0 {
+                return Ok(None);
+            }
             return Ok(Some(format!(
                 "the watermark records run `{}` (generation {}), but the target `{}` keeps no checkpoint: \
                  it was dropped, or restored from before that run",
@@ -545,6 +713,7 @@ impl Pipeline {
         mode: LoadMode,
         run_id: &str,
         started_at: DateTime<Utc>,
+        backfill: Option<Backfill<'_>>,
         report: &mut TableReport,
     ) -> Result<()> {
         let wm = self.watermarks.load(&self.name, &spec.name).await?;
@@ -572,7 +741,9 @@ impl Pipeline {
         report.watermark_before = Some(WatermarkSummary::of(wm.as_ref().map_or(0, |w| w.generation), current));
         report.watermark_after = report.watermark_before.clone();
         report.status = TableStatus::NoNewData;
-        let limit = spec.chunk_rows.filter(|_| mode.reads_incrementally());
+        let limit = spec
+            .chunk_rows
+            .filter(|_| mode.reads_incrementally() && backfill.is_none());
         // One window, or chunk after chunk, each committed before the next is read.
         for n in 1.. {
             let id = if n == 1 {
@@ -588,6 +759,7 @@ impl Pipeline {
                 wm: wm.as_ref(),
                 last_checkpoint: last_checkpoint.as_deref(),
                 limit,
+                backfill,
             };
             let Some((next, full)) = self.run_window(window, report).await? else {
                 break;
@@ -619,10 +791,20 @@ impl Pipeline {
             wm,
             last_checkpoint,
             limit,
+            backfill,
         } = w;
         let generation = wm.map_or(0, |w| w.generation);
         let incremental = mode.reads_incrementally();
-        let from = if incremental { wm.map(|w| &w.position) } else { None };
+        // A backfill reads its range; a reset watermark reads as a first run.
+        let range_from = backfill.map(|b| Position {
+            cursor: Some(b.after.clone()),
+            ..Position::default()
+        });
+        let from = match &range_from {
+            Some(p) => Some(p),
+            None if incremental => wm.filter(|w| !w.reset).map(|w| &w.position),
+            None => None,
+        };
         let extract = self
             .source
             .read(ReadRequest {
@@ -632,6 +814,7 @@ impl Pipeline {
                 run_id,
                 batch_size: self.batch_size,
                 limit,
+                until: backfill.map(|b| b.through),
             })
             .await?;
         if let Some(held) = extract.stats.held_back.lock().expect("held_back lock").take() {
@@ -711,6 +894,11 @@ impl Pipeline {
                 key: None,
             },
         };
+        // A backfill leaves the watermark's position where it was.
+        let position = match backfill {
+            Some(_) => wm.map(|w| w.position.clone()).unwrap_or_default(),
+            None => position,
+        };
         let checkpoint = Checkpoint {
             run_id: run_id.to_string(),
             parent_run_id: wm.map(|w| w.run_id.clone()),
@@ -744,6 +932,7 @@ impl Pipeline {
             window_low,
             position,
             rows: pumped.written,
+            reset: false,
         };
         if committed.watermark_stored {
             // The sink stored it with the rows.

@@ -96,6 +96,9 @@ pub struct ReadRequest<'a> {
     /// ones in (cursor, primary key) order after `from`'s (cursor, key) pair, yielded in that
     /// order. Only asked of sources whose [`Source::reads_in_chunks`] is true.
     pub limit: Option<usize>,
+    /// A backfill's upper end ([`crate::Pipeline::backfill`]): only rows whose cursor is at
+    /// most this value (the high-water mark is at most this, too).
+    pub until: Option<&'a CursorValue>,
 }
 
 /// The answer to a [`ReadRequest`]: a lazy stream over the window and what the window is.
@@ -239,6 +242,9 @@ impl Source for MemorySource {
                 high = CursorValue::max_opt(high, batch::max_cursor(&spec.name, b, &spec.cursor)?);
             }
         }
+        if let Some(until) = req.until {
+            high = high.map(|h| if h > *until { until.clone() } else { h });
+        }
         let low = if req.mode.reads_incrementally() {
             window::window_low(spec, req.from, high.as_ref())
         } else {
@@ -246,7 +252,7 @@ impl Source for MemorySource {
         };
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let (b, null_rows) = window::filter_window(spec, &b, &low)?;
+            let (b, null_rows) = window::filter_window(spec, &b, &low, req.until)?;
             ExtractStats::add(&stats.null_cursor_rows, null_rows);
             if b.num_rows() > 0 {
                 out.push(Ok(b));

@@ -52,6 +52,10 @@ pub struct Watermark {
     /// Rows the run wrote.
     #[serde(default)]
     pub rows: u64,
+    /// Reset from code ([`crate::Pipeline::reset_watermark`]): the next run reads as a
+    /// first run would.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 impl Watermark {
@@ -67,6 +71,7 @@ impl Watermark {
             window_low: cp.window_low.clone(),
             position: cp.position.clone(),
             rows: cp.rows,
+            reset: false,
         }
     }
 
@@ -217,6 +222,7 @@ impl ObjectStoreWatermarkStore {
                 key: None,
             },
             rows: 0,
+            reset: false,
         }))
     }
 }

@@ -183,6 +183,7 @@ impl Wh {
             run_id: "probe",
             batch_size: 1000,
             limit: None,
+            until: None,
         };
         let batches: Vec<RecordBatch> = PostgresSource::new(&conn())
             .unwrap()
@@ -252,6 +253,7 @@ impl TargetProbe for Wh {
             run_id: "probe",
             batch_size: 1000,
             limit: None,
+            until: None,
         };
         match PostgresSource::new(&conn()).unwrap().read(req).await {
             Ok(e) => e.stream.try_collect().await.unwrap(),
@@ -1011,4 +1013,115 @@ async fn target_lost_is_detected_with_the_postgres_watermark_store() {
         )
     };
     super::scenarios::target_lost_is_detected(&wh, &super::scenarios::DAMAGES[..2], &store).await;
+}
+
+/// Backfill, resync and watermarks set from code, on a Postgres source and warehouse: a
+/// backfill of a cursor range restores rows lost from that range and leaves the watermark's
+/// position; a resync reloads one table while another keeps its state; a watermark set back
+/// re-reads what follows it; a reset one re-reads everything; an appending table refuses a
+/// backfill, saying why.
+#[tokio::test]
+async fn backfill_resync_and_watermarks_from_code() {
+    use etl_core::{CursorValue, Position, TableStatus};
+    let wh = Wh::new().await;
+    wh.exec(
+        "CREATE SCHEMA IF NOT EXISTS $S;
+         CREATE TABLE $S.src (id int PRIMARY KEY, name text, updated_at timestamp NOT NULL);
+         INSERT INTO $S.src SELECT i, 'n' || i, '2025-07-01'::timestamp + i * interval '1 hour'
+           FROM generate_series(1, 6) i;
+         CREATE TABLE $S.src_other (id int PRIMARY KEY, updated_at timestamp NOT NULL);
+         INSERT INTO $S.src_other VALUES (1, '2025-07-01 01:00');",
+    )
+    .await;
+    let hour = |h: u32| {
+        CursorValue::Timestamp(
+            chrono::NaiveDate::from_ymd_opt(2025, 7, 1)
+                .unwrap()
+                .and_hms_opt(h, 0, 0)
+                .unwrap(),
+        )
+    };
+    let table = |name: &str, from: &str, mode: LoadMode| {
+        TableSpec::new(name)
+            .from_table(format!("{}.{from}", wh.schema))
+            .mode(mode)
+            .primary_key(["id"])
+            .cursor(["updated_at"])
+            .processed_at(false)
+    };
+    let p = Pipeline::builder(unique("bf"))
+        .source(PostgresSource::new(&conn()).unwrap())
+        .sink_arc(wh.sink())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(table("customers", "src", LoadMode::Upsert))
+        .table(table("other", "src_other", LoadMode::Upsert))
+        .table(table("log", "src_other", LoadMode::Incremental))
+        .build()
+        .unwrap();
+    p.run().await.unwrap().into_result().unwrap();
+    let names = || async {
+        wh.query(&format!("SELECT id, name FROM {}.customers ORDER BY id", wh.schema))
+            .await
+    };
+    let all = names().await;
+    let generation = |t: &'static str| {
+        let p = &p;
+        async move { p.watermark(t).await.unwrap().unwrap().generation }
+    };
+    assert_eq!((generation("customers").await, generation("other").await), (1, 1));
+
+    // Rows lost from the target behind the library's back, inside and outside the range.
+    wh.exec("DELETE FROM $S.customers WHERE id IN (2, 3); UPDATE $S.customers SET name = 'x' WHERE id = 5")
+        .await;
+    let r = p
+        .backfill("customers", hour(1), hour(3))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert_eq!(r.tables.len(), 1, "only the backfilled table runs");
+    let t = r.table("customers").unwrap();
+    assert_eq!((t.extracted_count, t.inserted_count), (2, 2), "{t:?}");
+    let wm = p.watermark("customers").await.unwrap().unwrap();
+    assert_eq!(
+        (wm.generation, wm.position.cursor),
+        (2, Some(hour(6))),
+        "the position stays"
+    );
+    assert!(names().await.contains("| 5  | x    |"), "outside the range: untouched");
+    // The next incremental run finds nothing new: the watermark did not move back.
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("customers").unwrap().status, TableStatus::NoNewData);
+
+    let err = p.backfill("log", hour(0), hour(2)).await.unwrap_err().to_string();
+    assert!(err.contains("hold them twice") && err.contains("resync"), "{err}");
+    let err = p.backfill("customers", hour(3), hour(3)).await.unwrap_err().to_string();
+    assert!(err.contains("is empty"), "{err}");
+
+    // A resync reloads one table whole; the other tables keep their state.
+    let r = p.resync("customers").await.unwrap().into_result().unwrap();
+    assert_eq!(r.tables.len(), 1);
+    assert_eq!(r.table("customers").unwrap().mode, LoadMode::Full);
+    assert_eq!(names().await, all, "every row as the source has it");
+    assert_eq!(generation("other").await, 1, "the other table was not run");
+
+    // A watermark set back re-reads what follows it; a reset one re-reads everything.
+    p.set_watermark(
+        "customers",
+        Position {
+            cursor: Some(hour(2)),
+            ..Position::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("customers").unwrap().extracted_count, 4);
+    p.reset_watermark("customers").await.unwrap();
+    assert!(p.watermark("customers").await.unwrap().unwrap().reset);
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("customers").unwrap().extracted_count, 6);
+    assert_eq!(names().await, all);
+    let err = p.watermark("nope").await.unwrap_err().to_string();
+    assert!(err.contains("has no table `nope`"), "{err}");
 }

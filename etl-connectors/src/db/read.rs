@@ -216,12 +216,17 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
         } else {
             db.high_water(first, spec, &rel, &plans).await?
         };
+        // A backfill ends at its upper end.
+        let high = match (high, req.until) {
+            (Some(h), Some(u)) if h > *u => Some(u.clone()),
+            (h, _) => h,
+        };
         let (high, held) = match &seen {
             Some(seen) => hold_high(spec, req.from.and_then(|p| p.cursor.as_ref()), high, seen)?,
             None => (high, None),
         };
         let read_nothing = held.as_ref().is_some_and(|h| h.to.is_none());
-        let capped = held.is_some();
+        let capped = held.is_some() || req.until.is_some();
         *stats.held_back.lock().expect("held_back lock") = held;
         let mut window = Window::new(&req, high, capped);
         window.nothing_new |= read_nothing;

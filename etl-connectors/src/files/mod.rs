@@ -52,7 +52,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 /// std::fs::write(dir.path().join("in/a.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
 /// let source = FileSource::new(Location::local(dir.path()).unwrap());
 /// let spec = TableSpec::new("people").from_files("in", FileFormat::csv());
-/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None };
+/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None, until: None };
 /// let batches: Vec<_> = source.read(req).await.unwrap().stream.try_collect().await.unwrap();
 /// assert_eq!(batches[0].num_rows(), 2);
 /// # });
@@ -79,6 +79,8 @@ struct DecodeContext {
     bad_rows: BadRows,
     /// The window's lower end: rows past it are kept.
     low: Low,
+    /// A backfill's upper end: rows past it are left out.
+    until: Option<etl_core::CursorValue>,
     spec: Arc<TableSpec>,
     stats: Arc<ExtractStats>,
     rejects: Location,
@@ -89,7 +91,7 @@ impl DecodeContext {
     /// Counts a decoded batch and applies the incremental filter.
     fn finish_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
         self.stats.count_source(batch.num_rows() as u64);
-        let (kept, null_rows) = window::filter_window(&self.spec, &batch, &self.low)?;
+        let (kept, null_rows) = window::filter_window(&self.spec, &batch, &self.low, self.until.as_ref())?;
         ExtractStats::add(&self.stats.null_cursor_rows, null_rows);
         Ok(kept)
     }
@@ -297,6 +299,7 @@ impl Source for FileSource {
             batch_size: req.batch_size,
             bad_rows: spec.bad_rows,
             low,
+            until: req.until.cloned(),
             spec: Arc::new(spec.clone()),
             stats: stats.clone(),
             rejects: self.rejects.clone(),

@@ -62,12 +62,27 @@ pub fn check_null_cursors(spec: &TableSpec, rows: u64) -> Result<u64> {
 /// it), for sources that filter in memory. Rows whose cursor columns are all NULL are inside
 /// only a first run's whole read ([`Low::Start`]); elsewhere the spec's
 /// [`crate::NullCursors`] rule applies to them. Returns the rows kept and how many were left
-/// out for a NULL cursor.
+/// out for a NULL cursor. With `until` (a backfill's upper end), rows with a cursor value
+/// past it are left out too.
 ///
 /// # Errors
 /// [`Error::NullCursor`] under [`crate::NullCursors::Fail`]; a missing column, or one whose
 /// type does not match the watermark's.
-pub fn filter_window(spec: &TableSpec, batch: &RecordBatch, low: &Low) -> Result<(RecordBatch, u64)> {
+pub fn filter_window(
+    spec: &TableSpec,
+    batch: &RecordBatch,
+    low: &Low,
+    until: Option<&CursorValue>,
+) -> Result<(RecordBatch, u64)> {
+    let batch = match until.filter(|_| !spec.cursor.is_empty()) {
+        Some(until) => {
+            let past = rows_after(&spec.name, batch, &spec.cursor, until)?;
+            let keep = arrow::compute::not(&past).map_err(|e| Error::arrow(&spec.name, e))?;
+            filter_batch(&spec.name, batch, &keep)?
+        }
+        None => batch.clone(),
+    };
+    let batch = &batch;
     if spec.cursor.is_empty() || !low.is_bounded() {
         return Ok((batch.clone(), 0));
     }
