@@ -506,3 +506,62 @@ async fn driver_errors_keep_their_kind_code_and_source() {
     assert_eq!(err.driver_kind(), Some(DriverErrorKind::Authentication), "{err:?}");
     assert!(!err.is_retryable());
 }
+
+/// Rows deleted at a MariaDB source leave a Postgres warehouse target, found by key digests
+/// computed in each database (MariaDB's `DIV` and `%`, Postgres's `/` and `%`).
+#[tokio::test]
+async fn deletes_at_mariadb_reach_a_postgres_target() {
+    let mut db = Db::new().await;
+    db.exec("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(10), updated_at DATETIME NOT NULL)")
+        .await;
+    let values: Vec<String> = (1..=120)
+        .map(|i| format!("({i}, 'n{i}', '2025-07-01 00:00:00' + INTERVAL {i} MINUTE)"))
+        .collect();
+    db.exec(&format!("INSERT INTO items VALUES {}", values.join(", ")))
+        .await;
+    let pg_url = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
+        panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    });
+    let schema = unique("my_del");
+    let dir = tempfile::tempdir().unwrap();
+    let p = Pipeline::builder("my_del")
+        .source(db.source())
+        .sink(
+            etl_sinks::postgres::PostgresSink::new(&pg_url)
+                .unwrap()
+                .with_schema(&schema),
+        )
+        .watermarks(ObjectStoreWatermarkStore::new(Location::local(dir.path()).unwrap()))
+        .table(
+            TableSpec::new("items")
+                .from_table(format!("{}.items", db.name))
+                .mode(LoadMode::Upsert)
+                .primary_key(["id"])
+                .cursor(["updated_at"])
+                .detect_deletes(etl_core::Deletes {
+                    ranges: 8,
+                    ..Default::default()
+                }),
+        )
+        .build()
+        .unwrap();
+    p.run().await.unwrap().into_result().unwrap();
+    db.exec("DELETE FROM items WHERE id IN (3, 77)").await;
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!((t.deleted_count, t.target_count), (2, Some(118)), "{t:?}");
+    let (pg, c) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(c);
+    let left: Vec<i32> = pg
+        .query(&format!("SELECT id FROM {schema}.items ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left.len(), 118);
+    assert!(!left.contains(&3) && !left.contains(&77));
+    pg.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}

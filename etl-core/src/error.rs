@@ -122,6 +122,24 @@ pub enum Error {
         message: String,
     },
 
+    /// A run found more rows deleted at the source than the table's delete guard allows
+    /// ([`crate::Deletes::max_share`]); nothing was deleted.
+    #[error(
+        "table `{table}`: {found} of the target's {target_rows} rows are gone from the source, more than \
+         the {max_share} the delete guard allows; nothing was deleted (raise Deletes::max_share if this \
+         is meant, or check the source)"
+    )]
+    MassDelete {
+        /// The table.
+        table: String,
+        /// Keys the target holds and the source does not.
+        found: u64,
+        /// Rows in the target.
+        target_rows: u64,
+        /// The guard's share.
+        max_share: f64,
+    },
+
     /// Reading or writing an object store failed.
     #[error("object store error at `{path}`: {source}")]
     ObjectStore {

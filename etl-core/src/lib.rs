@@ -67,6 +67,7 @@
 
 pub mod catalog;
 mod error;
+pub mod keys;
 pub mod kit;
 pub mod lake;
 mod location;
@@ -93,12 +94,13 @@ pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
-pub use report::{CrawlOutcome, HeldBack, RunReport, TableReport, TableStatus, WatermarkSummary};
+pub use report::{CrawlOutcome, HeldBack, KeyCheck, RunReport, TableReport, TableStatus, WatermarkSummary};
 pub use secret::Secret;
 pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{
-    BadRows, CsvOptions, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec, TargetLost,
+    BadRows, CsvOptions, Deletes, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec,
+    TargetLost,
 };
 pub use timeouts::Timeouts;
 pub use watermark::{ObjectStoreWatermarkStore, Watermark, WatermarkStore};

@@ -36,14 +36,16 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::keys::{self, KeyReader, KeySpace};
 use crate::kit::{batch, window};
 use crate::location::Location;
 use crate::mode::{LoadMode, ModeOverrides};
 use crate::position::{Checkpoint, CursorValue, Position};
+use crate::report::KeyCheck;
 use crate::report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
 use crate::sink::{Sink, TableWriter, TargetState, WriteRequest};
 use crate::source::{BatchStream, ExtractStats, ReadRequest, Source};
-use crate::spec::{SourceRef, TableSpec, TargetLost};
+use crate::spec::{Deletes, SourceRef, TableSpec, TargetLost};
 use crate::transform;
 use crate::watermark::{Watermark, WatermarkStore};
 
@@ -656,6 +658,87 @@ impl Pipeline {
         Ok((Some(next), Some(cp)))
     }
 
+    /// Compares the key sets of source and target by range digests, narrows the ranges that
+    /// differ to their keys, and deletes from the target the keys the source no longer has —
+    /// unless they are more than the guard allows. Returns what it found and the target's
+    /// rows before the deletes.
+    async fn apply_deletes(&self, spec: &TableSpec, deletes: &Deletes) -> Result<(KeyCheck, u64)> {
+        let (Some(source), Some(target)) = (self.source.key_reader(), self.sink.key_reader()) else {
+            return Err(Error::config(format!(
+                "table `{}`: finding deletes needs a source and a sink that compare keys; source `{}` {} and \
+                 sink `{}` {}",
+                spec.name,
+                self.source.name(),
+                if self.source.key_reader().is_some() {
+                    "does"
+                } else {
+                    "does not"
+                },
+                self.sink.name(),
+                if self.sink.key_reader().is_some() {
+                    "does"
+                } else {
+                    "does not"
+                },
+            )));
+        };
+        if spec.primary_key.len() != 1 {
+            return Err(Error::config(format!(
+                "table `{}`: finding deletes needs a primary key of one integer column; it has {}",
+                spec.name,
+                spec.primary_key.len()
+            )));
+        }
+        let (in_source, in_target) = futures::try_join!(side_bounds(source, spec), side_bounds(target, spec))?;
+        let Some((tlo, thi)) = in_target else {
+            return Ok((KeyCheck::default(), 0));
+        };
+        let (lo, hi) = in_source.map_or((tlo, thi), |(slo, shi)| (slo.min(tlo), shi.max(thi)));
+        let space = KeySpace::covering(lo, hi, deletes.ranges);
+        let (sd, td) = futures::try_join!(source.key_digests(spec, &space), target.key_digests(spec, &space))?;
+        let target_rows: u64 = td.values().map(|d| d.count).sum();
+        let ranges = keys::differing(&sd, &td);
+        let (mut sk, mut tk) = (Vec::new(), Vec::new());
+        // A few thousand ranges per query: each is one pass over each side.
+        for chunk in ranges.chunks(4_096) {
+            let (s, t) = futures::try_join!(source.keys_in(spec, &space, chunk), target.keys_in(spec, &space, chunk))?;
+            sk.extend(s);
+            tk.extend(t);
+        }
+        let keys_read = (sk.len() + tk.len()) as u64;
+        let diff = keys::diff_keys(sk, tk);
+        let found = diff.only_in_target.len() as u64;
+        if found as f64 > deletes.max_share * target_rows as f64 {
+            return Err(Error::MassDelete {
+                table: spec.name.clone(),
+                found,
+                target_rows,
+                max_share: deletes.max_share,
+            });
+        }
+        let deleted = if found > 0 {
+            self.sink.delete_keys(spec, &diff.only_in_target).await?
+        } else {
+            0
+        };
+        tracing::info!(
+            deleted,
+            ranges = ranges.len(),
+            keys_read,
+            "deletes at the source applied"
+        );
+        Ok((
+            KeyCheck {
+                ranges: space.ranges as u64,
+                ranges_differing: ranges.len() as u64,
+                deleted_at_source: deleted,
+                missing_in_target: diff.only_in_source.len() as u64,
+                keys_read,
+            },
+            target_rows,
+        ))
+    }
+
     /// Why the target does not hold what the watermark stands for, if it does not: no
     /// checkpoint, another run's checkpoint, no table, or an empty table after a run wrote
     /// rows to it. Asked only of incremental runs that have a watermark, of sinks that say
@@ -771,6 +854,12 @@ impl Pipeline {
             if !full {
                 break;
             }
+        }
+        if let Some(deletes) = spec.deletes.as_ref() {
+            let (check, target_rows) = self.apply_deletes(spec, deletes).await?;
+            report.deleted_count += check.deleted_at_source;
+            report.target_count = Some(target_rows - check.deleted_at_source);
+            report.keys = Some(check);
         }
         report.difference = report
             .source_count
@@ -1063,4 +1152,9 @@ async fn abort(writer: Box<dyn TableWriter>, e: Error) -> Error {
         tracing::warn!(error = %abort_err, "could not discard staged data; the next run cleans it");
     }
     e
+}
+
+/// A side's key bounds (a named function, so both sides' futures have one type).
+async fn side_bounds(side: &dyn KeyReader, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+    side.key_bounds(spec).await
 }

@@ -71,6 +71,21 @@ pub struct HeldBack {
     pub reason: String,
 }
 
+/// What a key comparison of source and target found ([`crate::keys`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyCheck {
+    /// Key ranges compared.
+    pub ranges: u64,
+    /// Ranges whose digests differed, narrowed to their keys.
+    pub ranges_differing: u64,
+    /// Keys the target held and the source no longer does (deleted from the target).
+    pub deleted_at_source: u64,
+    /// Keys the source holds and the target does not.
+    pub missing_in_target: u64,
+    /// Keys read from each side to narrow the differing ranges.
+    pub keys_read: u64,
+}
+
 /// One table's figures for one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TableReport {
@@ -124,6 +139,9 @@ pub struct TableReport {
     pub watermark_before: Option<WatermarkSummary>,
     /// The watermark after the run.
     pub watermark_after: Option<WatermarkSummary>,
+    /// The key comparison after the run ([`crate::TableSpec::detect_deletes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeyCheck>,
     /// The read ended its window below the high-water mark it saw: how far and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_back: Option<HeldBack>,
@@ -166,6 +184,7 @@ impl TableReport {
             duration_ms: 0,
             watermark_before: None,
             watermark_after: None,
+            keys: None,
             held_back: None,
             recovered: false,
             warnings: Vec::new(),

@@ -128,6 +128,28 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
         Ok(TargetState::Unknown)
     }
 
+    /// The target's side of a key comparison ([`crate::keys`]), for sinks that compute key
+    /// digests of their target and delete keys from it ([`Sink::delete_keys`]); `None` by
+    /// default.
+    fn key_reader(&self) -> Option<&dyn crate::keys::KeyReader> {
+        None
+    }
+
+    /// Deletes the rows of the target whose primary key is one of `keys` (deleted at the
+    /// source), in one transaction; returns how many it deleted. Only asked of sinks whose
+    /// [`Sink::key_reader`] is `Some`. Leaves the checkpoint as it is.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] by default: the sink does not delete keys.
+    async fn delete_keys(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
+        let _ = keys;
+        Err(crate::Error::config(format!(
+            "table `{}`: sink `{}` does not delete keys",
+            spec.name,
+            self.name()
+        )))
+    }
+
     /// Starts writing one table for one run.
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;
 }

@@ -148,6 +148,12 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
     /// Starts reading a window of a table.
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract>;
 
+    /// The source's side of a key comparison ([`crate::keys`]), for sources that compute
+    /// key digests where the rows live (the database sources); `None` by default.
+    fn key_reader(&self) -> Option<&dyn crate::keys::KeyReader> {
+        None
+    }
+
     /// Whether the source honours [`ReadRequest::limit`] (ordered, resumable chunks).
     fn reads_in_chunks(&self) -> bool {
         false

@@ -245,6 +245,28 @@ pub struct TableSpec {
     /// What an incremental run does with a target that lost its rows (default
     /// [`TargetLost::Fail`]).
     pub on_target_lost: TargetLost,
+    /// Find rows deleted at the source and delete them from the target, after each run
+    /// (see [`TableSpec::detect_deletes`]).
+    pub deletes: Option<Deletes>,
+}
+
+/// How deletes at the source are found and applied ([`TableSpec::detect_deletes`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Deletes {
+    /// The largest share of the target's rows a run may delete (default 0.05: 5 %); more
+    /// fails the table with [`crate::Error::MassDelete`] and deletes nothing.
+    pub max_share: f64,
+    /// About how many key ranges the comparison cuts the key column into (default 65 536).
+    pub ranges: i64,
+}
+
+impl Default for Deletes {
+    fn default() -> Self {
+        Deletes {
+            max_share: 0.05,
+            ranges: 65_536,
+        }
+    }
 }
 
 impl TableSpec {
@@ -275,6 +297,7 @@ impl TableSpec {
             wait_for_commits: true,
             settle: None,
             on_target_lost: TargetLost::Fail,
+            deletes: None,
         }
     }
 
@@ -447,6 +470,19 @@ impl TableSpec {
     /// not empty after a run wrote rows to it.
     pub fn on_target_lost(mut self, policy: TargetLost) -> Self {
         self.on_target_lost = policy;
+        self
+    }
+
+    /// After each run, finds the rows deleted at the source and deletes them from the
+    /// target, without CDC: the primary key's ranges are compared by digests computed inside
+    /// the source and the target ([`crate::keys`]), and only the ranges that differ are read
+    /// down to their keys. Needs a primary key of one integer column, a source and a sink
+    /// that compare keys (the database sources; the Postgres, Redshift and Snowflake sinks).
+    /// Nothing is deleted when the run failed, and more than `deletes.max_share` of the
+    /// target is refused ([`crate::Error::MassDelete`]). The report counts them
+    /// (`deleted_count`, `keys`).
+    pub fn detect_deletes(mut self, deletes: Deletes) -> Self {
+        self.deletes = Some(deletes);
         self
     }
 

@@ -1125,3 +1125,9 @@ async fn backfill_resync_and_watermarks_from_code() {
     let err = p.watermark("nope").await.unwrap_err().to_string();
     assert!(err.contains("has no table `nope`"), "{err}");
 }
+
+/// Deletes at the source reach the target (see `scenarios::deletes_reach_the_target`).
+async fn deletes_reach_the_target(kind: Kind) {
+    super::scenarios::deletes_reach_the_target(&Wh::of(kind).await).await;
+}
+on_both!(deletes_reach_the_target);

@@ -343,3 +343,107 @@ pub(crate) const DAMAGES: &[(&str, &str)] = &[
     ("TRUNCATE TABLE $S.customers", "is empty, though run"),
     ("DROP SCHEMA $S CASCADE", "keeps no checkpoint"),
 ];
+
+/// Rows deleted at a Postgres source leave the warehouse target, found without CDC by key
+/// digests: a few deletes are applied and counted; a mass delete is refused by the guard and
+/// deletes nothing; a run whose source fails deletes nothing; a guard raised lets it through.
+pub(crate) async fn deletes_reach_the_target(wh: &dyn Warehouse) {
+    use etl_core::{Deletes, Error};
+    let url = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
+        panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    });
+    let (pg, c) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(c);
+    let src = unique("del_src");
+    let sql = |s: &str| s.replace("$Q", &src);
+    pg.batch_execute(&sql(
+        "CREATE SCHEMA $Q; CREATE TABLE $Q.items (id bigint PRIMARY KEY, name text, updated_at timestamp NOT NULL);
+         INSERT INTO $Q.items SELECT i, 'n' || i, '2025-07-01'::timestamp + i * interval '1 minute'
+           FROM generate_series(1, 200) i;",
+    ))
+    .await
+    .unwrap();
+    let pipeline = |share: f64| {
+        Pipeline::builder(format!("del_{}", wh.schema()))
+            .source(etl_connectors::postgres::PostgresSource::new(&url).unwrap())
+            .sink_arc(wh.sink())
+            .watermarks(ObjectStoreWatermarkStore::new(
+                Location::local(std::env::temp_dir().join(&src)).unwrap(),
+            ))
+            .table(
+                TableSpec::new("items")
+                    .from_table(format!("{src}.items"))
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["id"])
+                    .cursor(["updated_at"])
+                    .processed_at(false)
+                    .detect_deletes(Deletes {
+                        max_share: share,
+                        ranges: 16,
+                    }),
+            )
+            .build()
+            .unwrap()
+    };
+    let ids = || async {
+        let rows = wh.rows("items").await;
+        rows.lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" id "))
+            .filter_map(|l| l.split('|').nth(1)?.trim().parse::<i64>().ok())
+            .collect::<Vec<_>>()
+    };
+    let r = pipeline(0.05).run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!((t.written_count, t.deleted_count), (200, 0));
+    assert_eq!(t.keys.as_ref().unwrap().ranges_differing, 0, "{t:?}");
+
+    pg.batch_execute(&sql("DELETE FROM $Q.items WHERE id IN (7, 50, 51)"))
+        .await
+        .unwrap();
+    let r = pipeline(0.05).run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    let keys = t.keys.as_ref().unwrap();
+    assert_eq!(
+        (t.status, t.deleted_count, keys.deleted_at_source),
+        (TableStatus::NoNewData, 3, 3),
+        "{t:?}"
+    );
+    assert!(
+        keys.ranges_differing <= 2 && keys.keys_read < 100,
+        "only the differing ranges are read: {keys:?}"
+    );
+    assert_eq!(t.target_count, Some(197));
+    let left = ids().await;
+    assert_eq!(left.len(), 197);
+    assert!(!left.contains(&7) && !left.contains(&50) && !left.contains(&51));
+
+    // 51 of 197 rows (26 %) gone: the guard refuses, nothing is deleted.
+    pg.batch_execute(&sql("DELETE FROM $Q.items WHERE id BETWEEN 100 AND 150"))
+        .await
+        .unwrap();
+    let r = pipeline(0.05).run().await.unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    assert!(
+        t.error.as_deref().unwrap().contains("51 of the target's 197 rows"),
+        "{t:?}"
+    );
+    assert_eq!(ids().await.len(), 197);
+
+    // A source that fails deletes nothing.
+    pg.batch_execute(&sql("ALTER TABLE $Q.items RENAME TO gone"))
+        .await
+        .unwrap();
+    let err = pipeline(1.0).run().await.unwrap_err();
+    assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+    assert_eq!(ids().await.len(), 197);
+    pg.batch_execute(&sql("ALTER TABLE $Q.gone RENAME TO items"))
+        .await
+        .unwrap();
+
+    // Told to, the run deletes them.
+    let r = pipeline(1.0).run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("items").unwrap().deleted_count, 51);
+    assert_eq!(ids().await.len(), 146);
+    pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
+}

@@ -685,3 +685,10 @@ async fn snowflake_target_lost_is_detected() {
         || -> Arc<dyn etl_core::WatermarkStore> { Arc::new(ObjectStoreWatermarkStore::new(Location::memory())) };
     super::scenarios::target_lost_is_detected(&Wh::new(), super::scenarios::DAMAGES, &store).await;
 }
+
+/// Deletes at a Postgres source reach the Snowflake target (see
+/// `scenarios::deletes_reach_the_target`).
+#[tokio::test]
+async fn snowflake_deletes_reach_the_target() {
+    super::scenarios::deletes_reach_the_target(&Wh::new()).await;
+}

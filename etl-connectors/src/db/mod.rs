@@ -3,6 +3,8 @@
 //! count, and the helpers of their connections (TLS, server messages).
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) mod keys;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod read;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) mod window;

@@ -127,6 +127,9 @@ pub(crate) trait Database: Clone + Send + Sync + 'static {
         plans: &[Self::Plan],
     ) -> Result<u64>;
 
+    /// Every row of `sql` on `conn`, each cell as text (the statements cast to text).
+    async fn cells(&self, conn: &mut Self::Conn, table: &str, sql: &str) -> Result<etl_core::keys::Cells>;
+
     /// `SELECT count(*) FROM rel`, on a connection of its own.
     async fn count(&self, table: &str, rel: &str) -> Result<u64>;
 

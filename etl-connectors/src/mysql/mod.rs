@@ -47,6 +47,7 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
 use etl_core::kit::window::InFlight;
@@ -819,6 +820,22 @@ impl Database for MySqlSource {
         row.map_or(Ok(0), |r| cell::<u64>(&spec.name, &r, 0))
     }
 
+    async fn cells(&self, conn: &mut Conn, table: &str, sql: &str) -> Result<etl_core::keys::Cells> {
+        let rows: Vec<Row> = self.call(table, conn.query(sql)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| match r.as_ref(i) {
+                        None | Some(Value::NULL) => None,
+                        Some(Value::Bytes(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                        Some(v) => Some(v.as_sql(true)),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     async fn count(&self, table: &str, rel: &str) -> Result<u64> {
         let mut c = MySqlSource::connect(self, table).await?;
         let row: Option<Row> = self
@@ -872,12 +889,31 @@ impl Source for MySqlSource {
         true
     }
 
+    fn key_reader(&self) -> Option<&dyn KeyReader> {
+        Some(self)
+    }
+
     async fn check(&self, spec: &TableSpec) -> Result<()> {
         read::check(self, spec).await
     }
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
         read::read(self, req).await
+    }
+}
+
+#[async_trait]
+impl KeyReader for MySqlSource {
+    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+        crate::db::keys::bounds(self, spec).await
+    }
+
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        crate::db::keys::digests(self, spec, space).await
+    }
+
+    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
+        crate::db::keys::keys_in(self, spec, space, ranges).await
     }
 }
 

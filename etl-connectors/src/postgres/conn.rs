@@ -324,6 +324,21 @@ impl PgClient {
         self.call(self.client.batch_execute(sql)).await
     }
 
+    /// Every row of a query, each cell as text (the query casts to text).
+    ///
+    /// # Errors
+    /// As [`PgClient::call`]; a cell that is not text.
+    pub async fn text_rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let rows = self.call(self.client.query(sql, &[])).await?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| r.try_get::<_, Option<String>>(i).map_err(self.err()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Runs a `SELECT count(*) …`.
     ///
     /// # Errors

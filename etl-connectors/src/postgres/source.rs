@@ -6,6 +6,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::window::InFlight;
 use etl_core::{BatchStream, CursorValue, Error, Extract, ReadRequest, Result, Source, SourceRef, TableSpec};
@@ -373,6 +374,10 @@ impl Database for PostgresSource {
         client.count(&PG.null_cursor_count(rel, &spec.cursor)).await
     }
 
+    async fn cells(&self, client: &mut PgClient, _table: &str, sql: &str) -> Result<etl_core::keys::Cells> {
+        client.text_rows(sql).await
+    }
+
     async fn count(&self, table: &str, rel: &str) -> Result<u64> {
         let c = self.pg.connect(table).await?;
         c.count(&format!("SELECT count(*) FROM {rel}")).await
@@ -417,12 +422,31 @@ impl Source for PostgresSource {
         true
     }
 
+    fn key_reader(&self) -> Option<&dyn KeyReader> {
+        Some(self)
+    }
+
     async fn check(&self, spec: &TableSpec) -> Result<()> {
         read::check(self, spec).await
     }
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
         read::read(self, req).await
+    }
+}
+
+#[async_trait]
+impl KeyReader for PostgresSource {
+    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+        crate::db::keys::bounds(self, spec).await
+    }
+
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        crate::db::keys::digests(self, spec, space).await
+    }
+
+    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
+        crate::db::keys::keys_in(self, spec, space, ranges).await
     }
 }
 

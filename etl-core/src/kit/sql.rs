@@ -2,6 +2,7 @@
 //! incremental window's predicate, and the rendering of cursor values as typed literals where
 //! a statement cannot take parameters (Postgres `COPY (SELECT …)`).
 
+use crate::keys::{KeySpace, key_hash_sql};
 use crate::position::CursorValue;
 use crate::position::Low;
 
@@ -70,6 +71,89 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// `expr` as text, so that every driver reads the answer the same way.
+    pub fn text(self, expr: &str) -> String {
+        match self {
+            Dialect::MySql => format!("CAST({expr} AS CHAR)"),
+            _ => format!("CAST({expr} AS VARCHAR)"),
+        }
+    }
+
+    /// The range of [`KeySpace`] key column `key` falls in.
+    fn key_range(self, key: &str, space: &KeySpace) -> String {
+        let (lo, w) = (space.lo, space.width);
+        match self {
+            Dialect::MySql => format!("(CAST({key} AS SIGNED) - ({lo})) DIV {w}"),
+            Dialect::Snowflake => format!("FLOOR(({key} - ({lo})) / {w})"),
+            Dialect::Postgres | Dialect::Redshift => format!("(CAST({key} AS BIGINT) - ({lo})) / {w}"),
+        }
+    }
+
+    /// The least and greatest value of key column `key` of `relation`, as text
+    /// ([`crate::keys::KeyReader::key_bounds`]).
+    ///
+    /// ```
+    /// use etl_core::kit::sql::Dialect;
+    /// assert_eq!(Dialect::Postgres.key_bounds("t", "id"),
+    ///            r#"SELECT CAST(min("id") AS VARCHAR), CAST(max("id") AS VARCHAR) FROM t"#);
+    /// ```
+    pub fn key_bounds(self, relation: &str, key: &str) -> String {
+        let k = self.quote(key);
+        format!(
+            "SELECT {}, {} FROM {relation}",
+            self.text(&format!("min({k})")),
+            self.text(&format!("max({k})"))
+        )
+    }
+
+    /// Per range of `space`: the range, the count, the sum and the hash sum of key column
+    /// `key` of `relation`, as text ([`crate::keys::KeyReader::key_digests`]).
+    ///
+    /// ```
+    /// use etl_core::keys::KeySpace;
+    /// use etl_core::kit::sql::Dialect;
+    /// let space = KeySpace { lo: 1, width: 100, ranges: 10 };
+    /// assert_eq!(Dialect::MySql.key_digests("`t`", "id", &space),
+    ///            "SELECT CAST((CAST(`id` AS SIGNED) - (1)) DIV 100 AS CHAR), CAST(count(*) AS CHAR), \
+    ///             CAST(sum(`id`) AS CHAR), CAST(sum(((((CAST(`id` AS SIGNED) % 2147483647) * \
+    ///             (CAST(`id` AS SIGNED) % 2147483647)) % 2147483647) * ((CAST(`id` AS SIGNED) % 2147483647) \
+    ///             + 12345)) % 2147483647) AS CHAR) FROM `t` GROUP BY 1");
+    /// ```
+    pub fn key_digests(self, relation: &str, key: &str, space: &KeySpace) -> String {
+        let k = self.quote(key);
+        let int = match self {
+            Dialect::MySql => format!("CAST({k} AS SIGNED)"),
+            Dialect::Snowflake => k.clone(),
+            Dialect::Postgres | Dialect::Redshift => format!("CAST({k} AS BIGINT)"),
+        };
+        format!(
+            "SELECT {}, {}, {}, {} FROM {relation} GROUP BY 1",
+            self.text(&self.key_range(&k, space)),
+            self.text("count(*)"),
+            self.text(&format!("sum({k})")),
+            self.text(&format!("sum({})", key_hash_sql(&int))),
+        )
+    }
+
+    /// The keys of `relation` in the given ranges of `space`, as text
+    /// ([`crate::keys::KeyReader::keys_in`]).
+    pub fn keys_in(self, relation: &str, key: &str, space: &KeySpace, ranges: &[i64]) -> String {
+        let k = self.quote(key);
+        let list: Vec<String> = ranges.iter().map(i64::to_string).collect();
+        format!(
+            "SELECT {} FROM {relation} WHERE {} IN ({})",
+            self.text(&k),
+            self.key_range(&k, space),
+            list.join(", ")
+        )
+    }
+
+    /// Deletes the rows of `table` whose key column `key` holds one of `keys`.
+    pub fn delete_keys(self, table: &str, key: &str, keys: &[i64]) -> String {
+        let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+        format!("DELETE FROM {table} WHERE {} IN ({})", self.quote(key), list.join(", "))
+    }
+
     /// Quotes one identifier: `"a""b"` for Postgres, `` `a``b` `` for MySQL.
     ///
     /// ```

@@ -35,6 +35,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
+use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, Staged, StagedWrite,
@@ -149,6 +150,14 @@ impl Sink for PostgresSink {
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let client = self.pg.connect(&spec.name).await?;
         self.checkpoints().load(&client, pipeline, &spec.name).await
+    }
+
+    fn key_reader(&self) -> Option<&dyn KeyReader> {
+        Some(self)
+    }
+
+    async fn delete_keys(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
+        self.table_keys(spec).await?.delete(spec, keys).await
     }
 
     async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
@@ -730,5 +739,29 @@ impl StagedWrite for PgWriter {
 
     async fn abort(self: Box<Self>) -> Result<()> {
         self.discard().await
+    }
+}
+
+#[async_trait]
+impl KeyReader for PostgresSink {
+    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+        self.table_keys(spec).await?.bounds(spec).await
+    }
+
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        self.table_keys(spec).await?.digests(spec, space).await
+    }
+
+    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
+        self.table_keys(spec).await?.keys_in(spec, space, ranges).await
+    }
+}
+
+impl PostgresSink {
+    /// The target's key queries, on a connection of their own.
+    async fn table_keys(&self, spec: &TableSpec) -> Result<crate::warehouse::keys::TableKeys> {
+        let db = self.pg.connect(&spec.name).await?;
+        let target = Target::new(PG, &self.schema, &spec.target, false);
+        Ok(crate::warehouse::keys::TableKeys::new(Box::new(db), PG, target))
     }
 }

@@ -35,6 +35,7 @@ mod load;
 pub use config::{RedshiftLoad, RedshiftSink};
 
 use async_trait::async_trait;
+use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
 
@@ -58,6 +59,14 @@ impl Sink for RedshiftSink {
         self.checkpoints().load(&client, pipeline, &spec.name).await
     }
 
+    fn key_reader(&self) -> Option<&dyn KeyReader> {
+        Some(self)
+    }
+
+    async fn delete_keys(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
+        self.table_keys(spec).await?.delete(spec, keys).await
+    }
+
     async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
         let client = self.pg.connect(&spec.name).await?;
         Target::new(RS, &self.schema, &spec.target, false).state(&client).await
@@ -78,5 +87,29 @@ impl Sink for RedshiftSink {
             cx: RunContext::new(&req, target, self.checkpoints()),
             stage: ParquetStage::new(self.staging.clone(), prefix, &spec.name, RS),
         }))
+    }
+}
+
+#[async_trait]
+impl KeyReader for RedshiftSink {
+    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+        self.table_keys(spec).await?.bounds(spec).await
+    }
+
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        self.table_keys(spec).await?.digests(spec, space).await
+    }
+
+    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
+        self.table_keys(spec).await?.keys_in(spec, space, ranges).await
+    }
+}
+
+impl RedshiftSink {
+    /// The target's key queries, on a connection of their own.
+    async fn table_keys(&self, spec: &TableSpec) -> Result<crate::warehouse::keys::TableKeys> {
+        let db = self.pg.connect(&spec.name).await?;
+        let target = Target::new(RS, &self.schema, &spec.target, false);
+        Ok(crate::warehouse::keys::TableKeys::new(Box::new(db), RS, target))
     }
 }

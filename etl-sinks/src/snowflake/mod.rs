@@ -36,6 +36,7 @@ mod tokens;
 pub use config::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
 
 use async_trait::async_trait;
+use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
 
@@ -57,6 +58,14 @@ impl Sink for SnowflakeSink {
     async fn last_checkpoint(&self, pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
         let db = self.connect(&spec.name)?;
         self.checkpoints().load(&db, pipeline, &spec.name).await
+    }
+
+    fn key_reader(&self) -> Option<&dyn KeyReader> {
+        Some(self)
+    }
+
+    async fn delete_keys(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
+        self.table_keys(spec).await?.delete(spec, keys).await
     }
 
     async fn target_state(&self, spec: &TableSpec) -> Result<TargetState> {
@@ -84,5 +93,32 @@ impl Sink for SnowflakeSink {
             cx: RunContext::new(&req, target, self.checkpoints()),
             stage: ParquetStage::new(self.staging.clone(), prefix, &spec.name, SF),
         }))
+    }
+}
+
+#[async_trait]
+impl KeyReader for SnowflakeSink {
+    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+        self.table_keys(spec).await?.bounds(spec).await
+    }
+
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        self.table_keys(spec).await?.digests(spec, space).await
+    }
+
+    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
+        self.table_keys(spec).await?.keys_in(spec, space, ranges).await
+    }
+}
+
+impl SnowflakeSink {
+    /// The target's key queries, on a connection of their own.
+    async fn table_keys(&self, spec: &TableSpec) -> Result<crate::warehouse::keys::TableKeys> {
+        let db = self.connect(&spec.name)?;
+        Ok(crate::warehouse::keys::TableKeys::new(
+            Box::new(db),
+            SF,
+            self.target(spec),
+        ))
     }
 }

@@ -240,6 +240,10 @@ impl Session for SfSession {
         self.exec_with(sql, values).await.map(Some)
     }
 
+    async fn rows(&self, sql: &str) -> Result<etl_core::keys::Cells> {
+        self.cells(sql, &[]).await
+    }
+
     async fn text_with(&self, sql: &str, values: &[SqlValue]) -> Result<Option<String>> {
         let rows = self.cells(sql, values).await?;
         Ok(rows.into_iter().next().and_then(|r| r.into_iter().next()).flatten())

@@ -15,6 +15,7 @@
 //! ```
 
 pub(crate) mod checkpoints;
+pub(crate) mod keys;
 pub(crate) mod session;
 #[cfg(any(feature = "redshift", feature = "snowflake"))]
 pub(crate) mod stage;
@@ -63,6 +64,15 @@ impl Target {
             upper,
             schema,
             name,
+        }
+    }
+
+    /// A column's name as the warehouse stores it (upper-cased where names are).
+    pub(crate) fn fold(&self, column: &str) -> String {
+        if self.upper {
+            column.to_uppercase()
+        } else {
+            column.to_string()
         }
     }
 

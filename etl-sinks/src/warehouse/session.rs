@@ -77,6 +77,9 @@ pub(crate) trait Session: Send + Sync {
     /// for its placeholders.
     async fn text_with(&self, sql: &str, values: &[SqlValue]) -> Result<Option<String>>;
 
+    /// Every row of a statement, each cell as text (the statement casts to text).
+    async fn rows(&self, sql: &str) -> Result<etl_core::keys::Cells>;
+
     /// Runs one statement without values; the rows it touched.
     async fn exec(&self, sql: &str) -> Result<u64> {
         self.exec_with(sql, &[]).await
@@ -142,6 +145,10 @@ mod pg {
                 }
                 Err(e) => Err(self.err()(e)),
             }
+        }
+
+        async fn rows(&self, sql: &str) -> Result<etl_core::keys::Cells> {
+            self.text_rows(sql).await
         }
 
         async fn text_with(&self, sql: &str, values: &[SqlValue]) -> Result<Option<String>> {

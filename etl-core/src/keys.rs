@@ -1,0 +1,275 @@
+//! Key sets compared where they live, without moving the rows: per range of an integer
+//! primary key, each system computes a digest (the count, the sum and a sum of a hash of its
+//! keys); the ranges whose digests differ are narrowed to their keys. This finds the source
+//! rows deleted behind an incremental watermark (no CDC needed), and the rows a target lost.
+//!
+//! ```text
+//!  bounds (min, max key, both sides) ─► a key space of N ranges over their union
+//!     ─► digests per range, both sides at once ─► ranges that differ
+//!     ─► their keys, both sides ─► keys only in the target (deleted) / only in the source
+//! ```
+//!
+//! The digest is integer arithmetic every SQL engine here computes the same way (no hash
+//! function of one engine's own): `count(*)`, `sum(k)` and the sum of a cubic of `k` modulo
+//! `P = 2^31 - 1` ([`key_hash`]), with truncated remainders and no intermediate past 2^63.
+//! It tells key sets apart that differ by accident (deletes, lost rows), not by design.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::spec::TableSpec;
+
+/// The modulus of [`key_hash`].
+pub const HASH_MODULUS: i64 = 2_147_483_647;
+/// The offset of [`key_hash`].
+pub const HASH_OFFSET: i64 = 12_345;
+
+/// The per-key hash the digests sum, as the SQL engines compute it:
+/// `((m * m % P) * (m + C)) % P` with `m = k % P` (a cubic, so that sets with the same count
+/// and sum still differ).
+pub fn key_hash(key: i64) -> i64 {
+    let m = key % HASH_MODULUS;
+    (m * m % HASH_MODULUS) * (m + HASH_OFFSET) % HASH_MODULUS
+}
+
+/// [`key_hash`] of the integer expression `k` in SQL.
+pub fn key_hash_sql(k: &str) -> String {
+    let (p, c) = (HASH_MODULUS, HASH_OFFSET);
+    format!("(((({k} % {p}) * ({k} % {p})) % {p}) * (({k} % {p}) + {c})) % {p}")
+}
+
+/// How a key column's values are cut: `ranges` ranges of `width` keys from `lo`
+/// (range `r` holds `lo + r * width ..= lo + (r + 1) * width - 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySpace {
+    /// The least key.
+    pub lo: i64,
+    /// Keys per range.
+    pub width: i64,
+    /// How many ranges.
+    pub ranges: i64,
+}
+
+impl KeySpace {
+    /// About `ranges` ranges covering `lo ..= hi`.
+    pub fn covering(lo: i64, hi: i64, ranges: i64) -> KeySpace {
+        let span = i128::from(hi) - i128::from(lo) + 1;
+        let width = (span / i128::from(ranges.max(1)) + 1).clamp(1, i128::from(i64::MAX)) as i64;
+        let ranges = ((span + i128::from(width) - 1) / i128::from(width)) as i64;
+        KeySpace { lo, width, ranges }
+    }
+
+    /// The range of `key`.
+    pub fn range_of(&self, key: i64) -> i64 {
+        ((i128::from(key) - i128::from(self.lo)) / i128::from(self.width)) as i64
+    }
+}
+
+/// One range's digest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeDigest {
+    /// Keys in the range.
+    pub count: u64,
+    /// Their sum.
+    pub sum: i128,
+    /// The sum of their [`key_hash`]es.
+    pub hash: i128,
+}
+
+/// Digests of a key set, by range (ranges without keys are absent).
+pub type Digests = BTreeMap<i64, RangeDigest>;
+
+/// The digests of `keys` (for a system that hands out its keys, such as a lake).
+pub fn digests_of(keys: impl IntoIterator<Item = i64>, space: &KeySpace) -> Digests {
+    let mut out = Digests::new();
+    for k in keys {
+        let d = out.entry(space.range_of(k)).or_default();
+        d.count += 1;
+        d.sum += i128::from(k);
+        d.hash += i128::from(key_hash(k));
+    }
+    out
+}
+
+/// The ranges whose digests differ between two sides (absent on one side counts).
+pub fn differing(a: &Digests, b: &Digests) -> Vec<i64> {
+    let mut out: Vec<i64> = a
+        .iter()
+        .filter(|(r, d)| b.get(r) != Some(d))
+        .map(|(r, _)| *r)
+        .chain(b.keys().filter(|r| !a.contains_key(r)).copied())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Keys only on one side of a comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyDiff {
+    /// Keys the target holds and the source does not: deleted at the source.
+    pub only_in_target: Vec<i64>,
+    /// Keys the source holds and the target does not: missing from the target.
+    pub only_in_source: Vec<i64>,
+}
+
+/// The keys on one side only (both lists in any order).
+pub fn diff_keys(mut source: Vec<i64>, mut target: Vec<i64>) -> KeyDiff {
+    source.sort_unstable();
+    source.dedup();
+    target.sort_unstable();
+    target.dedup();
+    let (mut i, mut j) = (0, 0);
+    let mut diff = KeyDiff::default();
+    while i < source.len() || j < target.len() {
+        match (source.get(i), target.get(j)) {
+            (Some(s), Some(t)) if s == t => {
+                i += 1;
+                j += 1;
+            }
+            (Some(s), Some(t)) if s < t => {
+                diff.only_in_source.push(*s);
+                i += 1;
+            }
+            (Some(_), Some(t)) => {
+                diff.only_in_target.push(*t);
+                j += 1;
+            }
+            (Some(s), None) => {
+                diff.only_in_source.push(*s);
+                i += 1;
+            }
+            (None, Some(t)) => {
+                diff.only_in_target.push(*t);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    diff
+}
+
+/// Rows of text cells, as the key queries of [`crate::kit::sql::Dialect`] answer them.
+pub type Cells = Vec<Vec<Option<String>>>;
+
+fn cell<T: std::str::FromStr>(table: &str, what: &str, v: Option<&Option<String>>) -> Result<T> {
+    let text = v.and_then(|c| c.as_deref()).unwrap_or("").trim();
+    // A sum some engines write with a zero fraction (`12.000`).
+    let whole = match text.split_once('.') {
+        Some((int, frac)) if frac.bytes().all(|b| b == b'0') => int,
+        _ => text,
+    };
+    whole.parse().map_err(|_| {
+        crate::Error::config(format!(
+            "table `{table}`: finding deletes needs an integer primary key; its {what} reads `{text}`"
+        ))
+    })
+}
+
+/// The answer of [`crate::kit::sql::Dialect::key_bounds`].
+///
+/// # Errors
+/// [`crate::Error::Config`] for a key that is not an integer.
+pub fn parse_bounds(table: &str, rows: &Cells) -> Result<Option<(i64, i64)>> {
+    match rows.first() {
+        Some(r) if r.first().is_some_and(Option::is_some) => Ok(Some((
+            cell(table, "least key", r.first())?,
+            cell(table, "greatest key", r.get(1))?,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+/// The answer of [`crate::kit::sql::Dialect::key_digests`].
+///
+/// # Errors
+/// [`crate::Error::Config`] for an answer that is not numbers.
+pub fn parse_digests(table: &str, rows: &Cells) -> Result<Digests> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                cell(table, "key range", r.first())?,
+                RangeDigest {
+                    count: cell(table, "key count", r.get(1))?,
+                    sum: cell(table, "key sum", r.get(2))?,
+                    hash: cell(table, "key hash", r.get(3))?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The answer of [`crate::kit::sql::Dialect::keys_in`].
+///
+/// # Errors
+/// [`crate::Error::Config`] for a key that is not an integer.
+pub fn parse_keys(table: &str, rows: &Cells) -> Result<Vec<i64>> {
+    rows.iter().map(|r| cell(table, "key", r.first())).collect()
+}
+
+/// A system's side of a key comparison: a source reads the spec's source relation, a sink
+/// its target table. The spec has one primary key column, of an integer type.
+///
+/// # Contract
+/// - Every answer is computed inside the system (SQL), or from the key column alone: no
+///   other column is read.
+/// - [`KeyReader::key_digests`] and [`KeyReader::keys_in`] see rows the way
+///   [`KeyReader::key_bounds`] does: of a sink, the target's live rows.
+#[async_trait]
+pub trait KeyReader: Send + Sync {
+    /// The least and the greatest key; `None` for no rows.
+    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>>;
+
+    /// The digest of every range of `space` that holds keys.
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests>;
+
+    /// The keys of the given ranges of `space`.
+    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_narrow_to_the_keys_that_differ() {
+        let space = KeySpace::covering(1, 1000, 16);
+        assert_eq!(space.range_of(1), 0);
+        assert_eq!(space.range_of(1000), space.ranges - 1);
+        let source: Vec<i64> = (1..=1000).filter(|k| k % 97 != 0).collect();
+        let target: Vec<i64> = (1..=1000).filter(|k| *k != 500).collect();
+        let (s, t) = (digests_of(source.clone(), &space), digests_of(target.clone(), &space));
+        let ranges = differing(&s, &t);
+        assert!(ranges.len() < space.ranges as usize, "{ranges:?}");
+        let pick = |keys: &[i64]| -> Vec<i64> {
+            keys.iter()
+                .copied()
+                .filter(|k| ranges.contains(&space.range_of(*k)))
+                .collect()
+        };
+        let diff = diff_keys(pick(&source), pick(&target));
+        assert_eq!(
+            diff.only_in_target,
+            (1..=10).map(|i| i * 97).filter(|k| *k != 500).collect::<Vec<_>>()
+        );
+        assert_eq!(diff.only_in_source, vec![500]);
+        // Same count and same sum, other keys: the hash tells them apart.
+        let a = digests_of([1, 4], &KeySpace::covering(0, 9, 1));
+        let b = digests_of([2, 3], &KeySpace::covering(0, 9, 1));
+        assert_eq!(differing(&a, &b), vec![0]);
+        assert_eq!(key_hash(-5), 25 * (12_345 - 5), "truncated remainders, as SQL's %");
+        assert_eq!(key_hash(i64::MAX), {
+            let m = i64::MAX % HASH_MODULUS;
+            (m * m % HASH_MODULUS) * (m + HASH_OFFSET) % HASH_MODULUS
+        });
+    }
+
+    #[test]
+    fn a_key_space_covers_the_whole_integer_range() {
+        let s = KeySpace::covering(i64::MIN, i64::MAX, 1024);
+        assert_eq!(s.range_of(i64::MIN), 0);
+        assert!(s.range_of(i64::MAX) < s.ranges);
+    }
+}

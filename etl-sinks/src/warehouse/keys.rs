@@ -1,0 +1,91 @@
+//! The SQL warehouses' side of a key comparison ([`etl_core::keys`]) and the deletes it finds,
+//! on the target table: the key queries of the warehouse's dialect, run on its session.
+
+use etl_core::keys::{self, Digests, KeySpace};
+use etl_core::kit::sql::Dialect;
+use etl_core::{Error, Result, TableSpec};
+
+use super::Target;
+use super::session::Session;
+
+/// Keys deleted per statement.
+const DELETE_CHUNK: usize = 5_000;
+
+fn key(spec: &TableSpec) -> Result<&str> {
+    match spec.primary_key.as_slice() {
+        [key] => Ok(key),
+        _ => Err(Error::config(format!(
+            "table `{}`: comparing keys needs a primary key of one column",
+            spec.name
+        ))),
+    }
+}
+
+/// The target's key column as the warehouse stores it (upper-cased where names are).
+fn column(target: &Target, spec: &TableSpec) -> Result<String> {
+    Ok(target.fold(key(spec)?))
+}
+
+/// One target table's side of a key comparison, on a session of its own.
+pub(crate) struct TableKeys {
+    db: Box<dyn Session>,
+    dialect: Dialect,
+    target: Target,
+}
+
+impl TableKeys {
+    /// The key queries of `target` in `dialect` on `db`.
+    pub(crate) fn new(db: Box<dyn Session>, dialect: Dialect, target: Target) -> TableKeys {
+        TableKeys { db, dialect, target }
+    }
+
+    /// [`etl_core::keys::KeyReader::key_bounds`]; `None` when the table does not exist.
+    pub(crate) async fn bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
+        if !self.target.exists(self.db.as_ref()).await? {
+            return Ok(None);
+        }
+        let sql = self
+            .dialect
+            .key_bounds(&self.target.qualified, &column(&self.target, spec)?);
+        keys::parse_bounds(&spec.name, &self.db.rows(&sql).await?)
+    }
+
+    /// [`etl_core::keys::KeyReader::key_digests`].
+    pub(crate) async fn digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        let sql = self
+            .dialect
+            .key_digests(&self.target.qualified, &column(&self.target, spec)?, space);
+        keys::parse_digests(&spec.name, &self.db.rows(&sql).await?)
+    }
+
+    /// [`etl_core::keys::KeyReader::keys_in`].
+    pub(crate) async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
+        let sql = self
+            .dialect
+            .keys_in(&self.target.qualified, &column(&self.target, spec)?, space, ranges);
+        keys::parse_keys(&spec.name, &self.db.rows(&sql).await?)
+    }
+
+    /// [`etl_core::Sink::delete_keys`]: the rows of `keys` deleted in one transaction (rolled
+    /// back on an error).
+    pub(crate) async fn delete(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
+        let column = column(&self.target, spec)?;
+        let db = self.db.as_ref();
+        db.exec("BEGIN").await?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(DELETE_CHUNK) {
+            match db
+                .exec(&self.dialect.delete_keys(&self.target.qualified, &column, chunk))
+                .await
+            {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    let _ = db.exec("ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        }
+        db.exec("COMMIT").await?;
+        Ok(deleted)
+    }
+}
