@@ -14,15 +14,17 @@
 //!   `$WH_SCHEMA.$TABLE` of the same Postgres; the first call loads everything.
 //! - `full-mysql`: the whole `$TABLE` of `$MYSQL_URL`'s database into the lake.
 //!
-//! `PARALLELISM` (default 2) sets the connections of a whole-table read.
+//! `PARALLELISM` (default 2) sets the connections of a whole-table read. `DETECT_DELETES=1`
+//! makes `upsert` also delete from the target the keys gone from the source
+//! (`TableSpec::detect_deletes`).
 //!
 //! Prints the run's report as one JSON line; exits non-zero when the run fails.
 
 use std::sync::Arc;
 
 use etl::{
-    LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSink, PostgresSource, Sink,
-    Source, TableSpec,
+    Deletes, LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSink,
+    PostgresSource, Sink, Source, TableSpec,
 };
 
 fn env(name: &str) -> Result<String, Box<dyn std::error::Error>> {
@@ -59,6 +61,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .primary_key([env("PK")?]);
     if mode.reads_incrementally() {
         spec = spec.cursor([env("CURSOR")?]);
+    }
+    // DETECT_DELETES=1: after the run, the keys gone from the source leave the target.
+    if mode == LoadMode::Upsert && std::env::var("DETECT_DELETES").is_ok_and(|v| v == "1") {
+        spec = spec.detect_deletes(Deletes::default());
     }
     let sink: Arc<dyn Sink> = if mode == LoadMode::Upsert {
         // The same columns as the source: no etl_processed_at.

@@ -61,16 +61,17 @@
 #[cfg(feature = "s3")]
 pub use etl_core::S3_RETRY_TIMEOUT;
 pub use etl_core::{
-    BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, DriverErrorKind, Error,
-    Extract, ExtractStats, FileFormat, FileMark, LoadMode, Location, Low, MemorySource, MergeStrategy, ModeOverrides,
-    NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder, Position, ReadRequest, Result,
-    RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus,
-    TableWriter, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
+    BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Deletes, DriverErrorKind,
+    Error, Extract, ExtractStats, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location, Low, MemorySource,
+    MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder,
+    Position, ReadRequest, Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite,
+    TableReport, TableSpec, TableStatus, TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark,
+    WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]
 pub use etl_core::conformance;
-pub use etl_core::{catalog, deps, kit, lake, transform, workflow};
+pub use etl_core::{catalog, deps, keys, kit, lake, transform, workflow};
 
 /// What a pipeline program needs, in one `use etl::prelude::*;`.
 pub mod prelude {
@@ -81,8 +82,9 @@ pub mod prelude {
     #[cfg(feature = "mysql")]
     pub use crate::MySqlSource;
     pub use crate::{
-        BadRows, CsvOptions, FileFormat, LoadMode, Location, MergeStrategy, ModeOverrides, NullCursors,
-        ObjectStoreWatermarkStore, Partitioning, Pipeline, RunReport, TableSpec, TableStatus, Timeouts,
+        BadRows, CsvOptions, Deletes, FileFormat, LoadMode, Location, MergeStrategy, ModeOverrides, NullCursors,
+        ObjectStoreWatermarkStore, Partitioning, Pipeline, Position, RunReport, TableSpec, TableStatus, TargetLost,
+        Timeouts,
     };
     #[cfg(feature = "postgres")]
     pub use crate::{PostgresSink, PostgresSource, PostgresWatermarkStore};

@@ -699,8 +699,8 @@ impl Pipeline {
         let target_rows: u64 = td.values().map(|d| d.count).sum();
         let ranges = keys::differing(&sd, &td);
         let (mut sk, mut tk) = (Vec::new(), Vec::new());
-        // A few thousand ranges per query: each is one pass over each side.
-        for chunk in ranges.chunks(4_096) {
+        // Each query is one pass over each side: many ranges per query.
+        for chunk in ranges.chunks(65_536) {
             let (s, t) = futures::try_join!(source.keys_in(spec, &space, chunk), target.keys_in(spec, &space, chunk))?;
             sk.extend(s);
             tk.extend(t);

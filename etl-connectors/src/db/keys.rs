@@ -40,7 +40,13 @@ async fn query<D: Database>(db: &D, spec: &TableSpec, sql: impl FnOnce(&str, &st
     let sql = sql(&rel, key);
     tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "key query");
     let mut conn = db.connect(&spec.name).await?;
-    let out = db.cells(&mut conn, &spec.name, &sql).await;
+    let mut out = Ok(Vec::new());
+    if let Some(setup) = D::DIALECT.key_session() {
+        out = db.cells(&mut conn, &spec.name, setup).await;
+    }
+    if out.is_ok() {
+        out = db.cells(&mut conn, &spec.name, &sql).await;
+    }
     db.close(conn).await;
     out
 }

@@ -52,6 +52,9 @@ impl TableKeys {
 
     /// [`etl_core::keys::KeyReader::key_digests`].
     pub(crate) async fn digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+        if let Some(setup) = self.dialect.key_session() {
+            self.db.exec(setup).await?;
+        }
         let sql = self
             .dialect
             .key_digests(&self.target.qualified, &column(&self.target, spec)?, space);
