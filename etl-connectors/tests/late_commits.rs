@@ -259,7 +259,12 @@ async fn late_row_read_once<D: Database>(mut db: D, target: Target, mode: LoadMo
         .held_back
         .as_ref()
         .expect("the window is held back while the transaction is open");
-    assert!(held.reason.contains("transaction in progress"), "{held:?}");
+    // Held by the open transaction's start, or (MariaDB, whose transaction list may lag by
+    // up to 100 ms) by its clock, taken a second early.
+    assert!(
+        held.reason.contains("transaction in progress") || held.reason.contains("clock"),
+        "{held:?}"
+    );
     assert!(held.by_ms.unwrap() >= 0, "{held:?}");
     let rows = target.rows().await;
     assert!(

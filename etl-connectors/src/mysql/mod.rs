@@ -738,7 +738,10 @@ impl Database for MySqlSource {
             Err(e) => return Err(my_err(&spec.name, e)),
         }
         Ok(InFlight {
-            now,
+            // InnoDB answers `innodb_trx` from a cache it refreshes at most every 100 ms: a
+            // transaction started since may be missing, but it started after the clock less
+            // that — so the clock is taken a second early.
+            now: now - chrono::TimeDelta::seconds(1),
             local_offset: chrono::TimeDelta::seconds(offset.unwrap_or(0)),
             oldest,
             unknown,
