@@ -36,7 +36,7 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::keys::{self, KeyReader, KeySpace};
+use crate::keys::{self, KeySpace};
 use crate::kit::{batch, window};
 use crate::location::Location;
 use crate::mode::{LoadMode, ModeOverrides};
@@ -689,7 +689,7 @@ impl Pipeline {
                 spec.primary_key.len()
             )));
         }
-        let (in_source, in_target) = futures::try_join!(side_bounds(source, spec), side_bounds(target, spec))?;
+        let (in_source, in_target) = futures::try_join!(source.key_bounds(spec), target.key_bounds(spec))?;
         let Some((tlo, thi)) = in_target else {
             return Ok((KeyCheck::default(), 0));
         };
@@ -1152,9 +1152,4 @@ async fn abort(writer: Box<dyn TableWriter>, e: Error) -> Error {
         tracing::warn!(error = %abort_err, "could not discard staged data; the next run cleans it");
     }
     e
-}
-
-/// A side's key bounds (a named function, so both sides' futures have one type).
-async fn side_bounds(side: &dyn KeyReader, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-    side.key_bounds(spec).await
 }

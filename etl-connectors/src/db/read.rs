@@ -200,7 +200,15 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
     // position, an initial window or a chunk limit gives it a lower bound.
     let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
     let whole = !(incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some()));
-    let seen = if incremental && (spec.wait_for_commits || spec.settle.is_some()) {
+    // Only date and timestamp cursors are held (and a settle age is checked against them).
+    let timed = plans.iter().any(|p| {
+        spec.cursor.iter().any(|c| c == p.name())
+            && matches!(
+                p.data_type(),
+                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+            )
+    });
+    let seen = if incremental && (spec.settle.is_some() || (spec.wait_for_commits && timed)) {
         match db.in_flight(&mut conn, spec, &rel).await {
             Ok(seen) => Some(seen),
             Err(e) => {
