@@ -68,6 +68,7 @@ fn csv_read(c: &mut Criterion) {
                     batch_size: 65_536,
                     limit: None,
                     until: None,
+                    keys: None,
                 };
                 let rows: usize = rt
                     .block_on(async { source.read(req).await?.stream.try_collect::<Vec<_>>().await })

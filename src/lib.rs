@@ -64,9 +64,9 @@ pub use etl_core::{
     BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Deletes, DriverErrorKind,
     Error, Extract, ExtractStats, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location, Low, MemorySource,
     MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder,
-    Position, ReadRequest, Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite,
-    TableReport, TableSpec, TableStatus, TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark,
-    WatermarkStore, WatermarkSummary, WriteRequest,
+    Position, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation, Result, RunReport, Secret,
+    Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus, TableWriter,
+    TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]
@@ -83,8 +83,8 @@ pub mod prelude {
     pub use crate::MySqlSource;
     pub use crate::{
         BadRows, CsvOptions, Deletes, FileFormat, LoadMode, Location, MergeStrategy, ModeOverrides, NullCursors,
-        ObjectStoreWatermarkStore, Partitioning, Pipeline, Position, RunReport, TableSpec, TableStatus, TargetLost,
-        Timeouts,
+        ObjectStoreWatermarkStore, Partitioning, Pipeline, Position, Reconcile, ReconcilePolicy, RunReport, TableSpec,
+        TableStatus, TargetLost, Timeouts,
     };
     #[cfg(feature = "postgres")]
     pub use crate::{PostgresSink, PostgresSource, PostgresWatermarkStore};

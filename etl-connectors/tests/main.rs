@@ -30,6 +30,7 @@ async fn read_all(source: &FileSource, spec: &TableSpec) -> Result<Vec<RecordBat
         batch_size: 1024,
         limit: None,
         until: None,
+        keys: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -88,9 +89,14 @@ async fn file_source_suite(loc: Location) {
     let r = p.run().await.unwrap().into_result().unwrap();
     let t = r.table("people").unwrap();
     assert_eq!(
-        (t.source_count, t.written_count),
+        (t.read_count, t.written_count),
         (Some(1), 1),
         "only the new file is read"
+    );
+    assert_eq!(
+        (t.source_count, t.difference),
+        (None, None),
+        "the rows of the new file are not the source's count"
     );
     assert!(t.warnings.is_empty(), "a new file is no reason to warn: {t:?}");
 
@@ -292,7 +298,10 @@ async fn cursor_inside_files_keeps_only_newer_rows() {
     .await;
     let r = p.run().await.unwrap().into_result().unwrap();
     let t = r.table("c").unwrap();
-    assert_eq!((t.source_count, t.extracted_count, t.written_count), (Some(2), 1, 1));
+    assert_eq!(
+        (t.source_count, t.read_count, t.extracted_count, t.written_count),
+        (None, Some(2), 1, 1)
+    );
     assert_eq!(
         t.watermark_after.as_ref().unwrap().cursor.as_ref().unwrap().to_string(),
         "2025-01-03 00:00:00"

@@ -84,6 +84,7 @@ async fn read(source: &PostgresSource, spec: &TableSpec) -> Result<Vec<arrow::re
         batch_size: 1000,
         limit: None,
         until: None,
+        keys: None,
     };
     let out = source.read(req).await?.stream.try_collect().await;
     if out.is_err() {
@@ -181,6 +182,7 @@ async fn source_conformance_and_missing_tables() {
         batch_size: 2,
         limit: None,
         until: None,
+        keys: None,
     };
     let e = db.source().read(req).await.unwrap();
     let stats = e.stats.clone();

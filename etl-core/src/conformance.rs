@@ -482,6 +482,7 @@ pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, 
         batch_size: 2,
         limit: None,
         until: None,
+        keys: None,
     };
     let full = source.read(read(LoadMode::Full, None)).await.expect("read");
     let high = full.high.clone();

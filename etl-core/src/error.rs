@@ -140,6 +140,16 @@ pub enum Error {
         max_share: f64,
     },
 
+    /// Reconciliation found the target unlike the source, under
+    /// [`crate::ReconcilePolicy::Fail`]: the table failed before its watermark moved.
+    #[error("table `{table}` does not reconcile: {message}")]
+    Unreconciled {
+        /// The table.
+        table: String,
+        /// What differs, and where.
+        message: String,
+    },
+
     /// Reading or writing an object store failed.
     #[error("object store error at `{path}`: {source}")]
     ObjectStore {

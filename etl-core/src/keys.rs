@@ -13,6 +13,13 @@
 //! function of one engine's own): `count(*)`, `sum(k)` and the sum of a cubic of `k` modulo
 //! `P = 2^31 - 1` ([`key_hash`]), with truncated remainders and no intermediate past 2^63.
 //! It tells key sets apart that differ by accident (deletes, lost rows), not by design.
+//!
+//! Where reconciliation asks for the content of some columns ([`Content`]), each range's
+//! digest also sums a hash of those columns' values per row: each value as an integer the
+//! engines compute alike (the integer itself, days or microseconds since 1970, a decimal
+//! scaled to an integer, the first 28 bits of a text's MD5), `u = v % Q + Q` (0 for NULL)
+//! weighted by `|k % Q| + i + 1` for the column's place `i` ([`content_hash`]). A changed
+//! value changes its row's hash unless it changed by a multiple of `Q`.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +33,12 @@ pub const HASH_MODULUS: i64 = 2_147_483_647;
 /// The offset of [`key_hash`].
 pub const HASH_OFFSET: i64 = 12_345;
 
+/// The modulus of [`content_hash`] (a prime near 2^28: up to [`MAX_CONTENT_COLUMNS`] weighted
+/// values sum within a signed 64-bit integer).
+pub const CONTENT_MODULUS: i64 = 268_435_399;
+/// The most columns a content digest takes.
+pub const MAX_CONTENT_COLUMNS: usize = 32;
+
 /// The per-key hash the digests sum, as the SQL engines compute it:
 /// `((m * m % P) * (m + C)) % P` with `m = k % P` (a cubic, so that sets with the same count
 /// and sum still differ).
@@ -38,6 +51,64 @@ pub fn key_hash(key: i64) -> i64 {
 pub fn key_hash_sql(k: &str) -> String {
     let (p, c) = (HASH_MODULUS, HASH_OFFSET);
     format!("(((({k} % {p}) * ({k} % {p})) % {p}) * (({k} % {p}) + {c})) % {p}")
+}
+
+/// The hash of one row's content, as the SQL engines compute it: the sum over the columns
+/// of `(v % Q + Q) * (|k % Q| + i + 1)`, a NULL counting 0 ([`CONTENT_MODULUS`] is `Q`).
+pub fn content_hash(key: i64, values: &[Option<i64>]) -> i64 {
+    let q = CONTENT_MODULUS;
+    let weight = (key % q).abs();
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v.map_or(0, |v| (v % q + q) * (weight + i as i64 + 1)))
+        .sum()
+}
+
+/// How a column's values enter a content digest: the integer each engine computes alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentKind {
+    /// An integer: itself.
+    Integer,
+    /// A boolean: 1 or 0.
+    Boolean,
+    /// A date: days since 1970-01-01.
+    Date,
+    /// A timestamp: microseconds since 1970-01-01 00:00 (UTC for one with a time zone).
+    Timestamp,
+    /// A decimal of this scale: the value times 10^scale, rounded.
+    Decimal(i8),
+    /// A floating-point number: the value times 10^6, rounded.
+    Float,
+    /// Text (and anything else, as text): the first 28 bits (7 hex digits) of its MD5.
+    Text,
+}
+
+impl ContentKind {
+    /// The kind of an Arrow type.
+    pub fn of(t: &arrow::datatypes::DataType) -> ContentKind {
+        use arrow::datatypes::DataType as T;
+        match t {
+            T::Int8 | T::Int16 | T::Int32 | T::Int64 | T::UInt8 | T::UInt16 | T::UInt32 | T::UInt64 => {
+                ContentKind::Integer
+            }
+            T::Boolean => ContentKind::Boolean,
+            T::Date32 | T::Date64 => ContentKind::Date,
+            T::Timestamp(..) => ContentKind::Timestamp,
+            T::Decimal128(_, s) | T::Decimal256(_, s) => ContentKind::Decimal((*s).max(0)),
+            T::Float16 | T::Float32 | T::Float64 => ContentKind::Float,
+            _ => ContentKind::Text,
+        }
+    }
+}
+
+/// A column of a content digest: its name in the spec and how its values enter the digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content {
+    /// The column.
+    pub name: String,
+    /// How its values are hashed.
+    pub kind: ContentKind,
 }
 
 /// How a key column's values are cut: `ranges` ranges of `width` keys from `lo`
@@ -76,19 +147,44 @@ pub struct RangeDigest {
     pub sum: i128,
     /// The sum of their [`key_hash`]es.
     pub hash: i128,
+    /// The sum of their rows' [`content_hash`]es (0 when no content is compared).
+    pub content: i128,
 }
 
 /// Digests of a key set, by range (ranges without keys are absent).
 pub type Digests = BTreeMap<i64, RangeDigest>;
 
-/// The digests of `keys` (for a system that hands out its keys, such as a lake).
-pub fn digests_of(keys: impl IntoIterator<Item = i64>, space: &KeySpace) -> Digests {
+/// A key and its row's [`content_hash`] (0 when no content is compared).
+pub type KeyRow = (i64, i64);
+
+/// The digests of `rows` (for a system that hands out its keys, such as a lake).
+pub fn digests_of(rows: impl IntoIterator<Item = KeyRow>, space: &KeySpace) -> Digests {
     let mut out = Digests::new();
-    for k in keys {
+    for (k, content) in rows {
         let d = out.entry(space.range_of(k)).or_default();
         d.count += 1;
         d.sum += i128::from(k);
         d.hash += i128::from(key_hash(k));
+        d.content += i128::from(content);
+    }
+    out
+}
+
+/// The inclusive key intervals of `ranges` of `space`, adjacent ones merged.
+pub fn intervals(space: &KeySpace, ranges: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for r in sorted {
+        let lo = i128::from(space.lo) + i128::from(r) * i128::from(space.width);
+        let hi = lo + i128::from(space.width) - 1;
+        let clamp = |v: i128| v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        let (lo, hi) = (clamp(lo), clamp(hi));
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(lo) => last.1 = hi,
+            _ => out.push((lo, hi)),
+        }
     }
     out
 }
@@ -106,43 +202,48 @@ pub fn differing(a: &Digests, b: &Digests) -> Vec<i64> {
     out
 }
 
-/// Keys only on one side of a comparison.
+/// Keys only on one side of a comparison, and keys on both whose content differs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyDiff {
     /// Keys the target holds and the source does not: deleted at the source.
     pub only_in_target: Vec<i64>,
     /// Keys the source holds and the target does not: missing from the target.
     pub only_in_source: Vec<i64>,
+    /// Keys on both sides whose rows' content hashes differ.
+    pub changed: Vec<i64>,
 }
 
-/// The keys on one side only (both lists in any order).
-pub fn diff_keys(mut source: Vec<i64>, mut target: Vec<i64>) -> KeyDiff {
+/// The keys on one side only, and those whose content differs (both lists in any order).
+pub fn diff_keys(mut source: Vec<KeyRow>, mut target: Vec<KeyRow>) -> KeyDiff {
     source.sort_unstable();
-    source.dedup();
+    source.dedup_by_key(|r| r.0);
     target.sort_unstable();
-    target.dedup();
+    target.dedup_by_key(|r| r.0);
     let (mut i, mut j) = (0, 0);
     let mut diff = KeyDiff::default();
     while i < source.len() || j < target.len() {
         match (source.get(i), target.get(j)) {
-            (Some(s), Some(t)) if s == t => {
+            (Some(s), Some(t)) if s.0 == t.0 => {
+                if s.1 != t.1 {
+                    diff.changed.push(s.0);
+                }
                 i += 1;
                 j += 1;
             }
-            (Some(s), Some(t)) if s < t => {
-                diff.only_in_source.push(*s);
+            (Some(s), Some(t)) if s.0 < t.0 => {
+                diff.only_in_source.push(s.0);
                 i += 1;
             }
             (Some(_), Some(t)) => {
-                diff.only_in_target.push(*t);
+                diff.only_in_target.push(t.0);
                 j += 1;
             }
             (Some(s), None) => {
-                diff.only_in_source.push(*s);
+                diff.only_in_source.push(s.0);
                 i += 1;
             }
             (None, Some(t)) => {
-                diff.only_in_target.push(*t);
+                diff.only_in_target.push(t.0);
                 j += 1;
             }
             (None, None) => break,
@@ -195,38 +296,76 @@ pub fn parse_digests(table: &str, rows: &Cells) -> Result<Digests> {
                     count: cell(table, "key count", r.get(1))?,
                     sum: cell(table, "key sum", r.get(2))?,
                     hash: cell(table, "key hash", r.get(3))?,
+                    content: match r.get(4) {
+                        Some(c) => cell(table, "content hash", Some(c))?,
+                        None => 0,
+                    },
                 },
             ))
         })
         .collect()
 }
 
-/// The answer of [`crate::kit::sql::Dialect::keys_in`].
+/// The answer of [`crate::kit::sql::Dialect::keys_in`]: keys, with their rows' content
+/// hashes when the answer has them.
 ///
 /// # Errors
 /// [`crate::Error::Config`] for a key that is not an integer.
-pub fn parse_keys(table: &str, rows: &Cells) -> Result<Vec<i64>> {
-    rows.iter().map(|r| cell(table, "key", r.first())).collect()
+pub fn parse_keys(table: &str, rows: &Cells) -> Result<Vec<KeyRow>> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                cell(table, "key", r.first())?,
+                match r.get(1) {
+                    Some(c) => cell(table, "content hash", Some(c))?,
+                    None => 0,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// A system's side of a key comparison: a source reads the spec's source relation, a sink
 /// its target table. The spec has one primary key column, of an integer type.
 ///
 /// # Contract
-/// - Every answer is computed inside the system (SQL), or from the key column alone: no
-///   other column is read.
+/// - Every answer is computed inside the system (SQL), or from the key column (and the
+///   `content` columns) alone: no other column is read.
 /// - [`KeyReader::key_digests`] and [`KeyReader::keys_in`] see rows the way
 ///   [`KeyReader::key_bounds`] does: of a sink, the target's live rows.
+/// - With `content`, digests and keys carry the [`content_hash`] of those columns, each
+///   valued as its [`ContentKind`] says (columns named as in the spec; a sink finds them
+///   under the names it gave them).
 #[async_trait]
 pub trait KeyReader: Send + Sync {
     /// The least and the greatest key; `None` for no rows.
     async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>>;
 
     /// The digest of every range of `space` that holds keys.
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests>;
+    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace, content: &[Content]) -> Result<Digests>;
 
-    /// The keys of the given ranges of `space`.
-    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>>;
+    /// The keys of the given ranges of `space`, with their rows' content hashes.
+    async fn keys_in(
+        &self,
+        spec: &TableSpec,
+        space: &KeySpace,
+        ranges: &[i64],
+        content: &[Content],
+    ) -> Result<Vec<KeyRow>>;
+
+    /// How the named columns enter a content digest, from their types here (asked of the
+    /// source; the target's columns hold what the source's did).
+    ///
+    /// # Errors
+    /// [`crate::Error::ColumnNotFound`] for a column the relation lacks; by default,
+    /// [`crate::Error::Config`]: this side cannot say.
+    async fn content(&self, spec: &TableSpec, columns: &[String]) -> Result<Vec<Content>> {
+        let _ = columns;
+        Err(crate::Error::config(format!(
+            "table `{}`: this side of the comparison does not describe its columns for a content digest",
+            spec.name
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -240,13 +379,14 @@ mod tests {
         assert_eq!(space.range_of(1000), space.ranges - 1);
         let source: Vec<i64> = (1..=1000).filter(|k| k % 97 != 0).collect();
         let target: Vec<i64> = (1..=1000).filter(|k| *k != 500).collect();
-        let (s, t) = (digests_of(source.clone(), &space), digests_of(target.clone(), &space));
+        let rows = |keys: &[i64]| -> Vec<KeyRow> { keys.iter().map(|k| (*k, 0)).collect() };
+        let (s, t) = (digests_of(rows(&source), &space), digests_of(rows(&target), &space));
         let ranges = differing(&s, &t);
         assert!(ranges.len() < space.ranges as usize, "{ranges:?}");
-        let pick = |keys: &[i64]| -> Vec<i64> {
+        let pick = |keys: &[i64]| -> Vec<KeyRow> {
             keys.iter()
-                .copied()
-                .filter(|k| ranges.contains(&space.range_of(*k)))
+                .map(|k| (*k, 0))
+                .filter(|(k, _)| ranges.contains(&space.range_of(*k)))
                 .collect()
         };
         let diff = diff_keys(pick(&source), pick(&target));
@@ -256,14 +396,38 @@ mod tests {
         );
         assert_eq!(diff.only_in_source, vec![500]);
         // Same count and same sum, other keys: the hash tells them apart.
-        let a = digests_of([1, 4], &KeySpace::covering(0, 9, 1));
-        let b = digests_of([2, 3], &KeySpace::covering(0, 9, 1));
+        let a = digests_of([(1, 0), (4, 0)], &KeySpace::covering(0, 9, 1));
+        let b = digests_of([(2, 0), (3, 0)], &KeySpace::covering(0, 9, 1));
         assert_eq!(differing(&a, &b), vec![0]);
         assert_eq!(key_hash(-5), 25 * (12_345 - 5), "truncated remainders, as SQL's %");
         assert_eq!(key_hash(i64::MAX), {
             let m = i64::MAX % HASH_MODULUS;
             (m * m % HASH_MODULUS) * (m + HASH_OFFSET) % HASH_MODULUS
         });
+    }
+
+    #[test]
+    fn content_hashes_tell_changed_rows_apart() {
+        let q = CONTENT_MODULUS;
+        assert_eq!(content_hash(7, &[Some(1), None]), (1 + q) * 8);
+        assert_eq!(content_hash(-7, &[Some(-1)]), (q - 1) * 8);
+        assert_ne!(content_hash(7, &[Some(0)]), content_hash(7, &[None]), "NULL is not 0");
+        assert_ne!(
+            content_hash(7, &[Some(1), Some(2)]),
+            content_hash(7, &[Some(2), Some(1)])
+        );
+        let big = content_hash(i64::MAX, &[Some(i64::MAX); MAX_CONTENT_COLUMNS]);
+        assert!(big > 0, "no overflow at the limits");
+        let diff = diff_keys(vec![(1, 5), (2, 6), (3, 7)], vec![(2, 6), (3, 8), (4, 0)]);
+        assert_eq!(diff.only_in_source, vec![1]);
+        assert_eq!(diff.only_in_target, vec![4]);
+        assert_eq!(diff.changed, vec![3]);
+        let space = KeySpace {
+            lo: 10,
+            width: 5,
+            ranges: 10,
+        };
+        assert_eq!(intervals(&space, &[3, 1, 2, 7]), vec![(15, 29), (45, 49)]);
     }
 
     #[test]

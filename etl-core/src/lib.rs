@@ -52,7 +52,7 @@
 //! source.append("events", batch(vec![1, 2, 3])).unwrap();
 //! let spec = TableSpec::new("events").mode(LoadMode::Incremental).cursor(["id"]);
 //!
-//! let read = |from| ReadRequest { spec: &spec, mode: spec.mode, from, run_id: "r", batch_size: 1024, limit: None, until: None };
+//! let read = |from| ReadRequest { spec: &spec, mode: spec.mode, from, run_id: "r", batch_size: 1024, limit: None, until: None, keys: None };
 //! let first = source.read(read(None)).await.unwrap();
 //! let high = first.high.clone();
 //! let rows: usize = first.stream.try_collect::<Vec<_>>().await.unwrap().iter().map(|b| b.num_rows()).sum();
@@ -74,6 +74,7 @@ mod location;
 mod mode;
 mod pipeline;
 mod position;
+mod reconcile;
 mod report;
 mod secret;
 mod sink;
@@ -94,13 +95,16 @@ pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
 pub use pipeline::{Pipeline, PipelineBuilder};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
-pub use report::{CrawlOutcome, HeldBack, KeyCheck, RunReport, TableReport, TableStatus, WatermarkSummary};
+pub use report::{
+    CrawlOutcome, HeldBack, KeyCheck, ReconcileStatus, Reconciliation, RunReport, TableReport, TableStatus,
+    WatermarkSummary,
+};
 pub use secret::Secret;
 pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest};
 pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{
-    BadRows, CsvOptions, Deletes, FileFormat, MergeStrategy, NullCursors, Partitioning, SourceRef, TableSpec,
-    TargetLost,
+    BadRows, CsvOptions, Deletes, FileFormat, MergeStrategy, NullCursors, Partitioning, Reconcile, ReconcilePolicy,
+    SourceRef, TableSpec, TargetLost,
 };
 pub use timeouts::Timeouts;
 pub use watermark::{ObjectStoreWatermarkStore, Watermark, WatermarkStore};

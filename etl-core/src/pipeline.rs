@@ -36,16 +36,16 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::keys::{self, KeySpace};
+use crate::keys;
 use crate::kit::{batch, window};
 use crate::location::Location;
 use crate::mode::{LoadMode, ModeOverrides};
 use crate::position::{Checkpoint, CursorValue, Position};
-use crate::report::KeyCheck;
-use crate::report::{CrawlOutcome, RunReport, TableReport, TableStatus, WatermarkSummary};
+use crate::reconcile::{self, Comparison};
+use crate::report::{CrawlOutcome, ReconcileStatus, RunReport, TableReport, TableStatus, WatermarkSummary};
 use crate::sink::{Sink, TableWriter, TargetState, WriteRequest};
-use crate::source::{BatchStream, ExtractStats, ReadRequest, Source};
-use crate::spec::{Deletes, SourceRef, TableSpec, TargetLost};
+use crate::source::{BatchStream, Extract, ExtractStats, ReadRequest, Source};
+use crate::spec::{ReconcilePolicy, SourceRef, TableSpec, TargetLost};
 use crate::transform;
 use crate::watermark::{Watermark, WatermarkStore};
 
@@ -159,6 +159,7 @@ impl PipelineBuilder {
             }
             validate_mode(sink.as_ref(), spec, spec.mode)?;
             validate_chunks(source.as_ref(), spec)?;
+            validate_compare(source.as_ref(), sink.as_ref(), spec)?;
         }
         Ok(Pipeline {
             name: self.name,
@@ -195,6 +196,27 @@ fn validate_chunks(source: &dyn Source, spec: &TableSpec) -> Result<()> {
             spec.name
         ))),
         None => Ok(()),
+    }
+}
+
+fn validate_compare(source: &dyn Source, sink: &dyn Sink, spec: &TableSpec) -> Result<()> {
+    if spec.deletes.is_none() && spec.reconcile.is_none() {
+        return Ok(());
+    }
+    reconcile::readers(source, sink, spec)?;
+    match &spec.reconcile {
+        Some(r) if r.policy == ReconcilePolicy::Repair && spec.mode != LoadMode::Upsert => Err(Error::config(format!(
+            "table `{}`: a repair reloads rows the target may hold; only an UPSERT target absorbs them, and `{}` \
+             is {} (use ReconcilePolicy::Fail, and Pipeline::resync to reload it)",
+            spec.name, spec.name, spec.mode
+        ))),
+        Some(r) if r.columns.len() > keys::MAX_CONTENT_COLUMNS => Err(Error::config(format!(
+            "table `{}`: reconciliation compares the content of at most {} columns; {} are named",
+            spec.name,
+            keys::MAX_CONTENT_COLUMNS,
+            r.columns.len()
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -309,6 +331,18 @@ struct Window<'a> {
     last_checkpoint: Option<&'a str>,
     limit: Option<usize>,
     backfill: Option<Backfill<'a>>,
+    /// A repair's key intervals: only those rows, read whole.
+    keys: Option<&'a [(i64, i64)]>,
+}
+
+/// A window committed to the target, its watermark not yet stored.
+struct Done {
+    /// The watermark the window moves to.
+    next: Watermark,
+    /// A chunked read filled its chunk: more may follow.
+    full: bool,
+    /// The sink stored the watermark with the rows.
+    stored: bool,
 }
 
 /// A backfill's cursor range: rows past `after`, up to `through`.
@@ -658,85 +692,135 @@ impl Pipeline {
         Ok((Some(next), Some(cp)))
     }
 
-    /// Compares the key sets of source and target by range digests, narrows the ranges that
-    /// differ to their keys, and deletes from the target the keys the source no longer has —
-    /// unless they are more than the guard allows. Returns what it found and the target's
-    /// rows before the deletes.
-    async fn apply_deletes(&self, spec: &TableSpec, deletes: &Deletes) -> Result<(KeyCheck, u64)> {
-        let (Some(source), Some(target)) = (self.source.key_reader(), self.sink.key_reader()) else {
-            return Err(Error::config(format!(
-                "table `{}`: finding deletes needs a source and a sink that compare keys; source `{}` {} and \
-                 sink `{}` {}",
-                spec.name,
-                self.source.name(),
-                if self.source.key_reader().is_some() {
-                    "does"
-                } else {
-                    "does not"
-                },
-                self.sink.name(),
-                if self.sink.key_reader().is_some() {
-                    "does"
-                } else {
-                    "does not"
-                },
-            )));
+    /// Compares source and target once for deletes and reconciliation
+    /// ([`crate::reconcile`]), and deletes from the target the keys the source no longer
+    /// has when the spec finds deletes — unless they are more than the guard allows. Returns
+    /// the comparison and whether the keys only in the target were deleted.
+    async fn compare_table(&self, spec: &TableSpec, report: &mut TableReport) -> Result<Option<(Comparison, bool)>> {
+        if spec.deletes.is_none() && spec.reconcile.is_none() {
+            return Ok(None);
+        }
+        let (source, target) = reconcile::readers(self.source.as_ref(), self.sink.as_ref(), spec)?;
+        let ranges = match (&spec.reconcile, &spec.deletes) {
+            (Some(r), _) => r.ranges,
+            (None, Some(d)) => d.ranges,
+            (None, None) => unreachable!("checked above"),
         };
-        if spec.primary_key.len() != 1 {
-            return Err(Error::config(format!(
-                "table `{}`: finding deletes needs a primary key of one integer column; it has {}",
-                spec.name,
-                spec.primary_key.len()
-            )));
-        }
-        let (in_source, in_target) = futures::try_join!(source.key_bounds(spec), target.key_bounds(spec))?;
-        let Some((tlo, thi)) = in_target else {
-            return Ok((KeyCheck::default(), 0));
-        };
-        let (lo, hi) = in_source.map_or((tlo, thi), |(slo, shi)| (slo.min(tlo), shi.max(thi)));
-        let space = KeySpace::covering(lo, hi, deletes.ranges);
-        let (sd, td) = futures::try_join!(source.key_digests(spec, &space), target.key_digests(spec, &space))?;
-        let target_rows: u64 = td.values().map(|d| d.count).sum();
-        let ranges = keys::differing(&sd, &td);
-        let (mut sk, mut tk) = (Vec::new(), Vec::new());
-        // Each query is one pass over each side: many ranges per query.
-        for chunk in ranges.chunks(65_536) {
-            let (s, t) = futures::try_join!(source.keys_in(spec, &space, chunk), target.keys_in(spec, &space, chunk))?;
-            sk.extend(s);
-            tk.extend(t);
-        }
-        let keys_read = (sk.len() + tk.len()) as u64;
-        let diff = keys::diff_keys(sk, tk);
-        let found = diff.only_in_target.len() as u64;
-        if found as f64 > deletes.max_share * target_rows as f64 {
-            return Err(Error::MassDelete {
-                table: spec.name.clone(),
-                found,
-                target_rows,
-                max_share: deletes.max_share,
-            });
-        }
-        let deleted = if found > 0 {
-            self.sink.delete_keys(spec, &diff.only_in_target).await?
-        } else {
-            0
+        let columns = spec.reconcile.as_ref().map_or(&[][..], |r| r.columns.as_slice());
+        let c = reconcile::compare(source, target, spec, ranges, columns).await?;
+        let extra = &c.diff.only_in_target;
+        let (deleted, applied) = match spec.deletes {
+            Some(d) if !extra.is_empty() => {
+                reconcile::guard(spec, extra.len() as u64, c.target_rows, d.max_share)?;
+                (self.sink.delete_keys(spec, extra).await?, true)
+            }
+            _ => (0, false),
         };
         tracing::info!(
             deleted,
-            ranges = ranges.len(),
-            keys_read,
-            "deletes at the source applied"
+            ranges = c.differing.len(),
+            keys_read = c.keys_read,
+            "source and target compared"
         );
-        Ok((
-            KeyCheck {
-                ranges: space.ranges as u64,
-                ranges_differing: ranges.len() as u64,
-                deleted_at_source: deleted,
-                missing_in_target: diff.only_in_source.len() as u64,
-                keys_read,
-            },
-            target_rows,
-        ))
+        report.deleted_count += deleted;
+        report.source_count = Some(c.source_rows);
+        report.target_count = Some(c.target_rows.saturating_sub(deleted));
+        report.keys = Some(c.check(deleted));
+        Ok(Some((c, applied)))
+    }
+
+    /// Repairs what reconciliation found: deletes the keys only in the target (unless the
+    /// deletes did), reloads the ranges of the keys missing or changed into the `UPSERT`
+    /// target (leaving the watermark's position), then compares those ranges again.
+    #[allow(clippy::too_many_arguments)]
+    async fn repair(
+        &self,
+        spec: &TableSpec,
+        run_id: &str,
+        started_at: DateTime<Utc>,
+        wm: Option<&Watermark>,
+        last_checkpoint: Option<&str>,
+        c: &Comparison,
+        deletes_applied: bool,
+        report: &mut TableReport,
+    ) -> Result<()> {
+        let rec = spec.reconcile.as_ref().expect("repair needs reconcile");
+        let (source, target) = reconcile::readers(self.source.as_ref(), self.sink.as_ref(), spec)?;
+        let mut deleted = 0;
+        if !deletes_applied && !c.diff.only_in_target.is_empty() {
+            let extra = &c.diff.only_in_target;
+            reconcile::guard(spec, extra.len() as u64, c.target_rows, rec.max_share)?;
+            deleted = self.sink.delete_keys(spec, extra).await?;
+            report.deleted_count += deleted;
+        }
+        let ranges = c.reload_ranges();
+        let written_before = report.written_count;
+        // The reload's commit counts the target, where its sink does.
+        let counted_before = report.target_count.take();
+        if !ranges.is_empty() {
+            let intervals = keys::intervals(&c.space, &ranges);
+            let id = format!("{run_id}-repair");
+            let window = Window {
+                spec,
+                mode: LoadMode::Upsert,
+                run_id: &id,
+                started_at,
+                wm,
+                last_checkpoint,
+                limit: None,
+                backfill: None,
+                keys: Some(&intervals),
+            };
+            if let Some(done) = self.run_window(window, report).await? {
+                self.store_watermark(spec, wm, &done).await?;
+                report.watermark_after = Some(WatermarkSummary::of(done.next.generation, &done.next.position));
+                report.status = TableStatus::Committed;
+            }
+        }
+        let mut all = ranges;
+        all.extend(c.diff.only_in_target.iter().map(|k| c.space.range_of(*k)));
+        all.sort_unstable();
+        all.dedup();
+        let left = reconcile::recheck(source, target, spec, c, &all).await?;
+        let verdict = report.reconciliation.as_mut().expect("a verdict before a repair");
+        verdict.reloaded_rows = report.written_count - written_before;
+        verdict.deleted_keys = deleted;
+        let unlike = left.only_in_source.len() + left.only_in_target.len() + left.changed.len();
+        if unlike == 0 {
+            verdict.status = ReconcileStatus::Repaired;
+        } else {
+            let message = format!(
+                "{unlike} keys still differ after the repair (changed at the source meanwhile, or held back behind \
+                 a transaction in progress); the next run compares again"
+            );
+            tracing::warn!(%message, "repair incomplete");
+            report.warnings.push(message);
+        }
+        // Else: the target now holds the keys that were missing (but those still missing) and
+        // not the extra ones.
+        if report.target_count.is_none() {
+            let gained = c.diff.only_in_source.len().saturating_sub(left.only_in_source.len()) as u64;
+            report.target_count = counted_before.map(|t| (t + gained).saturating_sub(deleted));
+        }
+        Ok(())
+    }
+
+    async fn store_watermark(&self, spec: &TableSpec, wm: Option<&Watermark>, done: &Done) -> Result<()> {
+        if done.stored {
+            // The sink stored it with the rows.
+            return Ok(());
+        }
+        self.commit_watermark(wm, &done.next)
+            .await
+            .map_err(|e| Error::Connector {
+                connector: "pipeline",
+                message: format!(
+                    "table `{}`: the target committed but the watermark could not be stored ({e}); \
+                 the next run completes it from the sink's checkpoint",
+                    spec.name
+                ),
+                retryable: e.is_retryable(),
+            })
     }
 
     /// Why the target does not hold what the watermark stands for, if it does not: no
@@ -828,6 +912,7 @@ impl Pipeline {
             .chunk_rows
             .filter(|_| mode.reads_incrementally() && backfill.is_none());
         // One window, or chunk after chunk, each committed before the next is read.
+        let mut last = None;
         for n in 1.. {
             let id = if n == 1 {
                 run_id.to_string()
@@ -843,23 +928,71 @@ impl Pipeline {
                 last_checkpoint: last_checkpoint.as_deref(),
                 limit,
                 backfill,
+                keys: None,
             };
-            let Some((next, full)) = self.run_window(window, report).await? else {
+            let Some(done) = self.run_window(window, report).await? else {
                 break;
             };
-            report.watermark_after = Some(WatermarkSummary::of(next.generation, &next.position));
+            report.watermark_after = Some(WatermarkSummary::of(done.next.generation, &done.next.position));
             report.status = TableStatus::Committed;
-            wm = Some(next);
             last_checkpoint = Some(id);
-            if !full {
+            if !done.full {
+                last = Some(done);
                 break;
             }
+            self.store_watermark(spec, wm.as_ref(), &done).await?;
+            wm = Some(done.next);
         }
-        if let Some(deletes) = spec.deletes.as_ref() {
-            let (check, target_rows) = self.apply_deletes(spec, deletes).await?;
-            report.deleted_count += check.deleted_at_source;
-            report.target_count = Some(target_rows - check.deleted_at_source);
-            report.keys = Some(check);
+        // Source and target compared after the last commit, before its watermark moves.
+        let compared = self.compare_table(spec, report).await?;
+        let mut repair = None;
+        if let (Some(rec), Some((c, applied))) = (spec.reconcile.as_ref(), compared.as_ref()) {
+            let handled = if *applied {
+                c.diff.only_in_target.len() as u64
+            } else {
+                0
+            };
+            let verdict = c.verdict(handled);
+            let mismatched = verdict.status == ReconcileStatus::Mismatched;
+            let message = reconcile::describe(&verdict);
+            report.reconciliation = Some(verdict);
+            if mismatched {
+                match rec.policy {
+                    ReconcilePolicy::Fail => {
+                        return Err(Error::Unreconciled {
+                            table: spec.name.clone(),
+                            message,
+                        });
+                    }
+                    ReconcilePolicy::Report => {
+                        tracing::warn!(%message, "target does not reconcile");
+                        report
+                            .warnings
+                            .push(format!("the target does not reconcile: {message}"));
+                    }
+                    ReconcilePolicy::Repair => {
+                        tracing::warn!(%message, "target does not reconcile: repairing");
+                        repair = Some((c, *applied));
+                    }
+                }
+            }
+        }
+        if let Some(done) = last {
+            self.store_watermark(spec, wm.as_ref(), &done).await?;
+            wm = Some(done.next);
+        }
+        if let Some((c, applied)) = repair {
+            self.repair(
+                spec,
+                run_id,
+                started_at,
+                wm.as_ref(),
+                last_checkpoint.as_deref(),
+                c,
+                applied,
+                report,
+            )
+            .await?;
         }
         report.difference = report
             .source_count
@@ -871,7 +1004,7 @@ impl Pipeline {
     /// Reads, writes and commits one window (or one chunk of it). Returns the new watermark
     /// and whether a chunked read filled its chunk (more may follow); `None` when nothing
     /// was new.
-    async fn run_window(&self, w: Window<'_>, report: &mut TableReport) -> Result<Option<(Watermark, bool)>> {
+    async fn run_window(&self, w: Window<'_>, report: &mut TableReport) -> Result<Option<Done>> {
         let Window {
             spec,
             mode,
@@ -881,6 +1014,7 @@ impl Pipeline {
             last_checkpoint,
             limit,
             backfill,
+            keys,
         } = w;
         let generation = wm.map_or(0, |w| w.generation);
         let incremental = mode.reads_incrementally();
@@ -891,21 +1025,36 @@ impl Pipeline {
         });
         let from = match &range_from {
             Some(p) => Some(p),
-            None if incremental => wm.filter(|w| !w.reset).map(|w| &w.position),
+            None if incremental && keys.is_none() => wm.filter(|w| !w.reset).map(|w| &w.position),
             None => None,
         };
+        // A repair reads its key ranges whole: every row in them, whatever its cursor.
         let extract = self
             .source
             .read(ReadRequest {
                 spec,
-                mode,
+                mode: if keys.is_some() { LoadMode::Full } else { mode },
                 from,
                 run_id,
                 batch_size: self.batch_size,
                 limit,
                 until: backfill.map(|b| b.through),
+                keys,
             })
             .await?;
+        let extract = match keys {
+            Some(intervals) => {
+                let (spec, intervals) = (spec.clone(), intervals.to_vec());
+                let stream = extract
+                    .stream
+                    .map(move |b| b.and_then(|b| window::keep_keys(&spec, &b, &intervals)));
+                Extract {
+                    stream: Box::pin(stream),
+                    ..extract
+                }
+            }
+            None => extract,
+        };
         if let Some(held) = extract.stats.held_back.lock().expect("held_back lock").take() {
             tracing::info!(reason = %held.reason, "window held back");
             report.held_back = Some(held);
@@ -940,7 +1089,10 @@ impl Pipeline {
             .await;
         // The figures of what streamed count even when the read failed part way.
         let stats = &extract.stats;
-        report.source_count = report.source_count.or(stats.source_count());
+        report.read_count = report.read_count.or(stats.source_count());
+        if !stats.count_is_partial.load(std::sync::atomic::Ordering::Relaxed) {
+            report.source_count = report.source_count.or(stats.source_count());
+        }
         report.chunks += ExtractStats::get(&stats.chunks);
         report.rejected_count += ExtractStats::get(&stats.rejected_rows);
         report.null_cursor_count += ExtractStats::get(&stats.null_cursor_rows) + pumped.null_cursor;
@@ -983,10 +1135,10 @@ impl Pipeline {
                 key: None,
             },
         };
-        // A backfill leaves the watermark's position where it was.
-        let position = match backfill {
-            Some(_) => wm.map(|w| w.position.clone()).unwrap_or_default(),
-            None => position,
+        // A backfill or a repair leaves the watermark's position where it was.
+        let position = match (backfill, keys) {
+            (None, None) => position,
+            _ => wm.map(|w| w.position.clone()).unwrap_or_default(),
         };
         let checkpoint = Checkpoint {
             run_id: run_id.to_string(),
@@ -1023,20 +1175,11 @@ impl Pipeline {
             rows: pumped.written,
             reset: false,
         };
-        if committed.watermark_stored {
-            // The sink stored it with the rows.
-            return Ok(Some((next, full)));
-        }
-        self.commit_watermark(wm, &next).await.map_err(|e| Error::Connector {
-            connector: "pipeline",
-            message: format!(
-                "table `{}`: the target committed but the watermark could not be stored ({e}); \
-                 the next run completes it from the sink's checkpoint",
-                spec.name
-            ),
-            retryable: e.is_retryable(),
-        })?;
-        Ok(Some((next, full)))
+        Ok(Some(Done {
+            next,
+            full,
+            stored: committed.watermark_stored,
+        }))
     }
 
     /// A failed stage or commit while another run committed the table is that run's win:

@@ -82,8 +82,58 @@ pub struct KeyCheck {
     pub deleted_at_source: u64,
     /// Keys the source holds and the target does not.
     pub missing_in_target: u64,
+    /// Keys both hold whose compared content differs ([`crate::Reconcile::content`]).
+    #[serde(default)]
+    pub changed_in_target: u64,
     /// Keys read from each side to narrow the differing ranges.
     pub keys_read: u64,
+}
+
+/// Whether the target holds what the source holds, after a run ([`crate::TableSpec::reconcile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcileStatus {
+    /// Every range's keys, counts and compared content agree.
+    Reconciled,
+    /// Some ranges differ (see `mismatched`).
+    Mismatched,
+    /// Ranges differed; they were reloaded and their extra keys deleted, and they now agree.
+    Repaired,
+}
+
+/// What reconciliation found and did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// The verdict.
+    pub status: ReconcileStatus,
+    /// Rows in the source, counted by the comparison.
+    pub source_rows: u64,
+    /// Rows in the target, counted by the comparison (before a repair).
+    pub target_rows: u64,
+    /// The columns whose content was compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<String>,
+    /// Keys the source holds and the target lacked.
+    pub missing_in_target: u64,
+    /// Keys the target held and the source does not.
+    pub extra_in_target: u64,
+    /// Keys whose compared content differed.
+    pub changed_in_target: u64,
+    /// The mismatched key intervals, inclusive (the first [`Reconciliation::LISTED`]).
+    pub mismatched: Vec<(i64, i64)>,
+    /// How many mismatched intervals there were in all.
+    pub mismatched_intervals: u64,
+    /// Rows a repair reloaded from the source.
+    #[serde(default)]
+    pub reloaded_rows: u64,
+    /// Keys a repair deleted from the target.
+    #[serde(default)]
+    pub deleted_keys: u64,
+}
+
+impl Reconciliation {
+    /// How many mismatched intervals a report lists.
+    pub const LISTED: usize = 100;
 }
 
 /// One table's figures for one run.
@@ -97,9 +147,14 @@ pub struct TableReport {
     pub mode: LoadMode,
     /// How it ended.
     pub status: TableStatus,
-    /// Rows in the source (the table, or the files read) before the incremental filter, when
-    /// the source counted them.
+    /// Rows in the whole source, where known: a table's count, the rows of every file when
+    /// all were read, or the count of the comparison after the run (`keys`). A read of only
+    /// the new files counts those in `read_count` instead.
     pub source_count: Option<u64>,
+    /// Rows the read met before its incremental filter: the table's count, or the rows of the
+    /// files it read (new and changed ones only, for an incremental read of files).
+    #[serde(default)]
+    pub read_count: Option<u64>,
     /// Rows extracted: the window after the incremental filter.
     pub extracted_count: u64,
     /// Rows diverted to a rejects file as unparseable.
@@ -124,7 +179,9 @@ pub struct TableReport {
     pub deleted_count: u64,
     /// Rows in the target after the commit, where known.
     pub target_count: Option<u64>,
-    /// `source_count - target_count`, where both are known.
+    /// `source_count - target_count`: the whole source against the whole target, where both
+    /// are known, in every mode (an appending target holding several versions of a row
+    /// shows them as a negative difference).
     pub difference: Option<i64>,
     /// Bytes written.
     pub bytes_written: u64,
@@ -139,9 +196,13 @@ pub struct TableReport {
     pub watermark_before: Option<WatermarkSummary>,
     /// The watermark after the run.
     pub watermark_after: Option<WatermarkSummary>,
-    /// The key comparison after the run ([`crate::TableSpec::detect_deletes`]).
+    /// The key comparison after the run ([`crate::TableSpec::detect_deletes`],
+    /// [`crate::TableSpec::reconcile`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeyCheck>,
+    /// Reconciliation's verdict ([`crate::TableSpec::reconcile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation: Option<Reconciliation>,
     /// The read ended its window below the high-water mark it saw: how far and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_back: Option<HeldBack>,
@@ -168,6 +229,7 @@ impl TableReport {
             mode,
             status: TableStatus::Failed,
             source_count: None,
+            read_count: None,
             extracted_count: 0,
             rejected_count: 0,
             collapsed_count: 0,
@@ -185,6 +247,7 @@ impl TableReport {
             watermark_before: None,
             watermark_after: None,
             keys: None,
+            reconciliation: None,
             held_back: None,
             recovered: false,
             warnings: Vec::new(),

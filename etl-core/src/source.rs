@@ -26,10 +26,14 @@ pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 #[derive(Debug, Default)]
 pub struct ExtractStats {
     /// Rows in the source before the incremental filter (a table's `count(*)`, or the rows of
-    /// the files read); meaningful once [`ExtractStats::count_source`] was called.
+    /// the files read — see `count_is_partial`); meaningful once
+    /// [`ExtractStats::count_source`] was called.
     pub source_rows: AtomicU64,
     /// Whether the source counted its rows.
     pub source_counted: AtomicBool,
+    /// The count is of part of the source only (the files a read of new files read), not
+    /// of the whole source.
+    pub count_is_partial: AtomicBool,
     /// Rows that could not be parsed and were diverted to a rejects file.
     pub rejected_rows: AtomicU64,
     /// Files read (file sources).
@@ -99,6 +103,11 @@ pub struct ReadRequest<'a> {
     /// A backfill's upper end ([`crate::Pipeline::backfill`]): only rows whose cursor is at
     /// most this value (the high-water mark is at most this, too).
     pub until: Option<&'a CursorValue>,
+    /// A repair's key intervals ([`crate::ReconcilePolicy::Repair`]): sorted, disjoint and
+    /// inclusive, of the one integer primary key. A source may read only the rows whose key
+    /// is inside one (the runner keeps only those either way); the read is not the table's
+    /// count.
+    pub keys: Option<&'a [(i64, i64)]>,
 }
 
 /// The answer to a [`ReadRequest`]: a lazy stream over the window and what the window is.

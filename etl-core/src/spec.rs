@@ -248,6 +248,9 @@ pub struct TableSpec {
     /// Find rows deleted at the source and delete them from the target, after each run
     /// (see [`TableSpec::detect_deletes`]).
     pub deletes: Option<Deletes>,
+    /// Compare source and target after each run and act on a mismatch (see
+    /// [`TableSpec::reconcile`]).
+    pub reconcile: Option<Reconcile>,
 }
 
 /// How deletes at the source are found and applied ([`TableSpec::detect_deletes`]).
@@ -266,6 +269,58 @@ impl Default for Deletes {
             max_share: 0.05,
             ranges: 65_536,
         }
+    }
+}
+
+/// What a run does when reconciliation finds the target unlike the source
+/// ([`TableSpec::reconcile`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconcilePolicy {
+    /// Report the mismatched ranges (and a warning); the run succeeds.
+    #[default]
+    Report,
+    /// Fail the table with [`crate::Error::Unreconciled`] before its watermark moves.
+    Fail,
+    /// Reload the mismatched key ranges from the source (UPSERT targets) and delete the
+    /// keys the source does not hold, then check those ranges again.
+    Repair,
+}
+
+/// How a table is reconciled after each run ([`TableSpec::reconcile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reconcile {
+    /// What a mismatch does.
+    pub policy: ReconcilePolicy,
+    /// Columns whose content is compared besides the keys (empty: keys and counts only; at
+    /// most [`crate::keys::MAX_CONTENT_COLUMNS`]).
+    pub columns: Vec<String>,
+    /// About how many key ranges the comparison cuts the key column into (default 65 536).
+    pub ranges: i64,
+    /// The largest share of the target a repair may delete (default 0.05); more fails
+    /// with [`crate::Error::MassDelete`].
+    pub max_share: f64,
+}
+
+impl Reconcile {
+    /// Reconciliation with `policy`, comparing keys and counts.
+    pub fn new(policy: ReconcilePolicy) -> Reconcile {
+        Reconcile {
+            policy,
+            columns: Vec::new(),
+            ranges: Deletes::default().ranges,
+            max_share: Deletes::default().max_share,
+        }
+    }
+
+    /// Also compares the content of these columns, per range and then per key.
+    pub fn content<I, S>(mut self, columns: I) -> Reconcile
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.columns = columns.into_iter().map(Into::into).collect();
+        self
     }
 }
 
@@ -298,6 +353,7 @@ impl TableSpec {
             settle: None,
             on_target_lost: TargetLost::Fail,
             deletes: None,
+            reconcile: None,
         }
     }
 
@@ -483,6 +539,20 @@ impl TableSpec {
     /// (`deleted_count`, `keys`).
     pub fn detect_deletes(mut self, deletes: Deletes) -> Self {
         self.deletes = Some(deletes);
+        self
+    }
+
+    /// After each run, proves the target holds what the source holds, or says where it does
+    /// not: the primary key's ranges are compared by digests computed inside each system —
+    /// counts and keys always, the content of `reconcile.columns` where named — and ranges
+    /// that differ are narrowed to their keys: missing from the target, extra in it, or
+    /// changed ([`crate::keys`]). The report's `reconciliation` says `reconciled` or lists the
+    /// mismatched ranges; the policy then reports, fails the table before its watermark
+    /// moves, or repairs the target by reloading only those ranges (an UPSERT target) and
+    /// deleting the extra keys. Needs what [`TableSpec::detect_deletes`] needs; with both,
+    /// one comparison serves the two.
+    pub fn reconcile(mut self, reconcile: Reconcile) -> Self {
+        self.reconcile = Some(reconcile);
         self
     }
 

@@ -184,6 +184,7 @@ impl Wh {
             batch_size: 1000,
             limit: None,
             until: None,
+            keys: None,
         };
         let batches: Vec<RecordBatch> = PostgresSource::new(&conn())
             .unwrap()
@@ -254,6 +255,7 @@ impl TargetProbe for Wh {
             batch_size: 1000,
             limit: None,
             until: None,
+            keys: None,
         };
         match PostgresSource::new(&conn()).unwrap().read(req).await {
             Ok(e) => e.stream.try_collect().await.unwrap(),
@@ -1131,3 +1133,76 @@ async fn deletes_reach_the_target(kind: Kind) {
     super::scenarios::deletes_reach_the_target(&Wh::of(kind).await).await;
 }
 on_both!(deletes_reach_the_target);
+
+/// Reconciliation finds and repairs a damaged target (see
+/// `scenarios::reconciliation_finds_and_repairs`).
+async fn reconciliation_finds_and_repairs(kind: Kind) {
+    let wh = Wh::of(kind).await;
+    #[cfg(feature = "redshift")]
+    if kind == Kind::Redshift {
+        // Redshift's built-in `STRTOL` (text content digests), which Postgres lacks.
+        wh.exec(
+            "DO $$ BEGIN
+               CREATE FUNCTION public.strtol(t text, base int) RETURNS bigint LANGUAGE sql IMMUTABLE
+                 AS 'SELECT (''x'' || lpad(t, 16, ''0''))::bit(64)::bigint';
+             EXCEPTION WHEN duplicate_function OR unique_violation THEN NULL; END $$",
+        )
+        .await;
+    }
+    super::scenarios::reconciliation_finds_and_repairs(&wh).await;
+}
+on_both!(reconciliation_finds_and_repairs);
+
+/// What reconciliation cannot do is refused when the pipeline is built, naming the table.
+#[tokio::test]
+async fn reconciliation_that_cannot_work_is_refused_at_build() {
+    use etl_core::{Reconcile, ReconcilePolicy};
+    let wh = Wh::of(Kind::Postgres).await;
+    let url = std::env::var("ETL_TEST_PG").unwrap();
+    let build = |spec: TableSpec| {
+        Pipeline::builder("rec_refused")
+            .source(etl_connectors::postgres::PostgresSource::new(&url).unwrap())
+            .sink_arc(wh.sink())
+            .watermarks(etl_core::ObjectStoreWatermarkStore::new(
+                Location::local(std::env::temp_dir()).unwrap(),
+            ))
+            .table(spec)
+            .build()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let spec = || TableSpec::new("items").primary_key(["id"]).cursor(["updated_at"]);
+    let e = build(
+        spec()
+            .mode(LoadMode::Incremental)
+            .reconcile(Reconcile::new(ReconcilePolicy::Repair)),
+    );
+    assert!(e.contains("`items`") && e.contains("only an UPSERT target absorbs them"), "{e}");
+    let e = build(
+        TableSpec::new("items")
+            .mode(LoadMode::Full)
+            .primary_key(["a", "b"])
+            .reconcile(Reconcile::new(ReconcilePolicy::Report)),
+    );
+    assert!(e.contains("a primary key of one integer column; it has 2"), "{e}");
+    let many: Vec<String> = (0..33).map(|i| format!("c{i}")).collect();
+    let e = build(
+        spec()
+            .mode(LoadMode::Upsert)
+            .reconcile(Reconcile::new(ReconcilePolicy::Report).content(many)),
+    );
+    assert!(e.contains("at most 32 columns; 33 are named"), "{e}");
+    let e = Pipeline::builder("rec_refused")
+        .source(etl_core::MemorySource::new())
+        .sink_arc(wh.sink())
+        .watermarks(etl_core::ObjectStoreWatermarkStore::new(
+            Location::local(std::env::temp_dir()).unwrap(),
+        ))
+        .table(spec().mode(LoadMode::Upsert).reconcile(Reconcile::new(ReconcilePolicy::Report)))
+        .build()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("source `memory` does not and sink `postgres` does"), "{e}");
+}

@@ -344,17 +344,22 @@ pub(crate) const DAMAGES: &[(&str, &str)] = &[
     ("DROP SCHEMA $S CASCADE", "keeps no checkpoint"),
 ];
 
-/// Rows deleted at a Postgres source leave the warehouse target, found without CDC by key
-/// digests: a few deletes are applied and counted; a mass delete is refused by the guard and
-/// deletes nothing; a run whose source fails deletes nothing; a guard raised lets it through.
-pub(crate) async fn deletes_reach_the_target(wh: &dyn Warehouse) {
-    use etl_core::{Deletes, Error};
+/// A Postgres client for the sources of a scenario, its URL, and a fresh schema name.
+async fn source_schema(prefix: &str) -> (tokio_postgres::Client, String, String) {
     let url = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
         panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
     });
     let (pg, c) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(c);
-    let src = unique("del_src");
+    (pg, url, unique(prefix))
+}
+
+/// Rows deleted at a Postgres source leave the warehouse target, found without CDC by key
+/// digests: a few deletes are applied and counted; a mass delete is refused by the guard and
+/// deletes nothing; a run whose source fails deletes nothing; a guard raised lets it through.
+pub(crate) async fn deletes_reach_the_target(wh: &dyn Warehouse) {
+    use etl_core::{Deletes, Error};
+    let (pg, url, src) = source_schema("del_src").await;
     let sql = |s: &str| s.replace("$Q", &src);
     pg.batch_execute(&sql(
         "CREATE SCHEMA $Q; CREATE TABLE $Q.items (id bigint PRIMARY KEY, name text, updated_at timestamp NOT NULL);
@@ -445,5 +450,186 @@ pub(crate) async fn deletes_reach_the_target(wh: &dyn Warehouse) {
     let r = pipeline(1.0).run().await.unwrap().into_result().unwrap();
     assert_eq!(r.table("items").unwrap().deleted_count, 51);
     assert_eq!(ids().await.len(), 146);
+    pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
+}
+
+/// Rows removed, changed and added in the target behind the library's back: reconciliation
+/// finds them (keys, counts and the content of every column type), reports them, fails the
+/// table before its watermark moves, and repairs them by reloading only their key ranges.
+pub(crate) async fn reconciliation_finds_and_repairs(wh: &dyn Warehouse) {
+    use etl_core::{Reconcile, ReconcilePolicy, ReconcileStatus};
+    let (pg, url, src) = source_schema("rec_src").await;
+    let sql = |s: &str| s.replace("$Q", &src);
+    pg.batch_execute(&sql("CREATE SCHEMA $Q;
+         CREATE TABLE $Q.items (id bigint PRIMARY KEY, name text, price numeric(10,2), qty int, day date,
+           active boolean, score double precision, updated_at timestamp NOT NULL);
+         INSERT INTO $Q.items SELECT i, CASE WHEN i % 7 = 0 THEN NULL ELSE 'n' || i END, i * 1.25, i % 5,
+           DATE '2025-01-01' + i, i % 2 = 0, i / 8.0, '2025-07-01'::timestamp + i * interval '1.5 second'
+           FROM generate_series(1, 300) i;"))
+        .await
+        .unwrap();
+    let store_dir = std::env::temp_dir().join(&src);
+    let store = || ObjectStoreWatermarkStore::new(Location::local(&store_dir).unwrap());
+    let name = format!("rec_{}", wh.schema());
+    let pipeline = |policy: ReconcilePolicy| {
+        Pipeline::builder(&name)
+            .source(etl_connectors::postgres::PostgresSource::new(&url).unwrap())
+            .sink_arc(wh.sink())
+            .watermarks(store())
+            .table(
+                TableSpec::new("items")
+                    .from_table(format!("{src}.items"))
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["id"])
+                    .cursor(["updated_at"])
+                    .processed_at(false)
+                    .reconcile(Reconcile {
+                        ranges: 128,
+                        ..Reconcile::new(policy).content([
+                            "name",
+                            "price",
+                            "qty",
+                            "day",
+                            "active",
+                            "score",
+                            "updated_at",
+                        ])
+                    }),
+            )
+            .build()
+            .unwrap()
+    };
+    let rows = || async {
+        let rows = wh.rows("items").await;
+        rows.lines()
+            .filter(|l| l.starts_with("| ") && !l.to_lowercase().contains(" id "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let r = pipeline(ReconcilePolicy::Report)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("items").unwrap();
+    let rec = t.reconciliation.as_ref().unwrap();
+    assert_eq!(
+        (rec.status, rec.source_rows, rec.target_rows),
+        (ReconcileStatus::Reconciled, 300, 300),
+        "every column's content hashes alike in source and target: {t:?}"
+    );
+    assert_eq!(t.difference, Some(0));
+    let loaded = rows().await;
+    assert_eq!(loaded.len(), 300);
+
+    // Behind the library's back: three rows removed, two changed, one added.
+    wh.exec("DELETE FROM $S.items WHERE id IN (10, 11, 200)").await;
+    wh.exec("UPDATE $S.items SET name = 'changed' WHERE id = 50").await;
+    wh.exec("UPDATE $S.items SET price = 1.5, day = NULL WHERE id = 120")
+        .await;
+    wh.exec(
+        "INSERT INTO $S.items (id, name, price, qty, day, active, score, updated_at) \
+         VALUES (1000, 'extra', 1, 1, '2025-01-01', TRUE, 0.5, '2025-01-01 00:00:00')",
+    )
+    .await;
+    let damaged = rows().await;
+    let r = pipeline(ReconcilePolicy::Report)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("items").unwrap();
+    let rec = t.reconciliation.as_ref().unwrap();
+    assert_eq!(t.status, TableStatus::NoNewData);
+    assert_eq!(
+        (
+            rec.status,
+            rec.missing_in_target,
+            rec.extra_in_target,
+            rec.changed_in_target
+        ),
+        (ReconcileStatus::Mismatched, 3, 1, 2),
+        "{t:?}"
+    );
+    assert_eq!((rec.source_rows, rec.target_rows, t.difference), (300, 298, Some(2)));
+    assert!(
+        rec.mismatched.iter().any(|(lo, hi)| *lo <= 1000 && 1000 <= *hi),
+        "{rec:?}"
+    );
+    assert!(t.warnings.iter().any(|w| w.contains("does not reconcile")), "{t:?}");
+    assert_eq!(rows().await, damaged, "a report changes nothing");
+
+    // Fail: a new source row commits to the target, but the watermark does not move.
+    pg.batch_execute(&sql(
+        "INSERT INTO $Q.items VALUES (301, 'new', 3, 3, '2026-01-01', TRUE, 1.0, '2025-07-02 00:00:00')",
+    ))
+    .await
+    .unwrap();
+    let before = store().load(&name, "items").await.unwrap().unwrap();
+    let r = pipeline(ReconcilePolicy::Fail).run().await.unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap()
+            .contains("does not reconcile: 3 keys missing from the target, 1 extra"),
+        "{t:?}"
+    );
+    let after = store().load(&name, "items").await.unwrap().unwrap();
+    assert_eq!((after.generation, after.run_id), (before.generation, before.run_id));
+    let err = pipeline(ReconcilePolicy::Fail)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    assert!(err.to_string().contains("does not reconcile"), "{err}");
+
+    // Repair: only the mismatched ranges are reloaded; the extra key is deleted.
+    let r = pipeline(ReconcilePolicy::Repair)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("items").unwrap();
+    let rec = t.reconciliation.as_ref().unwrap();
+    assert_eq!(rec.status, ReconcileStatus::Repaired, "{t:?}");
+    assert_eq!(rec.deleted_keys, 1);
+    assert!(
+        rec.reloaded_rows >= 5 && rec.reloaded_rows <= 40,
+        "only the ranges of keys 10, 11, 50, 120 and 200 are reloaded: {rec:?}"
+    );
+    assert_eq!(t.target_count, Some(301), "{t:?}");
+    let wm = store().load(&name, "items").await.unwrap().unwrap();
+    assert!(wm.position.cursor.is_some() && wm.generation > after.generation);
+    let now = rows().await;
+    let mut unlike: Vec<&String> = now.iter().filter(|r| !loaded.contains(r)).collect();
+    unlike.extend(loaded.iter().filter(|r| !now.contains(r)));
+    assert_eq!(now.len(), 301);
+    assert!(
+        unlike.len() == 1 && unlike[0].starts_with("| 301 | new |"),
+        "the target holds the source's rows again, and row 301: {unlike:?}"
+    );
+
+    let r = pipeline(ReconcilePolicy::Report)
+        .run()
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(
+        (t.status, t.reconciliation.as_ref().unwrap().status, t.difference),
+        (TableStatus::NoNewData, ReconcileStatus::Reconciled, Some(0)),
+        "{t:?}"
+    );
+    assert_eq!(
+        store().load(&name, "items").await.unwrap().unwrap().generation,
+        wm.generation
+    );
     pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
 }

@@ -692,3 +692,10 @@ async fn snowflake_target_lost_is_detected() {
 async fn snowflake_deletes_reach_the_target() {
     super::scenarios::deletes_reach_the_target(&Wh::new()).await;
 }
+
+/// Reconciliation finds and repairs a damaged Snowflake target (see
+/// `scenarios::reconciliation_finds_and_repairs`).
+#[tokio::test]
+async fn snowflake_reconciliation_finds_and_repairs() {
+    super::scenarios::reconciliation_finds_and_repairs(&Wh::new()).await;
+}

@@ -199,7 +199,9 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
     // Whether the read can be of the whole table is known before the snapshot: only a stored
     // position, an initial window or a chunk limit gives it a lower bound.
     let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
-    let whole = !(incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some()));
+    // A repair's key ranges are not the whole table either.
+    let whole = req.keys.is_none()
+        && !(incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some()));
     // Only date and timestamp cursors are held (and a settle age is checked against them).
     let timed = plans.iter().any(|p| {
         spec.cursor.iter().any(|c| c == p.name())
@@ -262,8 +264,12 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
     };
     let mut window_params = Vec::new();
     let (filter, order) = window.predicate(D::DIALECT, spec, D::BINDS.then_some(&mut window_params));
+    let filter = match (req.keys, spec.primary_key.as_slice()) {
+        (Some(intervals), [key]) => format!("{filter} AND {}", D::DIALECT.key_intervals(key, intervals)),
+        _ => filter,
+    };
     let select: Vec<String> = plans.iter().map(D::select).collect();
-    let wanted = window.wants_count(db.counts());
+    let wanted = window.wants_count(db.counts()) && req.keys.is_none();
     let unfiltered = !window.filtered();
     // A whole read counts the table as it streams; a filtered one needs count(*).
     let count = (wanted && !unfiltered).then(|| {

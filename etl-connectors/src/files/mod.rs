@@ -52,7 +52,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 /// std::fs::write(dir.path().join("in/a.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
 /// let source = FileSource::new(Location::local(dir.path()).unwrap());
 /// let spec = TableSpec::new("people").from_files("in", FileFormat::csv());
-/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None, until: None };
+/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None, until: None, keys: None };
 /// let batches: Vec<_> = source.read(req).await.unwrap().stream.try_collect().await.unwrap();
 /// assert_eq!(batches[0].num_rows(), 2);
 /// # });
@@ -259,6 +259,10 @@ impl Source for FileSource {
             .filter(|f| from.is_none_or(|p| p.files.get(&f.rel) != marks.get(&f.rel)))
             .collect();
         let stats = Arc::new(ExtractStats::default());
+        // Only the new and changed files are read: their rows are not the source's.
+        if from.is_some() {
+            stats.count_is_partial.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         // A changed file is read again whole: into an appending target, without a cursor to
         // keep only its newer rows, its earlier rows arrive twice.
         if req.mode == LoadMode::Incremental && spec.cursor.is_empty() {

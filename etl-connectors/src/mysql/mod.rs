@@ -47,7 +47,6 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
-use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
 use etl_core::kit::window::InFlight;
@@ -892,7 +891,7 @@ impl Source for MySqlSource {
         true
     }
 
-    fn key_reader(&self) -> Option<&dyn KeyReader> {
+    fn key_reader(&self) -> Option<&dyn etl_core::keys::KeyReader> {
         Some(self)
     }
 
@@ -905,20 +904,7 @@ impl Source for MySqlSource {
     }
 }
 
-#[async_trait]
-impl KeyReader for MySqlSource {
-    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-        crate::db::keys::bounds(self, spec).await
-    }
-
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
-        crate::db::keys::digests(self, spec, space).await
-    }
-
-    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
-        crate::db::keys::keys_in(self, spec, space, ranges).await
-    }
-}
+crate::db::keys::key_reader!(MySqlSource);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,6 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::window::InFlight;
 use etl_core::{BatchStream, CursorValue, Error, Extract, ReadRequest, Result, Source, SourceRef, TableSpec};
@@ -422,7 +421,7 @@ impl Source for PostgresSource {
         true
     }
 
-    fn key_reader(&self) -> Option<&dyn KeyReader> {
+    fn key_reader(&self) -> Option<&dyn etl_core::keys::KeyReader> {
         Some(self)
     }
 
@@ -435,20 +434,7 @@ impl Source for PostgresSource {
     }
 }
 
-#[async_trait]
-impl KeyReader for PostgresSource {
-    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-        crate::db::keys::bounds(self, spec).await
-    }
-
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
-        crate::db::keys::digests(self, spec, space).await
-    }
-
-    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
-        crate::db::keys::keys_in(self, spec, space, ranges).await
-    }
-}
+crate::db::keys::key_reader!(PostgresSource);
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! incremental window's predicate, and the rendering of cursor values as typed literals where
 //! a statement cannot take parameters (Postgres `COPY (SELECT …)`).
 
-use crate::keys::{KeySpace, key_hash_sql};
+use crate::keys::{CONTENT_MODULUS, Content, ContentKind, KeySpace, key_hash_sql};
 use crate::position::CursorValue;
 use crate::position::Low;
 
@@ -116,51 +116,167 @@ impl Dialect {
         )
     }
 
+    /// The key column as a signed 64-bit integer.
+    fn key_int(self, k: &str) -> String {
+        match self {
+            Dialect::MySql => format!("CAST({k} AS SIGNED)"),
+            Dialect::Snowflake => k.to_string(),
+            Dialect::Postgres | Dialect::Redshift => format!("CAST({k} AS BIGINT)"),
+        }
+    }
+
+    /// Column `c` (quoted) as the integer its [`ContentKind`] values it by, NULL for NULL
+    /// ([`crate::keys::content_hash`]).
+    ///
+    /// ```
+    /// use etl_core::keys::ContentKind;
+    /// use etl_core::kit::sql::Dialect;
+    /// assert_eq!(Dialect::Postgres.content_int(r#""price""#, ContentKind::Decimal(2)),
+    ///            r#"CAST(ROUND("price" * 100) AS BIGINT)"#);
+    /// assert_eq!(Dialect::MySql.content_int("`d`", ContentKind::Date), "DATEDIFF(`d`, '1970-01-01')");
+    /// ```
+    pub fn content_int(self, c: &str, kind: ContentKind) -> String {
+        use Dialect::{MySql, Postgres, Redshift, Snowflake};
+        match (kind, self) {
+            (ContentKind::Integer, _) => self.key_int(c),
+            (ContentKind::Boolean, _) => format!("(CASE WHEN {c} THEN 1 WHEN NOT {c} THEN 0 END)"),
+            (ContentKind::Date, Postgres | Redshift) => format!("({c} - DATE '1970-01-01')"),
+            (ContentKind::Date, MySql) => format!("DATEDIFF({c}, '1970-01-01')"),
+            (ContentKind::Date, Snowflake) => format!("DATEDIFF(day, DATE '1970-01-01', {c})"),
+            (ContentKind::Timestamp, Postgres | Redshift) => {
+                format!("CAST(EXTRACT(EPOCH FROM {c}) * 1000000 AS BIGINT)")
+            }
+            (ContentKind::Timestamp, MySql) => {
+                format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})")
+            }
+            (ContentKind::Timestamp, Snowflake) => format!("DATE_PART(EPOCH_MICROSECOND, {c})"),
+            (ContentKind::Decimal(0), _) => self.key_int(&format!("ROUND({c})")),
+            (ContentKind::Decimal(s), _) => self.key_int(&format!("ROUND({c} * 1{})", "0".repeat(s as usize))),
+            (ContentKind::Float, _) => self.key_int(&format!("ROUND({c} * 1000000)")),
+            (ContentKind::Text, Postgres) => {
+                format!("CAST(CAST('x' || substr(md5(CAST({c} AS TEXT)), 1, 7) AS BIT(28)) AS BIGINT)")
+            }
+            (ContentKind::Text, Redshift) => format!("STRTOL(SUBSTRING(MD5({c}), 1, 7), 16)"),
+            // The MD5 of the text's UTF-8 bytes, whatever the column's character set.
+            (ContentKind::Text, MySql) => {
+                format!("CAST(CONV(SUBSTRING(MD5(CONVERT(CAST({c} AS CHAR) USING utf8mb4)), 1, 7), 16, 10) AS SIGNED)")
+            }
+            // Digit by digit: what every Snowflake (and its emulator) computes alike.
+            (ContentKind::Text, Snowflake) => {
+                let digits: Vec<String> = (1..=7)
+                    .map(|i| {
+                        format!(
+                            "(POSITION(SUBSTR(MD5({c}), {i}, 1) IN '0123456789abcdef') - 1) * {}",
+                            16_i64.pow(7 - i)
+                        )
+                    })
+                    .collect();
+                format!("({})", digits.join(" + "))
+            }
+        }
+    }
+
+    /// The [`crate::keys::content_hash`] of a row, for key column `k` (quoted) and the
+    /// `content` columns named as `name` maps them; `None` without content.
+    fn content_sql(self, k: &str, content: &[Content], name: &dyn Fn(&str) -> String) -> Option<String> {
+        if content.is_empty() {
+            return None;
+        }
+        let q = CONTENT_MODULUS;
+        let weight = format!("ABS({} % {q})", self.key_int(k));
+        let terms: Vec<String> = content
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = self.content_int(&self.quote(&name(&c.name)), c.kind);
+                format!("COALESCE(({v}) % {q} + {q}, 0) * ({weight} + {})", i + 1)
+            })
+            .collect();
+        Some(terms.join(" + "))
+    }
+
     /// Per range of `space`: the range, the count, the sum and the hash sum of key column
-    /// `key` of `relation`, as text ([`crate::keys::KeyReader::key_digests`]).
+    /// `key` of `relation` — and the sum of the rows' content hashes of the `content`
+    /// columns (found under the names `name` gives them) — as text
+    /// ([`crate::keys::KeyReader::key_digests`]).
     ///
     /// ```
     /// use etl_core::keys::KeySpace;
     /// use etl_core::kit::sql::Dialect;
     /// let space = KeySpace { lo: 1, width: 100, ranges: 10 };
-    /// assert_eq!(Dialect::MySql.key_digests("`t`", "id", &space),
+    /// assert_eq!(Dialect::MySql.key_digests("`t`", "id", &space, &[], &|c| c.to_string()),
     ///            "SELECT CAST(r AS CHAR), CAST(c AS CHAR), CAST(s AS CHAR), CAST(h AS CHAR) FROM \
     ///             (SELECT (CAST(`id` AS SIGNED) - (1)) DIV 100 AS r, count(*) AS c, sum(`id`) AS s, \
     ///             sum(((((CAST(`id` AS SIGNED) % 2147483647) * (CAST(`id` AS SIGNED) % 2147483647)) % 2147483647) \
     ///             * ((CAST(`id` AS SIGNED) % 2147483647) + 12345)) % 2147483647) AS h FROM `t` GROUP BY 1) d");
     /// ```
-    pub fn key_digests(self, relation: &str, key: &str, space: &KeySpace) -> String {
+    pub fn key_digests(
+        self,
+        relation: &str,
+        key: &str,
+        space: &KeySpace,
+        content: &[Content],
+        name: &dyn Fn(&str) -> String,
+    ) -> String {
         let k = self.quote(key);
-        let int = match self {
-            Dialect::MySql => format!("CAST({k} AS SIGNED)"),
-            Dialect::Snowflake => k.clone(),
-            Dialect::Postgres | Dialect::Redshift => format!("CAST({k} AS BIGINT)"),
+        let (content_out, content_sum) = match self.content_sql(&k, content, name) {
+            Some(sql) => (format!(", {}", self.text("ch")), format!(", sum({sql}) AS ch")),
+            None => (String::new(), String::new()),
         };
         // Grouped by the integer range, cast to text only for the answer (grouping by text
         // costs twice as much).
         format!(
-            "SELECT {}, {}, {}, {} FROM (SELECT {} AS r, count(*) AS c, sum({k}) AS s, sum({}) AS h \
-             FROM {relation} GROUP BY 1) d",
+            "SELECT {}, {}, {}, {}{content_out} FROM (SELECT {} AS r, count(*) AS c, sum({k}) AS s, sum({}) AS h\
+             {content_sum} FROM {relation} GROUP BY 1) d",
             self.text("r"),
             self.text("c"),
             self.text("s"),
             self.text("h"),
             self.key_range(&k, space),
-            key_hash_sql(&int),
+            key_hash_sql(&self.key_int(&k)),
         )
     }
 
-    /// The keys of `relation` in the given ranges of `space`, as text
-    /// ([`crate::keys::KeyReader::keys_in`]).
-    pub fn keys_in(self, relation: &str, key: &str, space: &KeySpace, ranges: &[i64]) -> String {
+    /// The keys of `relation` in the given ranges of `space` — with their rows' content
+    /// hashes of the `content` columns — as text ([`crate::keys::KeyReader::keys_in`]).
+    pub fn keys_in(
+        self,
+        relation: &str,
+        key: &str,
+        space: &KeySpace,
+        ranges: &[i64],
+        content: &[Content],
+        name: &dyn Fn(&str) -> String,
+    ) -> String {
         let k = self.quote(key);
         let list: Vec<String> = ranges.iter().map(i64::to_string).collect();
+        let hash = match self.content_sql(&k, content, name) {
+            Some(sql) => format!(", {}", self.text(&format!("({sql})"))),
+            None => String::new(),
+        };
         format!(
-            "SELECT {} FROM {relation} WHERE {} IN ({})",
+            "SELECT {}{hash} FROM {relation} WHERE {} IN ({})",
             self.text(&k),
             self.key_range(&k, space),
             list.join(", ")
         )
+    }
+
+    /// `k BETWEEN lo AND hi OR …` over inclusive key intervals, for key column `key`: the
+    /// predicate of a read of key ranges ([`crate::ReadRequest::keys`]).
+    pub fn key_intervals(self, key: &str, intervals: &[(i64, i64)]) -> String {
+        let k = self.quote(key);
+        let parts: Vec<String> = intervals
+            .iter()
+            .map(|(lo, hi)| {
+                if lo == hi {
+                    format!("{k} = {lo}")
+                } else {
+                    format!("{k} BETWEEN {lo} AND {hi}")
+                }
+            })
+            .collect();
+        format!("({})", parts.join(" OR "))
     }
 
     /// Deletes the rows of `table` whose key column `key` holds one of `keys`.

@@ -95,6 +95,36 @@ pub fn filter_window(
     Ok((filter_batch(&spec.name, batch, &mask)?, null_rows))
 }
 
+/// The rows of `batch` whose primary key (one integer column) falls in one of the sorted,
+/// disjoint inclusive `intervals` ([`crate::ReadRequest::keys`]).
+///
+/// # Errors
+/// [`Error::ColumnNotFound`] for a batch without the key column; a key that is not an
+/// integer.
+pub fn keep_keys(spec: &TableSpec, batch: &RecordBatch, intervals: &[(i64, i64)]) -> Result<RecordBatch> {
+    let [key] = spec.primary_key.as_slice() else {
+        return Err(Error::config(format!(
+            "table `{}`: reading key ranges needs a primary key of one column",
+            spec.name
+        )));
+    };
+    let col = batch.column_by_name(key).ok_or_else(|| Error::ColumnNotFound {
+        table: spec.name.clone(),
+        column: key.clone(),
+    })?;
+    let ints = super::batch::cast_column(&spec.name, key, col, &arrow::datatypes::DataType::Int64)?;
+    let ints = ints
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("cast to Int64");
+    let inside = |k: i64| {
+        let i = intervals.partition_point(|(_, hi)| *hi < k);
+        intervals.get(i).is_some_and(|(lo, _)| *lo <= k)
+    };
+    let mask: arrow::array::BooleanArray = ints.iter().map(|k| Some(k.is_some_and(inside))).collect();
+    filter_batch(&spec.name, batch, &mask)
+}
+
 /// The (cursor, primary key) pair of the last row of `batch`, where a chunked read stops.
 ///
 /// # Errors

@@ -35,7 +35,6 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
-use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, Staged, StagedWrite,
@@ -152,7 +151,7 @@ impl Sink for PostgresSink {
         self.checkpoints().load(&client, pipeline, &spec.name).await
     }
 
-    fn key_reader(&self) -> Option<&dyn KeyReader> {
+    fn key_reader(&self) -> Option<&dyn etl_core::keys::KeyReader> {
         Some(self)
     }
 
@@ -742,20 +741,7 @@ impl StagedWrite for PgWriter {
     }
 }
 
-#[async_trait]
-impl KeyReader for PostgresSink {
-    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-        self.table_keys(spec).await?.bounds(spec).await
-    }
-
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
-        self.table_keys(spec).await?.digests(spec, space).await
-    }
-
-    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
-        self.table_keys(spec).await?.keys_in(spec, space, ranges).await
-    }
-}
+crate::warehouse::keys::key_reader!(PostgresSink);
 
 impl PostgresSink {
     /// The target's key queries, on a connection of their own.

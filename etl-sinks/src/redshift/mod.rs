@@ -35,7 +35,6 @@ mod load;
 pub use config::{RedshiftLoad, RedshiftSink};
 
 use async_trait::async_trait;
-use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
 
@@ -59,7 +58,7 @@ impl Sink for RedshiftSink {
         self.checkpoints().load(&client, pipeline, &spec.name).await
     }
 
-    fn key_reader(&self) -> Option<&dyn KeyReader> {
+    fn key_reader(&self) -> Option<&dyn etl_core::keys::KeyReader> {
         Some(self)
     }
 
@@ -90,20 +89,7 @@ impl Sink for RedshiftSink {
     }
 }
 
-#[async_trait]
-impl KeyReader for RedshiftSink {
-    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-        self.table_keys(spec).await?.bounds(spec).await
-    }
-
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
-        self.table_keys(spec).await?.digests(spec, space).await
-    }
-
-    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
-        self.table_keys(spec).await?.keys_in(spec, space, ranges).await
-    }
-}
+crate::warehouse::keys::key_reader!(RedshiftSink);
 
 impl RedshiftSink {
     /// The target's key queries, on a connection of their own.

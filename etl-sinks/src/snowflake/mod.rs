@@ -36,7 +36,6 @@ mod tokens;
 pub use config::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
 
 use async_trait::async_trait;
-use etl_core::keys::{Digests, KeyReader, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
 
@@ -60,7 +59,7 @@ impl Sink for SnowflakeSink {
         self.checkpoints().load(&db, pipeline, &spec.name).await
     }
 
-    fn key_reader(&self) -> Option<&dyn KeyReader> {
+    fn key_reader(&self) -> Option<&dyn etl_core::keys::KeyReader> {
         Some(self)
     }
 
@@ -96,20 +95,7 @@ impl Sink for SnowflakeSink {
     }
 }
 
-#[async_trait]
-impl KeyReader for SnowflakeSink {
-    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-        self.table_keys(spec).await?.bounds(spec).await
-    }
-
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
-        self.table_keys(spec).await?.digests(spec, space).await
-    }
-
-    async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
-        self.table_keys(spec).await?.keys_in(spec, space, ranges).await
-    }
-}
+crate::warehouse::keys::key_reader!(SnowflakeSink);
 
 impl SnowflakeSink {
     /// The target's key queries, on a connection of their own.

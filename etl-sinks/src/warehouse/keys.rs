@@ -1,7 +1,7 @@
 //! The SQL warehouses' side of a key comparison ([`etl_core::keys`]) and the deletes it finds,
 //! on the target table: the key queries of the warehouse's dialect, run on its session.
 
-use etl_core::keys::{self, Digests, KeySpace};
+use etl_core::keys::{self, Content, Digests, KeyRow, KeySpace};
 use etl_core::kit::sql::Dialect;
 use etl_core::{Error, Result, TableSpec};
 
@@ -51,21 +51,36 @@ impl TableKeys {
     }
 
     /// [`etl_core::keys::KeyReader::key_digests`].
-    pub(crate) async fn digests(&self, spec: &TableSpec, space: &KeySpace) -> Result<Digests> {
+    pub(crate) async fn digests(&self, spec: &TableSpec, space: &KeySpace, content: &[Content]) -> Result<Digests> {
         if let Some(setup) = self.dialect.key_session() {
             self.db.exec(setup).await?;
         }
-        let sql = self
-            .dialect
-            .key_digests(&self.target.qualified, &column(&self.target, spec)?, space);
+        let sql = self.dialect.key_digests(
+            &self.target.qualified,
+            &column(&self.target, spec)?,
+            space,
+            content,
+            &|c| self.target.fold(c),
+        );
         keys::parse_digests(&spec.name, &self.db.rows(&sql).await?)
     }
 
     /// [`etl_core::keys::KeyReader::keys_in`].
-    pub(crate) async fn keys_in(&self, spec: &TableSpec, space: &KeySpace, ranges: &[i64]) -> Result<Vec<i64>> {
-        let sql = self
-            .dialect
-            .keys_in(&self.target.qualified, &column(&self.target, spec)?, space, ranges);
+    pub(crate) async fn keys_in(
+        &self,
+        spec: &TableSpec,
+        space: &KeySpace,
+        ranges: &[i64],
+        content: &[Content],
+    ) -> Result<Vec<KeyRow>> {
+        let sql = self.dialect.keys_in(
+            &self.target.qualified,
+            &column(&self.target, spec)?,
+            space,
+            ranges,
+            content,
+            &|c| self.target.fold(c),
+        );
         keys::parse_keys(&spec.name, &self.db.rows(&sql).await?)
     }
 
@@ -92,3 +107,40 @@ impl TableKeys {
         Ok(deleted)
     }
 }
+
+/// Implements [`etl_core::keys::KeyReader`] for a warehouse sink with an
+/// `async fn table_keys(&self, spec) -> Result<TableKeys>`: every answer from the target
+/// table's [`TableKeys`].
+macro_rules! key_reader {
+    ($sink:ty) => {
+        #[async_trait::async_trait]
+        impl etl_core::keys::KeyReader for $sink {
+            async fn key_bounds(&self, spec: &etl_core::TableSpec) -> etl_core::Result<Option<(i64, i64)>> {
+                self.table_keys(spec).await?.bounds(spec).await
+            }
+
+            async fn key_digests(
+                &self,
+                spec: &etl_core::TableSpec,
+                space: &etl_core::keys::KeySpace,
+                content: &[etl_core::keys::Content],
+            ) -> etl_core::Result<etl_core::keys::Digests> {
+                self.table_keys(spec).await?.digests(spec, space, content).await
+            }
+
+            async fn keys_in(
+                &self,
+                spec: &etl_core::TableSpec,
+                space: &etl_core::keys::KeySpace,
+                ranges: &[i64],
+                content: &[etl_core::keys::Content],
+            ) -> etl_core::Result<Vec<etl_core::keys::KeyRow>> {
+                self.table_keys(spec)
+                    .await?
+                    .keys_in(spec, space, ranges, content)
+                    .await
+            }
+        }
+    };
+}
+pub(crate) use key_reader;

@@ -86,7 +86,13 @@ impl Target {
     /// the target is), cut to `max_bytes` (the warehouse's identifier limit: 63 in Postgres
     /// and Redshift); schema-qualified and quoted.
     pub(crate) fn scratch(&self, kind: &str, run_id: &str, max_bytes: usize) -> String {
-        let mut name = format!("_etl_{kind}_{run_id}_{}", self.name);
+        // Letters, digits and `_` only: a plain name every engine (and emulator) takes, for a
+        // run id such as a chunk's or a repair's.
+        let run: String = run_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut name = format!("_etl_{kind}_{run}_{}", self.name);
         if self.upper {
             name = name.to_uppercase();
         }
