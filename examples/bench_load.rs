@@ -16,7 +16,9 @@
 //!
 //! `PARALLELISM` (default 2) sets the connections of a whole-table read. `DETECT_DELETES=1`
 //! makes `upsert` also delete from the target the keys gone from the source
-//! (`TableSpec::detect_deletes`).
+//! (`TableSpec::detect_deletes`). `RECONCILE=col,col…` (or `RECONCILE=keys`) makes `upsert`
+//! reconcile the target with the source after the run, comparing those columns' content
+//! (or keys and counts only); `RECONCILE_POLICY=report|fail|repair` (default `report`).
 //!
 //! Prints the run's report as one JSON line; exits non-zero when the run fails.
 
@@ -24,7 +26,7 @@ use std::sync::Arc;
 
 use etl::{
     Deletes, LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSink,
-    PostgresSource, Sink, Source, TableSpec,
+    PostgresSource, Reconcile, ReconcilePolicy, Sink, Source, TableSpec,
 };
 
 fn env(name: &str) -> Result<String, Box<dyn std::error::Error>> {
@@ -65,6 +67,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // DETECT_DELETES=1: after the run, the keys gone from the source leave the target.
     if mode == LoadMode::Upsert && std::env::var("DETECT_DELETES").is_ok_and(|v| v == "1") {
         spec = spec.detect_deletes(Deletes::default());
+    }
+    // RECONCILE=keys or RECONCILE=col,col…: after the run, the target compared with the source.
+    if let (LoadMode::Upsert, Ok(columns)) = (mode, std::env::var("RECONCILE")) {
+        let policy = match std::env::var("RECONCILE_POLICY").as_deref() {
+            Ok("fail") => ReconcilePolicy::Fail,
+            Ok("repair") => ReconcilePolicy::Repair,
+            Ok("report") | Err(_) => ReconcilePolicy::Report,
+            Ok(other) => return Err(format!("RECONCILE_POLICY={other}: expected report, fail or repair").into()),
+        };
+        let columns: Vec<&str> = columns.split(',').filter(|c| !c.is_empty() && *c != "keys").collect();
+        spec = spec.reconcile(Reconcile::new(policy).content(columns));
     }
     let sink: Arc<dyn Sink> = if mode == LoadMode::Upsert {
         // The same columns as the source: no etl_processed_at.

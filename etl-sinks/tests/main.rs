@@ -613,6 +613,106 @@ mod crawl;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+/// Rows deleted at a Postgres source are marked in an INCREMENTAL lake by tombstone rows,
+/// which DuckDB filters out of the current rows; a key the source inserts again is live again.
+#[tokio::test]
+async fn deletes_at_the_source_are_marked_in_the_lake() {
+    let url = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
+        panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    });
+    let (pg, c) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(c);
+    let src = conformance::unique("lake_del");
+    let sql = |s: &str| s.replace("$Q", &src);
+    pg.batch_execute(&sql(
+        "CREATE SCHEMA $Q; CREATE TABLE $Q.items (id bigint PRIMARY KEY, name text, updated_at timestamp NOT NULL);
+         INSERT INTO $Q.items SELECT i, 'n' || i, '2025-07-01'::timestamp + i * interval '1 minute'
+           FROM generate_series(1, 100) i;",
+    ))
+    .await
+    .unwrap();
+    let (dir, sink) = local();
+    let p = Pipeline::builder("lake_del")
+        .source(etl_connectors::postgres::PostgresSource::new(&url).unwrap())
+        .sink(sink.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(sink.location().child("_etl/watermarks")))
+        .table(
+            TableSpec::new("items")
+                .from_table(format!("{src}.items"))
+                .mode(LoadMode::Incremental)
+                .primary_key(["id"])
+                .cursor(["updated_at"])
+                .detect_deletes(etl_core::Deletes {
+                    ranges: 16,
+                    ..Default::default()
+                }),
+        )
+        .build()
+        .unwrap();
+    let glob = dir.path().join("items/*.parquet");
+    // The current rows: per key the newest row by etl_processed_at, unless it is a tombstone.
+    let current = || {
+        duckdb(
+            "SELECT count(*), count(*) FILTER (WHERE id IN (5, 60)), max(name) FILTER (WHERE id = 60) FROM \
+             (SELECT id, name, _etl_deleted_at, row_number() OVER (PARTITION BY id ORDER BY etl_processed_at DESC, \
+             _etl_deleted_at DESC NULLS LAST) AS rn FROM read_parquet('{glob}', union_by_name = true)) \
+             WHERE rn = 1 AND _etl_deleted_at IS NULL",
+            &glob,
+        )
+        .unwrap()
+    };
+    let tombstones = || {
+        duckdb(
+            "SELECT list(id ORDER BY id), count(name) FROM read_parquet('{glob}', union_by_name = true) \
+             WHERE _etl_deleted_at IS NOT NULL",
+            &glob,
+        )
+        .unwrap()
+    };
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("items").unwrap().written_count, 100);
+
+    pg.batch_execute(&sql("DELETE FROM $Q.items WHERE id IN (5, 60)"))
+        .await
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(
+        (t.status, t.deleted_count, t.keys.as_ref().unwrap().deleted_at_source),
+        (TableStatus::NoNewData, 2, 2),
+        "{t:?}"
+    );
+    assert_eq!(current(), "[(98, 0, None)]");
+    assert_eq!(tombstones(), "[([5, 60], 0)]", "tombstones hold the key, nothing else");
+
+    // The tombstones count: nothing is deleted twice, and the target is not taken for lost.
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(
+        (t.deleted_count, t.keys.as_ref().unwrap().ranges_differing),
+        (0, 0),
+        "{t:?}"
+    );
+
+    // Inserted again at the source: live again.
+    pg.batch_execute(&sql("INSERT INTO $Q.items VALUES (60, 'back', '2025-08-01 00:00:00')"))
+        .await
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(
+        (
+            t.written_count,
+            t.deleted_count,
+            t.keys.as_ref().unwrap().ranges_differing
+        ),
+        (1, 0, 0),
+        "{t:?}"
+    );
+    assert_eq!(current(), "[(99, 1, 'back')]");
+    pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
+}
+
 #[cfg(any(feature = "postgres", feature = "snowflake"))]
 mod scenarios;
 

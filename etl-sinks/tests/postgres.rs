@@ -1178,7 +1178,10 @@ async fn reconciliation_that_cannot_work_is_refused_at_build() {
             .mode(LoadMode::Incremental)
             .reconcile(Reconcile::new(ReconcilePolicy::Repair)),
     );
-    assert!(e.contains("`items`") && e.contains("only an UPSERT target absorbs them"), "{e}");
+    assert!(
+        e.contains("`items`") && e.contains("only an UPSERT target absorbs them"),
+        "{e}"
+    );
     let e = build(
         TableSpec::new("items")
             .mode(LoadMode::Full)
@@ -1199,7 +1202,11 @@ async fn reconciliation_that_cannot_work_is_refused_at_build() {
         .watermarks(etl_core::ObjectStoreWatermarkStore::new(
             Location::local(std::env::temp_dir()).unwrap(),
         ))
-        .table(spec().mode(LoadMode::Upsert).reconcile(Reconcile::new(ReconcilePolicy::Report)))
+        .table(
+            spec()
+                .mode(LoadMode::Upsert)
+                .reconcile(Reconcile::new(ReconcilePolicy::Report)),
+        )
         .build()
         .map(|_| ())
         .unwrap_err()

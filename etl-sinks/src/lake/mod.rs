@@ -30,6 +30,7 @@
 //! [`LakeOptions::max_buffered_bytes`].
 
 mod commit;
+mod keys;
 mod writer;
 
 use async_trait::async_trait;
@@ -39,6 +40,7 @@ use etl_core::{
 use parquet::basic::{Compression, ZstdLevel};
 
 pub use commit::CommitLog;
+pub use keys::DELETED_AT;
 
 /// Tuning of the Parquet files a [`LakeSink`] writes.
 #[derive(Clone, Debug)]
@@ -85,6 +87,8 @@ impl Default for LakeOptions {
 pub struct LakeSink {
     location: Location,
     options: LakeOptions,
+    /// The live keys of the table last compared, at its last commit.
+    live: std::sync::Arc<keys::LiveKeys>,
 }
 
 impl LakeSink {
@@ -93,6 +97,7 @@ impl LakeSink {
         LakeSink {
             location,
             options: LakeOptions::default(),
+            live: Default::default(),
         }
     }
 
@@ -169,8 +174,17 @@ impl Sink for LakeSink {
                        Redshift, Snowflake) for UPSERT"
                     .into(),
             }),
-            _ => Ok(()),
+            _ => keys::check(spec),
         }
+    }
+
+    fn key_reader(&self) -> Option<&dyn etl_core::keys::KeyReader> {
+        Some(self)
+    }
+
+    /// Appends tombstone rows for `keys` ([`DELETED_AT`]): the lake is append-only.
+    async fn delete_keys(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
+        self.tombstones(spec, keys).await
     }
 
     async fn last_checkpoint(&self, _pipeline: &str, spec: &TableSpec) -> Result<Option<Checkpoint>> {
