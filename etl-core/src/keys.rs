@@ -18,8 +18,9 @@
 //! digest also sums a hash of those columns' values per row: each value as an integer the
 //! engines compute alike (the integer itself, days or microseconds since 1970, a decimal
 //! scaled to an integer, the first 28 bits of a text's MD5), `u = v % Q + Q` (0 for NULL)
-//! weighted by `|k % Q| + i + 1` for the column's place `i` ([`content_hash`]). A changed
-//! value changes its row's hash unless it changed by a multiple of `Q`.
+//! weighted by the column's place `i + 1`, the row's sum times the key's weight `|k % R| + 1`
+//! ([`content_hash`]). A changed value changes its row's hash unless it changed by a multiple
+//! of `Q`.
 
 use std::collections::BTreeMap;
 
@@ -33,9 +34,12 @@ pub const HASH_MODULUS: i64 = 2_147_483_647;
 /// The offset of [`key_hash`].
 pub const HASH_OFFSET: i64 = 12_345;
 
-/// The modulus of [`content_hash`] (a prime near 2^28: up to [`MAX_CONTENT_COLUMNS`] weighted
-/// values sum within a signed 64-bit integer).
+/// The modulus of the values in [`content_hash`] (a prime near 2^28: up to
+/// [`MAX_CONTENT_COLUMNS`] weighted values, times a key's weight, stay within a signed 64-bit
+/// integer).
 pub const CONTENT_MODULUS: i64 = 268_435_399;
+/// The modulus of a key's weight in [`content_hash`] (a prime near 2^23).
+pub const WEIGHT_MODULUS: i64 = 8_388_593;
 /// The most columns a content digest takes.
 pub const MAX_CONTENT_COLUMNS: usize = 32;
 
@@ -53,16 +57,19 @@ pub fn key_hash_sql(k: &str) -> String {
     format!("(((({k} % {p}) * ({k} % {p})) % {p}) * (({k} % {p}) + {c})) % {p}")
 }
 
-/// The hash of one row's content, as the SQL engines compute it: the sum over the columns
-/// of `(v % Q + Q) * (|k % Q| + i + 1)`, a NULL counting 0 ([`CONTENT_MODULUS`] is `Q`).
+/// The hash of one row's content, as the SQL engines compute it: the key's weight
+/// `|k % R| + 1` times the sum over the columns of `(v % Q + Q) * (i + 1)`, a NULL counting 0
+/// ([`CONTENT_MODULUS`] is `Q`, [`WEIGHT_MODULUS`] is `R`). No remainder is taken of the
+/// product, so a row whose sum changes changes its range's digest.
 pub fn content_hash(key: i64, values: &[Option<i64>]) -> i64 {
     let q = CONTENT_MODULUS;
-    let weight = (key % q).abs();
-    values
+    let weight = (key % WEIGHT_MODULUS).abs() + 1;
+    let sum: i64 = values
         .iter()
         .enumerate()
-        .map(|(i, v)| v.map_or(0, |v| (v % q + q) * (weight + i as i64 + 1)))
-        .sum()
+        .map(|(i, v)| v.map_or(0, |v| (v % q + q) * (i as i64 + 1)))
+        .sum();
+    weight * sum
 }
 
 /// How a column's values enter a content digest: the integer each engine computes alike.
@@ -74,8 +81,9 @@ pub enum ContentKind {
     Boolean,
     /// A date: days since 1970-01-01.
     Date,
-    /// A timestamp: microseconds since 1970-01-01 00:00 (UTC for one with a time zone).
-    Timestamp,
+    /// A timestamp: microseconds since 1970-01-01 00:00 (UTC for one with a time zone,
+    /// `true`).
+    Timestamp(bool),
     /// A decimal of this scale: the value times 10^scale, rounded.
     Decimal(i8),
     /// A floating-point number: the value times 10^6, rounded.
@@ -94,7 +102,7 @@ impl ContentKind {
             }
             T::Boolean => ContentKind::Boolean,
             T::Date32 | T::Date64 => ContentKind::Date,
-            T::Timestamp(..) => ContentKind::Timestamp,
+            T::Timestamp(_, tz) => ContentKind::Timestamp(tz.is_some()),
             T::Decimal128(_, s) | T::Decimal256(_, s) => ContentKind::Decimal((*s).max(0)),
             T::Float16 | T::Float32 | T::Float64 => ContentKind::Float,
             _ => ContentKind::Text,
@@ -109,6 +117,11 @@ pub struct Content {
     pub name: String,
     /// How its values are hashed.
     pub kind: ContentKind,
+    /// Hashed by the engine's own function for its type, which both sides of the
+    /// comparison share ([`KeyReader::native_hash`]): on Postgres `hashint8`, `hash_numeric`,
+    /// `timestamp_hash`, `hashtext`, several times cheaper than the portable integers (MD5
+    /// of text, numeric arithmetic).
+    pub native: bool,
 }
 
 /// How a key column's values are cut: `ranges` ranges of `width` keys from `lo`
@@ -252,6 +265,20 @@ pub fn diff_keys(mut source: Vec<KeyRow>, mut target: Vec<KeyRow>) -> KeyDiff {
     diff
 }
 
+/// The spec's one primary key column, which key comparisons need.
+///
+/// # Errors
+/// [`crate::Error::Config`] for a key of none or several columns.
+pub fn key_column(spec: &TableSpec) -> Result<&str> {
+    match spec.primary_key.as_slice() {
+        [key] => Ok(key),
+        _ => Err(crate::Error::config(format!(
+            "table `{}`: comparing keys needs a primary key of one column",
+            spec.name
+        ))),
+    }
+}
+
 /// Rows of text cells, as the key queries of [`crate::kit::sql::Dialect`] answer them.
 pub type Cells = Vec<Vec<Option<String>>>;
 
@@ -353,6 +380,12 @@ pub trait KeyReader: Send + Sync {
         content: &[Content],
     ) -> Result<Vec<KeyRow>>;
 
+    /// The engine's own hash functions, when it has them ([`Content::native`]): two sides
+    /// that name the same ones compare content by them.
+    fn native_hash(&self) -> Option<&'static str> {
+        None
+    }
+
     /// How the named columns enter a content digest, from their types here (asked of the
     /// source; the target's columns hold what the source's did).
     ///
@@ -410,7 +443,7 @@ mod tests {
     fn content_hashes_tell_changed_rows_apart() {
         let q = CONTENT_MODULUS;
         assert_eq!(content_hash(7, &[Some(1), None]), (1 + q) * 8);
-        assert_eq!(content_hash(-7, &[Some(-1)]), (q - 1) * 8);
+        assert_eq!(content_hash(-7, &[None, Some(-1)]), (q - 1) * 2 * 8);
         assert_ne!(content_hash(7, &[Some(0)]), content_hash(7, &[None]), "NULL is not 0");
         assert_ne!(
             content_hash(7, &[Some(1), Some(2)]),

@@ -55,6 +55,7 @@ pub(crate) async fn content<D: Database>(db: &D, spec: &TableSpec, columns: &[St
             Some(p) => Ok(Content {
                 name: name.clone(),
                 kind: ContentKind::of(p.data_type()),
+                native: false,
             }),
             None => Err(Error::ColumnNotFound {
                 table: spec.name.clone(),
@@ -66,18 +67,15 @@ pub(crate) async fn content<D: Database>(db: &D, spec: &TableSpec, columns: &[St
 
 async fn query<D: Database>(db: &D, spec: &TableSpec, sql: impl FnOnce(&str, &str) -> String) -> Result<Cells> {
     let rel = relation::<D>(spec)?;
-    let [key] = spec.primary_key.as_slice() else {
-        return Err(Error::config(format!(
-            "table `{}`: comparing keys needs a primary key of one column",
-            spec.name
-        )));
-    };
+    let key = keys::key_column(spec)?;
     let sql = sql(&rel, key);
     tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "key query");
     let mut conn = db.connect(&spec.name).await?;
     let mut out = Ok(Vec::new());
-    if let Some(setup) = D::DIALECT.key_session() {
-        out = db.cells(&mut conn, &spec.name, setup).await;
+    for setup in D::DIALECT.key_session() {
+        if out.is_ok() {
+            out = db.cells(&mut conn, &spec.name, setup).await;
+        }
     }
     if out.is_ok() {
         out = db.cells(&mut conn, &spec.name, &sql).await;
@@ -89,9 +87,13 @@ async fn query<D: Database>(db: &D, spec: &TableSpec, sql: impl FnOnce(&str, &st
 /// Implements [`etl_core::keys::KeyReader`] for a database source (a [`Database`]): every
 /// answer from the functions of this module.
 macro_rules! key_reader {
-    ($source:ty) => {
+    ($source:ty, $native:expr) => {
         #[async_trait::async_trait]
         impl etl_core::keys::KeyReader for $source {
+            fn native_hash(&self) -> Option<&'static str> {
+                $native
+            }
+
             async fn key_bounds(&self, spec: &etl_core::TableSpec) -> etl_core::Result<Option<(i64, i64)>> {
                 crate::db::keys::bounds(self, spec).await
             }

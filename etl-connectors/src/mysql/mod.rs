@@ -904,7 +904,7 @@ impl Source for MySqlSource {
     }
 }
 
-crate::db::keys::key_reader!(MySqlSource);
+crate::db::keys::key_reader!(MySqlSource, None);
 
 #[cfg(test)]
 mod tests {

@@ -434,7 +434,7 @@ impl Source for PostgresSource {
     }
 }
 
-crate::db::keys::key_reader!(PostgresSource);
+crate::db::keys::key_reader!(PostgresSource, Some("postgres"));
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! incremental window's predicate, and the rendering of cursor values as typed literals where
 //! a statement cannot take parameters (Postgres `COPY (SELECT …)`).
 
-use crate::keys::{CONTENT_MODULUS, Content, ContentKind, KeySpace, key_hash_sql};
+use crate::keys::{CONTENT_MODULUS, Content, ContentKind, KeySpace, WEIGHT_MODULUS, key_hash_sql};
 use crate::position::CursorValue;
 use crate::position::Low;
 
@@ -89,13 +89,15 @@ impl Dialect {
         }
     }
 
-    /// What a session runs before [`Dialect::key_digests`]: Postgres plans its hash
-    /// aggregate for a group per row and spills it to disk under the default `work_mem`
-    /// (4 MB) although the ranges fit in a few; more memory keeps it in one pass.
-    pub fn key_session(self) -> Option<&'static str> {
+    /// What a session runs before the key queries: Postgres plans its hash aggregate for a
+    /// group per row and spills it to disk under the default `work_mem` (4 MB) although the
+    /// ranges fit in a few, so more memory keeps it in one pass; and it runs a key query
+    /// faster on one process than with parallel workers (the partial aggregates of 65 536
+    /// ranges cost more than they save), which also leaves the other core to the other side.
+    pub fn key_session(self) -> &'static [&'static str] {
         match self {
-            Dialect::Postgres => Some("SET work_mem = '64MB'"),
-            _ => None,
+            Dialect::Postgres => &["SET work_mem = '64MB'", "SET max_parallel_workers_per_gather = 0"],
+            _ => &[],
         }
     }
 
@@ -126,30 +128,50 @@ impl Dialect {
     }
 
     /// Column `c` (quoted) as the integer its [`ContentKind`] values it by, NULL for NULL
-    /// ([`crate::keys::content_hash`]).
+    /// ([`crate::keys::content_hash`]); with `native`, the engine's own hash of the value
+    /// where it has one ([`Content::native`]).
     ///
     /// ```
     /// use etl_core::keys::ContentKind;
     /// use etl_core::kit::sql::Dialect;
-    /// assert_eq!(Dialect::Postgres.content_int(r#""price""#, ContentKind::Decimal(2)),
+    /// assert_eq!(Dialect::Postgres.content_int(r#""price""#, ContentKind::Decimal(2), false),
     ///            r#"CAST(ROUND("price" * 100) AS BIGINT)"#);
-    /// assert_eq!(Dialect::MySql.content_int("`d`", ContentKind::Date), "DATEDIFF(`d`, '1970-01-01')");
+    /// assert_eq!(Dialect::Postgres.content_int(r#""price""#, ContentKind::Decimal(2), true),
+    ///            r#"CAST(hash_numeric("price") AS BIGINT)"#);
+    /// assert_eq!(Dialect::MySql.content_int("`d`", ContentKind::Date, false), "DATEDIFF(`d`, '1970-01-01')");
     /// ```
-    pub fn content_int(self, c: &str, kind: ContentKind) -> String {
+    pub fn content_int(self, c: &str, kind: ContentKind, native: bool) -> String {
         use Dialect::{MySql, Postgres, Redshift, Snowflake};
+        if native && self == Postgres {
+            // Each answers an `integer`, widened before any arithmetic.
+            let hash = match kind {
+                ContentKind::Integer => Some(format!("hashint8(CAST({c} AS BIGINT))")),
+                ContentKind::Decimal(_) => Some(format!("hash_numeric({c})")),
+                ContentKind::Float => Some(format!("hashfloat8(CAST({c} AS DOUBLE PRECISION))")),
+                ContentKind::Timestamp(false) => Some(format!("timestamp_hash({c})")),
+                ContentKind::Timestamp(true) => Some(format!("timestamp_hash({c} AT TIME ZONE 'UTC')")),
+                ContentKind::Text => Some(format!("hashtext(CAST({c} AS TEXT))")),
+                ContentKind::Boolean | ContentKind::Date => None,
+            };
+            if let Some(h) = hash {
+                return format!("CAST({h} AS BIGINT)");
+            }
+        }
         match (kind, self) {
             (ContentKind::Integer, _) => self.key_int(c),
             (ContentKind::Boolean, _) => format!("(CASE WHEN {c} THEN 1 WHEN NOT {c} THEN 0 END)"),
             (ContentKind::Date, Postgres | Redshift) => format!("({c} - DATE '1970-01-01')"),
             (ContentKind::Date, MySql) => format!("DATEDIFF({c}, '1970-01-01')"),
             (ContentKind::Date, Snowflake) => format!("DATEDIFF(day, DATE '1970-01-01', {c})"),
-            (ContentKind::Timestamp, Postgres | Redshift) => {
-                format!("CAST(EXTRACT(EPOCH FROM {c}) * 1000000 AS BIGINT)")
+            // `date_part` answers a double (exact to the microsecond until 2255), and costs
+            // two thirds of `EXTRACT`'s numeric.
+            (ContentKind::Timestamp(_), Postgres | Redshift) => {
+                format!("CAST(date_part('epoch', {c}) * 1000000 AS BIGINT)")
             }
-            (ContentKind::Timestamp, MySql) => {
+            (ContentKind::Timestamp(_), MySql) => {
                 format!("TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c})")
             }
-            (ContentKind::Timestamp, Snowflake) => format!("DATE_PART(EPOCH_MICROSECOND, {c})"),
+            (ContentKind::Timestamp(_), Snowflake) => format!("DATE_PART(EPOCH_MICROSECOND, {c})"),
             (ContentKind::Decimal(0), _) => self.key_int(&format!("ROUND({c})")),
             (ContentKind::Decimal(s), _) => self.key_int(&format!("ROUND({c} * 1{})", "0".repeat(s as usize))),
             (ContentKind::Float, _) => self.key_int(&format!("ROUND({c} * 1000000)")),
@@ -183,16 +205,23 @@ impl Dialect {
             return None;
         }
         let q = CONTENT_MODULUS;
-        let weight = format!("ABS({} % {q})", self.key_int(k));
         let terms: Vec<String> = content
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let v = self.content_int(&self.quote(&name(&c.name)), c.kind);
-                format!("COALESCE(({v}) % {q} + {q}, 0) * ({weight} + {})", i + 1)
+                let v = self.content_int(&self.quote(&name(&c.name)), c.kind, c.native);
+                match i {
+                    0 => format!("COALESCE(({v}) % {q} + {q}, 0)"),
+                    _ => format!("COALESCE(({v}) % {q} + {q}, 0) * {}", i + 1),
+                }
             })
             .collect();
-        Some(terms.join(" + "))
+        Some(format!(
+            "(ABS({} % {}) + 1) * ({})",
+            self.key_int(k),
+            WEIGHT_MODULUS,
+            terms.join(" + ")
+        ))
     }
 
     /// Per range of `space`: the range, the count, the sum and the hash sum of key column

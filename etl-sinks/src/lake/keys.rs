@@ -38,16 +38,6 @@ pub(super) struct LiveKeys {
     cached: Mutex<Option<Cached>>,
 }
 
-fn key_of(spec: &TableSpec) -> Result<&str> {
-    match spec.primary_key.as_slice() {
-        [key] => Ok(key),
-        _ => Err(Error::config(format!(
-            "table `{}`: comparing keys needs a primary key of one column",
-            spec.name
-        ))),
-    }
-}
-
 fn lake_err(path: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
     move |e| Error::Connector {
         connector: "lake",
@@ -90,7 +80,7 @@ impl LakeSink {
         {
             return Ok(keys.clone());
         }
-        let key = key_of(spec)?;
+        let key = keys::key_column(spec)?;
         let mut newest: HashMap<i64, (i64, bool)> = HashMap::new();
         for meta in log.visible_files().await? {
             let path = meta.location.to_string();
@@ -153,7 +143,7 @@ impl LakeSink {
     /// checkpoint unchanged (the watermark still names that run).
     pub(super) async fn tombstones(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
         check(spec)?;
-        let key = key_of(spec)?;
+        let key = keys::key_column(spec)?;
         let log = self.commit_log(&spec.target);
         let Some(base) = log.latest().await? else {
             return Ok(0);

@@ -741,7 +741,7 @@ impl StagedWrite for PgWriter {
     }
 }
 
-crate::warehouse::keys::key_reader!(PostgresSink);
+crate::warehouse::keys::key_reader!(PostgresSink, Some("postgres"));
 
 impl PostgresSink {
     /// The target's key queries, on a connection of their own.

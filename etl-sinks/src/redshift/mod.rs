@@ -89,7 +89,7 @@ impl Sink for RedshiftSink {
     }
 }
 
-crate::warehouse::keys::key_reader!(RedshiftSink);
+crate::warehouse::keys::key_reader!(RedshiftSink, None);
 
 impl RedshiftSink {
     /// The target's key queries, on a connection of their own.

@@ -95,7 +95,7 @@ impl Sink for SnowflakeSink {
     }
 }
 
-crate::warehouse::keys::key_reader!(SnowflakeSink);
+crate::warehouse::keys::key_reader!(SnowflakeSink, None);
 
 impl SnowflakeSink {
     /// The target's key queries, on a connection of their own.

@@ -3,7 +3,7 @@
 
 use etl_core::keys::{self, Content, Digests, KeyRow, KeySpace};
 use etl_core::kit::sql::Dialect;
-use etl_core::{Error, Result, TableSpec};
+use etl_core::{Result, TableSpec};
 
 use super::Target;
 use super::session::Session;
@@ -11,19 +11,9 @@ use super::session::Session;
 /// Keys deleted per statement.
 const DELETE_CHUNK: usize = 5_000;
 
-fn key(spec: &TableSpec) -> Result<&str> {
-    match spec.primary_key.as_slice() {
-        [key] => Ok(key),
-        _ => Err(Error::config(format!(
-            "table `{}`: comparing keys needs a primary key of one column",
-            spec.name
-        ))),
-    }
-}
-
 /// The target's key column as the warehouse stores it (upper-cased where names are).
 fn column(target: &Target, spec: &TableSpec) -> Result<String> {
-    Ok(target.fold(key(spec)?))
+    Ok(target.fold(keys::key_column(spec)?))
 }
 
 /// One target table's side of a key comparison, on a session of its own.
@@ -52,7 +42,7 @@ impl TableKeys {
 
     /// [`etl_core::keys::KeyReader::key_digests`].
     pub(crate) async fn digests(&self, spec: &TableSpec, space: &KeySpace, content: &[Content]) -> Result<Digests> {
-        if let Some(setup) = self.dialect.key_session() {
+        for setup in self.dialect.key_session() {
             self.db.exec(setup).await?;
         }
         let sql = self.dialect.key_digests(
@@ -73,6 +63,9 @@ impl TableKeys {
         ranges: &[i64],
         content: &[Content],
     ) -> Result<Vec<KeyRow>> {
+        for setup in self.dialect.key_session() {
+            self.db.exec(setup).await?;
+        }
         let sql = self.dialect.keys_in(
             &self.target.qualified,
             &column(&self.target, spec)?,
@@ -112,9 +105,13 @@ impl TableKeys {
 /// `async fn table_keys(&self, spec) -> Result<TableKeys>`: every answer from the target
 /// table's [`TableKeys`].
 macro_rules! key_reader {
-    ($sink:ty) => {
+    ($sink:ty, $native:expr) => {
         #[async_trait::async_trait]
         impl etl_core::keys::KeyReader for $sink {
+            fn native_hash(&self) -> Option<&'static str> {
+                $native
+            }
+
             async fn key_bounds(&self, spec: &etl_core::TableSpec) -> etl_core::Result<Option<(i64, i64)>> {
                 self.table_keys(spec).await?.bounds(spec).await
             }
