@@ -34,6 +34,17 @@ got=$(psql "$ETL_TEST_PG" -tAc "SELECT count(*) || ',' || count(DISTINCT custome
 [ -z "$(find "$landing/_staging" -type f 2>/dev/null)" ] || { echo "s3_csv_to_redshift: staged files left" >&2; exit 1; }
 echo "s3_csv_to_redshift OK: $got"
 
+# Every row accounted for: a first --demo run loads 100 items; the second deletes one at the
+# source and damages two rows of the warehouse, and the run deletes the one and repairs the two.
+psql "$ETL_TEST_PG" -qc "DROP SCHEMA IF EXISTS etl_trust CASCADE; DROP SCHEMA IF EXISTS etl_trust_wh CASCADE" 2>/dev/null
+state=$(mktemp -d)
+ETL_PG="$ETL_TEST_PG" cargo run --quiet --features postgres --example postgres_trust -- "$state" --demo >/dev/null 2>&1
+ETL_PG="$ETL_TEST_PG" cargo run --quiet --features postgres --example postgres_trust -- "$state" --demo >"$state/2.json"
+got=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["tables"][0]; r=t["reconciliation"]; print(t["keys"]["deleted_at_source"], r["status"], r["missing_in_target"], r["changed_in_target"], t["target_count"])' "$state/2.json")
+want=$(psql "$ETL_TEST_PG" -tAc "SELECT count(*) FROM (SELECT * FROM etl_trust.items EXCEPT SELECT * FROM etl_trust_wh.items) d")
+[ "$got" = "1 repaired 1 1 99" ] && [ "$want" = "0" ] || { echo "postgres_trust: got $got, $want rows unlike" >&2; exit 1; }
+echo "postgres_trust OK: $got"
+
 # The crawl example on the quickstart's lake: a second --demo run lands a file with a new
 # column; the crawl reads only its footer and shows schema version 2; every DDL line ends a
 # statement with `;`.
