@@ -162,6 +162,9 @@ pub struct RangeDigest {
     pub hash: i128,
     /// The sum of their rows' [`content_hash`]es (0 when no content is compared).
     pub content: i128,
+    /// The sum of their rows' weighted column sums (the [`content_hash`] without the key's
+    /// weight; 0 when no content is compared).
+    pub columns: i128,
 }
 
 /// Digests of a key set, by range (ranges without keys are absent).
@@ -179,6 +182,19 @@ pub fn digests_of(rows: impl IntoIterator<Item = KeyRow>, space: &KeySpace) -> D
         d.sum += i128::from(k);
         d.hash += i128::from(key_hash(k));
         d.content += i128::from(content);
+    }
+    out
+}
+
+/// Sorted keys as inclusive intervals of consecutive keys.
+pub fn runs(keys: &[i64]) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &k in keys {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(k) => last.1 = k,
+            Some(last) if last.1 == k => {}
+            _ => out.push((k, k)),
+        }
     }
     out
 }
@@ -212,6 +228,59 @@ pub fn differing(a: &Digests, b: &Digests) -> Vec<i64> {
         .collect();
     out.sort_unstable();
     out.dedup();
+    out
+}
+
+/// The one key by which a range's two digests differ, when they differ by exactly one key
+/// (`a` holds it and `b` does not): the difference of the sums, when it falls in the range
+/// and the difference of the hash sums is its [`key_hash`]. Ranges that differ otherwise
+/// (several keys, or content only) give `None` and are read key by key.
+pub fn single_key(space: &KeySpace, range: i64, a: &RangeDigest, b: &RangeDigest) -> Option<i64> {
+    if a.count != b.count + 1 {
+        return None;
+    }
+    let k = i64::try_from(a.sum - b.sum).ok()?;
+    (space.range_of(k) == range && k >= space.lo && a.hash - b.hash == i128::from(key_hash(k))).then_some(k)
+}
+
+/// The keys that may be the one row whose content differs between a range's two digests
+/// (the same keys on both sides): the difference of the content sums over that of the
+/// column sums is the row's key weight `|k % R| + 1`, which names at most two keys of a range
+/// no wider than `R`. Empty when the digests differ otherwise.
+pub fn changed_key(space: &KeySpace, range: i64, a: &RangeDigest, b: &RangeDigest) -> Vec<i64> {
+    let same_keys = a.count == b.count && a.sum == b.sum && a.hash == b.hash;
+    let d_cols = a.columns - b.columns;
+    if !same_keys || d_cols == 0 || space.width > WEIGHT_MODULUS {
+        return Vec::new();
+    }
+    let d_content = a.content - b.content;
+    if d_content % d_cols != 0 {
+        return Vec::new();
+    }
+    let Ok(residue) = i64::try_from(d_content / d_cols - 1) else {
+        return Vec::new();
+    };
+    if !(0..WEIGHT_MODULUS).contains(&residue) {
+        return Vec::new();
+    }
+    let lo = i128::from(space.lo) + i128::from(range) * i128::from(space.width);
+    let hi = lo + i128::from(space.width) - 1;
+    let r = i128::from(WEIGHT_MODULUS);
+    // Keys k in lo..=hi with |k % R| == residue: k ≡ residue (k ≥ 0) or k ≡ -residue (k < 0).
+    let mut out = Vec::new();
+    for target in [i128::from(residue), -i128::from(residue)] {
+        let first = lo + (target - lo).rem_euclid(r);
+        let mut k = first;
+        while k <= hi {
+            if let Ok(k64) = i64::try_from(k)
+                && (k64 % WEIGHT_MODULUS).abs() == residue
+                && !out.contains(&k64)
+            {
+                out.push(k64);
+            }
+            k += r;
+        }
+    }
     out
 }
 
@@ -327,6 +396,10 @@ pub fn parse_digests(table: &str, rows: &Cells) -> Result<Digests> {
                         Some(c) => cell(table, "content hash", Some(c))?,
                         None => 0,
                     },
+                    columns: match r.get(5) {
+                        Some(c) => cell(table, "column sum", Some(c))?,
+                        None => 0,
+                    },
                 },
             ))
         })
@@ -379,6 +452,10 @@ pub trait KeyReader: Send + Sync {
         ranges: &[i64],
         content: &[Content],
     ) -> Result<Vec<KeyRow>>;
+
+    /// The rows of the given keys that this side holds: each key with its row's content
+    /// hash.
+    async fn keys_of(&self, spec: &TableSpec, keys: &[i64], content: &[Content]) -> Result<Vec<KeyRow>>;
 
     /// The engine's own hash functions, when it has them ([`Content::native`]): two sides
     /// that name the same ones compare content by them.
@@ -461,6 +538,63 @@ mod tests {
             ranges: 10,
         };
         assert_eq!(intervals(&space, &[3, 1, 2, 7]), vec![(15, 29), (45, 49)]);
+        assert_eq!(runs(&[1, 2, 3, 5, 5, 9]), vec![(1, 3), (5, 5), (9, 9)]);
+    }
+
+    #[test]
+    fn a_range_that_lost_one_key_names_it() {
+        let space = KeySpace::covering(1, 1000, 16);
+        let all: Vec<KeyRow> = (1..=1000).map(|k| (k, 0)).collect();
+        let lost: Vec<KeyRow> = all.iter().copied().filter(|(k, _)| *k != 500).collect();
+        let two: Vec<KeyRow> = lost.iter().copied().filter(|(k, _)| *k != 501).collect();
+        let (a, b, c) = (
+            digests_of(all, &space),
+            digests_of(lost, &space),
+            digests_of(two, &space),
+        );
+        let r = space.range_of(500);
+        assert_eq!(single_key(&space, r, &a[&r], &b[&r]), Some(500));
+        assert_eq!(single_key(&space, r, &b[&r], &a[&r]), None, "the other way round");
+        assert_eq!(single_key(&space, r, &a[&r], &c[&r]), None, "two keys");
+        // Same count difference, but one key gone and another changed: the sums disagree.
+        let swapped = RangeDigest {
+            sum: b[&r].sum + 1,
+            ..b[&r]
+        };
+        assert_eq!(single_key(&space, r, &a[&r], &swapped), None);
+    }
+
+    #[test]
+    fn a_range_whose_one_row_changed_names_it() {
+        let space = KeySpace::covering(1, 1000, 16);
+        let row = |k: i64, v: i64| {
+            let cols = [Some(v), Some(k)];
+            (k, content_hash(k, &cols))
+        };
+        let digest = |rows: Vec<(i64, i64)>, changed: Option<i64>| {
+            let mut d = digests_of(rows.iter().copied(), &space);
+            // The column sums, as the engines add them.
+            for (k, _) in rows {
+                let v = if Some(k) == changed { 7 } else { 3 };
+                let cols: i64 = [Some(v), Some(k)]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v.map_or(0, |v| (v % CONTENT_MODULUS + CONTENT_MODULUS) * (i as i64 + 1)))
+                    .sum();
+                d.get_mut(&space.range_of(k)).unwrap().columns += i128::from(cols);
+            }
+            d
+        };
+        let before: Vec<_> = (1..=1000).map(|k| row(k, 3)).collect();
+        let after: Vec<_> = (1..=1000).map(|k| row(k, if k == 321 { 7 } else { 3 })).collect();
+        let (a, b) = (digest(after, Some(321)), digest(before, None));
+        let r = space.range_of(321);
+        assert_eq!(changed_key(&space, r, &a[&r], &b[&r]), vec![321]);
+        let other = space.range_of(1);
+        assert!(
+            changed_key(&space, other, &a[&other], &b[&other]).is_empty(),
+            "equal ranges"
+        );
     }
 
     #[test]

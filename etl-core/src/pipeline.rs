@@ -730,8 +730,8 @@ impl Pipeline {
     }
 
     /// Repairs what reconciliation found: deletes the keys only in the target (unless the
-    /// deletes did), reloads the ranges of the keys missing or changed into the `UPSERT`
-    /// target (leaving the watermark's position), then compares those ranges again.
+    /// deletes did), reloads the keys missing or changed into the `UPSERT` target (leaving
+    /// the watermark's position), then compares those keys again.
     #[allow(clippy::too_many_arguments)]
     async fn repair(
         &self,
@@ -753,12 +753,13 @@ impl Pipeline {
             deleted = self.sink.delete_keys(spec, extra).await?;
             report.deleted_count += deleted;
         }
-        let ranges = c.reload_ranges();
+        // The keys found missing or changed, read again and merged: the narrowest ranges.
+        let reload = c.reload_keys();
         let written_before = report.written_count;
         // The reload's commit counts the target, where its sink does.
         let counted_before = report.target_count.take();
-        if !ranges.is_empty() {
-            let intervals = keys::intervals(&c.space, &ranges);
+        if !reload.is_empty() {
+            let intervals = keys::runs(&reload);
             let id = format!("{run_id}-repair");
             let window = Window {
                 spec,
@@ -777,10 +778,8 @@ impl Pipeline {
                 report.status = TableStatus::Committed;
             }
         }
-        let mut all = ranges;
-        all.extend(c.diff.only_in_target.iter().map(|k| c.space.range_of(*k)));
-        all.sort_unstable();
-        all.dedup();
+        let mut all = reload;
+        all.extend(&c.diff.only_in_target);
         let left = reconcile::recheck(source, target, spec, c, &all).await?;
         let verdict = report.reconciliation.as_mut().expect("a verdict before a repair");
         verdict.reloaded_rows = report.written_count - written_before;

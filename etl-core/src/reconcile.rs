@@ -10,6 +10,8 @@
 //!        changed ─► deletes, a verdict, a repair's key intervals
 //! ```
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Result};
 use crate::keys::{self, Content, KeyDiff, KeyReader, KeySpace};
 use crate::report::{KeyCheck, ReconcileStatus, Reconciliation};
@@ -19,6 +21,28 @@ use crate::spec::TableSpec;
 
 /// Ranges per `keys_in` query: each query is one pass over each side.
 const RANGES_PER_QUERY: usize = 65_536;
+/// Keys per `keys_of` query.
+const KEYS_PER_QUERY: usize = 20_000;
+
+/// Takes one row (key `k`, content hash `rh`) out of a range's digest.
+fn take(d: &mut keys::RangeDigest, k: i64, rh: i64) {
+    d.count = d.count.saturating_sub(1);
+    d.sum -= i128::from(k);
+    d.hash -= i128::from(keys::key_hash(k));
+    d.content -= i128::from(rh);
+    d.columns -= i128::from(rh / ((k % keys::WEIGHT_MODULUS).abs() + 1));
+}
+
+/// What a range's digests say of the key they name.
+#[derive(Clone, Copy)]
+enum Named {
+    /// The source holds it and the target does not.
+    OnlyInSource,
+    /// The target holds it and the source does not.
+    OnlyInTarget,
+    /// Both hold it; its row's content differs.
+    Changed,
+}
 
 /// What one comparison found.
 pub(crate) struct Comparison {
@@ -51,16 +75,23 @@ impl Comparison {
         }
     }
 
-    /// The ranges of the keys a repair reloads: missing from the target, or changed.
-    pub fn reload_ranges(&self) -> Vec<i64> {
-        let mut r: Vec<i64> = self
+    /// The keys a repair reloads, sorted: missing from the target, or changed.
+    pub fn reload_keys(&self) -> Vec<i64> {
+        let mut k: Vec<i64> = self
             .diff
             .only_in_source
             .iter()
             .chain(&self.diff.changed)
-            .map(|k| self.space.range_of(*k))
+            .copied()
             .collect();
-        r.sort_unstable();
+        k.sort_unstable();
+        k.dedup();
+        k
+    }
+
+    /// The ranges of the keys a repair reloads.
+    fn reload_ranges(&self) -> Vec<i64> {
+        let mut r: Vec<i64> = self.reload_keys().iter().map(|k| self.space.range_of(*k)).collect();
         r.dedup();
         r
     }
@@ -182,8 +213,87 @@ pub(crate) async fn compare(
     let source_rows = sd.values().map(|d| d.count).sum();
     let target_rows = td.values().map(|d| d.count).sum();
     let differing = keys::differing(&sd, &td);
+    // A range that differs by one key, or by one row's content, names it in its digests:
+    // that key is looked up on both sides (by the key's index, where there is one) and its
+    // rows taken out of the range's digests; what is left may name another key (two rounds
+    // more at most). The ranges left unexplained are read key by key.
+    let none = keys::RangeDigest::default();
+    let mut left: HashMap<i64, (keys::RangeDigest, keys::RangeDigest)> = differing
+        .iter()
+        .map(|r| {
+            (
+                *r,
+                (sd.get(r).copied().unwrap_or(none), td.get(r).copied().unwrap_or(none)),
+            )
+        })
+        .collect();
+    let mut pending: Vec<i64> = differing.clone();
+    let mut scan: Vec<i64> = Vec::new();
     let (mut sk, mut tk) = (Vec::new(), Vec::new());
-    for chunk in differing.chunks(RANGES_PER_QUERY) {
+    for _round in 0..3 {
+        let mut named: Vec<(i64, i64, Named)> = Vec::new();
+        for &r in &pending {
+            let (s, t) = left[&r];
+            match (keys::single_key(&space, r, &s, &t), keys::single_key(&space, r, &t, &s)) {
+                (Some(k), _) => named.push((r, k, Named::OnlyInSource)),
+                (None, Some(k)) => named.push((r, k, Named::OnlyInTarget)),
+                (None, None) => {
+                    let candidates = keys::changed_key(&space, r, &s, &t);
+                    if candidates.is_empty() {
+                        scan.push(r);
+                    }
+                    named.extend(candidates.into_iter().map(|k| (r, k, Named::Changed)));
+                }
+            }
+        }
+        let mut wrong = std::collections::HashSet::new();
+        for chunk in named.chunks(KEYS_PER_QUERY) {
+            let wanted: Vec<i64> = chunk.iter().map(|(_, k, _)| *k).collect();
+            let (s, t) = futures::try_join!(
+                source.keys_of(spec, &wanted, &content),
+                target.keys_of(spec, &wanted, &content)
+            )?;
+            let (s_rows, t_rows): (HashMap<i64, i64>, HashMap<i64, i64>) =
+                (s.iter().copied().collect(), t.iter().copied().collect());
+            for (r, k, how) in chunk {
+                let (s_row, t_row) = (s_rows.get(k).copied(), t_rows.get(k).copied());
+                let (ds, dt) = left.get_mut(r).expect("a differing range");
+                match (how, s_row, t_row) {
+                    (Named::OnlyInSource, Some(rs), None) => take(ds, *k, rs),
+                    (Named::OnlyInTarget, None, Some(rt)) => take(dt, *k, rt),
+                    (Named::Changed, Some(rs), Some(rt)) => {
+                        take(ds, *k, rs);
+                        take(dt, *k, rt);
+                    }
+                    // The digests named a key the sides do not hold so: read the range.
+                    _ => {
+                        wrong.insert(*r);
+                    }
+                }
+            }
+            sk.extend(s);
+            tk.extend(t);
+        }
+        scan.extend(wrong.iter().copied());
+        pending = named
+            .iter()
+            .map(|(r, _, _)| *r)
+            .filter(|r| !wrong.contains(r) && left[r].0 != left[r].1)
+            .collect();
+        pending.sort_unstable();
+        pending.dedup();
+        if pending.is_empty() {
+            break;
+        }
+    }
+    scan.extend(pending);
+    scan.sort_unstable();
+    scan.dedup();
+    // The keys looked up are read again with their ranges where they did not explain them.
+    let scanned: std::collections::HashSet<i64> = scan.iter().copied().collect();
+    sk.retain(|(k, _)| !scanned.contains(&space.range_of(*k)));
+    tk.retain(|(k, _)| !scanned.contains(&space.range_of(*k)));
+    for chunk in scan.chunks(RANGES_PER_QUERY) {
         let (s, t) = futures::try_join!(
             source.keys_in(spec, &space, chunk, &content),
             target.keys_in(spec, &space, chunk, &content)
@@ -203,19 +313,19 @@ pub(crate) async fn compare(
     })
 }
 
-/// After a repair: the repaired ranges compared again, key by key; the keys still unlike.
+/// After a repair: the repaired keys compared again; the keys still unlike.
 pub(crate) async fn recheck(
     source: &dyn KeyReader,
     target: &dyn KeyReader,
     spec: &TableSpec,
     c: &Comparison,
-    ranges: &[i64],
+    wanted: &[i64],
 ) -> Result<KeyDiff> {
     let (mut sk, mut tk) = (Vec::new(), Vec::new());
-    for chunk in ranges.chunks(RANGES_PER_QUERY) {
+    for chunk in wanted.chunks(KEYS_PER_QUERY) {
         let (s, t) = futures::try_join!(
-            source.keys_in(spec, &c.space, chunk, &c.content),
-            target.keys_in(spec, &c.space, chunk, &c.content)
+            source.keys_of(spec, chunk, &c.content),
+            target.keys_of(spec, chunk, &c.content)
         )?;
         sk.extend(s);
         tk.extend(t);

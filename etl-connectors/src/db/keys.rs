@@ -41,6 +41,20 @@ pub(crate) async fn keys_in<D: Database>(
     keys::parse_keys(&spec.name, &rows)
 }
 
+/// [`etl_core::keys::KeyReader::keys_of`] of a database source.
+pub(crate) async fn keys_of<D: Database>(
+    db: &D,
+    spec: &TableSpec,
+    wanted: &[i64],
+    content: &[Content],
+) -> Result<Vec<KeyRow>> {
+    let rows = query(db, spec, |rel, key| {
+        D::DIALECT.keys_of(rel, key, wanted, content, &|c| c.to_string())
+    })
+    .await?;
+    keys::parse_keys(&spec.name, &rows)
+}
+
 /// [`etl_core::keys::KeyReader::content`] of a database source: the columns' kinds from
 /// the relation's description.
 pub(crate) async fn content<D: Database>(db: &D, spec: &TableSpec, columns: &[String]) -> Result<Vec<Content>> {
@@ -115,6 +129,15 @@ macro_rules! key_reader {
                 content: &[etl_core::keys::Content],
             ) -> etl_core::Result<Vec<etl_core::keys::KeyRow>> {
                 crate::db::keys::keys_in(self, spec, space, ranges, content).await
+            }
+
+            async fn keys_of(
+                &self,
+                spec: &etl_core::TableSpec,
+                keys: &[i64],
+                content: &[etl_core::keys::Content],
+            ) -> etl_core::Result<Vec<etl_core::keys::KeyRow>> {
+                crate::db::keys::keys_of(self, spec, keys, content).await
             }
 
             async fn content(

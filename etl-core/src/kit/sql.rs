@@ -201,6 +201,13 @@ impl Dialect {
     /// The [`crate::keys::content_hash`] of a row, for key column `k` (quoted) and the
     /// `content` columns named as `name` maps them; `None` without content.
     fn content_sql(self, k: &str, content: &[Content], name: &dyn Fn(&str) -> String) -> Option<String> {
+        let (weight, sum) = self.content_parts(k, content, name)?;
+        Some(format!("{weight} * ({sum})"))
+    }
+
+    /// The two factors of [`crate::keys::content_hash`]: the key's weight and the weighted
+    /// sum of the columns' values.
+    fn content_parts(self, k: &str, content: &[Content], name: &dyn Fn(&str) -> String) -> Option<(String, String)> {
         if content.is_empty() {
             return None;
         }
@@ -216,11 +223,9 @@ impl Dialect {
                 }
             })
             .collect();
-        Some(format!(
-            "(ABS({} % {}) + 1) * ({})",
-            self.key_int(k),
-            WEIGHT_MODULUS,
-            terms.join(" + ")
+        Some((
+            format!("(ABS({} % {}) + 1)", self.key_int(k), WEIGHT_MODULUS),
+            terms.join(" + "),
         ))
     }
 
@@ -248,20 +253,37 @@ impl Dialect {
         name: &dyn Fn(&str) -> String,
     ) -> String {
         let k = self.quote(key);
-        let (content_out, content_sum) = match self.content_sql(&k, content, name) {
-            Some(sql) => (format!(", {}", self.text("ch")), format!(", sum({sql}) AS ch")),
-            None => (String::new(), String::new()),
+        let Some((weight, sum)) = self.content_parts(&k, content, name) else {
+            // Grouped by the integer range, cast to text only for the answer (grouping by
+            // text costs twice as much).
+            return format!(
+                "SELECT {}, {}, {}, {} FROM (SELECT {} AS r, count(*) AS c, sum({k}) AS s, sum({}) AS h \
+                 FROM {relation} GROUP BY 1) d",
+                self.text("r"),
+                self.text("c"),
+                self.text("s"),
+                self.text("h"),
+                self.key_range(&k, space),
+                key_hash_sql(&self.key_int(&k)),
+            );
         };
-        // Grouped by the integer range, cast to text only for the answer (grouping by text
-        // costs twice as much).
+        // With content, each row's weight and column sum are computed once, below the
+        // aggregate (Postgres would inline the subquery and compute them twice but for
+        // `OFFSET 0`): the range sums both the rows' hashes and their column sums, so a range
+        // whose one row changed names it (`keys::changed_key`).
+        let fence = if self == Dialect::Postgres { " OFFSET 0" } else { "" };
         format!(
-            "SELECT {}, {}, {}, {}{content_out} FROM (SELECT {} AS r, count(*) AS c, sum({k}) AS s, sum({}) AS h\
-             {content_sum} FROM {relation} GROUP BY 1) d",
+            "SELECT {}, {}, {}, {}, {}, {} FROM (SELECT r, count(*) AS c, sum(k) AS s, sum(kh) AS h, sum(w * v) AS ch, \
+             sum(v) AS cv FROM (SELECT {} AS r, {} AS k, {} AS kh, {weight} AS w, {sum} AS v FROM {relation}{fence}) x \
+             GROUP BY r) d",
             self.text("r"),
             self.text("c"),
             self.text("s"),
             self.text("h"),
+            self.text("ch"),
+            self.text("cv"),
             self.key_range(&k, space),
+            self.key_int(&k),
             key_hash_sql(&self.key_int(&k)),
         )
     }
@@ -277,16 +299,44 @@ impl Dialect {
         content: &[Content],
         name: &dyn Fn(&str) -> String,
     ) -> String {
-        let k = self.quote(key);
         let list: Vec<String> = ranges.iter().map(i64::to_string).collect();
+        let k = self.quote(key);
+        let range = self.key_range(&k, space);
+        self.key_rows(relation, key, &range, &list, content, name)
+    }
+
+    /// The given keys of `relation`, with their rows' content hashes of the `content`
+    /// columns, as text ([`crate::keys::KeyReader::keys_of`]).
+    pub fn keys_of(
+        self,
+        relation: &str,
+        key: &str,
+        keys: &[i64],
+        content: &[Content],
+        name: &dyn Fn(&str) -> String,
+    ) -> String {
+        let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+        self.key_rows(relation, key, &self.quote(key), &list, content, name)
+    }
+
+    /// `SELECT key [, row hash] FROM relation WHERE <of> IN (<list>)`, as text.
+    fn key_rows(
+        self,
+        relation: &str,
+        key: &str,
+        of: &str,
+        list: &[String],
+        content: &[Content],
+        name: &dyn Fn(&str) -> String,
+    ) -> String {
+        let k = self.quote(key);
         let hash = match self.content_sql(&k, content, name) {
             Some(sql) => format!(", {}", self.text(&format!("({sql})"))),
             None => String::new(),
         };
         format!(
-            "SELECT {}{hash} FROM {relation} WHERE {} IN ({})",
+            "SELECT {}{hash} FROM {relation} WHERE {of} IN ({})",
             self.text(&k),
-            self.key_range(&k, space),
             list.join(", ")
         )
     }
@@ -295,16 +345,19 @@ impl Dialect {
     /// predicate of a read of key ranges ([`crate::ReadRequest::keys`]).
     pub fn key_intervals(self, key: &str, intervals: &[(i64, i64)]) -> String {
         let k = self.quote(key);
-        let parts: Vec<String> = intervals
+        let singles: Vec<String> = intervals
             .iter()
-            .map(|(lo, hi)| {
-                if lo == hi {
-                    format!("{k} = {lo}")
-                } else {
-                    format!("{k} BETWEEN {lo} AND {hi}")
-                }
-            })
+            .filter(|(lo, hi)| lo == hi)
+            .map(|(lo, _)| lo.to_string())
             .collect();
+        let mut parts: Vec<String> = intervals
+            .iter()
+            .filter(|(lo, hi)| lo != hi)
+            .map(|(lo, hi)| format!("{k} BETWEEN {lo} AND {hi}"))
+            .collect();
+        if !singles.is_empty() {
+            parts.push(format!("{k} IN ({})", singles.join(", ")));
+        }
         format!("({})", parts.join(" OR "))
     }
 

@@ -222,6 +222,10 @@ impl keys::KeyReader for LakeSink {
         Ok(keys::digests_of(live.iter().map(|k| (*k, 0)), space))
     }
 
+    async fn keys_of(&self, spec: &TableSpec, wanted: &[i64], content: &[Content]) -> Result<Vec<KeyRow>> {
+        self.live_of(spec, wanted, content).await
+    }
+
     async fn keys_in(
         &self,
         spec: &TableSpec,
@@ -235,6 +239,19 @@ impl keys::KeyReader for LakeSink {
         Ok(live
             .iter()
             .filter(|k| wanted.contains(&space.range_of(**k)))
+            .map(|k| (*k, 0))
+            .collect())
+    }
+}
+
+impl LakeSink {
+    /// [`keys::KeyReader::keys_of`] of the lake: those of `wanted` that are live.
+    async fn live_of(&self, spec: &TableSpec, wanted: &[i64], content: &[Content]) -> Result<Vec<KeyRow>> {
+        no_content(spec, content)?;
+        let live = self.live_keys(spec).await?;
+        Ok(wanted
+            .iter()
+            .filter(|k| live.binary_search(k).is_ok())
             .map(|k| (*k, 0))
             .collect())
     }

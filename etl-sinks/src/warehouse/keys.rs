@@ -77,6 +77,18 @@ impl TableKeys {
         keys::parse_keys(&spec.name, &self.db.rows(&sql).await?)
     }
 
+    /// [`etl_core::keys::KeyReader::keys_of`].
+    pub(crate) async fn keys_of(&self, spec: &TableSpec, wanted: &[i64], content: &[Content]) -> Result<Vec<KeyRow>> {
+        let sql = self.dialect.keys_of(
+            &self.target.qualified,
+            &column(&self.target, spec)?,
+            wanted,
+            content,
+            &|c| self.target.fold(c),
+        );
+        keys::parse_keys(&spec.name, &self.db.rows(&sql).await?)
+    }
+
     /// [`etl_core::Sink::delete_keys`]: the rows of `keys` deleted in one transaction (rolled
     /// back on an error).
     pub(crate) async fn delete(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
@@ -123,6 +135,15 @@ macro_rules! key_reader {
                 content: &[etl_core::keys::Content],
             ) -> etl_core::Result<etl_core::keys::Digests> {
                 self.table_keys(spec).await?.digests(spec, space, content).await
+            }
+
+            async fn keys_of(
+                &self,
+                spec: &etl_core::TableSpec,
+                keys: &[i64],
+                content: &[etl_core::keys::Content],
+            ) -> etl_core::Result<Vec<etl_core::keys::KeyRow>> {
+                self.table_keys(spec).await?.keys_of(spec, keys, content).await
             }
 
             async fn keys_in(
