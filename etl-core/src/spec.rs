@@ -261,6 +261,11 @@ pub struct Deletes {
     pub max_share: f64,
     /// About how many key ranges the comparison cuts the key column into (default 65 536).
     pub ranges: i64,
+    /// Mark the deleted keys' rows in the target's `_etl_deleted_at` column (a timestamp,
+    /// added to the table when missing) instead of deleting them (warehouse targets; a lake
+    /// always marks, with tombstone rows). Marked rows are not the target's in later
+    /// comparisons, and an UPSERT of the key clears its mark. Default false: hard deletes.
+    pub mark: bool,
 }
 
 impl Default for Deletes {
@@ -268,9 +273,14 @@ impl Default for Deletes {
         Deletes {
             max_share: 0.05,
             ranges: 65_536,
+            mark: false,
         }
     }
 }
+
+/// The column that marks a row deleted at the source ([`Deletes::mark`]; a lake's
+/// tombstone rows carry it too).
+pub const DELETED_AT: &str = "_etl_deleted_at";
 
 /// What a run does when reconciliation finds the target unlike the source
 /// ([`TableSpec::reconcile`]).

@@ -1134,6 +1134,12 @@ async fn deletes_reach_the_target(kind: Kind) {
 }
 on_both!(deletes_reach_the_target);
 
+/// Marked deletes keep their rows (see `scenarios::marked_deletes_keep_their_rows`).
+async fn marked_deletes_keep_their_rows(kind: Kind) {
+    super::scenarios::marked_deletes_keep_their_rows(&Wh::of(kind).await).await;
+}
+on_both!(marked_deletes_keep_their_rows);
+
 /// Reconciliation finds and repairs a damaged target (see
 /// `scenarios::reconciliation_finds_and_repairs`).
 async fn reconciliation_finds_and_repairs(kind: Kind) {

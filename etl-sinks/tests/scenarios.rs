@@ -354,41 +354,54 @@ async fn source_schema(prefix: &str) -> (tokio_postgres::Client, String, String)
     (pg, url, unique(prefix))
 }
 
+/// A Postgres source schema holding `items (id, name, updated_at)` with ids `1..=rows`.
+async fn items_source(prefix: &str, rows: i64) -> (tokio_postgres::Client, String, String) {
+    let (pg, url, src) = source_schema(prefix).await;
+    pg.batch_execute(&format!(
+        "CREATE SCHEMA {src}; CREATE TABLE {src}.items (id bigint PRIMARY KEY, name text, updated_at timestamp NOT NULL);
+         INSERT INTO {src}.items SELECT i, 'n' || i, '2025-07-01'::timestamp + i * interval '1 minute'
+           FROM generate_series(1, {rows}) i;"
+    ))
+    .await
+    .unwrap();
+    (pg, url, src)
+}
+
+/// An UPSERT of the source's `items` into the warehouse, finding deletes as `deletes` says.
+fn items_pipeline(wh: &dyn Warehouse, name: &str, url: &str, src: &str, deletes: etl_core::Deletes) -> Pipeline {
+    Pipeline::builder(format!("{name}_{}", wh.schema()))
+        .source(etl_connectors::postgres::PostgresSource::new(url).unwrap())
+        .sink_arc(wh.sink())
+        .watermarks(ObjectStoreWatermarkStore::new(
+            Location::local(std::env::temp_dir().join(src)).unwrap(),
+        ))
+        .table(
+            TableSpec::new("items")
+                .from_table(format!("{src}.items"))
+                .mode(LoadMode::Upsert)
+                .primary_key(["id"])
+                .cursor(["updated_at"])
+                .processed_at(false)
+                .detect_deletes(deletes),
+        )
+        .build()
+        .unwrap()
+}
+
 /// Rows deleted at a Postgres source leave the warehouse target, found without CDC by key
 /// digests: a few deletes are applied and counted; a mass delete is refused by the guard and
 /// deletes nothing; a run whose source fails deletes nothing; a guard raised lets it through.
 pub(crate) async fn deletes_reach_the_target(wh: &dyn Warehouse) {
     use etl_core::{Deletes, Error};
-    let (pg, url, src) = source_schema("del_src").await;
+    let (pg, url, src) = items_source("del_src", 200).await;
     let sql = |s: &str| s.replace("$Q", &src);
-    pg.batch_execute(&sql(
-        "CREATE SCHEMA $Q; CREATE TABLE $Q.items (id bigint PRIMARY KEY, name text, updated_at timestamp NOT NULL);
-         INSERT INTO $Q.items SELECT i, 'n' || i, '2025-07-01'::timestamp + i * interval '1 minute'
-           FROM generate_series(1, 200) i;",
-    ))
-    .await
-    .unwrap();
     let pipeline = |share: f64| {
-        Pipeline::builder(format!("del_{}", wh.schema()))
-            .source(etl_connectors::postgres::PostgresSource::new(&url).unwrap())
-            .sink_arc(wh.sink())
-            .watermarks(ObjectStoreWatermarkStore::new(
-                Location::local(std::env::temp_dir().join(&src)).unwrap(),
-            ))
-            .table(
-                TableSpec::new("items")
-                    .from_table(format!("{src}.items"))
-                    .mode(LoadMode::Upsert)
-                    .primary_key(["id"])
-                    .cursor(["updated_at"])
-                    .processed_at(false)
-                    .detect_deletes(Deletes {
-                        max_share: share,
-                        ranges: 16,
-                    }),
-            )
-            .build()
-            .unwrap()
+        let deletes = Deletes {
+            max_share: share,
+            ranges: 16,
+            mark: false,
+        };
+        items_pipeline(wh, "del", &url, &src, deletes)
     };
     let ids = || async {
         let rows = wh.rows("items").await;
@@ -631,5 +644,67 @@ pub(crate) async fn reconciliation_finds_and_repairs(wh: &dyn Warehouse) {
         store().load(&name, "items").await.unwrap().unwrap().generation,
         wm.generation
     );
+    pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
+}
+
+/// Under `Deletes::mark`, rows deleted at the source stay in the target with
+/// `_etl_deleted_at` set; later comparisons leave them out, and a key the source brings again
+/// loses its mark.
+pub(crate) async fn marked_deletes_keep_their_rows(wh: &dyn Warehouse) {
+    use etl_core::Deletes;
+    let (pg, url, src) = items_source("mark_src", 60).await;
+    let sql = |s: &str| s.replace("$Q", &src);
+    let deletes = Deletes {
+        ranges: 16,
+        mark: true,
+        ..Default::default()
+    };
+    let p = items_pipeline(wh, "mark", &url, &src, deletes);
+    // Every row as `id marked?`, sorted by id.
+    let marks = || async {
+        let rows = wh.rows("items").await;
+        let mut out: Vec<(i64, bool)> = rows
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.to_lowercase().contains(" id "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                Some((cells.get(1)?.parse().ok()?, !cells.get(4)?.is_empty()))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    };
+    p.run().await.unwrap().into_result().unwrap();
+    pg.batch_execute(&sql("DELETE FROM $Q.items WHERE id IN (2, 40)"))
+        .await
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!((t.deleted_count, t.target_count), (2, Some(58)), "{t:?}");
+    let m = marks().await;
+    assert_eq!(m.len(), 60, "marked rows stay: {m:?}");
+    let marked: Vec<i64> = m.iter().filter(|(_, x)| *x).map(|(k, _)| *k).collect();
+    assert_eq!(marked, vec![2, 40]);
+    // Marked rows are no longer the target's: nothing is marked twice.
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(
+        (t.deleted_count, t.keys.as_ref().unwrap().ranges_differing),
+        (0, 0),
+        "{t:?}"
+    );
+    // Brought again by the source: its mark is cleared.
+    pg.batch_execute(&sql("INSERT INTO $Q.items VALUES (40, 'back', '2025-08-01 00:00:00')"))
+        .await
+        .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    assert_eq!(
+        (t.written_count, t.keys.as_ref().unwrap().ranges_differing),
+        (1, 0),
+        "{t:?}"
+    );
+    let marked: Vec<i64> = marks().await.iter().filter(|(_, x)| *x).map(|(k, _)| *k).collect();
+    assert_eq!(marked, vec![2]);
     pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
 }

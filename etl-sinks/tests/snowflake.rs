@@ -693,6 +693,13 @@ async fn snowflake_deletes_reach_the_target() {
     super::scenarios::deletes_reach_the_target(&Wh::new()).await;
 }
 
+/// Marked deletes keep their rows in Snowflake (see
+/// `scenarios::marked_deletes_keep_their_rows`).
+#[tokio::test]
+async fn snowflake_marked_deletes_keep_their_rows() {
+    super::scenarios::marked_deletes_keep_their_rows(&Wh::new()).await;
+}
+
 /// Reconciliation finds and repairs a damaged Snowflake target (see
 /// `scenarios::reconciliation_finds_and_repairs`).
 #[tokio::test]

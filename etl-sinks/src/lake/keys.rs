@@ -26,8 +26,7 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use super::LakeSink;
 use super::writer::LakeWriter;
 
-/// The column that marks a tombstone row: when its key was deleted.
-pub const DELETED_AT: &str = "_etl_deleted_at";
+pub use etl_core::DELETED_AT;
 
 /// A table, the sequence of its commit, and its live keys then (sorted).
 type Cached = (String, u64, Arc<Vec<i64>>);

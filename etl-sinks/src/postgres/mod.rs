@@ -612,6 +612,10 @@ impl PgWriter {
                 (inserted, 0)
             }
         };
+        // Keys brought again lose their deletion mark.
+        if self.cx.target.has_marks(&self.db).await? {
+            self.db.exec(&st.clear_marks(STAGE)).await?;
+        }
         Ok(CommitSummary {
             inserted,
             updated,

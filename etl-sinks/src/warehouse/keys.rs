@@ -29,6 +29,20 @@ impl TableKeys {
         TableKeys { db, dialect, target }
     }
 
+    /// The target's live rows, as a relation: those without a deletion mark, when the table
+    /// has the mark column ([`etl_core::Deletes::mark`]).
+    async fn live(&self) -> Result<String> {
+        Ok(if self.target.has_marks(self.db.as_ref()).await? {
+            format!(
+                "(SELECT * FROM {} WHERE {} IS NULL) live",
+                self.target.qualified,
+                self.dialect.quote(&self.target.fold(etl_core::DELETED_AT))
+            )
+        } else {
+            self.target.qualified.clone()
+        })
+    }
+
     /// [`etl_core::keys::KeyReader::key_bounds`]; `None` when the table does not exist.
     pub(crate) async fn bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
         if !self.target.exists(self.db.as_ref()).await? {
@@ -36,7 +50,7 @@ impl TableKeys {
         }
         let sql = self
             .dialect
-            .key_bounds(&self.target.qualified, &column(&self.target, spec)?);
+            .key_bounds(&self.live().await?, &column(&self.target, spec)?);
         keys::parse_bounds(&spec.name, &self.db.rows(&sql).await?)
     }
 
@@ -46,7 +60,7 @@ impl TableKeys {
             self.db.exec(setup).await?;
         }
         let sql = self.dialect.key_digests(
-            &self.target.qualified,
+            &self.live().await?,
             &column(&self.target, spec)?,
             space,
             content,
@@ -67,7 +81,7 @@ impl TableKeys {
             self.db.exec(setup).await?;
         }
         let sql = self.dialect.keys_in(
-            &self.target.qualified,
+            &self.live().await?,
             &column(&self.target, spec)?,
             space,
             ranges,
@@ -80,7 +94,7 @@ impl TableKeys {
     /// [`etl_core::keys::KeyReader::keys_of`].
     pub(crate) async fn keys_of(&self, spec: &TableSpec, wanted: &[i64], content: &[Content]) -> Result<Vec<KeyRow>> {
         let sql = self.dialect.keys_of(
-            &self.target.qualified,
+            &self.live().await?,
             &column(&self.target, spec)?,
             wanted,
             content,
@@ -89,18 +103,40 @@ impl TableKeys {
         keys::parse_keys(&spec.name, &self.db.rows(&sql).await?)
     }
 
-    /// [`etl_core::Sink::delete_keys`]: the rows of `keys` deleted in one transaction (rolled
-    /// back on an error).
+    /// [`etl_core::Sink::delete_keys`]: the rows of `keys` deleted — or marked, under
+    /// [`etl_core::Deletes::mark`] (the mark column added first when missing) — in one
+    /// transaction (rolled back on an error).
     pub(crate) async fn delete(&self, spec: &TableSpec, keys: &[i64]) -> Result<u64> {
         let column = column(&self.target, spec)?;
         let db = self.db.as_ref();
+        let mark = spec.deletes.is_some_and(|d| d.mark);
+        let marker = self.dialect.quote(&self.target.fold(etl_core::DELETED_AT));
+        if mark && !self.target.has_marks(db).await? {
+            let kind = match self.dialect {
+                Dialect::Snowflake => "timestamp_ntz",
+                _ => "timestamptz",
+            };
+            db.exec(&format!(
+                "ALTER TABLE {} ADD COLUMN {marker} {kind}",
+                self.target.qualified
+            ))
+            .await?;
+        }
         db.exec("BEGIN").await?;
         let mut deleted = 0;
         for chunk in keys.chunks(DELETE_CHUNK) {
-            match db
-                .exec(&self.dialect.delete_keys(&self.target.qualified, &column, chunk))
-                .await
-            {
+            let sql = if mark {
+                let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+                format!(
+                    "UPDATE {} SET {marker} = CURRENT_TIMESTAMP WHERE {} IN ({}) AND {marker} IS NULL",
+                    self.target.qualified,
+                    self.dialect.quote(&column),
+                    list.join(", ")
+                )
+            } else {
+                self.dialect.delete_keys(&self.target.qualified, &column, chunk)
+            };
+            match db.exec(&sql).await {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     let _ = db.exec("ROLLBACK").await;

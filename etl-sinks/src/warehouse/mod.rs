@@ -113,6 +113,22 @@ impl Target {
         Ok(n.is_some_and(|n| n.trim() != "0"))
     }
 
+    /// Whether the table has the deletion-mark column ([`etl_core::Deletes::mark`]).
+    pub(crate) async fn has_marks(&self, db: &dyn Session) -> Result<bool> {
+        let n = db
+            .text_with(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 \
+                 AND column_name = $3",
+                &[
+                    SqlValue::Text(self.schema.clone()),
+                    SqlValue::Text(self.name.clone()),
+                    SqlValue::Text(self.fold(etl_core::DELETED_AT)),
+                ],
+            )
+            .await?;
+        Ok(n.is_some_and(|n| n.trim() != "0"))
+    }
+
     /// What the table holds ([`etl_core::Sink::target_state`]): whether it exists, and
     /// whether it has a row (one row read, never a count).
     pub(crate) async fn state(&self, db: &dyn Session) -> Result<TargetState> {
@@ -301,6 +317,9 @@ async fn merge(run: &dyn Run, st: &statements::Statements<'_>, staged_rows: u64)
     let mut last = 0;
     for s in st.merge() {
         last = db.exec(&s).await?;
+    }
+    if run.context().target.has_marks(db).await? {
+        db.exec(&st.clear_marks(&st.latest)).await?;
     }
     Ok(CommitSummary {
         inserted: if insert_only { last } else { latest - dropped - updated },

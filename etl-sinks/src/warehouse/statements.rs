@@ -226,6 +226,17 @@ impl Statements<'_> {
         )
     }
 
+    /// Clears the deletion mark ([`etl_core::Deletes::mark`]) of the target rows whose key
+    /// the rows of `from` bring again.
+    pub(crate) fn clear_marks(&self, from: &str) -> String {
+        let mark = self.id(etl_core::DELETED_AT);
+        format!(
+            "UPDATE {t} SET {mark} = NULL WHERE {mark} IS NOT NULL AND EXISTS (SELECT 1 FROM {from} s WHERE {on})",
+            t = self.target,
+            on = self.on()
+        )
+    }
+
     /// The merge of the collapsed rows by the spec's strategy.
     pub(crate) fn merge(&self) -> Vec<String> {
         let cols = self.cols();
