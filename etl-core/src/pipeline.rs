@@ -697,15 +697,15 @@ impl Pipeline {
     /// has when the spec finds deletes — unless they are more than the guard allows. Returns
     /// the comparison and whether the keys only in the target were deleted.
     async fn compare_table(&self, spec: &TableSpec, report: &mut TableReport) -> Result<Option<(Comparison, bool)>> {
-        if spec.deletes.is_none() && spec.reconcile.is_none() {
+        let Some(ranges) = spec
+            .reconcile
+            .as_ref()
+            .map(|r| r.ranges)
+            .or(spec.deletes.map(|d| d.ranges))
+        else {
             return Ok(None);
-        }
-        let (source, target) = reconcile::readers(self.source.as_ref(), self.sink.as_ref(), spec)?;
-        let ranges = match (&spec.reconcile, &spec.deletes) {
-            (Some(r), _) => r.ranges,
-            (None, Some(d)) => d.ranges,
-            (None, None) => unreachable!("checked above"),
         };
+        let (source, target) = reconcile::readers(self.source.as_ref(), self.sink.as_ref(), spec)?;
         let columns = spec.reconcile.as_ref().map_or(&[][..], |r| r.columns.as_slice());
         let c = reconcile::compare(source, target, spec, ranges, columns).await?;
         let extra = &c.diff.only_in_target;

@@ -367,6 +367,18 @@ impl Dialect {
         format!("DELETE FROM {table} WHERE {} IN ({})", self.quote(key), list.join(", "))
     }
 
+    /// Marks the unmarked rows of `table` whose key column `key` holds one of `keys`: column
+    /// `marker` (quoted here) set to the current time ([`crate::Deletes::mark`]).
+    pub fn mark_keys(self, table: &str, key: &str, marker: &str, keys: &[i64]) -> String {
+        let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+        let m = self.quote(marker);
+        format!(
+            "UPDATE {table} SET {m} = CURRENT_TIMESTAMP WHERE {} IN ({}) AND {m} IS NULL",
+            self.quote(key),
+            list.join(", ")
+        )
+    }
+
     /// Quotes one identifier: `"a""b"` for Postgres, `` `a``b` `` for MySQL.
     ///
     /// ```

@@ -110,15 +110,16 @@ impl TableKeys {
         let column = column(&self.target, spec)?;
         let db = self.db.as_ref();
         let mark = spec.deletes.is_some_and(|d| d.mark);
-        let marker = self.dialect.quote(&self.target.fold(etl_core::DELETED_AT));
+        let marker = self.target.fold(etl_core::DELETED_AT);
         if mark && !self.target.has_marks(db).await? {
             let kind = match self.dialect {
                 Dialect::Snowflake => "timestamp_ntz",
                 _ => "timestamptz",
             };
             db.exec(&format!(
-                "ALTER TABLE {} ADD COLUMN {marker} {kind}",
-                self.target.qualified
+                "ALTER TABLE {} ADD COLUMN {} {kind}",
+                self.target.qualified,
+                self.dialect.quote(&marker)
             ))
             .await?;
         }
@@ -126,13 +127,7 @@ impl TableKeys {
         let mut deleted = 0;
         for chunk in keys.chunks(DELETE_CHUNK) {
             let sql = if mark {
-                let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-                format!(
-                    "UPDATE {} SET {marker} = CURRENT_TIMESTAMP WHERE {} IN ({}) AND {marker} IS NULL",
-                    self.target.qualified,
-                    self.dialect.quote(&column),
-                    list.join(", ")
-                )
+                self.dialect.mark_keys(&self.target.qualified, &column, &marker, chunk)
             } else {
                 self.dialect.delete_keys(&self.target.qualified, &column, chunk)
             };
