@@ -22,12 +22,16 @@
 //! ([`content_hash`]). A changed value changes its row's hash unless it changed by a multiple
 //! of `Q`.
 
+mod rows;
+
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::spec::TableSpec;
+
+pub use rows::{HeldKeys, KeyRows, content_ints, row_hashes};
 
 /// The modulus of [`key_hash`].
 pub const HASH_MODULUS: i64 = 2_147_483_647;
@@ -63,7 +67,7 @@ pub fn key_hash_sql(k: &str) -> String {
 /// product, so a row whose sum changes changes its range's digest.
 pub fn content_hash(key: i64, values: &[Option<i64>]) -> i64 {
     let q = CONTENT_MODULUS;
-    let weight = (key % WEIGHT_MODULUS).abs() + 1;
+    let weight = key_weight(key);
     let sum: i64 = values
         .iter()
         .enumerate()
@@ -182,8 +186,15 @@ pub fn digests_of(rows: impl IntoIterator<Item = KeyRow>, space: &KeySpace) -> D
         d.sum += i128::from(k);
         d.hash += i128::from(key_hash(k));
         d.content += i128::from(content);
+        // The content hash is the key's weight times the column sum.
+        d.columns += i128::from(content / key_weight(k));
     }
     out
+}
+
+/// A key's weight in [`content_hash`]: `|k % R| + 1`.
+pub fn key_weight(key: i64) -> i64 {
+    (key % WEIGHT_MODULUS).abs() + 1
 }
 
 /// Sorted keys as inclusive intervals of consecutive keys.
@@ -471,11 +482,16 @@ pub trait KeyReader: Send + Sync {
     /// [`crate::Error::Config`]: this side cannot say.
     async fn content(&self, spec: &TableSpec, columns: &[String]) -> Result<Vec<Content>> {
         let _ = columns;
-        Err(crate::Error::config(format!(
-            "table `{}`: this side of the comparison does not describe its columns for a content digest",
-            spec.name
-        )))
+        Err(undescribed(spec))
     }
+}
+
+/// The refusal of a side that cannot describe its columns for a content digest.
+fn undescribed(spec: &TableSpec) -> crate::Error {
+    crate::Error::config(format!(
+        "table `{}`: this side of the comparison does not describe its columns for a content digest",
+        spec.name
+    ))
 }
 
 #[cfg(test)]
@@ -571,23 +587,10 @@ mod tests {
             let cols = [Some(v), Some(k)];
             (k, content_hash(k, &cols))
         };
-        let digest = |rows: Vec<(i64, i64)>, changed: Option<i64>| {
-            let mut d = digests_of(rows.iter().copied(), &space);
-            // The column sums, as the engines add them.
-            for (k, _) in rows {
-                let v = if Some(k) == changed { 7 } else { 3 };
-                let cols: i64 = [Some(v), Some(k)]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| v.map_or(0, |v| (v % CONTENT_MODULUS + CONTENT_MODULUS) * (i as i64 + 1)))
-                    .sum();
-                d.get_mut(&space.range_of(k)).unwrap().columns += i128::from(cols);
-            }
-            d
-        };
+        let digest = |rows: Vec<(i64, i64)>| digests_of(rows, &space);
         let before: Vec<_> = (1..=1000).map(|k| row(k, 3)).collect();
         let after: Vec<_> = (1..=1000).map(|k| row(k, if k == 321 { 7 } else { 3 })).collect();
-        let (a, b) = (digest(after, Some(321)), digest(before, None));
+        let (a, b) = (digest(after), digest(before));
         let r = space.range_of(321);
         assert_eq!(changed_key(&space, r, &a[&r], &b[&r]), vec![321]);
         let other = space.range_of(1);

@@ -30,7 +30,7 @@ fn take(d: &mut keys::RangeDigest, k: i64, rh: i64) {
     d.sum -= i128::from(k);
     d.hash -= i128::from(keys::key_hash(k));
     d.content -= i128::from(rh);
-    d.columns -= i128::from(rh / ((k % keys::WEIGHT_MODULUS).abs() + 1));
+    d.columns -= i128::from(rh / keys::key_weight(k));
 }
 
 /// What a range's digests say of the key they name.

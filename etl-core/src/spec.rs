@@ -36,6 +36,20 @@ pub enum BadRows {
     Divert,
 }
 
+/// Which files under a file table's prefix make its rows ([`TableSpec::file_drops`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileDrops {
+    /// Every file under the prefix together holds the table (the default): files are added
+    /// (and replaced) over time.
+    #[default]
+    Together,
+    /// Each drop holds the whole table: a drop is one entry directly under the prefix (a
+    /// file, or a folder with every file under it), and only the newest (by its newest file's
+    /// last-modified time, then by name) is read. A key missing from it was deleted at the
+    /// source ([`TableSpec::detect_deletes`]).
+    Newest,
+}
+
 /// What an incremental run does when the target no longer holds what the watermark stands
 /// for: the table or its schema dropped, the table truncated, or the target (or the
 /// watermark store) restored from an older backup ([`TableSpec::on_target_lost`]).
@@ -224,6 +238,8 @@ pub struct TableSpec {
     pub bad_rows: BadRows,
     /// A schema to read with instead of inferring one (file sources).
     pub schema: Option<SchemaRef>,
+    /// Which files under a file table's prefix hold its rows (file sources).
+    pub file_drops: FileDrops,
     /// Incremental reads in chunks of this many rows, in (cursor, primary key) order, each
     /// committed to the target and the watermark on its own (see [`TableSpec::chunk_rows`]).
     pub chunk_rows: Option<usize>,
@@ -355,6 +371,7 @@ impl TableSpec {
             processed_at: true,
             bad_rows: BadRows::Fail,
             schema: None,
+            file_drops: FileDrops::Together,
             chunk_rows: None,
             merge: MergeStrategy::default(),
             soft_delete: None,
@@ -472,6 +489,22 @@ impl TableSpec {
     /// What to do with rows that cannot be parsed.
     pub fn bad_rows(mut self, policy: BadRows) -> Self {
         self.bad_rows = policy;
+        self
+    }
+
+    /// Which files under the prefix hold the table (file sources): all of them together
+    /// (default), or only the newest drop, each drop holding the whole table.
+    ///
+    /// ```
+    /// use etl_core::{FileDrops, FileFormat, TableSpec};
+    /// // A full extract lands under `exports/customers/<day>/` every day.
+    /// let spec = TableSpec::new("customers")
+    ///     .from_files("exports/customers", FileFormat::csv())
+    ///     .file_drops(FileDrops::Newest);
+    /// assert_eq!(spec.file_drops, FileDrops::Newest);
+    /// ```
+    pub fn file_drops(mut self, drops: FileDrops) -> Self {
+        self.file_drops = drops;
         self
     }
 

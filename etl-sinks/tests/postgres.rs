@@ -131,12 +131,24 @@ impl Wh {
             panic!("cannot connect to Postgres at ETL_TEST_PG ({e}): run scripts/services.sh start")
         });
         tokio::spawn(c);
-        Wh {
+        let wh = Wh {
             schema: unique("wh"),
             client,
             kind,
             staging: tempfile::tempdir().unwrap(),
+        };
+        #[cfg(feature = "redshift")]
+        if kind == Kind::Redshift {
+            // Redshift's built-in `STRTOL` (text content digests), which Postgres lacks.
+            wh.exec(
+                "DO $$ BEGIN
+                   CREATE FUNCTION public.strtol(t text, base int) RETURNS bigint LANGUAGE sql IMMUTABLE
+                     AS 'SELECT (''x'' || lpad(t, 16, ''0''))::bit(64)::bigint';
+                 EXCEPTION WHEN duplicate_function OR unique_violation THEN NULL; END $$",
+            )
+            .await;
         }
+        wh
     }
 
     fn sink(&self) -> Arc<dyn Sink> {
@@ -1134,6 +1146,13 @@ async fn deletes_reach_the_target(kind: Kind) {
 }
 on_both!(deletes_reach_the_target);
 
+/// A complete drop of files deletes the keys it lacks (see
+/// `scenarios::a_complete_drop_deletes_the_keys_it_lacks`).
+async fn a_complete_drop_deletes_the_keys_it_lacks(kind: Kind) {
+    super::scenarios::a_complete_drop_deletes_the_keys_it_lacks(&Wh::of(kind).await).await;
+}
+on_both!(a_complete_drop_deletes_the_keys_it_lacks);
+
 /// Marked deletes keep their rows (see `scenarios::marked_deletes_keep_their_rows`).
 async fn marked_deletes_keep_their_rows(kind: Kind) {
     super::scenarios::marked_deletes_keep_their_rows(&Wh::of(kind).await).await;
@@ -1143,19 +1162,7 @@ on_both!(marked_deletes_keep_their_rows);
 /// Reconciliation finds and repairs a damaged target (see
 /// `scenarios::reconciliation_finds_and_repairs`).
 async fn reconciliation_finds_and_repairs(kind: Kind) {
-    let wh = Wh::of(kind).await;
-    #[cfg(feature = "redshift")]
-    if kind == Kind::Redshift {
-        // Redshift's built-in `STRTOL` (text content digests), which Postgres lacks.
-        wh.exec(
-            "DO $$ BEGIN
-               CREATE FUNCTION public.strtol(t text, base int) RETURNS bigint LANGUAGE sql IMMUTABLE
-                 AS 'SELECT (''x'' || lpad(t, 16, ''0''))::bit(64)::bigint';
-             EXCEPTION WHEN duplicate_function OR unique_violation THEN NULL; END $$",
-        )
-        .await;
-    }
-    super::scenarios::reconciliation_finds_and_repairs(&wh).await;
+    super::scenarios::reconciliation_finds_and_repairs(&Wh::of(kind).await).await;
 }
 on_both!(reconciliation_finds_and_repairs);
 

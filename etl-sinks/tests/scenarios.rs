@@ -708,3 +708,110 @@ pub(crate) async fn marked_deletes_keep_their_rows(wh: &dyn Warehouse) {
     assert_eq!(marked, vec![2]);
     pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
 }
+
+/// A file table whose every drop holds the whole table (`FileDrops::Newest`): the keys
+/// missing from the newest drop leave the target, its changed rows are merged, and the
+/// target reconciles with the drop; a drop with a row that cannot be parsed deletes nothing.
+pub(crate) async fn a_complete_drop_deletes_the_keys_it_lacks(wh: &dyn Warehouse) {
+    use etl_connectors::files::FileSource;
+    use etl_core::{BadRows, Deletes, FileDrops, FileFormat, Reconcile, ReconcilePolicy, ReconcileStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let drop = |day: &str, file: &str, ids: &[i64], extra: &str| {
+        let mut body = String::from("customer_id,name,updated_at\n");
+        for i in ids {
+            let name = if *i == 5 && day != "2026-11-30" {
+                "five renamed".to_string()
+            } else {
+                format!("c{i}")
+            };
+            body.push_str(&format!("{i},{name},2026-11-30 0{}:00:00\n", i % 10));
+        }
+        body.push_str(extra);
+        let path = dir.path().join("drops").join(day).join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+        // Each drop newer than the last, whatever the file system's clock resolution.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let pipeline = Pipeline::builder(format!("drops_{}", wh.schema()))
+        .source(FileSource::new(Location::local(dir.path()).unwrap()))
+        .sink_arc(wh.sink())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(
+            TableSpec::new("customers")
+                .from_files("drops", FileFormat::csv())
+                .file_drops(FileDrops::Newest)
+                .mode(LoadMode::Upsert)
+                .primary_key(["customer_id"])
+                .processed_at(false)
+                .bad_rows(BadRows::Divert)
+                .detect_deletes(Deletes {
+                    max_share: 0.5,
+                    ranges: 16,
+                    mark: false,
+                })
+                .reconcile(Reconcile::new(ReconcilePolicy::Report).content(["name", "updated_at"])),
+        )
+        .build()
+        .unwrap();
+    let ids = || async {
+        let rows = wh.rows("customers").await;
+        let mut ids: Vec<i64> = rows
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .filter_map(|l| l.split('|').nth(1)?.trim().parse::<i64>().ok())
+            .collect();
+        ids.sort_unstable();
+        (ids, rows)
+    };
+    drop("2026-11-30", "part-1.csv", &[1, 2, 3, 4, 5, 6], "");
+    drop("2026-11-30", "part-2.csv", &[7, 8, 9, 10, 11, 12], "");
+    let r = pipeline.run().await.unwrap().into_result().unwrap();
+    let t = r.table("customers").unwrap();
+    assert_eq!(
+        (
+            t.written_count,
+            t.deleted_count,
+            t.reconciliation.as_ref().unwrap().status
+        ),
+        (12, 0, ReconcileStatus::Reconciled),
+        "{t:?}"
+    );
+
+    // The next day's drop lacks keys 4 and 9 and renames 5; the older drop stays in place.
+    let day2: Vec<i64> = (1..=12).filter(|i| ![4, 9].contains(i)).collect();
+    drop("2026-12-01", "all.csv", &day2, "");
+    let r = pipeline.run().await.unwrap().into_result().unwrap();
+    let t = r.table("customers").unwrap();
+    let keys = t.keys.as_ref().unwrap();
+    assert_eq!(
+        (
+            t.extracted_count,
+            t.deleted_count,
+            keys.deleted_at_source,
+            t.target_count
+        ),
+        (10, 2, 2, Some(10)),
+        "only the newest drop is read and compared: {t:?}"
+    );
+    assert_eq!(
+        t.reconciliation.as_ref().unwrap().status,
+        ReconcileStatus::Reconciled,
+        "{t:?}"
+    );
+    let (left, rows) = ids().await;
+    assert_eq!(left, day2, "{rows}");
+    assert!(rows.contains("five renamed"), "{rows}");
+
+    // A drop with a row that cannot be parsed: its key is unknown, so nothing is deleted
+    // (key 10, missing from it, stays), and the run says which line.
+    let day3: Vec<i64> = day2.iter().copied().filter(|i| *i != 10).collect();
+    drop("2026-12-02", "all.csv", &day3, "13,a row of two fields\n");
+    let r = pipeline.run().await.unwrap();
+    let t = r.table("customers").unwrap();
+    assert_eq!(t.status, TableStatus::Failed, "{t:?}");
+    assert!(t.error.as_deref().unwrap().contains("2026-12-02/all.csv"), "{t:?}");
+    assert_eq!(t.rejected_count, 1, "the run diverted the row: {t:?}");
+    let (left, rows) = ids().await;
+    assert_eq!(left, day2, "nothing deleted: {rows}");
+}

@@ -693,6 +693,13 @@ async fn snowflake_deletes_reach_the_target() {
     super::scenarios::deletes_reach_the_target(&Wh::new()).await;
 }
 
+/// A complete drop of files deletes the keys it lacks from Snowflake (see
+/// `scenarios::a_complete_drop_deletes_the_keys_it_lacks`).
+#[tokio::test]
+async fn snowflake_a_complete_drop_deletes_the_keys_it_lacks() {
+    super::scenarios::a_complete_drop_deletes_the_keys_it_lacks(&Wh::new()).await;
+}
+
 /// Marked deletes keep their rows in Snowflake (see
 /// `scenarios::marked_deletes_keep_their_rows`).
 #[tokio::test]

@@ -17,6 +17,14 @@
 //! `_etl/rejects/<table>/<run>.csv` under the rejects location (by default the source's
 //! own location) and the report counts it.
 //!
+//! # Deletes and reconciliation
+//! A file table with a primary key compares with its target ([`TableSpec::detect_deletes`],
+//! [`TableSpec::reconcile`]) by the keys (and the content) of the files that hold it now:
+//! every file under the prefix, or with [`FileDrops::Newest`] the newest drop alone, so that
+//! a key missing from a complete drop is a key deleted at the source. The files are read
+//! whole once per listing (a bad row fails the comparison, naming file and line: its key is
+//! unknown); of a key given twice, the later row counts.
+//!
 //! # Memory
 //! One file is read at a time; CSV and JSON are parsed on a blocking thread that hands over
 //! at most two batches ahead of the consumer. Parquet files are read row group by row group.
@@ -29,11 +37,12 @@ use std::sync::Arc;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use etl_core::keys::{self, Content, ContentKind, HeldKeys, KeyReader, KeyRows};
 use etl_core::kit::window;
 use etl_core::lake::formats::{self, Decoded, MergePolicy, RejectedRow, TextRead};
 use etl_core::{
-    BadRows, Error, Extract, ExtractStats, FileFormat, FileMark, LoadMode, Location, Position, ReadRequest, Result,
-    Source, SourceRef, TableSpec,
+    BadRows, Error, Extract, ExtractStats, FileDrops, FileFormat, FileMark, LoadMode, Location, Position, ReadRequest,
+    Result, Source, SourceRef, TableSpec,
 };
 use etl_core::{BatchStream, Low};
 use futures::StreamExt;
@@ -61,7 +70,12 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 pub struct FileSource {
     location: Location,
     rejects: Location,
+    /// The key rows of the table last compared, by its listing and content columns.
+    keys: Arc<std::sync::Mutex<Option<CachedKeys>>>,
 }
+
+/// A table, its files as listed, the content columns, and their key rows.
+type CachedKeys = (String, BTreeMap<String, FileMark>, Vec<Content>, Arc<KeyRows>);
 
 /// One file to read.
 #[derive(Debug, Clone)]
@@ -124,6 +138,7 @@ impl FileSource {
         FileSource {
             rejects: location.clone(),
             location,
+            keys: Arc::default(),
         }
     }
 
@@ -169,6 +184,9 @@ impl FileSource {
                 return Err(formats::compression_refused(&rel, kind));
             }
         }
+        if spec.file_drops == FileDrops::Newest {
+            files = newest_drop(prefix, files);
+        }
         if files.is_empty() {
             return Err(Error::TableNotFound {
                 table: spec.name.clone(),
@@ -207,6 +225,47 @@ impl FileSource {
     }
 }
 
+/// The bookmarks of listed files.
+fn marks_of(files: &[FileTask]) -> BTreeMap<String, FileMark> {
+    files
+        .iter()
+        .map(|f| {
+            (
+                f.rel.clone(),
+                FileMark {
+                    size: f.meta.size,
+                    last_modified: f.meta.last_modified,
+                    e_tag: f.meta.e_tag.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The files of the newest drop under `prefix`: a drop is an entry directly under it (a file,
+/// or a folder and everything in it); the newest has the newest file (then the greatest
+/// name).
+fn newest_drop(prefix: &str, files: Vec<FileTask>) -> Vec<FileTask> {
+    let base = prefix.trim_end_matches('/');
+    let drop_of = |rel: &str| -> String {
+        let inner = rel.strip_prefix(base).unwrap_or(rel).trim_start_matches('/');
+        inner.split('/').next().unwrap_or_default().to_string()
+    };
+    let mut newest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
+    for f in &files {
+        let e = newest.entry(drop_of(&f.rel)).or_insert(f.meta.last_modified);
+        *e = (*e).max(f.meta.last_modified);
+    }
+    let Some(pick) = newest
+        .iter()
+        .max_by_key(|(name, at)| (**at, (*name).clone()))
+        .map(|(n, _)| n.clone())
+    else {
+        return files;
+    };
+    files.into_iter().filter(|f| drop_of(&f.rel) == pick).collect()
+}
+
 /// The batches of one text file: decoded rows counted and filtered past the cursor, bad rows
 /// written to the rejects file.
 fn text_stream(decoded: formats::DecodedStream, ctx: DecodeContext, file: String) -> BatchStream {
@@ -224,10 +283,78 @@ fn text_stream(decoded: formats::DecodedStream, ctx: DecodeContext, file: String
     }))
 }
 
+/// A file table's side of a key comparison: the keys of its files as listed now, with their
+/// rows' hashes of `content` (`None`: the columns the spec reconciles), read once per listing.
+#[async_trait]
+impl HeldKeys for FileSource {
+    async fn key_rows(&self, spec: &TableSpec, content: Option<&[Content]>) -> Result<Arc<KeyRows>> {
+        let key = keys::key_column(spec)?;
+        let content = match (content, &spec.reconcile) {
+            (Some(c), _) => c.to_vec(),
+            (None, Some(r)) if !r.columns.is_empty() => HeldKeys::content(self, spec, &r.columns).await?,
+            (None, _) => Vec::new(),
+        };
+        let marks = marks_of(&self.list(spec).await?);
+        if let Some((t, m, c, rows)) = self.keys.lock().expect("key rows lock").as_ref()
+            && *t == spec.name
+            && *m == marks
+            && *c == content
+        {
+            return Ok(rows.clone());
+        }
+        // A row that cannot be parsed has a key no one knows: the comparison fails on it.
+        let mut strict = spec.clone();
+        strict.bad_rows = BadRows::Fail;
+        let req = ReadRequest {
+            spec: &strict,
+            mode: LoadMode::Full,
+            from: None,
+            run_id: "keys",
+            batch_size: 65_536,
+            limit: None,
+            until: None,
+            keys: None,
+        };
+        let mut stream = self.read(req).await?.stream;
+        let mut rows = Vec::new();
+        while let Some(batch) = stream.next().await {
+            rows.extend(keys::row_hashes(&spec.name, &batch?, key, &content)?);
+        }
+        let rows = Arc::new(KeyRows::new(rows));
+        *self.keys.lock().expect("key rows lock") = Some((spec.name.clone(), marks, content, rows.clone()));
+        Ok(rows)
+    }
+
+    async fn content(&self, spec: &TableSpec, columns: &[String]) -> Result<Vec<Content>> {
+        let schema = match &spec.schema {
+            Some(s) => s.clone(),
+            None => self.infer(spec, &self.list(spec).await?).await?,
+        };
+        columns
+            .iter()
+            .map(|c| {
+                let field = schema.field_with_name(c).map_err(|_| Error::ColumnNotFound {
+                    table: spec.name.clone(),
+                    column: c.clone(),
+                })?;
+                Ok(Content {
+                    name: c.clone(),
+                    kind: ContentKind::of(field.data_type()),
+                    native: false,
+                })
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Source for FileSource {
     fn name(&self) -> &str {
         "files"
+    }
+
+    fn key_reader(&self) -> Option<&dyn KeyReader> {
+        Some(self)
     }
 
     async fn check(&self, spec: &TableSpec) -> Result<()> {
@@ -239,19 +366,7 @@ impl Source for FileSource {
         let (_, format) = self.files_spec(spec)?;
         let format = format.clone();
         let listed = self.list(spec).await?;
-        let marks: BTreeMap<String, FileMark> = listed
-            .iter()
-            .map(|f| {
-                (
-                    f.rel.clone(),
-                    FileMark {
-                        size: f.meta.size,
-                        last_modified: f.meta.last_modified,
-                        e_tag: f.meta.e_tag.clone(),
-                    },
-                )
-            })
-            .collect();
+        let marks = marks_of(&listed);
         let incremental = req.mode.reads_incrementally();
         let from = if incremental { req.from } else { None };
         let to_read: Vec<FileTask> = listed

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::Utc;
-use etl_core::keys::{self, Content, Digests, KeyRow, KeySpace};
+use etl_core::keys::{self, Content, KeyRows};
 use etl_core::kit::batch::cast_column;
 use etl_core::transform::PROCESSED_AT;
 use etl_core::{Error, LoadMode, Result, TableSpec, TableWriter, WriteRequest};
@@ -28,10 +28,10 @@ use super::writer::LakeWriter;
 
 pub use etl_core::DELETED_AT;
 
-/// A table, the sequence of its commit, and its live keys then (sorted).
-type Cached = (String, u64, Arc<Vec<i64>>);
+/// A table, the sequence of its commit, the content columns, and its live rows then.
+type Cached = (String, u64, Vec<Content>, Arc<KeyRows>);
 
-/// The live keys of the table last compared, at its last commit.
+/// The live rows of the table last compared, at its last commit.
 #[derive(Debug, Default)]
 pub(super) struct LiveKeys {
     cached: Mutex<Option<Cached>>,
@@ -55,39 +55,37 @@ pub(super) fn check(spec: &TableSpec) -> Result<()> {
             spec.name
         )));
     }
-    if spec.reconcile.as_ref().is_some_and(|r| !r.columns.is_empty()) {
-        return Err(Error::config(format!(
-            "table `{}`: the lake reconciles keys and counts; content digests of lake tables are not built \
-             (leave Reconcile::content empty)",
-            spec.name
-        )));
-    }
     Ok(())
 }
 
 impl LakeSink {
-    /// The table's live keys, sorted: computed once per commit of the table.
-    async fn live_keys(&self, spec: &TableSpec) -> Result<Arc<Vec<i64>>> {
+    /// The table's live keys with their rows' content hashes (of the `content` columns;
+    /// `None`: any, as for the keys alone): read once per commit of the table.
+    async fn live_rows(&self, spec: &TableSpec, content: Option<&[Content]>) -> Result<Arc<KeyRows>> {
         check(spec)?;
         let log = self.commit_log(&spec.target);
         let Some(latest) = log.latest().await? else {
-            return Ok(Arc::new(Vec::new()));
+            return Ok(Arc::new(KeyRows::default()));
         };
-        if let Some((t, seq, keys)) = self.live.cached.lock().expect("live keys lock").as_ref()
+        if let Some((t, seq, c, rows)) = self.live.cached.lock().expect("live keys lock").as_ref()
             && *t == spec.target
             && *seq == latest.sequence
+            && content.is_none_or(|content| c.as_slice() == content)
         {
-            return Ok(keys.clone());
+            return Ok(rows.clone());
         }
+        let content = content.unwrap_or_default();
         let key = keys::key_column(spec)?;
-        let mut newest: HashMap<i64, (i64, bool)> = HashMap::new();
+        // Per key: its newest row's commit time, whether it is a tombstone, its content hash.
+        let mut newest: HashMap<i64, (i64, bool, i64)> = HashMap::new();
         for meta in log.visible_files().await? {
             let path = meta.location.to_string();
             let reader = etl_core::lake::parquet::ObjectReader::new(self.location.store().clone(), meta.clone());
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(lake_err(&path))?;
-            let wanted = [key, PROCESSED_AT, DELETED_AT];
+            let mut wanted = vec![key, PROCESSED_AT, DELETED_AT];
+            wanted.extend(content.iter().map(|c| c.name.as_str()));
             let fields = builder.schema().fields();
             let leaves: Vec<usize> = wanted
                 .iter()
@@ -96,45 +94,69 @@ impl LakeSink {
             let mask = ProjectionMask::roots(builder.parquet_schema(), leaves);
             let mut stream = builder.with_projection(mask).build().map_err(lake_err(&path))?;
             while let Some(batch) = stream.try_next().await.map_err(lake_err(&path))? {
-                let column = |name: &str| {
-                    batch
-                        .column_by_name(name)
-                        .cloned()
-                        .ok_or_else(|| Error::ColumnNotFound {
-                            table: spec.name.clone(),
-                            column: format!("{name} (in `{path}`)"),
-                        })
+                let missing = |name: &str| Error::ColumnNotFound {
+                    table: spec.name.clone(),
+                    column: format!("{name} (in `{path}`)"),
                 };
-                let ints = |name: &str, col: &ArrayRef| cast_column(&spec.name, name, col, &DataType::Int64);
-                let keys = ints(key, &column(key)?)?;
-                let keys = keys.as_any().downcast_ref::<Int64Array>().expect("int64");
-                let at = column(PROCESSED_AT)?;
-                let at = cast_column(
-                    &spec.name,
-                    PROCESSED_AT,
-                    &at,
-                    &DataType::Timestamp(TimeUnit::Microsecond, None),
-                )?;
-                let at = ints(PROCESSED_AT, &at)?;
-                let at = at.as_any().downcast_ref::<Int64Array>().expect("int64");
-                let deleted = batch.column_by_name(DELETED_AT);
-                for i in 0..batch.num_rows() {
-                    if keys.is_null(i) {
-                        continue;
+                let deleted = batch.column_by_name(DELETED_AT).cloned();
+                // A tombstone's columns are NULL: its row is valued with no content.
+                let rows = match &deleted {
+                    Some(d) if d.null_count() < d.len() => {
+                        let live = arrow::compute::is_null(d).map_err(|e| Error::arrow(&spec.name, e))?;
+                        let kept = arrow::compute::filter_record_batch(&batch, &live)
+                            .map_err(|e| Error::arrow(&spec.name, e))?;
+                        let dead = arrow::compute::not(&live).map_err(|e| Error::arrow(&spec.name, e))?;
+                        let dead = arrow::compute::filter_record_batch(&batch, &dead)
+                            .map_err(|e| Error::arrow(&spec.name, e))?;
+                        vec![(kept, false), (dead, true)]
                     }
-                    let row = (at.value(i), deleted.is_some_and(|d| d.is_valid(i)));
-                    let e = newest.entry(keys.value(i)).or_insert(row);
-                    // The newest row wins; a tombstone wins a tie.
-                    if row.0 > e.0 || (row.0 == e.0 && row.1) {
-                        *e = row;
+                    Some(_) => vec![(batch, false)],
+                    None => vec![(batch, false)],
+                };
+                for (part, tombstone) in rows {
+                    let at = part.column_by_name(PROCESSED_AT).ok_or_else(|| missing(PROCESSED_AT))?;
+                    let at = cast_column(
+                        &spec.name,
+                        PROCESSED_AT,
+                        at,
+                        &DataType::Timestamp(TimeUnit::Microsecond, None),
+                    )?;
+                    let at = cast_column(&spec.name, PROCESSED_AT, &at, &DataType::Int64)?;
+                    let at = at.as_any().downcast_ref::<Int64Array>().expect("int64");
+                    let keys = part.column_by_name(key).ok_or_else(|| missing(key))?;
+                    let keys = cast_column(&spec.name, key, keys, &DataType::Int64)?;
+                    let keys = keys.as_any().downcast_ref::<Int64Array>().expect("int64");
+                    let hashed = if tombstone {
+                        Vec::new()
+                    } else {
+                        keys::row_hashes(&spec.name, &part, key, content)?
+                    };
+                    let mut hashes = hashed.into_iter();
+                    for i in 0..part.num_rows() {
+                        if keys.is_null(i) {
+                            continue;
+                        }
+                        let hash = hashes.next().map_or(0, |(_, h)| h);
+                        let row = (at.value(i), tombstone, hash);
+                        let e = newest.entry(keys.value(i)).or_insert(row);
+                        // The newest row wins; a tombstone wins a tie.
+                        if row.0 > e.0 || (row.0 == e.0 && row.1) {
+                            *e = row;
+                        }
                     }
                 }
             }
         }
-        let mut live: Vec<i64> = newest.into_iter().filter(|(_, (_, d))| !d).map(|(k, _)| k).collect();
-        live.sort_unstable();
+        let live = KeyRows::new(
+            newest
+                .into_iter()
+                .filter(|(_, (_, dead, _))| !dead)
+                .map(|(k, (_, _, h))| (k, h))
+                .collect(),
+        );
         let live = Arc::new(live);
-        *self.live.cached.lock().expect("live keys lock") = Some((spec.target.clone(), latest.sequence, live.clone()));
+        *self.live.cached.lock().expect("live keys lock") =
+            Some((spec.target.clone(), latest.sequence, content.to_vec(), live.clone()));
         Ok(live)
     }
 
@@ -209,53 +231,8 @@ impl LakeSink {
 }
 
 #[async_trait::async_trait]
-impl keys::KeyReader for LakeSink {
-    async fn key_bounds(&self, spec: &TableSpec) -> Result<Option<(i64, i64)>> {
-        let live = self.live_keys(spec).await?;
-        Ok(live.first().zip(live.last()).map(|(a, b)| (*a, *b)))
+impl keys::HeldKeys for LakeSink {
+    async fn key_rows(&self, spec: &TableSpec, content: Option<&[Content]>) -> Result<Arc<KeyRows>> {
+        self.live_rows(spec, content).await
     }
-
-    async fn key_digests(&self, spec: &TableSpec, space: &KeySpace, content: &[Content]) -> Result<Digests> {
-        no_content(spec, content)?;
-        let live = self.live_keys(spec).await?;
-        Ok(keys::digests_of(live.iter().map(|k| (*k, 0)), space))
-    }
-
-    async fn keys_of(&self, spec: &TableSpec, wanted: &[i64], content: &[Content]) -> Result<Vec<KeyRow>> {
-        no_content(spec, content)?;
-        let live = self.live_keys(spec).await?;
-        Ok(wanted
-            .iter()
-            .filter(|k| live.binary_search(k).is_ok())
-            .map(|k| (*k, 0))
-            .collect())
-    }
-
-    async fn keys_in(
-        &self,
-        spec: &TableSpec,
-        space: &KeySpace,
-        ranges: &[i64],
-        content: &[Content],
-    ) -> Result<Vec<KeyRow>> {
-        no_content(spec, content)?;
-        let live = self.live_keys(spec).await?;
-        let wanted: std::collections::HashSet<i64> = ranges.iter().copied().collect();
-        Ok(live
-            .iter()
-            .filter(|k| wanted.contains(&space.range_of(**k)))
-            .map(|k| (*k, 0))
-            .collect())
-    }
-}
-
-/// Content digests of lake tables are not built (refused at build by [`check`] too).
-fn no_content(spec: &TableSpec, content: &[Content]) -> Result<()> {
-    if content.is_empty() {
-        return Ok(());
-    }
-    Err(Error::config(format!(
-        "table `{}`: content digests of lake tables are not built",
-        spec.name
-    )))
 }
