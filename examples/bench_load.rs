@@ -19,6 +19,8 @@
 //! (`TableSpec::detect_deletes`). `RECONCILE=col,col…` (or `RECONCILE=keys`) makes `upsert`
 //! reconcile the target with the source after the run, comparing those columns' content
 //! (or keys and counts only); `RECONCILE_POLICY=report|fail|repair` (default `report`).
+//! `RESYNC=1` makes `upsert` reload the whole table into the target it has
+//! (`Pipeline::resync`: what a user runs to mend a table without reconciliation).
 //!
 //! Prints the run's report as one JSON line; exits non-zero when the run fails.
 
@@ -86,14 +88,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Arc::new(LakeSink::new(out.clone()))
     };
-    let report = Pipeline::builder("bench")
+    let pipeline = Pipeline::builder("bench")
         .source_arc(source)
         .sink_arc(sink)
         .watermarks(ObjectStoreWatermarkStore::new(out.child("_etl/watermarks")))
         .table(spec)
-        .build()?
-        .run()
-        .await?;
+        .build()?;
+    let report = if mode == LoadMode::Upsert && std::env::var("RESYNC").is_ok_and(|v| v == "1") {
+        pipeline.resync(&table).await?
+    } else {
+        pipeline.run().await?
+    };
     println!("{}", report.to_json());
     report.into_result()?;
     Ok(())

@@ -162,7 +162,8 @@ pub struct RangeDigest {
     pub count: u64,
     /// Their sum.
     pub sum: i128,
-    /// The sum of their [`key_hash`]es.
+    /// The sum of their [`key_hash`]es; 0 when content is compared, whose sums tell key
+    /// sets apart as well (and cost the engines less without it).
     pub hash: i128,
     /// The sum of their rows' [`content_hash`]es (0 when no content is compared).
     pub content: i128,
@@ -177,14 +178,18 @@ pub type Digests = BTreeMap<i64, RangeDigest>;
 /// A key and its row's [`content_hash`] (0 when no content is compared).
 pub type KeyRow = (i64, i64);
 
-/// The digests of `rows` (for a system that hands out its keys, such as a lake).
-pub fn digests_of(rows: impl IntoIterator<Item = KeyRow>, space: &KeySpace) -> Digests {
+/// The digests of `rows` (for a system that hands out its keys, such as a lake); with
+/// `content` compared, without key hashes (see [`RangeDigest::hash`]).
+pub fn digests_of(rows: impl IntoIterator<Item = KeyRow>, space: &KeySpace, content: bool) -> Digests {
     let mut out = Digests::new();
-    for (k, content) in rows {
+    for (k, row) in rows {
         let d = out.entry(space.range_of(k)).or_default();
         d.count += 1;
         d.sum += i128::from(k);
-        d.hash += i128::from(key_hash(k));
+        if !content {
+            d.hash += i128::from(key_hash(k));
+        }
+        let content = row;
         d.content += i128::from(content);
         // The content hash is the key's weight times the column sum.
         d.columns += i128::from(content / key_weight(k));
@@ -242,16 +247,18 @@ pub fn differing(a: &Digests, b: &Digests) -> Vec<i64> {
     out
 }
 
-/// The one key by which a range's two digests differ, when they differ by exactly one key
+/// The one key by which a range's two digests may differ, when they differ by one key
 /// (`a` holds it and `b` does not): the difference of the sums, when it falls in the range
-/// and the difference of the hash sums is its [`key_hash`]. Ranges that differ otherwise
-/// (several keys, or content only) give `None` and are read key by key.
-pub fn single_key(space: &KeySpace, range: i64, a: &RangeDigest, b: &RangeDigest) -> Option<i64> {
+/// and, without `content`, the difference of the hash sums is its [`key_hash`]. With
+/// `content` (no key hashes) the key is only a candidate, as when a row changed too: the
+/// caller looks it up. Ranges that differ otherwise give `None` and are read key by key.
+pub fn single_key(space: &KeySpace, range: i64, a: &RangeDigest, b: &RangeDigest, content: bool) -> Option<i64> {
     if a.count != b.count + 1 {
         return None;
     }
     let k = i64::try_from(a.sum - b.sum).ok()?;
-    (space.range_of(k) == range && k >= space.lo && a.hash - b.hash == i128::from(key_hash(k))).then_some(k)
+    let hashed = content || a.hash - b.hash == i128::from(key_hash(k));
+    (space.range_of(k) == range && k >= space.lo && hashed).then_some(k)
 }
 
 /// The keys that may be the one row whose content differs between a range's two digests
@@ -506,7 +513,10 @@ mod tests {
         let source: Vec<i64> = (1..=1000).filter(|k| k % 97 != 0).collect();
         let target: Vec<i64> = (1..=1000).filter(|k| *k != 500).collect();
         let rows = |keys: &[i64]| -> Vec<KeyRow> { keys.iter().map(|k| (*k, 0)).collect() };
-        let (s, t) = (digests_of(rows(&source), &space), digests_of(rows(&target), &space));
+        let (s, t) = (
+            digests_of(rows(&source), &space, false),
+            digests_of(rows(&target), &space, false),
+        );
         let ranges = differing(&s, &t);
         assert!(ranges.len() < space.ranges as usize, "{ranges:?}");
         let pick = |keys: &[i64]| -> Vec<KeyRow> {
@@ -522,8 +532,8 @@ mod tests {
         );
         assert_eq!(diff.only_in_source, vec![500]);
         // Same count and same sum, other keys: the hash tells them apart.
-        let a = digests_of([(1, 0), (4, 0)], &KeySpace::covering(0, 9, 1));
-        let b = digests_of([(2, 0), (3, 0)], &KeySpace::covering(0, 9, 1));
+        let a = digests_of([(1, 0), (4, 0)], &KeySpace::covering(0, 9, 1), false);
+        let b = digests_of([(2, 0), (3, 0)], &KeySpace::covering(0, 9, 1), false);
         assert_eq!(differing(&a, &b), vec![0]);
         assert_eq!(key_hash(-5), 25 * (12_345 - 5), "truncated remainders, as SQL's %");
         assert_eq!(key_hash(i64::MAX), {
@@ -564,20 +574,24 @@ mod tests {
         let lost: Vec<KeyRow> = all.iter().copied().filter(|(k, _)| *k != 500).collect();
         let two: Vec<KeyRow> = lost.iter().copied().filter(|(k, _)| *k != 501).collect();
         let (a, b, c) = (
-            digests_of(all, &space),
-            digests_of(lost, &space),
-            digests_of(two, &space),
+            digests_of(all, &space, false),
+            digests_of(lost, &space, false),
+            digests_of(two, &space, false),
         );
         let r = space.range_of(500);
-        assert_eq!(single_key(&space, r, &a[&r], &b[&r]), Some(500));
-        assert_eq!(single_key(&space, r, &b[&r], &a[&r]), None, "the other way round");
-        assert_eq!(single_key(&space, r, &a[&r], &c[&r]), None, "two keys");
+        assert_eq!(single_key(&space, r, &a[&r], &b[&r], false), Some(500));
+        assert_eq!(
+            single_key(&space, r, &b[&r], &a[&r], false),
+            None,
+            "the other way round"
+        );
+        assert_eq!(single_key(&space, r, &a[&r], &c[&r], false), None, "two keys");
         // Same count difference, but one key gone and another changed: the sums disagree.
         let swapped = RangeDigest {
             sum: b[&r].sum + 1,
             ..b[&r]
         };
-        assert_eq!(single_key(&space, r, &a[&r], &swapped), None);
+        assert_eq!(single_key(&space, r, &a[&r], &swapped, false), None);
     }
 
     #[test]
@@ -587,7 +601,7 @@ mod tests {
             let cols = [Some(v), Some(k)];
             (k, content_hash(k, &cols))
         };
-        let digest = |rows: Vec<(i64, i64)>| digests_of(rows, &space);
+        let digest = |rows: Vec<(i64, i64)>| digests_of(rows, &space, true);
         let before: Vec<_> = (1..=1000).map(|k| row(k, 3)).collect();
         let after: Vec<_> = (1..=1000).map(|k| row(k, if k == 321 { 7 } else { 3 })).collect();
         let (a, b) = (digest(after), digest(before));

@@ -24,11 +24,14 @@ const RANGES_PER_QUERY: usize = 65_536;
 /// Keys per `keys_of` query.
 const KEYS_PER_QUERY: usize = 20_000;
 
-/// Takes one row (key `k`, content hash `rh`) out of a range's digest.
-fn take(d: &mut keys::RangeDigest, k: i64, rh: i64) {
+/// Takes one row (key `k`, content hash `rh`) out of a range's digest (which sums key hashes
+/// only without content).
+fn take(d: &mut keys::RangeDigest, k: i64, rh: i64, content: bool) {
     d.count = d.count.saturating_sub(1);
     d.sum -= i128::from(k);
-    d.hash -= i128::from(keys::key_hash(k));
+    if !content {
+        d.hash -= i128::from(keys::key_hash(k));
+    }
     d.content -= i128::from(rh);
     d.columns -= i128::from(rh / keys::key_weight(k));
 }
@@ -206,6 +209,7 @@ pub(crate) async fn compare(
         (None, None) => (0, 0),
     };
     let space = KeySpace::covering(lo, hi, ranges);
+    let compared = !content.is_empty();
     let (sd, td) = futures::try_join!(
         source.key_digests(spec, &space, &content),
         target.key_digests(spec, &space, &content)
@@ -234,7 +238,10 @@ pub(crate) async fn compare(
         let mut named: Vec<(i64, i64, Named)> = Vec::new();
         for &r in &pending {
             let (s, t) = left[&r];
-            match (keys::single_key(&space, r, &s, &t), keys::single_key(&space, r, &t, &s)) {
+            match (
+                keys::single_key(&space, r, &s, &t, compared),
+                keys::single_key(&space, r, &t, &s, compared),
+            ) {
                 (Some(k), _) => named.push((r, k, Named::OnlyInSource)),
                 (None, Some(k)) => named.push((r, k, Named::OnlyInTarget)),
                 (None, None) => {
@@ -259,11 +266,11 @@ pub(crate) async fn compare(
                 let (s_row, t_row) = (s_rows.get(k).copied(), t_rows.get(k).copied());
                 let (ds, dt) = left.get_mut(r).expect("a differing range");
                 match (how, s_row, t_row) {
-                    (Named::OnlyInSource, Some(rs), None) => take(ds, *k, rs),
-                    (Named::OnlyInTarget, None, Some(rt)) => take(dt, *k, rt),
+                    (Named::OnlyInSource, Some(rs), None) => take(ds, *k, rs, compared),
+                    (Named::OnlyInTarget, None, Some(rt)) => take(dt, *k, rt, compared),
                     (Named::Changed, Some(rs), Some(rt)) => {
-                        take(ds, *k, rs);
-                        take(dt, *k, rt);
+                        take(ds, *k, rs, true);
+                        take(dt, *k, rt, true);
                     }
                     // The digests named a key the sides do not hold so: read the range.
                     _ => {

@@ -41,7 +41,10 @@ impl<T: HeldKeys> KeyReader for T {
     }
 
     async fn key_digests(&self, spec: &TableSpec, space: &KeySpace, content: &[Content]) -> Result<Digests> {
-        Ok(self.key_rows(spec, Some(content)).await?.digests(space))
+        Ok(self
+            .key_rows(spec, Some(content))
+            .await?
+            .digests(space, !content.is_empty()))
     }
 
     async fn keys_in(
@@ -99,9 +102,10 @@ impl KeyRows {
         self.rows.first().zip(self.rows.last()).map(|(a, b)| (a.0, b.0))
     }
 
-    /// The digest of every range of `space` that holds keys.
-    pub fn digests(&self, space: &KeySpace) -> Digests {
-        digests_of(self.rows.iter().copied(), space)
+    /// The digest of every range of `space` that holds keys (with `content` compared, no
+    /// key hashes: [`super::RangeDigest::hash`]).
+    pub fn digests(&self, space: &KeySpace, content: bool) -> Digests {
+        digests_of(self.rows.iter().copied(), space, content)
     }
 
     /// The rows of the given ranges of `space`.
@@ -333,7 +337,7 @@ mod tests {
         assert_eq!(later, 4 * (text_int("c2") % q + q));
         let space = KeySpace::covering(1, 3, 3);
         assert_eq!(rows.keys_in(&space, &[0]).len(), 1);
-        let d = rows.digests(&space);
+        let d = rows.digests(&space, true);
         assert_eq!(d[&space.range_of(3)].columns, i128::from(text_int("c2") % q + q));
         assert!(row_hashes("t", &batch, "nope", &content).is_err());
     }
