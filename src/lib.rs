@@ -62,16 +62,19 @@
 pub use etl_core::S3_RETRY_TIMEOUT;
 pub use etl_core::{
     BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Deletes, DriverErrorKind,
-    Error, Extract, ExtractStats, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location, Low, MemorySource,
-    MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline, PipelineBuilder,
-    Position, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation, Result, RunReport, Secret,
-    Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus, TableWriter,
-    TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
+    Error, Extract, ExtractStats, FileDrops, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location, Low,
+    MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline,
+    PipelineBuilder, Position, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation, Result,
+    RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus,
+    TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]
 pub use etl_core::conformance;
 pub use etl_core::{catalog, deps, keys, kit, lake, transform, workflow};
+
+#[cfg(feature = "config")]
+pub mod config;
 
 /// What a pipeline program needs, in one `use etl::prelude::*;`.
 pub mod prelude {

@@ -108,7 +108,10 @@ impl Serialize for LoadMode {
 impl<'de> Deserialize<'de> for LoadMode {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse().map_err(|e| match e {
+            crate::Error::Config { message } => serde::de::Error::custom(message),
+            other => serde::de::Error::custom(other),
+        })
     }
 }
 

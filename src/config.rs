@@ -1,0 +1,669 @@
+//! Pipelines from configuration files: TOML (`.toml`) or JSON (`.json`), the same model.
+//!
+//! A file names the source, the sink, the watermark store and the tables — everything
+//! [`crate::PipelineBuilder`] and [`crate::TableSpec`] can say but transforms (code). An
+//! error in the file names the file, the line and the key:
+//! `pipeline.toml, line 14, key tables[1].mode: unknown load mode "UPSRT"; expected one of …`.
+//!
+//! ```toml
+//! name = "crm"
+//!
+//! [source]
+//! kind = "postgres"            # postgres | mysql | files
+//! url = "postgresql://etl@db/crm"
+//!
+//! [sink]
+//! kind = "lake"                # lake | postgres
+//! location = "lake"            # a folder (relative to this file), file:///…, s3://bucket/prefix
+//!
+//! # [watermarks] defaults to `_etl/watermarks` in a lake, the target schema in Postgres.
+//!
+//! [[tables]]
+//! name = "orders"
+//! from = "public.orders"       # or: query = "SELECT …", or: files = { prefix = "orders/", format = "csv" }
+//! mode = "UPSERT"
+//! primary_key = "order_id"     # a column or a list
+//! cursor = "updated_at"
+//! lookback = "10m"
+//! partition_by = { date = "order_date" }
+//! reconcile = { policy = "repair", columns = ["price"] }
+//! ```
+//!
+//! The per-table keys of Glue-style frameworks are accepted as they are: `target_table` for
+//! `target`, `timestamp_column` for `cursor`, `operations` for `mode`.
+//!
+//! ```
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("pipeline.toml");
+//! std::fs::write(&path, r#"
+//! name = "demo"
+//! source = { kind = "files", location = "landing" }
+//! sink = { kind = "lake", location = "lake" }
+//! [[tables]]
+//! name = "orders"
+//! files = { prefix = "orders/", format = "csv" }
+//! operations = "INCREMENTAL"
+//! "#).unwrap();
+//! let config = etl::config::PipelineConfig::load(&path).unwrap();
+//! assert_eq!(config.tables[0].mode, etl::LoadMode::Incremental);
+//! let pipeline = config.build().unwrap();
+//! assert_eq!(pipeline.name(), "demo");
+//!
+//! std::fs::write(&path, "name = \"demo\"\n[source]\nkind = \"files\"\nlocation = 3\n").unwrap();
+//! let err = etl::config::PipelineConfig::load(&path).unwrap_err().to_string();
+//! assert!(err.contains("pipeline.toml, line 4, key source.location"), "{err}");
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use etl_core::{
+    BadRows, Deletes, Error, FileDrops, FileFormat, LoadMode, Location, ObjectStoreWatermarkStore, Partitioning,
+    Pipeline, Reconcile, ReconcilePolicy, Result, Sink, Source, TableSpec, TargetLost, WatermarkStore,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A pipeline as a configuration file says it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The pipeline's name (the key of its watermarks).
+    pub name: String,
+    /// Where the rows come from: `postgres` (`url`, `parallelism`), `mysql` (`url`,
+    /// `parallelism`) or `files` (`location`).
+    pub source: Endpoint,
+    /// Where they go: `lake` (`location`) or `postgres` (`url`, `schema`).
+    pub sink: Endpoint,
+    /// Where watermarks are kept: `object_store` (`location`). Default: under
+    /// `_etl/watermarks` of a lake, in the target schema of a Postgres sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermarks: Option<Endpoint>,
+    /// The tables, in order.
+    pub tables: Vec<TableConfig>,
+    /// The folder relative locations are taken from (the file's own; not in the file).
+    #[serde(skip)]
+    pub base: PathBuf,
+    /// The file it was read from, which errors name (not in the file).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// What reads or writes rows, or keeps watermarks: a kind and its options (each kind takes
+/// some of them; an option the kind does not take is an error).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `postgres`, `mysql` or `files` (a source); `lake` or `postgres` (a sink);
+    /// `object_store` (watermarks).
+    pub kind: String,
+    /// A database's connection string (`postgresql://…`, `mysql://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A folder (relative to the file), `file:///…`, `s3://bucket/prefix` or `memory://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// A Postgres sink's schema (default `public`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// A database source's connections per whole-table read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<usize>,
+}
+
+impl Endpoint {
+    /// The option `key` this kind needs.
+    fn needs<'a>(&self, what: &str, key: &str, value: &'a Option<String>) -> Result<&'a str> {
+        value
+            .as_deref()
+            .ok_or_else(|| Error::config(format!("{what} of kind `{}` needs `{key}`", self.kind)))
+    }
+
+    /// Refuses the options this kind does not take.
+    fn only(&self, what: &str, takes: &[&str]) -> Result<()> {
+        let given = [
+            ("url", self.url.is_some()),
+            ("location", self.location.is_some()),
+            ("schema", self.schema.is_some()),
+            ("parallelism", self.parallelism.is_some()),
+        ];
+        match given.iter().find(|(k, set)| *set && !takes.contains(k)) {
+            Some((k, _)) => Err(Error::config(format!(
+                "{what} of kind `{}` takes no `{k}` (it takes {})",
+                self.kind,
+                takes.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where a table's rows are read, as the file says: one of `from`, `query`, `files`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// The prefix under the source's location.
+    pub prefix: String,
+    /// `csv` (default), `json` (JSON lines) or `parquet`.
+    #[serde(default = "csv")]
+    pub format: String,
+    /// CSV: whether the first line names the columns (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
+    /// CSV: the field delimiter (default `,`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<char>,
+    /// `together` (default: every file under the prefix) or `newest` (each drop holds the
+    /// whole table; see [`FileDrops`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops: Option<String>,
+}
+
+fn csv() -> String {
+    "csv".to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn full() -> LoadMode {
+    LoadMode::Full
+}
+
+/// One table, as the file says it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The table's name in the pipeline.
+    pub name: String,
+    /// The source relation (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A query the database source runs instead of reading a relation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Files the file source reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesConfig>,
+    /// The target table (default: the name's last part).
+    #[serde(default, alias = "target_table", skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `FULL` (default), `INCREMENTAL`, `TRUNCATE_INSERT`, `UPSERT` or `APPEND`.
+    #[serde(default = "full", alias = "operations")]
+    pub mode: LoadMode,
+    /// The primary key: a column or a list.
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub primary_key: Vec<String>,
+    /// The cursor: a column or a list.
+    #[serde(
+        default,
+        alias = "timestamp_column",
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cursor: Vec<String>,
+    /// Rows this much older than the watermark are read again (`10m`, `1h`, `2d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookback: Option<String>,
+    /// A first incremental run reads only this far back (`30d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_window: Option<String>,
+    /// Rows are read once they are this old by the database's clock (`5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<String>,
+    /// `{ date = "column" }` or `"processing_date"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_by: Option<PartitionConfig>,
+    /// Keep only the latest row per key of a run's rows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_latest: bool,
+    /// Add an `etl_processed_at` column (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub processed_at: bool,
+    /// `fail` (default) or `divert` rows that cannot be parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_rows: Option<String>,
+    /// Incremental reads in chunks of this many rows, each committed on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_rows: Option<usize>,
+    /// A soft-delete column the source keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete: Option<String>,
+    /// `fail` (default) or `reload` when the target lost what the watermark stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_target_lost: Option<String>,
+    /// Whether a failure of this table fails the run (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub required: bool,
+    /// Find rows deleted at the source ([`Deletes`]; `{}` for the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_deletes: Option<DeletesConfig>,
+    /// Reconcile the target with the source after each run ([`Reconcile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<ReconcileConfig>,
+}
+
+/// How a table is partitioned in a lake.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PartitionConfig {
+    /// `year=/month=/day=` of a date or timestamp column.
+    Date(String),
+    /// `processing_year=/…` of the run's start.
+    ProcessingDate,
+}
+
+/// [`Deletes`] in a file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletesConfig {
+    /// The largest share of the target a run may delete (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_share: Option<f64>,
+    /// Key ranges of the comparison (default 65 536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<i64>,
+    /// Mark deleted rows in `_etl_deleted_at` instead of deleting them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mark: bool,
+}
+
+/// [`Reconcile`] in a file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// `report` (default), `fail` or `repair`.
+    #[serde(default)]
+    pub policy: ReconcilePolicy,
+    /// Columns whose content is compared too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Key ranges of the comparison (default 65 536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<i64>,
+    /// The largest share of the target a repair may delete (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_share: Option<f64>,
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// A file's error: the file, the line when known, the key when known, and what is wrong.
+fn file_error(file: &Path, line: Option<usize>, key: &str, message: &str) -> Error {
+    let name = file.display();
+    let at = line.map(|l| format!(", line {l}")).unwrap_or_default();
+    let key = if key.is_empty() || key == "." {
+        String::new()
+    } else {
+        format!(", key {key}")
+    };
+    Error::config(format!("{name}{at}{key}: {message}"))
+}
+
+impl PipelineConfig {
+    /// Reads a configuration file: TOML by default, JSON for `.json`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file, and where the file is malformed its line and key.
+    pub fn load(path: impl AsRef<Path>) -> Result<PipelineConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("{}: cannot read the configuration: {e}", path.display())))?;
+        PipelineConfig::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` names it in errors and says its format.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the file, line and key of what is malformed.
+    pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig> {
+        let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if json {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            return serde_path_to_error::deserialize(de)
+                .map(|c| PipelineConfig::at(c, path))
+                .map_err(|e| {
+                    let inner = e.inner();
+                    let message = inner.to_string();
+                    // serde_json appends " at line L column C": the line is said once.
+                    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+                    file_error(path, Some(inner.line()), &e.path().to_string(), &message)
+                });
+        }
+        let de = toml::de::Deserializer::parse(text)
+            .map_err(|e| file_error(path, e.span().map(|s| line_of(text, s.start)), "", e.message()))?;
+        serde_path_to_error::deserialize(de)
+            .map(|c| PipelineConfig::at(c, path))
+            .map_err(|e| {
+                let line = e.inner().span().map(|s| line_of(text, s.start));
+                file_error(path, line, &e.path().to_string(), e.inner().message())
+            })
+    }
+
+    /// The configuration read from `path`.
+    fn at(mut self, path: &Path) -> PipelineConfig {
+        self.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.file = path.to_path_buf();
+        self
+    }
+
+    /// The configuration as TOML (what [`PipelineConfig::load`] reads back).
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a value has no TOML form.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::config(format!("pipeline `{}`: {e}", self.name)))
+    }
+
+    /// A location string of the file: relative folders are taken from the file's folder.
+    fn location(&self, what: &str, url: &str) -> Result<Location> {
+        location(&self.base, what, url)
+    }
+
+    /// The pipeline the file describes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a kind this build lacks (its cargo feature), a value out of
+    /// place, or what [`crate::PipelineBuilder::build`] refuses.
+    pub fn build(&self) -> Result<Pipeline> {
+        self.build_inner().map_err(|e| match e {
+            Error::Config { message } => Error::config(format!("{}: {message}", self.file.display())),
+            other => other,
+        })
+    }
+
+    fn build_inner(&self) -> Result<Pipeline> {
+        let source = self.source()?;
+        let (sink, default_store) = self.sink()?;
+        let store: Arc<dyn WatermarkStore> = match &self.watermarks {
+            Some(w) if w.kind == "object_store" => {
+                w.only("watermarks", &["location"])?;
+                let at = w.needs("watermarks", "location", &w.location)?;
+                Arc::new(ObjectStoreWatermarkStore::new(
+                    self.location("watermarks.location", at)?,
+                ))
+            }
+            Some(w) => {
+                return Err(Error::config(format!(
+                    "watermarks of kind `{}`: expected object_store (or no [watermarks]: beside the target)",
+                    w.kind
+                )));
+            }
+            None => default_store,
+        };
+        let mut builder = Pipeline::builder(&self.name)
+            .source_arc(source)
+            .sink_arc(sink)
+            .watermarks_arc(store);
+        for t in &self.tables {
+            builder = builder.table(t.spec()?);
+        }
+        builder.build()
+    }
+
+    fn source(&self) -> Result<Arc<dyn Source>> {
+        let s = &self.source;
+        match s.kind.as_str() {
+            #[cfg(feature = "postgres")]
+            "postgres" => {
+                s.only("source", &["url", "parallelism"])?;
+                let mut source = crate::PostgresSource::new(s.needs("source", "url", &s.url)?)?;
+                if let Some(n) = s.parallelism {
+                    source = source.with_parallelism(n);
+                }
+                Ok(Arc::new(source))
+            }
+            #[cfg(feature = "mysql")]
+            "mysql" => {
+                s.only("source", &["url", "parallelism"])?;
+                let mut source = crate::MySqlSource::new(s.needs("source", "url", &s.url)?)?;
+                if let Some(n) = s.parallelism {
+                    source = source.with_parallelism(n);
+                }
+                Ok(Arc::new(source))
+            }
+            #[cfg(feature = "files")]
+            "files" => {
+                s.only("source", &["location"])?;
+                let at = s.needs("source", "location", &s.location)?;
+                Ok(Arc::new(crate::FileSource::new(self.location("source.location", at)?)))
+            }
+            other => Err(unknown_kind("source", other, &["postgres", "mysql", "files"])),
+        }
+    }
+
+    fn sink(&self) -> Result<(Arc<dyn Sink>, Arc<dyn WatermarkStore>)> {
+        let s = &self.sink;
+        match s.kind.as_str() {
+            #[cfg(feature = "lake")]
+            "lake" => {
+                s.only("sink", &["location"])?;
+                let location = self.location("sink.location", s.needs("sink", "location", &s.location)?)?;
+                let store = Arc::new(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
+                Ok((Arc::new(crate::LakeSink::new(location)), store))
+            }
+            #[cfg(feature = "postgres")]
+            "postgres" => {
+                s.only("sink", &["url", "schema"])?;
+                let mut sink = crate::PostgresSink::new(s.needs("sink", "url", &s.url)?)?;
+                if let Some(schema) = &s.schema {
+                    sink = sink.with_schema(schema);
+                }
+                let store = Arc::new(sink.watermark_store());
+                Ok((Arc::new(sink), store))
+            }
+            other => Err(unknown_kind("sink", other, &["lake", "postgres"])),
+        }
+    }
+}
+
+/// A kind this build does not have: misspelt, or its cargo feature left out.
+fn unknown_kind(what: &str, kind: &str, kinds: &[&str]) -> Error {
+    if kinds.contains(&kind) {
+        return Error::config(format!(
+            "{what} of kind `{kind}`: this build of etl has no {kind} connector (cargo feature `{kind}`)"
+        ));
+    }
+    Error::config(format!(
+        "{what} of kind `{kind}`: unknown; expected one of {}",
+        kinds.join(", ")
+    ))
+}
+
+/// A location of a configuration: `s3://bucket/prefix` (feature `s3`, endpoint from
+/// `AWS_ENDPOINT_URL`), `memory://`, `file:///abs/path`, or a folder relative to `base`.
+fn location(base: &Path, what: &str, url: &str) -> Result<Location> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+            return Location::s3(bucket, prefix, endpoint.as_deref());
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = rest;
+            return Err(Error::config(format!(
+                "{what} `{url}`: this build of etl reads no S3 (cargo feature `s3`)"
+            )));
+        }
+    }
+    if url == "memory://" {
+        return Ok(Location::memory());
+    }
+    if url.contains("://") && !url.starts_with("file://") {
+        return Err(Error::config(format!(
+            "{what} `{url}`: expected a folder, file:///…, s3://bucket/prefix or memory://"
+        )));
+    }
+    let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    std::fs::create_dir_all(&path).map_err(|e| Error::config(format!("{what} `{}`: {e}", path.display())))?;
+    Location::local(&path)
+}
+
+/// A duration of the file (`90s`, `10m`, `1h 30m`, `7d`).
+fn duration(table: &str, key: &str, text: &str) -> Result<chrono::TimeDelta> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| Error::config(format!("table `{table}`, key {key}: `{text}` is not a duration ({e})")))?;
+    chrono::TimeDelta::from_std(d).map_err(|e| Error::config(format!("table `{table}`, key {key}: {e}")))
+}
+
+impl TableConfig {
+    /// The table's spec.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the table and the key of a value out of place.
+    pub fn spec(&self) -> Result<TableSpec> {
+        let name = self.name.as_str();
+        let bad = |key: &str, message: String| Error::config(format!("table `{name}`, key {key}: {message}"));
+        let mut spec = TableSpec::new(name).mode(self.mode);
+        match (&self.from, &self.query, &self.files) {
+            (Some(from), None, None) => spec = spec.from_table(from),
+            (None, Some(q), None) => spec = spec.from_query(q),
+            (None, None, Some(f)) => {
+                let format = match f.format.to_ascii_lowercase().as_str() {
+                    "csv" => {
+                        let mut o = etl_core::CsvOptions::default();
+                        if let Some(h) = f.header {
+                            o.header = h;
+                        }
+                        if let Some(d) = f.delimiter {
+                            o.delimiter = u8::try_from(d)
+                                .map_err(|_| bad("files.delimiter", format!("`{d}` is not a one-byte delimiter")))?;
+                        }
+                        FileFormat::Csv(o)
+                    }
+                    "json" | "jsonl" | "json_lines" => FileFormat::JsonLines,
+                    "parquet" => FileFormat::Parquet,
+                    other => {
+                        return Err(bad(
+                            "files.format",
+                            format!("unknown format `{other}`; expected csv, json or parquet"),
+                        ));
+                    }
+                };
+                spec = spec.from_files(&f.prefix, format);
+                spec = spec.file_drops(match f.drops.as_deref() {
+                    None | Some("together") => FileDrops::Together,
+                    Some("newest") => FileDrops::Newest,
+                    Some(other) => {
+                        return Err(bad(
+                            "files.drops",
+                            format!("unknown drops `{other}`; expected together or newest"),
+                        ));
+                    }
+                });
+            }
+            (None, None, None) => {}
+            _ => {
+                return Err(Error::config(format!(
+                    "table `{name}`: give one of `from`, `query` and `files`, not several"
+                )));
+            }
+        }
+        if let Some(t) = &self.target {
+            spec = spec.target(t);
+        }
+        spec = spec.primary_key(self.primary_key.clone()).cursor(self.cursor.clone());
+        if let Some(d) = &self.lookback {
+            spec = spec.lookback(duration(name, "lookback", d)?);
+        }
+        if let Some(d) = &self.initial_window {
+            spec = spec.initial_window(duration(name, "initial_window", d)?);
+        }
+        if let Some(d) = &self.settle {
+            spec = spec.settle(duration(name, "settle", d)?);
+        }
+        spec = spec.partition_by(match &self.partition_by {
+            None => Partitioning::None,
+            Some(PartitionConfig::Date(c)) => Partitioning::ByDate(c.clone()),
+            Some(PartitionConfig::ProcessingDate) => Partitioning::ByProcessingDate,
+        });
+        if self.keep_latest {
+            spec = spec.keep_latest();
+        }
+        spec = spec.processed_at(self.processed_at);
+        spec = spec.bad_rows(match self.bad_rows.as_deref() {
+            None | Some("fail") => BadRows::Fail,
+            Some("divert") => BadRows::Divert,
+            Some(other) => return Err(bad("bad_rows", format!("unknown `{other}`; expected fail or divert"))),
+        });
+        if let Some(n) = self.chunk_rows {
+            spec = spec.chunk_rows(n);
+        }
+        if let Some(c) = &self.soft_delete {
+            spec = spec.soft_delete(c);
+        }
+        spec = spec.on_target_lost(match self.on_target_lost.as_deref() {
+            None | Some("fail") => TargetLost::Fail,
+            Some("reload") => TargetLost::Reload,
+            Some(other) => {
+                return Err(bad(
+                    "on_target_lost",
+                    format!("unknown `{other}`; expected fail or reload"),
+                ));
+            }
+        });
+        spec.required = self.required;
+        if let Some(d) = &self.detect_deletes {
+            let base = Deletes::default();
+            spec = spec.detect_deletes(Deletes {
+                max_share: d.max_share.unwrap_or(base.max_share),
+                ranges: d.ranges.unwrap_or(base.ranges),
+                mark: d.mark,
+            });
+        }
+        if let Some(r) = &self.reconcile {
+            let mut rec = Reconcile::new(r.policy).content(r.columns.clone());
+            if let Some(n) = r.ranges {
+                rec.ranges = n;
+            }
+            if let Some(s) = r.max_share {
+                rec.max_share = s;
+            }
+            spec = spec.reconcile(rec);
+        }
+        Ok(spec)
+    }
+}
+
+/// Builds the pipeline a configuration file describes: `Pipeline::from_config(path)`.
+pub trait FromConfig: Sized {
+    /// The pipeline of the file at `path` ([`PipelineConfig::load`], then
+    /// [`PipelineConfig::build`]).
+    ///
+    /// # Errors
+    /// As [`PipelineConfig::load`] and [`PipelineConfig::build`].
+    fn from_config(path: impl AsRef<Path>) -> Result<Self>;
+}
+
+impl FromConfig for Pipeline {
+    fn from_config(path: impl AsRef<Path>) -> Result<Pipeline> {
+        PipelineConfig::load(path)?.build()
+    }
+}
