@@ -1,4 +1,5 @@
-//! Pipelines from configuration files: TOML (`.toml`) or JSON (`.json`), the same model.
+//! Pipelines from configuration files: TOML (`.toml`), YAML (`.yaml`, `.yml`) or JSON
+//! (`.json`), the same model.
 //!
 //! A file names the source, the sink, the watermark store and the tables — everything
 //! [`crate::PipelineBuilder`] and [`crate::TableSpec`] can say but transforms (code). An
@@ -25,7 +26,7 @@
 //! primary_key = "order_id"     # a column or a list
 //! cursor = "updated_at"
 //! lookback = "10m"
-//! partition_by = { date = "order_date" }
+//! partition_by = { date = "order_date" }   # or { processing_date = true }
 //! reconcile = { policy = "repair", columns = ["price"] }
 //! ```
 //!
@@ -247,14 +248,17 @@ pub struct TableConfig {
     pub reconcile: Option<ReconcileConfig>,
 }
 
-/// How a table is partitioned in a lake.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum PartitionConfig {
-    /// `year=/month=/day=` of a date or timestamp column.
-    Date(String),
-    /// `processing_year=/…` of the run's start.
-    ProcessingDate,
+/// How a table is partitioned in a lake: `{ date = "column" }` (`year=/month=/day=` of a
+/// date or timestamp column) or `{ processing_date = true }` (of the run's start).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// The date or timestamp column of `year=/month=/day=` folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    /// `processing_year=/…` folders of the run's start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub processing_date: bool,
 }
 
 /// [`Deletes`] in a file.
@@ -321,7 +325,8 @@ fn file_error(file: &Path, line: Option<usize>, key: &str, message: &str) -> Err
 }
 
 impl PipelineConfig {
-    /// Reads a configuration file: TOML by default, JSON for `.json`.
+    /// Reads a configuration file: TOML by default, YAML for `.yaml` and `.yml`, JSON for
+    /// `.json`.
     ///
     /// # Errors
     /// [`Error::Config`] naming the file, and where the file is malformed its line and key.
@@ -337,8 +342,27 @@ impl PipelineConfig {
     /// # Errors
     /// [`Error::Config`] naming the file, line and key of what is malformed.
     pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig> {
-        let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        if json {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if ext == "yaml" || ext == "yml" {
+            let de = yaml_serde::Deserializer::from_str(text);
+            return serde_path_to_error::deserialize(de)
+                .map(|c| PipelineConfig::at(c, path))
+                .map_err(|e| {
+                    let inner = e.inner();
+                    let line = inner.location().map(|l| l.line());
+                    let message = inner.to_string();
+                    // The location is said once, before the message.
+                    let message = match message.split_once(" at line ") {
+                        Some((m, _)) => m.to_string(),
+                        None => message,
+                    };
+                    file_error(path, line, &e.path().to_string(), &message)
+                });
+        }
+        if ext == "json" {
             let de = &mut serde_json::Deserializer::from_str(text);
             return serde_path_to_error::deserialize(de)
                 .map(|c| PipelineConfig::at(c, path))
@@ -601,8 +625,20 @@ impl TableConfig {
         }
         spec = spec.partition_by(match &self.partition_by {
             None => Partitioning::None,
-            Some(PartitionConfig::Date(c)) => Partitioning::ByDate(c.clone()),
-            Some(PartitionConfig::ProcessingDate) => Partitioning::ByProcessingDate,
+            Some(PartitionConfig {
+                date: Some(c),
+                processing_date: false,
+            }) => Partitioning::ByDate(c.clone()),
+            Some(PartitionConfig {
+                date: None,
+                processing_date: true,
+            }) => Partitioning::ByProcessingDate,
+            Some(_) => {
+                return Err(bad(
+                    "partition_by",
+                    "give one of `date = \"column\"` and `processing_date = true`".into(),
+                ));
+            }
         });
         if self.keep_latest {
             spec = spec.keep_latest();

@@ -125,7 +125,14 @@ partition_by = { date = "order_date" }
     let config = PipelineConfig::load(&path).unwrap();
     let again = PipelineConfig::parse(Path::new("again.toml"), &config.to_toml().unwrap()).unwrap();
     assert_eq!(again.tables, config.tables);
-    assert_eq!((again.source, again.sink), (config.source, config.sink));
+    assert_eq!((&again.source, &again.sink), (&config.source, &config.sink));
+    // The same in YAML.
+    let yaml = write(
+        dir.path(),
+        "pipeline.yaml",
+        "name: daily\nsource: {kind: files, location: landing}\nsink: {kind: lake, location: lake}\ntables:\n  - name: orders\n    files: {prefix: orders/, format: csv}\n    mode: INCREMENTAL\n    partition_by: {date: order_date}\n",
+    );
+    assert_eq!(PipelineConfig::load(yaml).unwrap().tables, config.tables);
 }
 
 /// The per-table keys of a Glue-style framework (`target_table`, `primary_key`,
