@@ -355,7 +355,8 @@ struct Backfill<'a> {
 /// What one run does: the modes, and which table (all when `None`), over which window.
 struct Plan<'a> {
     overrides: &'a ModeOverrides,
-    only: Option<&'a str>,
+    /// The tables to run (all: `None`).
+    only: Option<&'a [&'a str]>,
     backfill: Option<Backfill<'a>>,
 }
 
@@ -409,6 +410,24 @@ impl Pipeline {
         .await
     }
 
+    /// Runs the named tables once (in one run, as [`Pipeline::run_with`] runs them all); the
+    /// others are not run and keep their state.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table the pipeline does not have; else as
+    /// [`Pipeline::run_with`].
+    pub async fn run_tables(&self, tables: &[&str], overrides: &ModeOverrides) -> Result<RunReport> {
+        for t in tables {
+            self.spec(t)?;
+        }
+        self.run_plan(Plan {
+            overrides,
+            only: Some(tables),
+            backfill: None,
+        })
+        .await
+    }
+
     /// Reloads one table in full (as `FULL`, whatever its mode) and moves its watermark to
     /// where that read ended; the other tables are not run and keep their state.
     ///
@@ -419,7 +438,7 @@ impl Pipeline {
         let overrides = ModeOverrides::new().with(table, LoadMode::Full);
         self.run_plan(Plan {
             overrides: &overrides,
-            only: Some(table),
+            only: Some(&[table]),
             backfill: None,
         })
         .await
@@ -464,7 +483,7 @@ impl Pipeline {
         }
         self.run_plan(Plan {
             overrides: &ModeOverrides::new(),
-            only: Some(table),
+            only: Some(&[table]),
             backfill: Some(Backfill {
                 after: &after,
                 through: &through,
@@ -552,7 +571,7 @@ impl Pipeline {
         // taking `&TableSpec` would tie it to one lifetime).
         let mut plan = Vec::with_capacity(self.tables.len());
         for (i, spec) in self.tables.iter().enumerate() {
-            if only.is_some_and(|t| t != spec.name) {
+            if only.is_some_and(|t| !t.contains(&spec.name.as_str())) {
                 continue;
             }
             let mode = overrides.get(&spec.name).unwrap_or(spec.mode);

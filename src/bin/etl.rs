@@ -1,0 +1,311 @@
+//! `etl`: run a pipeline from a configuration file (see `etl --help`).
+//!
+//! Exit codes: 0 every table succeeded; 1 the run finished and a table failed (the report
+//! says which and why); 2 bad arguments or an invalid configuration; 3 the command could not
+//! be carried out (a source, sink or watermark store unreachable, another run in progress).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use etl::config::PipelineConfig;
+use etl::{CursorValue, Error, ModeOverrides, Pipeline, Position, RunReport, TableStatus};
+
+/// Full and incremental loads from a configuration file (TOML, YAML or JSON): sources to a
+/// Parquet lake or a warehouse, with watermarks that move only after the target commits.
+///
+/// The file names a source, a sink and tables (see the README's "From a configuration file").
+/// On a terminal each command prints a summary; otherwise one JSON line (a run's report, or
+/// the watermarks). Exit codes: 0 success; 1 a table failed; 2 bad arguments or
+/// configuration; 3 the command could not be carried out (unreachable service, another run).
+#[derive(Parser, Debug)]
+#[command(name = "etl", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the pipeline: every table, or those named by --table.
+    Run {
+        /// The configuration file.
+        config: PathBuf,
+        /// Run only this table (repeat for several).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Per-table mode overrides for this run, as Glue jobs' --OBJ: '{"orders":"FULL"}'.
+        #[arg(long = "OBJ", value_name = "JSON")]
+        obj: Option<String>,
+    },
+    /// Reloads one table in full (FULL over its target) and moves only its watermark.
+    Resync {
+        /// The configuration file.
+        config: PathBuf,
+        /// The table.
+        table: String,
+    },
+    /// Reads again the rows of one UPSERT table with a cursor past AFTER and at most THROUGH,
+    /// leaving its watermark where it is.
+    Backfill {
+        /// The configuration file.
+        config: PathBuf,
+        /// The table.
+        table: String,
+        /// The range's lower end, excluded (an integer, a date, a timestamp).
+        #[arg(long)]
+        after: String,
+        /// The range's upper end, included.
+        #[arg(long)]
+        through: String,
+    },
+    /// Shows, sets or resets a table's watermark.
+    Watermark {
+        #[command(subcommand)]
+        action: WatermarkAction,
+    },
+    /// Shows every table's watermark.
+    Status {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// Reads and builds the configuration, connecting to nothing; prints its tables.
+    Check {
+        /// The configuration file.
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WatermarkAction {
+    /// Prints the table's watermark.
+    Show {
+        /// The configuration file.
+        config: PathBuf,
+        /// The table.
+        table: String,
+    },
+    /// Sets the table's cursor watermark: the next incremental run reads rows past VALUE.
+    Set {
+        /// The configuration file.
+        config: PathBuf,
+        /// The table.
+        table: String,
+        /// The cursor value (an integer, `2025-07-01`, `2025-07-01 12:00:00`,
+        /// `2025-07-01T12:00:00Z`, or text).
+        value: String,
+    },
+    /// Resets the table's watermark: the next run reads the table from its start.
+    Reset {
+        /// The configuration file.
+        config: PathBuf,
+        /// The table.
+        table: String,
+    },
+}
+
+/// What a command ends with.
+enum Outcome {
+    /// A run's report.
+    Report(RunReport),
+    /// Something to print (JSON off a terminal, text on one).
+    Print { json: serde_json::Value, text: String },
+}
+
+/// A cursor value as typed on the command line: an integer, a date, a timestamp with or
+/// without a zone, else text.
+fn cursor(text: &str) -> CursorValue {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+    if let Ok(i) = text.parse::<i64>() {
+        return CursorValue::Int(i);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return CursorValue::Date(d);
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, f) {
+            return CursorValue::Timestamp(t);
+        }
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return CursorValue::TimestampTz(t.with_timezone(&Utc));
+    }
+    CursorValue::Text(text.to_string())
+}
+
+fn pipeline(config: &PathBuf) -> Result<Pipeline, Error> {
+    PipelineConfig::load(config)?.build()
+}
+
+fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value, String) {
+    match w {
+        Some(w) => (
+            serde_json::json!({ "table": table, "watermark": w }),
+            format!(
+                "{table}: generation {}, run {}, committed {}, cursor {}, {} files",
+                w.generation,
+                w.run_id,
+                w.committed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                w.position
+                    .cursor
+                    .as_ref()
+                    .map_or_else(|| "none".to_string(), |c| c.to_string()),
+                w.position.files.len()
+            ),
+        ),
+        None => (
+            serde_json::json!({ "table": table, "watermark": null }),
+            format!("{table}: no watermark (the next run reads from the start)"),
+        ),
+    }
+}
+
+async fn execute(command: Command) -> Result<Outcome, Error> {
+    match command {
+        Command::Run { config, tables, obj } => {
+            let p = pipeline(&config)?;
+            let overrides = match obj {
+                Some(json) => ModeOverrides::from_json(&json)?,
+                None => ModeOverrides::new(),
+            };
+            if tables.is_empty() {
+                return Ok(Outcome::Report(p.run_with(&overrides).await?));
+            }
+            let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+            Ok(Outcome::Report(p.run_tables(&tables, &overrides).await?))
+        }
+        Command::Resync { config, table } => Ok(Outcome::Report(pipeline(&config)?.resync(&table).await?)),
+        Command::Backfill {
+            config,
+            table,
+            after,
+            through,
+        } => Ok(Outcome::Report(
+            pipeline(&config)?
+                .backfill(&table, cursor(&after), cursor(&through))
+                .await?,
+        )),
+        Command::Watermark { action } => match action {
+            WatermarkAction::Show { config, table } => {
+                let w = pipeline(&config)?.watermark(&table).await?;
+                let (json, text) = watermark_json(&table, w.as_ref());
+                Ok(Outcome::Print { json, text })
+            }
+            WatermarkAction::Set { config, table, value } => {
+                let p = pipeline(&config)?;
+                let position = Position {
+                    cursor: Some(cursor(&value)),
+                    ..Position::default()
+                };
+                let w = p.set_watermark(&table, position).await?;
+                let (json, text) = watermark_json(&table, Some(&w));
+                Ok(Outcome::Print { json, text })
+            }
+            WatermarkAction::Reset { config, table } => {
+                let w = pipeline(&config)?.reset_watermark(&table).await?;
+                let (json, text) = watermark_json(&table, Some(&w));
+                Ok(Outcome::Print { json, text })
+            }
+        },
+        Command::Status { config } => {
+            let p = pipeline(&config)?;
+            let mut json = Vec::new();
+            let mut text = Vec::new();
+            for spec in p.tables() {
+                let w = p.watermark(&spec.name).await?;
+                let (j, t) = watermark_json(&spec.name, w.as_ref());
+                json.push(j);
+                text.push(t);
+            }
+            Ok(Outcome::Print {
+                json: serde_json::json!({ "pipeline": p.name(), "tables": json }),
+                text: text.join("\n"),
+            })
+        }
+        Command::Check { config } => {
+            let p = pipeline(&config)?;
+            let tables: Vec<String> = p
+                .tables()
+                .iter()
+                .map(|t| format!("{} ({}) -> {}", t.name, t.mode, t.target))
+                .collect();
+            Ok(Outcome::Print {
+                json: serde_json::json!({ "pipeline": p.name(), "tables": p.tables().iter().map(|t| &t.name).collect::<Vec<_>>() }),
+                text: format!("{}: {} tables\n{}", p.name(), tables.len(), tables.join("\n")),
+            })
+        }
+    }
+}
+
+/// A run's summary for a terminal: one line per table.
+fn summary(r: &RunReport) -> String {
+    let mut out = vec![format!(
+        "run {} of `{}`: {}",
+        r.run_id,
+        r.pipeline,
+        if r.is_success() { "succeeded" } else { "failed" }
+    )];
+    for t in &r.tables {
+        let status = match t.status {
+            TableStatus::Committed => "committed",
+            TableStatus::NoNewData => "no new data",
+            TableStatus::Failed => "FAILED",
+            _ => "skipped",
+        };
+        let mut line = format!(
+            "  {:<24} {:<12} {} read, {} written, target {}",
+            t.table,
+            status,
+            t.extracted_count,
+            t.written_count,
+            t.target_count.map_or_else(|| "?".to_string(), |n| n.to_string())
+        );
+        if let Some(e) = &t.error {
+            line.push_str(&format!("\n    {e}"));
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("etl: cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let terminal = std::io::stdout().is_terminal();
+    match runtime.block_on(execute(cli.command)) {
+        Ok(Outcome::Report(r)) => {
+            if terminal {
+                println!("{}", summary(&r));
+            } else {
+                println!("{}", r.to_json());
+            }
+            ExitCode::from(if r.is_success() { 0 } else { 1 })
+        }
+        Ok(Outcome::Print { json, text }) => {
+            if terminal {
+                println!("{text}");
+            } else {
+                println!("{json}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("etl: {e}");
+            ExitCode::from(if matches!(e, Error::Config { .. }) { 2 } else { 3 })
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The `etl` command, through its binary: exit codes, JSON lines off a terminal, watermarks.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn etl(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_etl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the etl binary runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "one JSON line: {text}");
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A landing folder with two CSV tables and a configuration loading them into a lake.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("landing/orders")).unwrap();
+    std::fs::create_dir_all(d.join("landing/customers")).unwrap();
+    std::fs::write(
+        d.join("landing/orders/day1.csv"),
+        "order_id,amount,updated_at\n1,9.5,2025-07-01 10:00:00\n2,20,2025-07-02 10:00:00\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("landing/customers/all.csv"), "customer_id,name\n1,ann\n").unwrap();
+    std::fs::write(
+        d.join("etl.toml"),
+        r#"name = "shop"
+source = { kind = "files", location = "landing" }
+sink = { kind = "lake", location = "lake" }
+
+[[tables]]
+name = "orders"
+files = { prefix = "orders/", format = "csv" }
+mode = "INCREMENTAL"
+cursor = "updated_at"
+
+[[tables]]
+name = "customers"
+files = { prefix = "customers/", format = "csv" }
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn run_prints_one_json_line_and_exits_by_outcome() {
+    let dir = project();
+    let d = dir.path();
+    let out = etl(&["run", "etl.toml"], d);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = json(&out);
+    assert_eq!(r["pipeline"], "shop");
+    let tables = r["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2);
+    assert_eq!(tables[0]["written_count"], 2);
+    assert!(d.join("lake/orders").is_dir());
+
+    // Again: nothing new. Only one table, with its mode overridden for this run.
+    let out = etl(&["run", "etl.toml", "--table", "orders"], d);
+    let r = json(&out);
+    assert_eq!(r["tables"].as_array().unwrap().len(), 1);
+    assert_eq!(r["tables"][0]["status"], "no_new_data");
+    let out = etl(
+        &["run", "etl.toml", "--table", "orders", "--OBJ", r#"{"orders":"FULL"}"#],
+        d,
+    );
+    let r = json(&out);
+    assert_eq!(
+        (
+            r["tables"][0]["mode"].as_str(),
+            r["tables"][0]["written_count"].as_u64()
+        ),
+        (Some("FULL"), Some(2))
+    );
+
+    // A table that fails: exit 1, the report says why.
+    std::fs::write(
+        d.join("landing/orders/day2.csv"),
+        "order_id,amount,updated_at\n3,x,y,z\n",
+    )
+    .unwrap();
+    let out = etl(&["run", "etl.toml"], d);
+    assert_eq!(out.status.code(), Some(1));
+    let r = json(&out);
+    assert_eq!(r["tables"][0]["status"], "failed");
+    assert!(r["tables"][0]["error"].as_str().unwrap().contains("day2.csv"), "{r}");
+}
+
+#[test]
+fn bad_arguments_and_configurations_exit_2_naming_the_problem() {
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(
+        d.join("bad.toml"),
+        "name = \"x\"\nsource = { kind = \"files\", location = 1 }\n",
+    )
+    .unwrap();
+    let out = etl(&["run", "bad.toml"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml, line 2, key source.location"), "{err}");
+    assert!(out.stdout.is_empty());
+    let out = etl(&["run", "etl.toml", "--table", "nope"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no table `nope`"));
+    let out = etl(&["frobnicate"], d);
+    assert_eq!(out.status.code(), Some(2));
+    let out = etl(&["--help"], d);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "resync", "backfill", "watermark", "status", "Exit codes"] {
+        assert!(help.contains(word), "--help names {word}: {help}");
+    }
+}
+
+#[test]
+fn an_unreachable_service_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pg.toml"),
+        "name = \"x\"\nsource = { kind = \"postgres\", url = \"postgresql://nobody@127.0.0.1:1/none?connect_timeout=2\" }\n\
+         sink = { kind = \"lake\", location = \"lake\" }\n[[tables]]\nname = \"t\"\n",
+    )
+    .unwrap();
+    let out = etl(&["run", "pg.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn watermarks_are_shown_set_and_reset() {
+    let dir = project();
+    let d = dir.path();
+    let out = etl(&["watermark", "show", "etl.toml", "orders"], d);
+    assert_eq!(json(&out)["watermark"], serde_json::Value::Null);
+    assert_eq!(etl(&["run", "etl.toml"], d).status.code(), Some(0));
+    let w = json(&etl(&["watermark", "show", "etl.toml", "orders"], d));
+    assert_eq!(w["watermark"]["generation"], 1);
+    assert_eq!(w["watermark"]["position"]["cursor"]["value"], "2025-07-02T10:00:00");
+
+    let out = etl(&["watermark", "set", "etl.toml", "orders", "2025-07-01 12:00:00"], d);
+    assert_eq!(out.status.code(), Some(0));
+    let w = json(&etl(&["watermark", "show", "etl.toml", "orders"], d));
+    assert_eq!(
+        (
+            w["watermark"]["generation"].as_u64(),
+            &w["watermark"]["position"]["cursor"]["value"]
+        ),
+        (Some(2), &serde_json::json!("2025-07-01T12:00:00"))
+    );
+    let status = json(&etl(&["status", "etl.toml"], d));
+    assert_eq!(status["tables"].as_array().unwrap().len(), 2);
+
+    assert_eq!(
+        etl(&["watermark", "reset", "etl.toml", "orders"], d).status.code(),
+        Some(0)
+    );
+    let w = json(&etl(&["watermark", "show", "etl.toml", "orders"], d));
+    assert_eq!(w["watermark"]["position"]["cursor"], serde_json::Value::Null);
+    let out = etl(&["check", "etl.toml"], d);
+    assert_eq!(json(&out)["tables"], serde_json::json!(["orders", "customers"]));
+}
