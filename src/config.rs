@@ -30,6 +30,12 @@
 //! reconcile = { policy = "repair", columns = ["price"] }
 //! ```
 //!
+//! Secrets by reference: in `url`, `location` and `schema`, `${env:NAME}` is the environment
+//! variable and `${file:PATH}` a file's text (trimmed; relative to the configuration's
+//! folder), resolved when the pipeline is built: `url = "postgresql://etl:${env:PG_PASSWORD}@db/crm"`.
+//! A resolved value is never printed: errors name the reference, and the connectors never
+//! repeat a connection string.
+//!
 //! The per-table keys of Glue-style frameworks are accepted as they are: `target_table` for
 //! `target`, `timestamp_column` for `cursor`, `operations` for `mode`.
 //!
@@ -112,11 +118,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The option `key` this kind needs.
-    fn needs<'a>(&self, what: &str, key: &str, value: &'a Option<String>) -> Result<&'a str> {
-        value
+    /// The option `key` this kind needs, its references resolved.
+    fn needs(&self, what: &str, key: &str, value: &Option<String>, base: &Path) -> Result<String> {
+        let value = value
             .as_deref()
-            .ok_or_else(|| Error::config(format!("{what} of kind `{}` needs `{key}`", self.kind)))
+            .ok_or_else(|| Error::config(format!("{what} of kind `{}` needs `{key}`", self.kind)))?;
+        resolve(&format!("{what}.{key}"), value, base)
     }
 
     /// Refuses the options this kind does not take.
@@ -422,9 +429,9 @@ impl PipelineConfig {
         let store: Arc<dyn WatermarkStore> = match &self.watermarks {
             Some(w) if w.kind == "object_store" => {
                 w.only("watermarks", &["location"])?;
-                let at = w.needs("watermarks", "location", &w.location)?;
+                let at = w.needs("watermarks", "location", &w.location, &self.base)?;
                 Arc::new(ObjectStoreWatermarkStore::new(
-                    self.location("watermarks.location", at)?,
+                    self.location("watermarks.location", &at)?,
                 ))
             }
             Some(w) => {
@@ -451,7 +458,7 @@ impl PipelineConfig {
             #[cfg(feature = "postgres")]
             "postgres" => {
                 s.only("source", &["url", "parallelism"])?;
-                let mut source = crate::PostgresSource::new(s.needs("source", "url", &s.url)?)?;
+                let mut source = crate::PostgresSource::new(&s.needs("source", "url", &s.url, &self.base)?)?;
                 if let Some(n) = s.parallelism {
                     source = source.with_parallelism(n);
                 }
@@ -460,7 +467,7 @@ impl PipelineConfig {
             #[cfg(feature = "mysql")]
             "mysql" => {
                 s.only("source", &["url", "parallelism"])?;
-                let mut source = crate::MySqlSource::new(s.needs("source", "url", &s.url)?)?;
+                let mut source = crate::MySqlSource::new(&s.needs("source", "url", &s.url, &self.base)?)?;
                 if let Some(n) = s.parallelism {
                     source = source.with_parallelism(n);
                 }
@@ -469,8 +476,8 @@ impl PipelineConfig {
             #[cfg(feature = "files")]
             "files" => {
                 s.only("source", &["location"])?;
-                let at = s.needs("source", "location", &s.location)?;
-                Ok(Arc::new(crate::FileSource::new(self.location("source.location", at)?)))
+                let at = s.needs("source", "location", &s.location, &self.base)?;
+                Ok(Arc::new(crate::FileSource::new(self.location("source.location", &at)?)))
             }
             other => Err(unknown_kind("source", other, &["postgres", "mysql", "files"])),
         }
@@ -482,16 +489,17 @@ impl PipelineConfig {
             #[cfg(feature = "lake")]
             "lake" => {
                 s.only("sink", &["location"])?;
-                let location = self.location("sink.location", s.needs("sink", "location", &s.location)?)?;
+                let at = s.needs("sink", "location", &s.location, &self.base)?;
+                let location = self.location("sink.location", &at)?;
                 let store = Arc::new(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
                 Ok((Arc::new(crate::LakeSink::new(location)), store))
             }
             #[cfg(feature = "postgres")]
             "postgres" => {
                 s.only("sink", &["url", "schema"])?;
-                let mut sink = crate::PostgresSink::new(s.needs("sink", "url", &s.url)?)?;
-                if let Some(schema) = &s.schema {
-                    sink = sink.with_schema(schema);
+                let mut sink = crate::PostgresSink::new(&s.needs("sink", "url", &s.url, &self.base)?)?;
+                if s.schema.is_some() {
+                    sink = sink.with_schema(s.needs("sink", "schema", &s.schema, &self.base)?);
                 }
                 let store = Arc::new(sink.watermark_store());
                 Ok((Arc::new(sink), store))
@@ -512,6 +520,43 @@ fn unknown_kind(what: &str, kind: &str, kinds: &[&str]) -> Error {
         "{what} of kind `{kind}`: unknown; expected one of {}",
         kinds.join(", ")
     ))
+}
+
+/// `value` with its `${env:NAME}` and `${file:PATH}` references replaced; errors name `key`
+/// and the reference, never a resolved value.
+fn resolve(key: &str, value: &str, base: &Path) -> Result<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::config(format!("{key}: a reference `${{` is not closed by `}}`")))?;
+        let reference = &after[..end];
+        let (kind, arg) = reference.split_once(':').unwrap_or((reference, ""));
+        let bad = |why: String| Error::config(format!("{key}: reference `${{{reference}}}`: {why}"));
+        let text = match kind {
+            "env" => std::env::var(arg).map_err(|_| bad(format!("the environment variable `{arg}` is not set")))?,
+            "file" => {
+                let path = Path::new(arg);
+                let path = if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    base.join(path)
+                };
+                std::fs::read_to_string(&path)
+                    .map_err(|e| bad(format!("cannot read `{}`: {}", path.display(), e.kind())))?
+                    .trim()
+                    .to_string()
+            }
+            other => return Err(bad(format!("unknown kind `{other}`; expected env or file"))),
+        };
+        out.push_str(&text);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A location of a configuration: `s3://bucket/prefix` (feature `s3`, endpoint from

@@ -155,14 +155,16 @@ async fn a_glue_style_table_config_runs_as_it_is() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Secrets by reference: the URL from the environment, the schema from a file.
+    std::fs::write(dir.path().join("schema.txt"), format!("{src}_wh\n")).unwrap();
     let path = write(
         dir.path(),
         "crm.json",
         &format!(
             r#"{{
   "name": "crm_{src}",
-  "source": {{"kind": "postgres", "url": "{url}"}},
-  "sink": {{"kind": "postgres", "url": "{url}", "schema": "{src}_wh"}},
+  "source": {{"kind": "postgres", "url": "${{env:ETL_TEST_PG}}"}},
+  "sink": {{"kind": "postgres", "url": "${{env:ETL_TEST_PG}}", "schema": "${{file:schema.txt}}"}},
   "tables": [
     {{"name": "customers", "from": "{src}.customers", "target_table": "dim_customers",
       "primary_key": "customer_id", "timestamp_column": "updated_at", "operations": "UPSERT",
