@@ -31,8 +31,10 @@
 //! ```
 //!
 //! Secrets by reference: in `url`, `location` and `schema`, `${env:NAME}` is the environment
-//! variable and `${file:PATH}` a file's text (trimmed; relative to the configuration's
-//! folder), resolved when the pipeline is built: `url = "postgresql://etl:${env:PG_PASSWORD}@db/crm"`.
+//! variable, `${file:PATH}` a file's text (trimmed; relative to the configuration's folder),
+//! and with the feature `aws` `${ssm:NAME}` an SSM parameter (decrypted) and
+//! `${secretsmanager:ID}` (or `ID#field`, a field of its JSON) a Secrets Manager secret —
+//! resolved when the pipeline is built: `url = "postgresql://etl:${env:PG_PASSWORD}@db/crm"`.
 //! A resolved value is never printed: errors name the reference, and the connectors never
 //! repeat a connection string.
 //!
@@ -53,8 +55,10 @@
 //! "#).unwrap();
 //! let config = etl::config::PipelineConfig::load(&path).unwrap();
 //! assert_eq!(config.tables[0].mode, etl::LoadMode::Incremental);
-//! let pipeline = config.build().unwrap();
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let pipeline = config.build().await.unwrap();
 //! assert_eq!(pipeline.name(), "demo");
+//! # });
 //!
 //! std::fs::write(&path, "name = \"demo\"\n[source]\nkind = \"files\"\nlocation = 3\n").unwrap();
 //! let err = etl::config::PipelineConfig::load(&path).unwrap_err().to_string();
@@ -118,12 +122,27 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The option `key` this kind needs, its references resolved.
-    fn needs(&self, what: &str, key: &str, value: &Option<String>, base: &Path) -> Result<String> {
-        let value = value
+    /// The option `key` this kind needs.
+    fn needs<'a>(&self, what: &str, key: &str, value: &'a Option<String>) -> Result<&'a str> {
+        value
             .as_deref()
-            .ok_or_else(|| Error::config(format!("{what} of kind `{}` needs `{key}`", self.kind)))?;
-        resolve(&format!("{what}.{key}"), value, base)
+            .ok_or_else(|| Error::config(format!("{what} of kind `{}` needs `{key}`", self.kind)))
+    }
+
+    /// The endpoint with the references of its `url`, `location` and `schema` resolved
+    /// (kept only while the pipeline is built).
+    async fn resolved(&self, what: &str, base: &Path, refs: &References) -> Result<Endpoint> {
+        let mut out = self.clone();
+        for (key, value) in [
+            ("url", &mut out.url),
+            ("location", &mut out.location),
+            ("schema", &mut out.schema),
+        ] {
+            if let Some(v) = value {
+                *v = refs.resolve(&format!("{what}.{key}"), v, base).await?;
+            }
+        }
+        Ok(out)
     }
 
     /// Refuses the options this kind does not take.
@@ -416,22 +435,24 @@ impl PipelineConfig {
     /// # Errors
     /// [`Error::Config`] for a kind this build lacks (its cargo feature), a value out of
     /// place, or what [`crate::PipelineBuilder::build`] refuses.
-    pub fn build(&self) -> Result<Pipeline> {
-        self.build_inner().map_err(|e| match e {
+    pub async fn build(&self) -> Result<Pipeline> {
+        self.build_inner().await.map_err(|e| match e {
             Error::Config { message } => Error::config(format!("{}: {message}", self.file.display())),
             other => other,
         })
     }
 
-    fn build_inner(&self) -> Result<Pipeline> {
-        let source = self.source()?;
-        let (sink, default_store) = self.sink()?;
+    async fn build_inner(&self) -> Result<Pipeline> {
+        let refs = References::default();
+        let source = self.source(&self.source.resolved("source", &self.base, &refs).await?)?;
+        let (sink, default_store) = self.sink(&self.sink.resolved("sink", &self.base, &refs).await?)?;
         let store: Arc<dyn WatermarkStore> = match &self.watermarks {
             Some(w) if w.kind == "object_store" => {
                 w.only("watermarks", &["location"])?;
-                let at = w.needs("watermarks", "location", &w.location, &self.base)?;
+                let w = w.resolved("watermarks", &self.base, &refs).await?;
+                let at = w.needs("watermarks", "location", &w.location)?;
                 Arc::new(ObjectStoreWatermarkStore::new(
-                    self.location("watermarks.location", &at)?,
+                    self.location("watermarks.location", at)?,
                 ))
             }
             Some(w) => {
@@ -452,13 +473,12 @@ impl PipelineConfig {
         builder.build()
     }
 
-    fn source(&self) -> Result<Arc<dyn Source>> {
-        let s = &self.source;
+    fn source(&self, s: &Endpoint) -> Result<Arc<dyn Source>> {
         match s.kind.as_str() {
             #[cfg(feature = "postgres")]
             "postgres" => {
                 s.only("source", &["url", "parallelism"])?;
-                let mut source = crate::PostgresSource::new(&s.needs("source", "url", &s.url, &self.base)?)?;
+                let mut source = crate::PostgresSource::new(s.needs("source", "url", &s.url)?)?;
                 if let Some(n) = s.parallelism {
                     source = source.with_parallelism(n);
                 }
@@ -467,7 +487,7 @@ impl PipelineConfig {
             #[cfg(feature = "mysql")]
             "mysql" => {
                 s.only("source", &["url", "parallelism"])?;
-                let mut source = crate::MySqlSource::new(&s.needs("source", "url", &s.url, &self.base)?)?;
+                let mut source = crate::MySqlSource::new(s.needs("source", "url", &s.url)?)?;
                 if let Some(n) = s.parallelism {
                     source = source.with_parallelism(n);
                 }
@@ -476,30 +496,29 @@ impl PipelineConfig {
             #[cfg(feature = "files")]
             "files" => {
                 s.only("source", &["location"])?;
-                let at = s.needs("source", "location", &s.location, &self.base)?;
-                Ok(Arc::new(crate::FileSource::new(self.location("source.location", &at)?)))
+                let at = s.needs("source", "location", &s.location)?;
+                Ok(Arc::new(crate::FileSource::new(self.location("source.location", at)?)))
             }
             other => Err(unknown_kind("source", other, &["postgres", "mysql", "files"])),
         }
     }
 
-    fn sink(&self) -> Result<(Arc<dyn Sink>, Arc<dyn WatermarkStore>)> {
-        let s = &self.sink;
+    fn sink(&self, s: &Endpoint) -> Result<(Arc<dyn Sink>, Arc<dyn WatermarkStore>)> {
         match s.kind.as_str() {
             #[cfg(feature = "lake")]
             "lake" => {
                 s.only("sink", &["location"])?;
-                let at = s.needs("sink", "location", &s.location, &self.base)?;
-                let location = self.location("sink.location", &at)?;
+                let at = s.needs("sink", "location", &s.location)?;
+                let location = self.location("sink.location", at)?;
                 let store = Arc::new(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
                 Ok((Arc::new(crate::LakeSink::new(location)), store))
             }
             #[cfg(feature = "postgres")]
             "postgres" => {
                 s.only("sink", &["url", "schema"])?;
-                let mut sink = crate::PostgresSink::new(&s.needs("sink", "url", &s.url, &self.base)?)?;
-                if s.schema.is_some() {
-                    sink = sink.with_schema(s.needs("sink", "schema", &s.schema, &self.base)?);
+                let mut sink = crate::PostgresSink::new(s.needs("sink", "url", &s.url)?)?;
+                if let Some(schema) = &s.schema {
+                    sink = sink.with_schema(schema);
                 }
                 let store = Arc::new(sink.watermark_store());
                 Ok((Arc::new(sink), store))
@@ -522,41 +541,83 @@ fn unknown_kind(what: &str, kind: &str, kinds: &[&str]) -> Error {
     ))
 }
 
-/// `value` with its `${env:NAME}` and `${file:PATH}` references replaced; errors name `key`
-/// and the reference, never a resolved value.
-fn resolve(key: &str, value: &str, base: &Path) -> Result<String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| Error::config(format!("{key}: a reference `${{` is not closed by `}}`")))?;
-        let reference = &after[..end];
-        let (kind, arg) = reference.split_once(':').unwrap_or((reference, ""));
-        let bad = |why: String| Error::config(format!("{key}: reference `${{{reference}}}`: {why}"));
-        let text = match kind {
-            "env" => std::env::var(arg).map_err(|_| bad(format!("the environment variable `{arg}` is not set")))?,
-            "file" => {
-                let path = Path::new(arg);
-                let path = if path.is_absolute() {
-                    path.to_path_buf()
-                } else {
-                    base.join(path)
-                };
-                std::fs::read_to_string(&path)
-                    .map_err(|e| bad(format!("cannot read `{}`: {}", path.display(), e.kind())))?
-                    .trim()
-                    .to_string()
-            }
-            other => return Err(bad(format!("unknown kind `{other}`; expected env or file"))),
-        };
-        out.push_str(&text);
-        rest = &after[end + 1..];
+/// Resolves the references of a configuration's values (the AWS clients made once, when a
+/// value first asks for them).
+#[derive(Default)]
+struct References {
+    #[cfg(feature = "aws")]
+    aws: tokio::sync::OnceCell<crate::aws::Secrets>,
+}
+
+impl References {
+    /// `value` with its references replaced; errors name `key` and the reference, never a
+    /// resolved value.
+    async fn resolve(&self, key: &str, value: &str, base: &Path) -> Result<String> {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| Error::config(format!("{key}: a reference `${{` is not closed by `}}`")))?;
+            let reference = &after[..end];
+            let (kind, arg) = reference.split_once(':').unwrap_or((reference, ""));
+            let bad = |why: String| Error::config(format!("{key}: reference `${{{reference}}}`: {why}"));
+            let text = match kind {
+                "env" => std::env::var(arg).map_err(|_| bad(format!("the environment variable `{arg}` is not set")))?,
+                "file" => {
+                    let path = Path::new(arg);
+                    let path = if path.is_absolute() {
+                        path.to_path_buf()
+                    } else {
+                        base.join(path)
+                    };
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| bad(format!("cannot read `{}`: {}", path.display(), e.kind())))?
+                        .trim()
+                        .to_string()
+                }
+                "ssm" | "secretsmanager" => self.aws_secret(kind, arg).await.map_err(|e| bad(e.to_string()))?,
+                other => {
+                    return Err(bad(format!(
+                        "unknown kind `{other}`; expected env, file, ssm or secretsmanager"
+                    )));
+                }
+            };
+            out.push_str(&text);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
     }
-    out.push_str(rest);
-    Ok(out)
+
+    /// An SSM parameter (`ssm:NAME`) or a Secrets Manager secret (`secretsmanager:ID`, or
+    /// `ID#field` for a field of its JSON).
+    #[cfg(feature = "aws")]
+    async fn aws_secret(&self, kind: &str, arg: &str) -> Result<String> {
+        let secrets = self
+            .aws
+            .get_or_init(|| async { crate::aws::Secrets::new(&crate::aws::config().await) })
+            .await;
+        let secret = if kind == "ssm" {
+            secrets.ssm(arg).await?
+        } else {
+            let (id, field) = match arg.split_once('#') {
+                Some((id, field)) => (id, Some(field)),
+                None => (arg, None),
+            };
+            secrets.secrets_manager(id, field).await?
+        };
+        Ok(secret.expose().to_string())
+    }
+
+    #[cfg(not(feature = "aws"))]
+    async fn aws_secret(&self, kind: &str, _arg: &str) -> Result<String> {
+        Err(Error::config(format!(
+            "`{kind}` references need the AWS SDK: this build of etl lacks the cargo feature `aws`"
+        )))
+    }
 }
 
 /// A location of a configuration: `s3://bucket/prefix` (feature `s3`, endpoint from
@@ -733,18 +794,18 @@ impl TableConfig {
     }
 }
 
-/// Builds the pipeline a configuration file describes: `Pipeline::from_config(path)`.
+/// Builds the pipeline a configuration file describes: `Pipeline::from_config(path).await`.
 pub trait FromConfig: Sized {
     /// The pipeline of the file at `path` ([`PipelineConfig::load`], then
     /// [`PipelineConfig::build`]).
     ///
     /// # Errors
     /// As [`PipelineConfig::load`] and [`PipelineConfig::build`].
-    fn from_config(path: impl AsRef<Path>) -> Result<Self>;
+    fn from_config(path: impl AsRef<Path> + Send) -> impl std::future::Future<Output = Result<Self>> + Send;
 }
 
 impl FromConfig for Pipeline {
-    fn from_config(path: impl AsRef<Path>) -> Result<Pipeline> {
-        PipelineConfig::load(path)?.build()
+    async fn from_config(path: impl AsRef<Path> + Send) -> Result<Pipeline> {
+        PipelineConfig::load(path)?.build().await
     }
 }

@@ -73,6 +73,8 @@ pub use etl_core::{
 pub use etl_core::conformance;
 pub use etl_core::{catalog, deps, keys, kit, lake, transform, workflow};
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "config")]
 pub mod config;
 

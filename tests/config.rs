@@ -11,23 +11,24 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-fn err(dir: &Path, name: &str, text: &str) -> String {
-    PipelineConfig::load(write(dir, name, text))
-        .and_then(|c| c.build().map(|_| ()))
-        .unwrap_err()
-        .to_string()
+async fn err(dir: &Path, name: &str, text: &str) -> String {
+    match PipelineConfig::load(write(dir, name, text)) {
+        Ok(c) => c.build().await.map(|_| ()).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// A malformed file is refused naming the file, the line and the key.
-#[test]
-fn a_malformed_config_names_file_line_and_key() {
+#[tokio::test]
+async fn a_malformed_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let head = "name = \"p\"\nsource = { kind = \"files\", location = \"in\" }\nsink = { kind = \"lake\", location = \"out\" }\n";
     let e = err(
         dir.path(),
         "a.toml",
         &format!("{head}[[tables]]\nname = \"t\"\n\n[[tables]]\nname = \"u\"\nmode = \"UPSRT\"\n"),
-    );
+    )
+    .await;
     assert!(
         e.contains("a.toml, line 9, key tables[1].mode: unknown load mode `UPSRT`"),
         "{e}"
@@ -36,23 +37,24 @@ fn a_malformed_config_names_file_line_and_key() {
         dir.path(),
         "b.toml",
         &format!("{head}[[tables]]\nname = \"t\"\nprimary_ky = \"id\"\n"),
-    );
+    )
+    .await;
     assert!(
         e.contains("b.toml, line 6, key tables[0].primary_ky: unknown field `primary_ky`"),
         "{e}"
     );
-    let e = err(dir.path(), "c.toml", &format!("{head}tables = [ {{ name = 3 }} ]\n"));
+    let e = err(dir.path(), "c.toml", &format!("{head}tables = [ {{ name = 3 }} ]\n")).await;
     assert!(
         e.contains("c.toml, line 4, key tables[0].name: invalid type: integer `3`"),
         "{e}"
     );
-    let e = err(dir.path(), "d.toml", "name = \"p\"\nsource = {\n");
+    let e = err(dir.path(), "d.toml", "name = \"p\"\nsource = {\n").await;
     assert!(e.contains("d.toml, line 2"), "{e}");
     let e = err(
         dir.path(),
         "e.json",
         "{\"name\": \"p\",\n \"source\": {\"kind\": \"files\", \"location\": \"in\"},\n \"sink\": {\"kind\": \"lake\", \"location\": \"out\"},\n \"tables\": [{\"name\": \"t\", \"mode\": 7}]}\n",
-    );
+    ).await;
     assert!(
         e.contains("e.json, line 4, key tables[0].mode: invalid type: integer `7`"),
         "{e}"
@@ -61,13 +63,14 @@ fn a_malformed_config_names_file_line_and_key() {
         dir.path(),
         "f.toml",
         "name = \"p\"\nsource = { kind = \"postgres\" }\nsink = { kind = \"lake\", location = \"out\" }\ntables = []\n",
-    );
+    )
+    .await;
     assert!(e.contains("source of kind `postgres` needs `url`"), "{e}");
     let e = err(
         dir.path(),
         "g.toml",
         "name = \"p\"\nsource = { kind = \"oracle\", url = \"x\" }\nsink = { kind = \"lake\", location = \"out\" }\ntables = []\n",
-    );
+    ).await;
     assert!(
         e.contains("source of kind `oracle`: unknown; expected one of postgres, mysql, files"),
         "{e}"
@@ -76,7 +79,8 @@ fn a_malformed_config_names_file_line_and_key() {
         dir.path(),
         "h.toml",
         &format!("{head}[[tables]]\nname = \"t\"\nlookback = \"ten minutes\"\n"),
-    );
+    )
+    .await;
     assert!(
         e.contains("table `t`, key lookback: `ten minutes` is not a duration"),
         "{e}"
@@ -85,7 +89,8 @@ fn a_malformed_config_names_file_line_and_key() {
         dir.path(),
         "i.toml",
         &format!("{head}[[tables]]\nname = \"t\"\nmode = \"UPSERT\"\n"),
-    );
+    )
+    .await;
     assert!(e.contains("i.toml: table `t`: mode UPSERT needs cursor columns"), "{e}");
 }
 
@@ -115,7 +120,7 @@ mode = "INCREMENTAL"
 partition_by = { date = "order_date" }
 "#,
     );
-    let p = Pipeline::from_config(&path).unwrap();
+    let p = Pipeline::from_config(&path).await.unwrap();
     let r = p.run().await.unwrap().into_result().unwrap();
     assert_eq!(r.table("orders").unwrap().written_count, 2);
     assert!(dir.path().join("lake/orders/year=2025/month=7/day=24").is_dir());
@@ -175,7 +180,7 @@ async fn a_glue_style_table_config_runs_as_it_is() {
     );
     let config = PipelineConfig::load(&path).unwrap();
     assert_eq!(config.tables[0].mode, LoadMode::Upsert);
-    let p = config.build().unwrap();
+    let p = config.build().await.unwrap();
     let r = p.run().await.unwrap().into_result().unwrap();
     assert_eq!(r.table("customers").unwrap().written_count, 20);
     pg.batch_execute(&format!(

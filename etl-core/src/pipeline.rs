@@ -678,6 +678,17 @@ impl Pipeline {
         metrics::counter!("etl_rows_rejected_total", &labels).increment(report.rejected_count);
         metrics::counter!("etl_bytes_written_total", &labels).increment(report.bytes_written);
         metrics::histogram!("etl_table_duration_seconds", &labels).record(t0.elapsed().as_secs_f64());
+        // The run's figures per table, as CloudWatch gets them (`etl::aws::CloudWatchMetrics`).
+        metrics::gauge!("etl_table_filtered_count", &labels).set(report.extracted_count as f64);
+        if let Some(n) = report.source_count {
+            metrics::gauge!("etl_table_source_count", &labels).set(n as f64);
+        }
+        if let Some(n) = report.target_count {
+            metrics::gauge!("etl_table_target_count", &labels).set(n as f64);
+        }
+        if let Some(n) = report.difference {
+            metrics::gauge!("etl_table_difference", &labels).set(n as f64);
+        }
         tracing::info!(
             status = ?report.status,
             extracted = report.extracted_count,

@@ -134,8 +134,8 @@ fn cursor(text: &str) -> CursorValue {
     CursorValue::Text(text.to_string())
 }
 
-fn pipeline(config: &PathBuf) -> Result<Pipeline, Error> {
-    PipelineConfig::load(config)?.build()
+async fn pipeline(config: &PathBuf) -> Result<Pipeline, Error> {
+    PipelineConfig::load(config)?.build().await
 }
 
 fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value, String) {
@@ -164,7 +164,7 @@ fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value
 async fn execute(command: Command) -> Result<Outcome, Error> {
     match command {
         Command::Run { config, tables, obj } => {
-            let p = pipeline(&config)?;
+            let p = pipeline(&config).await?;
             let overrides = match obj {
                 Some(json) => ModeOverrides::from_json(&json)?,
                 None => ModeOverrides::new(),
@@ -175,25 +175,26 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
             let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
             Ok(Outcome::Report(p.run_tables(&tables, &overrides).await?))
         }
-        Command::Resync { config, table } => Ok(Outcome::Report(pipeline(&config)?.resync(&table).await?)),
+        Command::Resync { config, table } => Ok(Outcome::Report(pipeline(&config).await?.resync(&table).await?)),
         Command::Backfill {
             config,
             table,
             after,
             through,
         } => Ok(Outcome::Report(
-            pipeline(&config)?
+            pipeline(&config)
+                .await?
                 .backfill(&table, cursor(&after), cursor(&through))
                 .await?,
         )),
         Command::Watermark { action } => match action {
             WatermarkAction::Show { config, table } => {
-                let w = pipeline(&config)?.watermark(&table).await?;
+                let w = pipeline(&config).await?.watermark(&table).await?;
                 let (json, text) = watermark_json(&table, w.as_ref());
                 Ok(Outcome::Print { json, text })
             }
             WatermarkAction::Set { config, table, value } => {
-                let p = pipeline(&config)?;
+                let p = pipeline(&config).await?;
                 let position = Position {
                     cursor: Some(cursor(&value)),
                     ..Position::default()
@@ -203,13 +204,13 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
                 Ok(Outcome::Print { json, text })
             }
             WatermarkAction::Reset { config, table } => {
-                let w = pipeline(&config)?.reset_watermark(&table).await?;
+                let w = pipeline(&config).await?.reset_watermark(&table).await?;
                 let (json, text) = watermark_json(&table, Some(&w));
                 Ok(Outcome::Print { json, text })
             }
         },
         Command::Status { config } => {
-            let p = pipeline(&config)?;
+            let p = pipeline(&config).await?;
             let mut json = Vec::new();
             let mut text = Vec::new();
             for spec in p.tables() {
@@ -224,7 +225,7 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
             })
         }
         Command::Check { config } => {
-            let p = pipeline(&config)?;
+            let p = pipeline(&config).await?;
             let tables: Vec<String> = p
                 .tables()
                 .iter()

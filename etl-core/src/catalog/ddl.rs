@@ -8,7 +8,38 @@ use super::model::{CrawledTable, PartitionValue, TableFormat};
 use crate::error::{Error, Result};
 use crate::kit::sql::Dialect;
 
+/// Columns with their Hive type names, in order.
+pub type HiveColumns = Vec<(String, String)>;
+
 impl CrawledTable {
+    /// The table's data columns and its partition keys, each with its Hive type name (what
+    /// Athena DDL and the Glue Data Catalog take).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table without a schema; [`Error::ColumnTypeConflict`] for a
+    /// column type Hive has no name for.
+    pub fn hive_columns(&self) -> Result<(HiveColumns, HiveColumns)> {
+        let schema = self.schema.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "table `{}`: DDL needs a schema ({:?} tables are not read yet)",
+                self.name, self.format
+            ))
+        })?;
+        let keys: BTreeSet<&str> = self.partition_keys.iter().map(|(k, _)| k.as_str()).collect();
+        let columns = schema
+            .fields()
+            .iter()
+            .filter(|f| !keys.contains(f.name().as_str()))
+            .map(|f| Ok((f.name().clone(), hive_type(&self.name, f)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let partition_keys = self
+            .partition_keys
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), hive_type(&self.name, &Field::new(k, t.clone(), true))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((columns, partition_keys))
+    }
+
     /// Athena / Hive DDL for the table under `root_url` (the crawled prefix as `s3://…`):
     /// `CREATE EXTERNAL TABLE` and one `ALTER TABLE … ADD IF NOT EXISTS PARTITION` per
     /// partition, each statement ending with `;`.
@@ -16,35 +47,14 @@ impl CrawledTable {
     /// # Errors
     /// [`Error::ColumnTypeConflict`] for a column type Hive has no name for.
     pub fn athena_ddl(&self, root_url: &str) -> Result<Vec<String>> {
-        let schema = self.schema.as_ref().ok_or_else(|| {
-            Error::config(format!(
-                "table `{}`: DDL needs a schema ({:?} tables are not read yet)",
-                self.name, self.format
-            ))
-        })?;
         let q = |s: &str| format!("`{}`", s.replace('`', "``"));
         let name = q(&self.name.replace('/', "_"));
         let root = root_url.trim_end_matches('/');
-        let keys: BTreeSet<&str> = self.partition_keys.iter().map(|(k, _)| k.as_str()).collect();
-        let cols = schema
-            .fields()
-            .iter()
-            .filter(|f| !keys.contains(f.name().as_str()))
-            .map(|f| Ok(format!("  {} {}", q(f.name()), hive_type(&self.name, f)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let (columns, keys) = self.hive_columns()?;
+        let cols: Vec<String> = columns.iter().map(|(c, t)| format!("  {} {t}", q(c))).collect();
         let mut ddl = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{}\n)", cols.join(",\n"));
-        if !self.partition_keys.is_empty() {
-            let parts: Vec<String> = self
-                .partition_keys
-                .iter()
-                .map(|(k, t)| {
-                    format!(
-                        "{} {}",
-                        q(k),
-                        hive_type(&self.name, &Field::new(k, t.clone(), true)).expect("partition types map")
-                    )
-                })
-                .collect();
+        if !keys.is_empty() {
+            let parts: Vec<String> = keys.iter().map(|(k, t)| format!("{} {t}", q(k))).collect();
             ddl.push_str(&format!("\nPARTITIONED BY ({})", parts.join(", ")));
         }
         let stored = match self.format {

@@ -45,6 +45,7 @@ mod model;
 mod store;
 
 pub use crawler::Crawler;
+pub use ddl::HiveColumns;
 
 pub use model::{
     CatalogFile, CatalogTable, CrawlSummary, CrawledPartition, CrawledTable, PartitionValue, SchemaVersion, TableFormat,
