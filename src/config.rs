@@ -91,6 +91,10 @@ pub struct PipelineConfig {
     pub watermarks: Option<Endpoint>,
     /// The tables, in order.
     pub tables: Vec<TableConfig>,
+    /// What follows a run: a crawl of the lake, its tables in the Glue Data Catalog, the
+    /// run's figures in CloudWatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_run: Option<AfterRun>,
     /// The folder relative locations are taken from (the file's own; not in the file).
     #[serde(skip)]
     pub base: PathBuf,
@@ -162,6 +166,25 @@ impl Endpoint {
             None => Ok(()),
         }
     }
+}
+
+/// What follows a run ([`PipelineConfig::publish`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterRun {
+    /// Crawl a lake sink into its catalog (`_etl/catalog`) after a run that committed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub crawl: bool,
+    /// Register the lake's crawled tables in this Glue database (feature `aws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glue_database: Option<String>,
+    /// The lake's location as Athena reads it (`s3://bucket/prefix`; default: the sink's
+    /// location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glue_location: Option<String>,
+    /// Send each run's per-table figures to CloudWatch under this namespace (feature `aws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch_namespace: Option<String>,
 }
 
 /// Where a table's rows are read, as the file says: one of `from`, `query`, `files`.
@@ -467,10 +490,116 @@ impl PipelineConfig {
             .source_arc(source)
             .sink_arc(sink)
             .watermarks_arc(store);
+        if self
+            .after_run
+            .as_ref()
+            .is_some_and(|a| a.crawl || a.glue_database.is_some())
+        {
+            builder = builder.crawl_after_run(self.lake().await?);
+        }
         for t in &self.tables {
             builder = builder.table(t.spec()?);
         }
         builder.build()
+    }
+
+    /// The lake a `lake` sink writes (what `after_run` crawls).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for another sink.
+    pub async fn lake(&self) -> Result<Location> {
+        if self.sink.kind != "lake" {
+            return Err(Error::config(format!(
+                "{}: crawling and the Glue Data Catalog need a lake sink; this sink is `{}`",
+                self.file.display(),
+                self.sink.kind
+            )));
+        }
+        let refs = References::default();
+        let sink = self.sink.resolved("sink", &self.base, &refs).await?;
+        self.location("sink.location", sink.needs("sink", "location", &sink.location)?)
+    }
+
+    /// The run's figures in CloudWatch and the lake's crawled tables in the Glue database,
+    /// where `after_run` asks for them (nothing otherwise). Returns what was done, one line
+    /// each.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without the feature `aws`; the services' errors.
+    pub async fn publish(&self, report: &etl_core::RunReport) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let Some(after) = &self.after_run else {
+            return Ok(done);
+        };
+        if let Some(ns) = &after.cloudwatch_namespace {
+            done.push(self.send_metrics(ns, report).await?);
+        }
+        if after.glue_database.is_some() {
+            done.extend(self.register_in_glue().await?);
+        }
+        Ok(done)
+    }
+
+    /// The tables of the lake's catalog (`_etl/catalog`, the crawler's) in the Glue database
+    /// `after_run` names; `None` when it names none.
+    ///
+    /// # Errors
+    /// As [`PipelineConfig::publish`].
+    pub async fn register_in_glue(&self) -> Result<Option<String>> {
+        let Some(db) = self.after_run.as_ref().and_then(|a| a.glue_database.as_ref()) else {
+            return Ok(None);
+        };
+        let lake = self.lake().await?;
+        let catalog = etl_core::catalog::Catalog::new(lake.clone());
+        let mut tables = Vec::new();
+        for name in catalog.list().await? {
+            if let Some(t) = catalog.get(&name).await? {
+                tables.push(t.crawled()?);
+            }
+        }
+        let root = self
+            .after_run
+            .as_ref()
+            .and_then(|a| a.glue_location.clone())
+            .unwrap_or_else(|| lake.url().to_string());
+        self.glue(db, &tables, &root).await.map(Some)
+    }
+
+    #[cfg(feature = "aws")]
+    async fn send_metrics(&self, namespace: &str, report: &etl_core::RunReport) -> Result<String> {
+        let sdk = crate::aws::config().await;
+        let n = crate::aws::CloudWatchMetrics::new(&sdk, namespace)
+            .publish(report)
+            .await?;
+        Ok(format!("cloudwatch: {n} figures under `{namespace}`"))
+    }
+
+    #[cfg(feature = "aws")]
+    async fn glue(&self, db: &str, tables: &[etl_core::catalog::CrawledTable], root: &str) -> Result<String> {
+        let sdk = crate::aws::config().await;
+        let r = crate::aws::GlueCatalog::new(&sdk, db).register(tables, root).await?;
+        Ok(format!(
+            "glue `{db}`: {} tables created, {} updated, {} unchanged, {} partitions added",
+            r.tables_created, r.tables_updated, r.tables_unchanged, r.partitions_created
+        ))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    async fn send_metrics(&self, _namespace: &str, _report: &etl_core::RunReport) -> Result<String> {
+        Err(self.no_aws("cloudwatch_namespace"))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    async fn glue(&self, _db: &str, _tables: &[etl_core::catalog::CrawledTable], _root: &str) -> Result<String> {
+        Err(self.no_aws("glue_database"))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn no_aws(&self, key: &str) -> Error {
+        Error::config(format!(
+            "{}: after_run.{key} needs the AWS SDK: this build of etl lacks the cargo feature `aws`",
+            self.file.display()
+        ))
     }
 
     fn source(&self, s: &Endpoint) -> Result<Arc<dyn Source>> {

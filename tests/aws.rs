@@ -236,3 +236,53 @@ async fn configuration_secrets_come_from_ssm_and_secrets_manager() {
         .await
         .unwrap();
 }
+
+/// `etl run` of a configuration with `[after_run]`: the lake crawled, its tables in Glue, the
+/// run's figures in CloudWatch — read back with boto3.
+#[test]
+fn a_configured_run_lands_in_glue_and_cloudwatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("landing/orders")).unwrap();
+    std::fs::write(
+        d.join("landing/orders/day1.csv"),
+        "order_id,order_date,amount\n1,2025-07-23,9.5\n2,2025-07-24,20\n3,2025-07-24,1\n",
+    )
+    .unwrap();
+    let (db, ns) = (unique("cfg_lake_"), unique("ETL/cfg"));
+    std::fs::write(
+        d.join("etl.toml"),
+        format!(
+            "name = \"shop\"\nsource = {{ kind = \"files\", location = \"landing\" }}\nsink = {{ kind = \"lake\", location = \"lake\" }}\n\
+             [after_run]\ncrawl = true\nglue_database = \"{db}\"\nglue_location = \"s3://bucket/lake\"\ncloudwatch_namespace = \"{ns}\"\n\
+             [[tables]]\nname = \"orders\"\nfiles = {{ prefix = \"orders/\", format = \"csv\" }}\nmode = \"INCREMENTAL\"\n\
+             partition_by = {{ date = \"order_date\" }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_etl"))
+        .args(["run", "etl.toml"])
+        .current_dir(d)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&format!("glue `{db}`: 1 tables created")), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&boto3(&format!(
+        "g = c('glue')\n\
+         ps = g.get_partitions(DatabaseName='{db}', TableName='orders')['Partitions']\n\
+         cw = c('cloudwatch')\n\
+         names = sorted(set(m['MetricName'] for m in cw.list_metrics(Namespace='{ns}')['Metrics']))\n\
+         print(json.dumps({{'parts': len(ps), 'names': names}}))"
+    )))
+    .unwrap();
+    assert_eq!(v["parts"], 2, "{v}");
+    assert!(
+        v["names"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("TargetCount")),
+        "{v}"
+    );
+}

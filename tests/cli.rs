@@ -168,3 +168,28 @@ fn watermarks_are_shown_set_and_reset() {
     let out = etl(&["check", "etl.toml"], d);
     assert_eq!(json(&out)["tables"], serde_json::json!(["orders", "customers"]));
 }
+
+#[test]
+fn crawl_and_catalog_ddl_describe_the_lake() {
+    let dir = project();
+    let d = dir.path();
+    assert_eq!(etl(&["run", "etl.toml"], d).status.code(), Some(0));
+    let out = etl(&["crawl", "etl.toml"], d);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let c = json(&out);
+    assert_eq!(c["tables"].as_array().unwrap().len(), 2, "{c}");
+    let out = etl(&["catalog", "ddl", "etl.toml", "--location", "s3://bucket/lake"], d);
+    let ddl = json(&out);
+    let ddl: Vec<&str> = ddl["ddl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        ddl.iter()
+            .any(|s| s.starts_with("CREATE EXTERNAL TABLE IF NOT EXISTS `orders`")
+                && s.contains("LOCATION 's3://bucket/lake/orders/'")),
+        "{ddl:?}"
+    );
+}

@@ -75,6 +75,30 @@ enum Command {
         /// The configuration file.
         config: PathBuf,
     },
+    /// Crawls the lake the pipeline writes into its catalog (`_etl/catalog`), and registers
+    /// its tables in the Glue database `after_run.glue_database` names.
+    Crawl {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// The lake's catalog.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CatalogAction {
+    /// Prints the Athena / Hive DDL of the crawled tables.
+    Ddl {
+        /// The configuration file.
+        config: PathBuf,
+        /// The lake's location as Athena reads it (default: `after_run.glue_location`, else
+        /// the sink's location).
+        #[arg(long)]
+        location: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +133,8 @@ enum WatermarkAction {
 enum Outcome {
     /// A run's report.
     Report(RunReport),
+    /// A run's report, and what sending its figures and catalog did.
+    Published(RunReport, Result<Vec<String>, Error>),
     /// Something to print (JSON off a terminal, text on one).
     Print { json: serde_json::Value, text: String },
 }
@@ -138,6 +164,18 @@ async fn pipeline(config: &PathBuf) -> Result<Pipeline, Error> {
     PipelineConfig::load(config)?.build().await
 }
 
+/// The crawled tables of the configuration's lake, from its catalog.
+async fn catalog_tables(config: &PipelineConfig) -> Result<Vec<etl::catalog::CrawledTable>, Error> {
+    let catalog = etl::catalog::Catalog::new(config.lake().await?);
+    let mut tables = Vec::new();
+    for name in catalog.list().await? {
+        if let Some(t) = catalog.get(&name).await? {
+            tables.push(t.crawled()?);
+        }
+    }
+    Ok(tables)
+}
+
 fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value, String) {
     match w {
         Some(w) => (
@@ -164,16 +202,62 @@ fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value
 async fn execute(command: Command) -> Result<Outcome, Error> {
     match command {
         Command::Run { config, tables, obj } => {
-            let p = pipeline(&config).await?;
+            let config = PipelineConfig::load(&config)?;
+            let p = config.build().await?;
             let overrides = match obj {
                 Some(json) => ModeOverrides::from_json(&json)?,
                 None => ModeOverrides::new(),
             };
-            if tables.is_empty() {
-                return Ok(Outcome::Report(p.run_with(&overrides).await?));
+            let report = if tables.is_empty() {
+                p.run_with(&overrides).await?
+            } else {
+                let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+                p.run_tables(&tables, &overrides).await?
+            };
+            // The figures and the catalog go out after the run, whatever it found; a failure
+            // to send them is said on stderr and in the exit code, the report printed anyway.
+            let published = config.publish(&report).await;
+            Ok(Outcome::Published(report, published))
+        }
+        Command::Crawl { config } => {
+            let config = PipelineConfig::load(&config)?;
+            let lake = config.lake().await?;
+            let summary = etl::catalog::Crawler::new(lake.clone())
+                .crawl_into(&etl::catalog::Catalog::new(lake))
+                .await?;
+            let glue = config.register_in_glue().await?;
+            let names: Vec<&str> = summary.tables.iter().map(|t| t.name.as_str()).collect();
+            let mut text = format!(
+                "{} tables, {} Parquet footers read, {} CSV/JSON files sampled",
+                names.len(),
+                summary.footers_read,
+                summary.samples_read
+            );
+            if let Some(g) = &glue {
+                text.push_str(&format!("\n{g}"));
             }
-            let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
-            Ok(Outcome::Report(p.run_tables(&tables, &overrides).await?))
+            Ok(Outcome::Print {
+                json: serde_json::json!({ "tables": names, "footers_read": summary.footers_read,
+                    "samples_read": summary.samples_read, "glue": glue }),
+                text,
+            })
+        }
+        Command::Catalog {
+            action: CatalogAction::Ddl { config, location },
+        } => {
+            let config = PipelineConfig::load(&config)?;
+            let root = match location.or_else(|| config.after_run.as_ref().and_then(|a| a.glue_location.clone())) {
+                Some(r) => r,
+                None => config.lake().await?.url().to_string(),
+            };
+            let mut ddl = Vec::new();
+            for t in catalog_tables(&config).await? {
+                ddl.extend(t.athena_ddl(&root)?);
+            }
+            Ok(Outcome::Print {
+                json: serde_json::json!({ "ddl": ddl }),
+                text: ddl.join("\n"),
+            })
         }
         Command::Resync { config, table } => Ok(Outcome::Report(pipeline(&config).await?.resync(&table).await?)),
         Command::Backfill {
@@ -270,6 +354,16 @@ fn summary(r: &RunReport) -> String {
     out.join("\n")
 }
 
+/// Prints a run's report; its exit code.
+fn report(r: &RunReport, terminal: bool) -> ExitCode {
+    if terminal {
+        println!("{}", summary(r));
+    } else {
+        println!("{}", r.to_json());
+    }
+    ExitCode::from(if r.is_success() { 0 } else { 1 })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -288,13 +382,21 @@ fn main() -> ExitCode {
     };
     let terminal = std::io::stdout().is_terminal();
     match runtime.block_on(execute(cli.command)) {
-        Ok(Outcome::Report(r)) => {
-            if terminal {
-                println!("{}", summary(&r));
-            } else {
-                println!("{}", r.to_json());
+        Ok(Outcome::Report(r)) => report(&r, terminal),
+        Ok(Outcome::Published(r, published)) => {
+            let code = report(&r, terminal);
+            match published {
+                Ok(lines) => {
+                    for l in lines {
+                        eprintln!("etl: {l}");
+                    }
+                    code
+                }
+                Err(e) => {
+                    eprintln!("etl: the run's figures or catalog were not sent: {e}");
+                    ExitCode::from(3)
+                }
             }
-            ExitCode::from(if r.is_success() { 0 } else { 1 })
         }
         Ok(Outcome::Print { json, text }) => {
             if terminal {
