@@ -56,6 +56,39 @@ echo "$out" | grep -q '^--   spent: Decimal128(38, 2)$' || { echo "crawl_lake: $
 [ "$(echo "$out" | grep -c '^CREATE EXTERNAL TABLE')" = 4 ] || { echo "crawl_lake: $out" >&2; exit 1; }
 echo "crawl_lake OK"
 
+# The example configurations, run by the etl command (built by the tests above): the Glue job
+# with its join into a lake, twice, read back by DuckDB; the framework table into the Redshift
+# stand-in, day 1 then day 2, read back by psql.
+etl_bin="${CARGO_TARGET_DIR:-target}/debug/etl"
+[ -x "$etl_bin" ] || cargo build --quiet --all-features --bin etl
+cfg=$(mktemp -d)
+psql "$ETL_TEST_PG" -q -v ON_ERROR_STOP=1 -c "DROP SCHEMA IF EXISTS etl_cfg_demo CASCADE; CREATE SCHEMA etl_cfg_demo;
+  CREATE TABLE etl_cfg_demo.customers (customer_id int PRIMARY KEY, name text, updated_at timestamp NOT NULL);
+  CREATE TABLE etl_cfg_demo.orders (order_id int PRIMARY KEY, customer_id int, product_name text, quantity int,
+    price numeric(10,2), order_date date, updated_at timestamp NOT NULL);
+  INSERT INTO etl_cfg_demo.customers VALUES (1, 'Ada', '2025-07-01'), (2, 'Alan', '2025-07-01');
+  INSERT INTO etl_cfg_demo.orders VALUES (1, 1, 'Widget', 2, 9.99, '2025-07-22', '2025-07-22 08:00'),
+    (2, 2, 'Gadget', 1, 24.50, '2025-07-23', '2025-07-23 09:30');"
+ETL_PG="$ETL_TEST_PG" ETL_LAKE="$cfg/lake" "$etl_bin" run examples/config/glue_job.toml >"$cfg/1.json"
+psql "$ETL_TEST_PG" -q -v ON_ERROR_STOP=1 -c "UPDATE etl_cfg_demo.customers SET name = 'Ada+', updated_at = '2025-07-24' WHERE customer_id = 1;
+  INSERT INTO etl_cfg_demo.orders VALUES (3, 2, 'Gizmo', 3, 3.75, '2025-07-24', '2025-07-24 10:00');"
+ETL_PG="$ETL_TEST_PG" ETL_LAKE="$cfg/lake" "$etl_bin" run examples/config/glue_job.toml >"$cfg/2.json"
+got=$(python3 -c 'import json,sys; print(*[json.load(open(f))["tables"][0]["written_count"] for f in sys.argv[1:]])' "$cfg/1.json" "$cfg/2.json")
+lake_rows=$("$ETL_TEST_PYTHON" -c "import duckdb,sys; print(*duckdb.sql(\"SELECT count(*), count(DISTINCT order_id), max(customer_name) FILTER (WHERE order_id = 1 AND changed_at > '2025-07-23') FROM read_parquet('\" + sys.argv[1] + \"/orders_enriched/**/*.parquet')\").fetchall()[0])" "$cfg/lake")
+[ "$got" = "2 2" ] && [ "$lake_rows" = "4 3 Ada+" ] && [ -d "$cfg/lake/_etl/catalog" ] || { echo "glue_job.toml: written $got, lake $lake_rows" >&2; exit 1; }
+echo "glue_job.toml OK: written $got, lake rows $lake_rows"
+psql "$ETL_TEST_PG" -qc "DROP SCHEMA IF EXISTS etl_cfg_crm CASCADE" 2>/dev/null
+mkdir -p "$cfg/landing/customers"
+printf 'customer_id,email,updated_at\n1,a@x.org,2025-07-01 00:00:00\n2,b@x.org,2025-07-01 00:00:00\n3,c@x.org,2025-07-01 00:00:00\n' >"$cfg/landing/customers/day1.csv"
+crm() { ETL_LANDING="$cfg/landing" ETL_WAREHOUSE="$ETL_TEST_PG" ETL_STAGING="$cfg/staging" "$etl_bin" run examples/config/csv_to_redshift.toml; }
+crm >"$cfg/crm1.json"
+printf 'customer_id,email,updated_at\n4,late@x.org,2025-07-02 09:00:00\n2,b2@x.org,2025-07-02 00:00:00\n4,early@x.org,2025-07-02 08:00:00\n' >"$cfg/landing/customers/day2.csv"
+crm >"$cfg/crm2.json"
+got=$(psql "$ETL_TEST_PG" -tAc "SELECT count(*) || ',' || string_agg(email, ',' ORDER BY customer_id) FROM etl_cfg_crm.dim_customers")
+rec=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["tables"][0]; print(t["status"], t["reconciliation"]["status"])' "$cfg/crm2.json")
+[ "$got" = "4,a@x.org,b2@x.org,c@x.org,late@x.org" ] && [ "$rec" = "committed reconciled" ] || { echo "csv_to_redshift.toml: got $got, $rec" >&2; exit 1; }
+echo "csv_to_redshift.toml OK: $got, $rec"
+
 # The daily workflow, one round at a time: day 1 in full, then day 2 incrementally; the join
 # sees every order once (12 after day 2), the crawl catalogues the three tables, and every
 # job's attempt is in the run history.

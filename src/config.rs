@@ -83,7 +83,10 @@ pub struct PipelineConfig {
     /// Where the rows come from: `postgres` (`url`, `parallelism`), `mysql` (`url`,
     /// `parallelism`) or `files` (`location`).
     pub source: Endpoint,
-    /// Where they go: `lake` (`location`) or `postgres` (`url`, `schema`).
+    /// Where they go: `lake` (`location`), `postgres` (`url`, `schema`) or `redshift` (`url`,
+    /// `schema`, `staging`, `staging_url`, and `iam_role`, `access_key_id` with
+    /// `secret_access_key`, or `postgres_stand_in`; watermarks by default under
+    /// `<staging>/_etl/watermarks`).
     pub sink: Endpoint,
     /// Where watermarks are kept: `object_store` (`location`). Default: under
     /// `_etl/watermarks` of a lake, in the target schema of a Postgres sink.
@@ -108,7 +111,7 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// `postgres`, `mysql` or `files` (a source); `lake` or `postgres` (a sink);
+    /// `postgres`, `mysql` or `files` (a source); `lake`, `postgres` or `redshift` (a sink);
     /// `object_store` (watermarks).
     pub kind: String,
     /// A database's connection string (`postgresql://…`, `mysql://…`).
@@ -123,6 +126,25 @@ pub struct Endpoint {
     /// A database source's connections per whole-table read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<usize>,
+    /// A Redshift sink's staging location (where it writes the Parquet files `COPY` reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<String>,
+    /// The URL Redshift reads the staging location at, when not its own (`s3://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_url: Option<String>,
+    /// A Redshift sink's `COPY … IAM_ROLE` (the recommended credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_role: Option<String>,
+    /// A Redshift sink's `COPY … ACCESS_KEY_ID` (with `secret_access_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// A Redshift sink's `COPY … SECRET_ACCESS_KEY` (a reference, best).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// A Redshift sink on PostgreSQL standing in for Redshift (the staged files sent by
+    /// `COPY … FROM STDIN`; for tests and local runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub postgres_stand_in: bool,
 }
 
 impl Endpoint {
@@ -141,6 +163,11 @@ impl Endpoint {
             ("url", &mut out.url),
             ("location", &mut out.location),
             ("schema", &mut out.schema),
+            ("staging", &mut out.staging),
+            ("staging_url", &mut out.staging_url),
+            ("iam_role", &mut out.iam_role),
+            ("access_key_id", &mut out.access_key_id),
+            ("secret_access_key", &mut out.secret_access_key),
         ] {
             if let Some(v) = value {
                 *v = refs.resolve(&format!("{what}.{key}"), v, base).await?;
@@ -156,6 +183,12 @@ impl Endpoint {
             ("location", self.location.is_some()),
             ("schema", self.schema.is_some()),
             ("parallelism", self.parallelism.is_some()),
+            ("staging", self.staging.is_some()),
+            ("staging_url", self.staging_url.is_some()),
+            ("iam_role", self.iam_role.is_some()),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            ("postgres_stand_in", self.postgres_stand_in),
         ];
         match given.iter().find(|(k, set)| *set && !takes.contains(k)) {
             Some((k, _)) => Err(Error::config(format!(
@@ -652,7 +685,48 @@ impl PipelineConfig {
                 let store = Arc::new(sink.watermark_store());
                 Ok((Arc::new(sink), store))
             }
-            other => Err(unknown_kind("sink", other, &["lake", "postgres"])),
+            #[cfg(feature = "redshift")]
+            "redshift" => {
+                s.only(
+                    "sink",
+                    &[
+                        "url",
+                        "schema",
+                        "staging",
+                        "staging_url",
+                        "iam_role",
+                        "access_key_id",
+                        "secret_access_key",
+                        "postgres_stand_in",
+                    ],
+                )?;
+                let load = match (&s.iam_role, &s.access_key_id, &s.secret_access_key, s.postgres_stand_in) {
+                    (Some(role), None, None, false) => crate::RedshiftLoad::IamRole(role.clone()),
+                    (None, Some(id), Some(secret), false) => crate::RedshiftLoad::AccessKeys {
+                        id: id.clone(),
+                        secret: etl_core::Secret::new(secret.as_str()),
+                        token: None,
+                    },
+                    (None, None, None, true) => crate::RedshiftLoad::PostgresStandIn,
+                    _ => {
+                        return Err(Error::config(
+                            "sink of kind `redshift` needs one way to load: `iam_role`, `access_key_id` with \
+                             `secret_access_key`, or `postgres_stand_in = true`",
+                        ));
+                    }
+                };
+                let staging = self.location("sink.staging", s.needs("sink", "staging", &s.staging)?)?;
+                let store = Arc::new(ObjectStoreWatermarkStore::new(staging.child("_etl/watermarks")));
+                let mut sink = crate::RedshiftSink::new(s.needs("sink", "url", &s.url)?, staging, load)?;
+                if let Some(schema) = &s.schema {
+                    sink = sink.with_schema(schema);
+                }
+                if let Some(url) = &s.staging_url {
+                    sink = sink.with_staging_url(url);
+                }
+                Ok((Arc::new(sink), store))
+            }
+            other => Err(unknown_kind("sink", other, &["lake", "postgres", "redshift"])),
         }
     }
 }
