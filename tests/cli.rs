@@ -193,3 +193,63 @@ fn crawl_and_catalog_ddl_describe_the_lake() {
         "{ddl:?}"
     );
 }
+
+/// A secret referenced by a configuration appears in no output at any log level, whether the
+/// run fails to connect or runs.
+#[test]
+fn a_secret_is_never_printed_at_any_log_level() {
+    let dir = project();
+    let d = dir.path();
+    std::fs::write(
+        d.join("pg.toml"),
+        "name = \"x\"\nsource = { kind = \"postgres\", url = \"${env:ETL_SECRET_URL}\" }\n\
+         sink = { kind = \"lake\", location = \"lake\" }\n[[tables]]\nname = \"t\"\n",
+    )
+    .unwrap();
+    let run = |config: &str, url: &str, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_etl"));
+        cmd.args(args)
+            .arg("run")
+            .arg(config)
+            .current_dir(d)
+            .env("ETL_SECRET_URL", url);
+        cmd.env_remove("RUST_LOG");
+        cmd.output().unwrap()
+    };
+    for args in [&["-vvv"][..], &[][..]] {
+        let out = run(
+            "pg.toml",
+            "postgresql://etl:hunter2secret@127.0.0.1:1/x?connect_timeout=2",
+            args,
+        );
+        assert_eq!(out.status.code(), Some(3));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("hunter2secret"), "{all}");
+    }
+    // -vvv logs, to stderr only (stdout keeps its one JSON line).
+    let out = run("etl.toml", "", &["-vvv"]);
+    assert_eq!(out.status.code(), Some(0));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("INFO") && logs.contains("table done"), "{logs}");
+    json(&out);
+    let quiet = run("etl.toml", "", &[]);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("INFO"),
+        "warnings only by default"
+    );
+    // A run that connects, at trace level: the password of the real service is not printed.
+    if let Ok(pg) = std::env::var("ETL_TEST_PG") {
+        let url = format!("{pg} password=hunter2secret");
+        let out = run("pg.toml", &url, &["-vvv"]);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("hunter2secret"), "{all}");
+    }
+}

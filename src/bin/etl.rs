@@ -22,6 +22,10 @@ use etl::{CursorValue, Error, ModeOverrides, Pipeline, Position, RunReport, Tabl
 #[derive(Parser, Debug)]
 #[command(name = "etl", version)]
 struct Cli {
+    /// Log to stderr: -v for info, -vv for debug, -vvv for trace (`RUST_LOG` overrides;
+    /// default: warnings). Secrets never reach a log line.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -373,6 +377,18 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
