@@ -492,13 +492,27 @@ impl PipelineConfig {
     /// [`Error::Config`] for a kind this build lacks (its cargo feature), a value out of
     /// place, or what [`crate::PipelineBuilder::build`] refuses.
     pub async fn build(&self) -> Result<Pipeline> {
-        self.build_inner().await.map_err(|e| match e {
+        self.named(async { self.builder_inner().await?.build() }.await)
+    }
+
+    /// The builder of the pipeline the file describes, to add what a file cannot say (a
+    /// progress display, a batch size) before [`crate::PipelineBuilder::build`].
+    ///
+    /// # Errors
+    /// As [`PipelineConfig::build`].
+    pub async fn builder(&self) -> Result<etl_core::PipelineBuilder> {
+        self.named(self.builder_inner().await)
+    }
+
+    /// A configuration error named by the file.
+    fn named<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| match e {
             Error::Config { message } => Error::config(format!("{}: {message}", self.file.display())),
             other => other,
         })
     }
 
-    async fn build_inner(&self) -> Result<Pipeline> {
+    async fn builder_inner(&self) -> Result<etl_core::PipelineBuilder> {
         let refs = References::default();
         let source = self.source(&self.source.resolved("source", &self.base, &refs).await?)?;
         let (sink, default_store) = self.sink(&self.sink.resolved("sink", &self.base, &refs).await?)?;
@@ -533,7 +547,7 @@ impl PipelineConfig {
         for t in &self.tables {
             builder = builder.table(t.spec()?);
         }
-        builder.build()
+        Ok(builder)
     }
 
     /// The lake a `lake` sink writes (what `after_run` crawls).

@@ -64,9 +64,10 @@ pub use etl_core::{
     BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Deletes, DriverErrorKind,
     Error, Extract, ExtractStats, FileDrops, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location, Low,
     MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline,
-    PipelineBuilder, Position, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation, Result,
-    RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec, TableStatus,
-    TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
+    PipelineBuilder, Position, Progress, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation,
+    Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec,
+    TableStatus, TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary,
+    WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]

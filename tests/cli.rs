@@ -253,3 +253,36 @@ fn a_secret_is_never_printed_at_any_log_level() {
         assert!(!all.contains("hunter2secret"), "{all}");
     }
 }
+
+/// On a terminal (a pseudo-terminal from `script`), a run shows progress lines per table and a
+/// summary; through a pipe, neither: one JSON line.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let dir = project();
+    let d = dir.path();
+    let bin = env!("CARGO_BIN_EXE_etl");
+    let out = Command::new("script")
+        .args(["-qec", &format!("{bin} run etl.toml"), "/dev/null"])
+        .current_dir(d)
+        .output()
+        .expect("util-linux script gives a pseudo-terminal");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("rows/s") && shown.contains("done") && shown.contains("orders"),
+        "progress lines: {shown}"
+    );
+    assert!(
+        shown.contains("succeeded") && !shown.contains("{\"pipeline\""),
+        "a summary, no JSON: {shown}"
+    );
+    std::fs::write(
+        d.join("landing/orders/day2.csv"),
+        "order_id,amount,updated_at\n3,1.5,2025-07-03 10:00:00\n",
+    )
+    .unwrap();
+    let piped = etl(&["run", "etl.toml"], d);
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("rows/s"));
+    let r = json(&piped);
+    assert_eq!(r["tables"][0]["written_count"], 1, "{r}");
+}

@@ -93,7 +93,7 @@ pub use location::Location;
 #[cfg(feature = "s3")]
 pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
-pub use pipeline::{Pipeline, PipelineBuilder};
+pub use pipeline::{Pipeline, PipelineBuilder, Progress};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
 pub use report::{
     CrawlOutcome, HeldBack, KeyCheck, ReconcileStatus, Reconciliation, RunReport, TableReport, TableStatus,

@@ -60,9 +60,41 @@ pub struct PipelineBuilder {
     batch_size: usize,
     concurrency: usize,
     crawl_after: Option<Location>,
+    progress: Option<ProgressHook>,
+}
+
+/// How far a table's run has got: what [`PipelineBuilder::on_progress`] is told after each
+/// batch read, and once more when the table is done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The table.
+    pub table: String,
+    /// Rows read from the source so far.
+    pub rows: u64,
+    /// Their size in memory (Arrow buffers), so far.
+    pub bytes: u64,
+    /// Whether the table is done (committed, found nothing new, or failed).
+    pub done: bool,
+}
+
+/// A callback told of [`Progress`].
+#[derive(Clone)]
+struct ProgressHook(Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
 }
 
 impl PipelineBuilder {
+    /// Calls `hook` after each batch a table reads and once when the table is done (from
+    /// the run's tasks: keep it quick; a terminal display throttles itself).
+    pub fn on_progress(mut self, hook: impl Fn(&Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressHook(Arc::new(hook)));
+        self
+    }
+
     /// Sets the source.
     pub fn source(mut self, source: impl Source) -> Self {
         self.source = Some(Arc::new(source));
@@ -171,6 +203,7 @@ impl PipelineBuilder {
             batch_size: self.batch_size,
             concurrency: self.concurrency,
             crawl_after: self.crawl_after,
+            progress: self.progress,
         })
     }
 }
@@ -290,6 +323,7 @@ pub struct Pipeline {
     batch_size: usize,
     concurrency: usize,
     crawl_after: Option<Location>,
+    progress: Option<ProgressHook>,
 }
 
 #[cfg(feature = "failpoints")]
@@ -312,6 +346,8 @@ fn new_run_id() -> String {
 #[derive(Default)]
 struct Pumped {
     extracted: u64,
+    /// The in-memory size of the batches read.
+    bytes: u64,
     written: u64,
     collapsed: u64,
     /// Rows extracted whose cursor columns are all NULL (incremental modes).
@@ -372,6 +408,7 @@ impl Pipeline {
             batch_size: 65_536,
             concurrency: 1,
             crawl_after: None,
+            progress: None,
         }
     }
 
@@ -672,6 +709,14 @@ impl Pipeline {
             report.retryable = e.is_retryable();
         }
         report.duration_ms = t0.elapsed().as_millis() as u64;
+        if let Some(hook) = &self.progress {
+            (hook.0)(&Progress {
+                table: spec.name.clone(),
+                rows: report.extracted_count,
+                bytes: report.bytes_written,
+                done: true,
+            });
+        }
         let labels = [("pipeline", self.name.clone()), ("table", spec.name.clone())];
         metrics::counter!("etl_rows_extracted_total", &labels).increment(report.extracted_count);
         metrics::counter!("etl_rows_written_total", &labels).increment(report.written_count);
@@ -1250,6 +1295,15 @@ impl Pipeline {
         let null_rule = mode.reads_incrementally() && !spec.cursor.is_empty();
         while let Some(batch) = stream.try_next().await? {
             p.extracted += batch.num_rows() as u64;
+            p.bytes += batch.get_array_memory_size() as u64;
+            if let Some(hook) = &self.progress {
+                (hook.0)(&Progress {
+                    table: spec.name.clone(),
+                    rows: p.extracted,
+                    bytes: p.bytes,
+                    done: false,
+                });
+            }
             if null_rule {
                 let nulls = batch::null_cursor_mask(&spec.name, &batch, &spec.cursor)?.true_count() as u64;
                 p.null_cursor += window::check_null_cursors(spec, nulls)?;

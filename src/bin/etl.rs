@@ -207,7 +207,11 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
     match command {
         Command::Run { config, tables, obj } => {
             let config = PipelineConfig::load(&config)?;
-            let p = config.build().await?;
+            let mut builder = config.builder().await?;
+            if std::io::stderr().is_terminal() {
+                builder = builder.on_progress(progress_display());
+            }
+            let p = builder.build()?;
             let overrides = match obj {
                 Some(json) => ModeOverrides::from_json(&json)?,
                 None => ModeOverrides::new(),
@@ -324,6 +328,40 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
                 text: format!("{}: {} tables\n{}", p.name(), tables.len(), tables.join("\n")),
             })
         }
+    }
+}
+
+/// Progress lines for a terminal, on stderr: each table at most once a second while it reads,
+/// and once when done — rows, rows per second, megabytes read, seconds elapsed.
+fn progress_display() -> impl Fn(&etl::Progress) + Send + Sync + 'static {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+    let seen: std::sync::Mutex<HashMap<String, (Instant, Instant)>> = std::sync::Mutex::default();
+    move |p: &etl::Progress| {
+        let now = Instant::now();
+        let mut seen = seen.lock().expect("progress lock");
+        let (start, last) = seen
+            .entry(p.table.clone())
+            .or_insert((now, now - Duration::from_secs(1)));
+        if !p.done && now.duration_since(*last) < Duration::from_secs(1) {
+            return;
+        }
+        *last = now;
+        let secs = now.duration_since(*start).as_secs_f64();
+        let rate = if secs > 0.0 {
+            p.rows as f64 / secs
+        } else {
+            p.rows as f64
+        };
+        eprintln!(
+            "  {:<24} {:>12} rows {:>12.0} rows/s {:>9.1} MB {:>7.1} s{}",
+            p.table,
+            p.rows,
+            rate,
+            p.bytes as f64 / 1e6,
+            secs,
+            if p.done { "  done" } else { "" }
+        );
     }
 }
 
