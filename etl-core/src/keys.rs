@@ -18,7 +18,8 @@
 //! digest also sums a hash of those columns' values per row: each value as an integer the
 //! engines compute alike (the integer itself, days or microseconds since 1970, a decimal
 //! scaled to an integer, the first 28 bits of a text's MD5), `u = v % Q + Q` (0 for NULL)
-//! weighted by the column's place `i + 1`, the row's sum times the key's weight `|k % R| + 1`
+//! weighted by the column's place `i + 1`, the row's sum plus one times the key's weight
+//! `|k % R| + 1`
 //! ([`content_hash`]). A changed value changes its row's hash unless it changed by a multiple
 //! of `Q`.
 
@@ -62,9 +63,10 @@ pub fn key_hash_sql(k: &str) -> String {
 }
 
 /// The hash of one row's content, as the SQL engines compute it: the key's weight
-/// `|k % R| + 1` times the sum over the columns of `(v % Q + Q) * (i + 1)`, a NULL counting 0
-/// ([`CONTENT_MODULUS`] is `Q`, [`WEIGHT_MODULUS`] is `R`). No remainder is taken of the
-/// product, so a row whose sum changes changes its range's digest.
+/// `|k % R| + 1` times `1` plus the sum over the columns of `(v % Q + Q) * (i + 1)`, a NULL
+/// counting 0 ([`CONTENT_MODULUS`] is `Q`, [`WEIGHT_MODULUS`] is `R`). The `1` keeps a row of
+/// NULLs weighing its key, so that key sets differ by content even then. No remainder is
+/// taken of the product, so a row whose sum changes changes its range's digest.
 pub fn content_hash(key: i64, values: &[Option<i64>]) -> i64 {
     let q = CONTENT_MODULUS;
     let weight = key_weight(key);
@@ -73,7 +75,7 @@ pub fn content_hash(key: i64, values: &[Option<i64>]) -> i64 {
         .enumerate()
         .map(|(i, v)| v.map_or(0, |v| (v % q + q) * (i as i64 + 1)))
         .sum();
-    weight * sum
+    weight * (1 + sum)
 }
 
 /// How a column's values enter a content digest: the integer each engine computes alike.
@@ -182,17 +184,16 @@ pub type KeyRow = (i64, i64);
 /// `content` compared, without key hashes (see [`RangeDigest::hash`]).
 pub fn digests_of(rows: impl IntoIterator<Item = KeyRow>, space: &KeySpace, content: bool) -> Digests {
     let mut out = Digests::new();
-    for (k, row) in rows {
+    for (k, h) in rows {
         let d = out.entry(space.range_of(k)).or_default();
         d.count += 1;
         d.sum += i128::from(k);
         if !content {
             d.hash += i128::from(key_hash(k));
         }
-        let content = row;
-        d.content += i128::from(content);
+        d.content += i128::from(h);
         // The content hash is the key's weight times the column sum.
-        d.columns += i128::from(content / key_weight(k));
+        d.columns += i128::from(h / key_weight(k));
     }
     out
 }
@@ -545,8 +546,9 @@ mod tests {
     #[test]
     fn content_hashes_tell_changed_rows_apart() {
         let q = CONTENT_MODULUS;
-        assert_eq!(content_hash(7, &[Some(1), None]), (1 + q) * 8);
-        assert_eq!(content_hash(-7, &[None, Some(-1)]), (q - 1) * 2 * 8);
+        assert_eq!(content_hash(7, &[Some(1), None]), (1 + 1 + q) * 8);
+        assert_eq!(content_hash(-7, &[None, Some(-1)]), (1 + (q - 1) * 2) * 8);
+        assert_eq!(content_hash(7, &[None, None]), 8, "a row of NULLs weighs its key");
         assert_ne!(content_hash(7, &[Some(0)]), content_hash(7, &[None]), "NULL is not 0");
         assert_ne!(
             content_hash(7, &[Some(1), Some(2)]),

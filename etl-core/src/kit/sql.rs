@@ -254,7 +254,8 @@ impl Dialect {
                 }
             })
             .collect();
-        Some((weight, terms.join(" + ")))
+        // 1 + …: a row of NULLs still weighs its key (`keys::content_hash`).
+        Some((weight, format!("1 + {}", terms.join(" + "))))
     }
 
     /// Per range of `space`: the range, the count, the sum and the hash sum of key column
