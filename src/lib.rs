@@ -78,6 +78,7 @@ pub use etl_core::{catalog, deps, keys, kit, lake, transform, workflow};
 pub mod aws;
 #[cfg(feature = "config")]
 pub mod config;
+pub mod job;
 
 /// What a pipeline program needs, in one `use etl::prelude::*;`.
 pub mod prelude {

@@ -81,6 +81,20 @@ fn run_prints_one_json_line_and_exits_by_outcome() {
         (Some("FULL"), Some(2))
     );
 
+    // Glue's --load_type: every table FULL this run.
+    let r = json(&etl(&["run", "etl.toml", "--load_type", "full"], d));
+    let modes: Vec<&str> = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["FULL", "FULL"]);
+    assert_eq!(
+        etl(&["run", "etl.toml", "--load_type", "sideways"], d).status.code(),
+        Some(2)
+    );
+
     // A table that fails: exit 1, the report says why.
     std::fs::write(
         d.join("landing/orders/day2.csv"),

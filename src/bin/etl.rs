@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use etl::config::PipelineConfig;
-use etl::{CursorValue, Error, ModeOverrides, Pipeline, Position, RunReport, TableStatus};
+use etl::{CursorValue, Error, Pipeline, Position, RunReport, TableStatus};
 
 /// Full and incremental loads from a configuration file (TOML, YAML or JSON): sources to a
 /// Parquet lake or a warehouse, with watermarks that move only after the target commits.
@@ -42,6 +42,10 @@ enum Command {
         /// Per-table mode overrides for this run, as Glue jobs' --OBJ: '{"orders":"FULL"}'.
         #[arg(long = "OBJ", value_name = "JSON")]
         obj: Option<String>,
+        /// `full`: every table FULL for this run (`incremental`: each in its own mode);
+        /// --OBJ wins for its tables.
+        #[arg(long = "load_type", value_name = "full|incremental")]
+        load_type: Option<String>,
     },
     /// Reloads one table in full (FULL over its target) and moves only its watermark.
     Resync {
@@ -205,17 +209,26 @@ fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value
 
 async fn execute(command: Command) -> Result<Outcome, Error> {
     match command {
-        Command::Run { config, tables, obj } => {
+        Command::Run {
+            config,
+            tables,
+            obj,
+            load_type,
+        } => {
             let config = PipelineConfig::load(&config)?;
             let mut builder = config.builder().await?;
             if std::io::stderr().is_terminal() {
                 builder = builder.on_progress(progress_display());
             }
             let p = builder.build()?;
-            let overrides = match obj {
-                Some(json) => ModeOverrides::from_json(&json)?,
-                None => ModeOverrides::new(),
-            };
+            let mut args = Vec::new();
+            if let Some(l) = load_type {
+                args.extend(["--load_type".to_string(), l]);
+            }
+            if let Some(j) = obj {
+                args.extend(["--OBJ".to_string(), j]);
+            }
+            let overrides = etl::job::Args::parse(args)?.mode_overrides(p.tables())?;
             let report = if tables.is_empty() {
                 p.run_with(&overrides).await?
             } else {
