@@ -220,7 +220,7 @@ pub struct AfterRun {
     pub cloudwatch_namespace: Option<String>,
 }
 
-/// Where a table's rows are read, as the file says: one of `from`, `query`, `files`.
+/// The files a file source reads for a table (`files = { prefix = "orders/", format = "csv" }`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
