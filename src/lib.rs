@@ -62,12 +62,12 @@
 pub use etl_core::S3_RETRY_TIMEOUT;
 pub use etl_core::{
     BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Deletes, DriverErrorKind,
-    Error, Extract, ExtractStats, FileDrops, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location, Low,
-    MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline,
+    Error, Estimate, Extract, ExtractStats, FileDrops, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location,
+    Low, MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline,
     PipelineBuilder, Position, Progress, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation,
-    Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TableReport, TableSpec,
-    TableStatus, TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary,
-    WriteRequest,
+    Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TablePlan, TableReport,
+    TableSpec, TableStatus, TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore,
+    WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]

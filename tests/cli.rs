@@ -300,3 +300,43 @@ fn progress_shows_on_a_terminal_only() {
     let r = json(&piped);
     assert_eq!(r["tables"][0]["written_count"], 1, "{r}");
 }
+
+/// `etl plan` says what the next run would read, and writes nothing.
+#[test]
+fn plan_says_what_a_run_would_read_and_writes_nothing() {
+    let dir = project();
+    let d = dir.path();
+    let p = json(&etl(&["plan", "etl.toml"], d));
+    let t = &p["tables"][0];
+    assert_eq!(
+        (t["table"].as_str(), t["mode"].as_str()),
+        (Some("orders"), Some("INCREMENTAL"))
+    );
+    assert_eq!(
+        (t["watermark"]["generation"].as_u64(), t["estimate"]["files"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let written = |d: &Path| walk(&d.join("lake"));
+    assert_eq!(written(d), 0, "plan writes no file");
+    assert_eq!(etl(&["run", "etl.toml"], d).status.code(), Some(0));
+    let p = json(&etl(&["plan", "etl.toml", "--table", "orders"], d));
+    assert_eq!(p["tables"].as_array().unwrap().len(), 1);
+    assert_eq!(p["tables"][0]["estimate"]["files"], 0, "nothing new: {p}");
+    let p = json(&etl(&["plan", "etl.toml", "--load_type", "full"], d));
+    assert_eq!(
+        (
+            p["tables"][0]["mode"].as_str(),
+            p["tables"][0]["estimate"]["files"].as_u64()
+        ),
+        (Some("FULL"), Some(1))
+    );
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+            .sum()
+    })
+}

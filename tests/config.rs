@@ -188,6 +188,13 @@ async fn a_glue_style_table_config_runs_as_it_is() {
     ))
     .await
     .unwrap();
+    // The plan counts the one row past the watermark, reading none.
+    let plan = p.plan(&[], &etl::ModeOverrides::new()).await.unwrap();
+    assert_eq!(
+        (plan[0].mode, plan[0].estimate.rows),
+        (LoadMode::Upsert, Some(1)),
+        "{plan:?}"
+    );
     let r = p.run().await.unwrap().into_result().unwrap();
     assert_eq!(r.table("customers").unwrap().updated_count, 1);
     let rows = pg

@@ -294,6 +294,12 @@ async fn incremental_join_into_a_lake() {
          UPDATE customers SET name = 'bobby', updated_at = '2025-07-24 11:00' WHERE customer_id = 2;",
     )
     .await;
+    // The plan counts the three rows past the watermark (the bound bound as a parameter).
+    let plan = p
+        .plan(&["orders_enriched"], &etl_core::ModeOverrides::new())
+        .await
+        .unwrap();
+    assert_eq!(plan[0].estimate.rows, Some(3), "{plan:?}");
     let r = p.run().await.unwrap().into_result().unwrap();
     let t = r.table("orders_enriched").unwrap();
     assert_eq!(

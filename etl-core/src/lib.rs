@@ -93,7 +93,7 @@ pub use location::Location;
 #[cfg(feature = "s3")]
 pub use location::S3_RETRY_TIMEOUT;
 pub use mode::{LoadMode, ModeOverrides};
-pub use pipeline::{Pipeline, PipelineBuilder, Progress};
+pub use pipeline::{Pipeline, PipelineBuilder, Progress, TablePlan};
 pub use position::{Checkpoint, CursorValue, FileMark, Low, Position};
 pub use report::{
     CrawlOutcome, HeldBack, KeyCheck, ReconcileStatus, Reconciliation, RunReport, TableReport, TableStatus,
@@ -101,7 +101,7 @@ pub use report::{
 };
 pub use secret::Secret;
 pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest};
-pub use source::{BatchStream, Extract, ExtractStats, MemorySource, ReadRequest, Source};
+pub use source::{BatchStream, Estimate, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{
     BadRows, CsvOptions, DELETED_AT, Deletes, FileDrops, FileFormat, MergeStrategy, NullCursors, Partitioning,
     Reconcile, ReconcilePolicy, SourceRef, TableSpec, TargetLost,

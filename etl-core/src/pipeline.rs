@@ -63,6 +63,19 @@ pub struct PipelineBuilder {
     progress: Option<ProgressHook>,
 }
 
+/// What the next run would do with a table, said without running it ([`Pipeline::plan`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TablePlan {
+    /// The table.
+    pub table: String,
+    /// The mode the run would use (overrides applied).
+    pub mode: LoadMode,
+    /// The watermark it would read past (generation 0: none, a first run).
+    pub watermark: WatermarkSummary,
+    /// What its read would cover.
+    pub estimate: crate::source::Estimate,
+}
+
 /// How far a table's run has got: what [`PipelineBuilder::on_progress`] is told after each
 /// batch read, and once more when the table is done.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -445,6 +458,52 @@ impl Pipeline {
             backfill: None,
         })
         .await
+    }
+
+    /// What the next run with `overrides` would do with each table (or those named in
+    /// `only`): its mode, the watermark it reads past, and what its read would cover
+    /// ([`Source::estimate`]) — reading no rows and writing nothing.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a table the pipeline does not have or a mode the sink refuses;
+    /// the source's and the store's errors.
+    pub async fn plan(&self, only: &[&str], overrides: &ModeOverrides) -> Result<Vec<TablePlan>> {
+        for t in only {
+            self.spec(t)?;
+        }
+        let mut out = Vec::new();
+        for spec in self
+            .tables
+            .iter()
+            .filter(|s| only.is_empty() || only.contains(&s.name.as_str()))
+        {
+            let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
+            validate_mode(self.sink.as_ref(), spec, mode)?;
+            let wm = self.watermarks.load(&self.name, &spec.name).await?;
+            let from = wm.as_ref().map(|w| &w.position).filter(|_| mode.reads_incrementally());
+            let req = ReadRequest {
+                spec,
+                mode,
+                from,
+                run_id: "plan",
+                batch_size: self.batch_size,
+                limit: None,
+                until: None,
+                keys: None,
+            };
+            let estimate = self.source.estimate(req).await?;
+            let empty = Position::default();
+            out.push(TablePlan {
+                table: spec.name.clone(),
+                mode,
+                watermark: WatermarkSummary::of(
+                    wm.as_ref().map_or(0, |w| w.generation),
+                    wm.as_ref().map_or(&empty, |w| &w.position),
+                ),
+                estimate,
+            });
+        }
+        Ok(out)
     }
 
     /// Runs the named tables once (in one run, as [`Pipeline::run_with`] runs them all); the

@@ -21,6 +21,18 @@ use crate::spec::{SourceRef, TableSpec};
 /// A stream of record batches; errors end it, dropping it cancels the work behind it.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 
+/// What a read would cover, said without reading it ([`Source::estimate`]; `etl plan`):
+/// `None` where the source cannot say cheaply.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Estimate {
+    /// Rows the read would return (a database counts them under the window's predicate).
+    pub rows: Option<u64>,
+    /// Files it would read (file sources: the new and changed ones).
+    pub files: Option<u64>,
+    /// Their bytes.
+    pub bytes: Option<u64>,
+}
+
 /// Counters a source fills while its stream is consumed; the runner reads them when the
 /// stream ends.
 #[derive(Debug, Default)]
@@ -161,6 +173,13 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
     /// key digests where the rows live (the database sources); `None` by default.
     fn key_reader(&self) -> Option<&dyn crate::keys::KeyReader> {
         None
+    }
+
+    /// What [`Source::read`] of `req` would cover, without reading it and writing nothing
+    /// (unknown by default).
+    async fn estimate(&self, req: ReadRequest<'_>) -> Result<Estimate> {
+        let _ = req;
+        Ok(Estimate::default())
     }
 
     /// Whether the source honours [`ReadRequest::limit`] (ordered, resumable chunks).

@@ -33,20 +33,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the pipeline: every table, or those named by --table.
-    Run {
-        /// The configuration file.
-        config: PathBuf,
-        /// Run only this table (repeat for several).
-        #[arg(long = "table")]
-        tables: Vec<String>,
-        /// Per-table mode overrides for this run, as Glue jobs' --OBJ: '{"orders":"FULL"}'.
-        #[arg(long = "OBJ", value_name = "JSON")]
-        obj: Option<String>,
-        /// `full`: every table FULL for this run (`incremental`: each in its own mode);
-        /// --OBJ wins for its tables.
-        #[arg(long = "load_type", value_name = "full|incremental")]
-        load_type: Option<String>,
-    },
+    Run(RunArgs),
+    /// What the next run would do with each table, reading no rows and writing nothing: its
+    /// mode, the watermark it reads past, and the rows (databases: counted) or the files
+    /// (file sources: new and changed) it would read.
+    Plan(RunArgs),
     /// Reloads one table in full (FULL over its target) and moves only its watermark.
     Resync {
         /// The configuration file.
@@ -107,6 +98,23 @@ enum CatalogAction {
         #[arg(long)]
         location: Option<String>,
     },
+}
+
+/// What `run` and `plan` take.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The configuration file.
+    config: PathBuf,
+    /// Only this table (repeat for several).
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Per-table mode overrides for this run, as Glue jobs' --OBJ: '{"orders":"FULL"}'.
+    #[arg(long = "OBJ", value_name = "JSON")]
+    obj: Option<String>,
+    /// `full`: every table FULL for this run (`incremental`: each in its own mode); --OBJ
+    /// wins for its tables.
+    #[arg(long = "load_type", value_name = "full|incremental")]
+    load_type: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +180,18 @@ async fn pipeline(config: &PathBuf) -> Result<Pipeline, Error> {
     PipelineConfig::load(config)?.build().await
 }
 
+/// The modes of `--load_type` and `--OBJ`.
+fn overrides_of(load_type: Option<String>, obj: Option<String>, p: &Pipeline) -> Result<etl::ModeOverrides, Error> {
+    let mut args = Vec::new();
+    if let Some(l) = load_type {
+        args.extend(["--load_type".to_string(), l]);
+    }
+    if let Some(j) = obj {
+        args.extend(["--OBJ".to_string(), j]);
+    }
+    etl::job::Args::parse(args)?.mode_overrides(p.tables())
+}
+
 /// The crawled tables of the configuration's lake, from its catalog.
 async fn catalog_tables(config: &PipelineConfig) -> Result<Vec<etl::catalog::CrawledTable>, Error> {
     let catalog = etl::catalog::Catalog::new(config.lake().await?);
@@ -209,26 +229,19 @@ fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value
 
 async fn execute(command: Command) -> Result<Outcome, Error> {
     match command {
-        Command::Run {
+        Command::Run(RunArgs {
             config,
             tables,
             obj,
             load_type,
-        } => {
+        }) => {
             let config = PipelineConfig::load(&config)?;
             let mut builder = config.builder().await?;
             if std::io::stderr().is_terminal() {
                 builder = builder.on_progress(progress_display());
             }
             let p = builder.build()?;
-            let mut args = Vec::new();
-            if let Some(l) = load_type {
-                args.extend(["--load_type".to_string(), l]);
-            }
-            if let Some(j) = obj {
-                args.extend(["--OBJ".to_string(), j]);
-            }
-            let overrides = etl::job::Args::parse(args)?.mode_overrides(p.tables())?;
+            let overrides = overrides_of(load_type, obj, &p)?;
             let report = if tables.is_empty() {
                 p.run_with(&overrides).await?
             } else {
@@ -278,6 +291,37 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
             Ok(Outcome::Print {
                 json: serde_json::json!({ "ddl": ddl }),
                 text: ddl.join("\n"),
+            })
+        }
+        Command::Plan(RunArgs {
+            config,
+            tables,
+            obj,
+            load_type,
+        }) => {
+            let p = pipeline(&config).await?;
+            let overrides = overrides_of(load_type, obj, &p)?;
+            let only: Vec<&str> = tables.iter().map(String::as_str).collect();
+            let plans = p.plan(&only, &overrides).await?;
+            let text: Vec<String> = plans
+                .iter()
+                .map(|t| {
+                    let from = match (&t.watermark.cursor, t.watermark.generation) {
+                        (_, 0) => "from the start".to_string(),
+                        (Some(c), _) => format!("past {c}"),
+                        (None, _) => format!("past generation {}", t.watermark.generation),
+                    };
+                    let what = match (t.estimate.rows, t.estimate.files) {
+                        (Some(r), _) => format!("{r} rows"),
+                        (None, Some(f)) => format!("{f} files, {} bytes", t.estimate.bytes.unwrap_or(0)),
+                        (None, None) => "an unknown amount".to_string(),
+                    };
+                    format!("  {:<24} {:<16} {from}: {what}", t.table, t.mode.to_string())
+                })
+                .collect();
+            Ok(Outcome::Print {
+                json: serde_json::json!({ "pipeline": p.name(), "tables": plans }),
+                text: text.join("\n"),
             })
         }
         Command::Resync { config, table } => Ok(Outcome::Report(pipeline(&config).await?.resync(&table).await?)),

@@ -133,6 +133,10 @@ pub(crate) trait Database: Clone + Send + Sync + 'static {
     /// `SELECT count(*) FROM rel`, on a connection of its own.
     async fn count(&self, table: &str, rel: &str) -> Result<u64>;
 
+    /// `SELECT count(*) FROM rel WHERE filter`, its bounds in `params` where the dialect
+    /// binds them, on a connection of its own.
+    async fn count_where(&self, table: &str, rel: &str, filter: &str, params: Vec<CursorValue>) -> Result<u64>;
+
     /// A column as the read selects it (a cast to text for a type read as text).
     fn select(plan: &Self::Plan) -> String;
 
@@ -178,6 +182,29 @@ pub(crate) async fn check<D: Database>(db: &D, spec: &TableSpec) -> Result<()> {
 }
 
 /// [`etl_core::Source::read`] of a database source.
+/// What a read of `req` would return, counted under the window's lower end (the read's
+/// upper end is the high-water mark of its own snapshot, so this counts at least as much).
+pub(crate) async fn estimate<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
+    let spec = req.spec;
+    let rel = relation::<D>(spec)?;
+    let mut conn = db.connect(&spec.name).await?;
+    let described = describe(db, &mut conn, spec, &rel).await;
+    db.close(conn).await;
+    described?;
+    let window = Window::new(&req, None, false);
+    let rows = if window.filtered() {
+        let mut params = Vec::new();
+        let (filter, _) = window.predicate(D::DIALECT, spec, D::BINDS.then_some(&mut params));
+        db.count_where(&spec.name, &rel, &filter, params).await?
+    } else {
+        db.count(&spec.name, &rel).await?
+    };
+    Ok(etl_core::Estimate {
+        rows: Some(rows),
+        ..Default::default()
+    })
+}
+
 pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Extract> {
     let spec = req.spec;
     let rel = relation::<D>(spec)?;

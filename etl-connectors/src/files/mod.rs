@@ -357,6 +357,23 @@ impl Source for FileSource {
         Some(self)
     }
 
+    /// The new and changed files a read would take (their rows are not counted: that is
+    /// reading them).
+    async fn estimate(&self, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
+        let listed = self.list(req.spec).await?;
+        let from = if req.mode.reads_incrementally() { req.from } else { None };
+        let marks = marks_of(&listed);
+        let new: Vec<&FileTask> = listed
+            .iter()
+            .filter(|f| from.is_none_or(|p| p.files.get(&f.rel) != marks.get(&f.rel)))
+            .collect();
+        Ok(etl_core::Estimate {
+            rows: None,
+            files: Some(new.len() as u64),
+            bytes: Some(new.iter().map(|f| f.meta.size).sum()),
+        })
+    }
+
     async fn check(&self, spec: &TableSpec) -> Result<()> {
         self.list(spec).await.map(|_| ())
     }

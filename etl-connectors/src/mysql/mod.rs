@@ -847,6 +847,19 @@ impl Database for MySqlSource {
         row.map_or(Ok(0), |r| cell::<u64>(table, &r, 0))
     }
 
+    async fn count_where(&self, table: &str, rel: &str, filter: &str, params: Vec<CursorValue>) -> Result<u64> {
+        let mut c = MySqlSource::connect(self, table).await?;
+        let values: Vec<Value> = params.iter().map(param).collect();
+        let row: Option<Row> = self
+            .call(
+                table,
+                c.exec_first(format!("SELECT count(*) FROM {rel} WHERE {filter}"), values),
+            )
+            .await?;
+        let _ = c.disconnect().await;
+        row.map_or(Ok(0), |r| cell::<u64>(table, &r, 0))
+    }
+
     fn select(plan: &ColumnPlan) -> String {
         let c = MY.quote(&plan.name);
         match (plan.as_text, plan.type_name.as_str()) {
@@ -901,6 +914,10 @@ impl Source for MySqlSource {
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
         read::read(self, req).await
+    }
+
+    async fn estimate(&self, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
+        read::estimate(self, req).await
     }
 }
 

@@ -382,6 +382,12 @@ impl Database for PostgresSource {
         c.count(&format!("SELECT count(*) FROM {rel}")).await
     }
 
+    /// The filter's bounds are literals here (`BINDS` is false: `COPY` takes no parameters).
+    async fn count_where(&self, table: &str, rel: &str, filter: &str, _params: Vec<CursorValue>) -> Result<u64> {
+        let c = self.pg.connect(table).await?;
+        c.count(&format!("SELECT count(*) FROM {rel} WHERE {filter}")).await
+    }
+
     fn select(plan: &ColumnPlan) -> String {
         let c = PG.quote(&plan.name);
         if plan.as_text { format!("{c}::text AS {c}") } else { c }
@@ -431,6 +437,10 @@ impl Source for PostgresSource {
 
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
         read::read(self, req).await
+    }
+
+    async fn estimate(&self, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
+        read::estimate(self, req).await
     }
 }
 
