@@ -232,11 +232,12 @@ impl GlueCatalog {
                 .await;
             match existing {
                 Ok(found) => {
-                    let same = found.table().and_then(|t| t.storage_descriptor()).is_some_and(|sd| {
-                        Some(sd) == input.storage_descriptor()
-                            || (sd.columns() == input.storage_descriptor().map_or(&[][..], |s| s.columns())
-                                && sd.location() == input.storage_descriptor().and_then(|s| s.location()))
-                    }) && found.table().map(|t| t.partition_keys()) == Some(input.partition_keys());
+                    // The columns, the location and the partition keys decide (the catalog
+                    // adds fields of its own to what it keeps).
+                    let (have, want) = (found.table(), input.storage_descriptor());
+                    let sd = have.and_then(|t| t.storage_descriptor());
+                    let same = sd.map(|s| (s.columns(), s.location())) == want.map(|s| (s.columns(), s.location()))
+                        && have.map(|t| t.partition_keys()) == Some(input.partition_keys());
                     if same {
                         done.tables_unchanged += 1;
                     } else {

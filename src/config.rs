@@ -567,6 +567,21 @@ impl PipelineConfig {
         self.location("sink.location", sink.needs("sink", "location", &sink.location)?)
     }
 
+    /// The crawled tables of the lake's catalog (`_etl/catalog`).
+    ///
+    /// # Errors
+    /// As [`PipelineConfig::lake`]; the catalog's errors.
+    pub async fn catalog_tables(&self) -> Result<Vec<etl_core::catalog::CrawledTable>> {
+        let catalog = etl_core::catalog::Catalog::new(self.lake().await?);
+        let mut tables = Vec::new();
+        for name in catalog.list().await? {
+            if let Some(t) = catalog.get(&name).await? {
+                tables.push(t.crawled()?);
+            }
+        }
+        Ok(tables)
+    }
+
     /// The run's figures in CloudWatch and the lake's crawled tables in the Glue database,
     /// where `after_run` asks for them (nothing otherwise). Returns what was done, one line
     /// each.
@@ -597,13 +612,7 @@ impl PipelineConfig {
             return Ok(None);
         };
         let lake = self.lake().await?;
-        let catalog = etl_core::catalog::Catalog::new(lake.clone());
-        let mut tables = Vec::new();
-        for name in catalog.list().await? {
-            if let Some(t) = catalog.get(&name).await? {
-                tables.push(t.crawled()?);
-            }
-        }
+        let tables = self.catalog_tables().await?;
         let root = self
             .after_run
             .as_ref()

@@ -192,18 +192,6 @@ fn overrides_of(load_type: Option<String>, obj: Option<String>, p: &Pipeline) ->
     etl::job::Args::parse(args)?.mode_overrides(p.tables())
 }
 
-/// The crawled tables of the configuration's lake, from its catalog.
-async fn catalog_tables(config: &PipelineConfig) -> Result<Vec<etl::catalog::CrawledTable>, Error> {
-    let catalog = etl::catalog::Catalog::new(config.lake().await?);
-    let mut tables = Vec::new();
-    for name in catalog.list().await? {
-        if let Some(t) = catalog.get(&name).await? {
-            tables.push(t.crawled()?);
-        }
-    }
-    Ok(tables)
-}
-
 fn watermark_json(table: &str, w: Option<&etl::Watermark>) -> (serde_json::Value, String) {
     match w {
         Some(w) => (
@@ -285,7 +273,7 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
                 None => config.lake().await?.url().to_string(),
             };
             let mut ddl = Vec::new();
-            for t in catalog_tables(&config).await? {
+            for t in config.catalog_tables().await? {
                 ddl.extend(t.athena_ddl(&root)?);
             }
             Ok(Outcome::Print {

@@ -289,19 +289,20 @@ fn text_stream(decoded: formats::DecodedStream, ctx: DecodeContext, file: String
 impl HeldKeys for FileSource {
     async fn key_rows(&self, spec: &TableSpec, content: Option<&[Content]>) -> Result<Arc<KeyRows>> {
         let key = keys::key_column(spec)?;
+        let marks = marks_of(&self.list(spec).await?);
+        // Rows read for any content serve the keys alone (the bounds), without a second read.
+        if let Some((t, m, c, rows)) = self.keys.lock().expect("key rows lock").as_ref()
+            && *t == spec.name
+            && *m == marks
+            && content.is_none_or(|content| c.as_slice() == content)
+        {
+            return Ok(rows.clone());
+        }
         let content = match (content, &spec.reconcile) {
             (Some(c), _) => c.to_vec(),
             (None, Some(r)) if !r.columns.is_empty() => HeldKeys::content(self, spec, &r.columns).await?,
             (None, _) => Vec::new(),
         };
-        let marks = marks_of(&self.list(spec).await?);
-        if let Some((t, m, c, rows)) = self.keys.lock().expect("key rows lock").as_ref()
-            && *t == spec.name
-            && *m == marks
-            && *c == content
-        {
-            return Ok(rows.clone());
-        }
         // A row that cannot be parsed has a key no one knows: the comparison fails on it.
         let mut strict = spec.clone();
         strict.bad_rows = BadRows::Fail;
