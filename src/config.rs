@@ -26,7 +26,8 @@
 //! primary_key = "order_id"     # a column or a list
 //! cursor = "updated_at"
 //! lookback = "10m"
-//! partition_by = { date = "order_date" }   # or { processing_date = true }
+//! partition_by = { date = "order_date" }   # year=/month=/day=, or { processing_date = true }, or
+//! # { columns = [{ name = "date", column = "order_date", format = "%Y-%m-%d" }, "device_id"] }
 //! reconcile = { policy = "repair", columns = ["price"] }
 //! ```
 //!
@@ -69,8 +70,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etl_core::{
-    BadRows, Deletes, Error, FileDrops, FileFormat, LoadMode, Location, ObjectStoreWatermarkStore, Partitioning,
-    Pipeline, Reconcile, ReconcilePolicy, Result, Sink, Source, TableSpec, TargetLost, WatermarkStore,
+    BadRows, Deletes, Error, FileDrops, FileFormat, LoadMode, Location, ObjectStoreWatermarkStore, PartitionKey,
+    Partitioning, Pipeline, Reconcile, ReconcilePolicy, Result, Sink, Source, TableSpec, TargetLost, WatermarkStore,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -298,7 +299,7 @@ pub struct TableConfig {
     /// Rows are read once they are this old by the database's clock (`5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle: Option<String>,
-    /// `{ date = "column" }` or `"processing_date"`.
+    /// `{ date = "column" }`, `{ processing_date = true }` or `{ columns = [...] }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_by: Option<PartitionConfig>,
     /// Keep only the latest row per key of a run's rows.
@@ -319,6 +320,12 @@ pub struct TableConfig {
     /// `fail` (default) or `reload` when the target lost what the watermark stands for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_target_lost: Option<String>,
+    /// Migration from a Glue job: the first run starts from the timestamp in this file (a
+    /// `timestamp.csv` with or without a header, or `last_processed_timestamp.txt`), a path
+    /// under the watermark store's location
+    /// ([`ObjectStoreWatermarkStore::with_legacy_timestamp_file`]).
+    #[serde(default, alias = "timestamp_s3_path", skip_serializing_if = "Option::is_none")]
+    pub legacy_timestamp_file: Option<String>,
     /// Whether a failure of this table fails the run (default true).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub required: bool,
@@ -331,7 +338,8 @@ pub struct TableConfig {
 }
 
 /// How a table is partitioned in a lake: `{ date = "column" }` (`year=/month=/day=` of a
-/// date or timestamp column) or `{ processing_date = true }` (of the run's start).
+/// date or timestamp column), `{ processing_date = true }` (of the run's start), or
+/// `{ columns = [...] }` (`name=value` folders of any columns, [`PartitionKey`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionConfig {
@@ -341,6 +349,30 @@ pub struct PartitionConfig {
     /// `processing_year=/…` folders of the run's start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub processing_date: bool,
+    /// `name=value` folders, outermost first: `["device_id", { name = "date", column =
+    /// "order_date", format = "%Y-%m-%d" }]` ([`PartitionKey`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<PartitionColumn>,
+}
+
+/// One level of `partition_by.columns`: a column's name (folders `column=value`), or a key
+/// with the column it takes its values from and a strftime format for a date or timestamp.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PartitionColumn {
+    /// Folders `column=value`.
+    Column(String),
+    /// Folders `name=…` of `column` (default: the name) in `format`.
+    Key {
+        /// The folder's key.
+        name: String,
+        /// The column of the values (default: `name`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        column: Option<String>,
+        /// A strftime format of a date or timestamp column (`%Y-%m-%d`, `%m`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        format: Option<String>,
+    },
 }
 
 /// [`Deletes`] in a file.
@@ -516,12 +548,12 @@ impl PipelineConfig {
         let refs = References::default();
         let source = self.source(&self.source.resolved("source", &self.base, &refs).await?)?;
         let (sink, default_store) = self.sink(&self.sink.resolved("sink", &self.base, &refs).await?)?;
-        let store: Arc<dyn WatermarkStore> = match &self.watermarks {
+        let store = match &self.watermarks {
             Some(w) if w.kind == "object_store" => {
                 w.only("watermarks", &["location"])?;
                 let w = w.resolved("watermarks", &self.base, &refs).await?;
                 let at = w.needs("watermarks", "location", &w.location)?;
-                Arc::new(ObjectStoreWatermarkStore::new(
+                Store::Objects(ObjectStoreWatermarkStore::new(
                     self.location("watermarks.location", at)?,
                 ))
             }
@@ -532,6 +564,26 @@ impl PipelineConfig {
                 )));
             }
             None => default_store,
+        };
+        let store: Arc<dyn WatermarkStore> = match store {
+            Store::Objects(mut objects) => {
+                for t in &self.tables {
+                    if let Some(file) = &t.legacy_timestamp_file {
+                        objects = objects.with_legacy_timestamp_file(&t.name, file);
+                    }
+                }
+                Arc::new(objects)
+            }
+            Store::Other(other) => {
+                if let Some(t) = self.tables.iter().find(|t| t.legacy_timestamp_file.is_some()) {
+                    return Err(Error::config(format!(
+                        "tables.{}.legacy_timestamp_file: read from an object store's watermarks; this \
+                         sink keeps them in its database ([watermarks] kind = \"object_store\" to use one)",
+                        t.name
+                    )));
+                }
+                other
+            }
         };
         let mut builder = Pipeline::builder(&self.name)
             .source_arc(source)
@@ -688,14 +740,14 @@ impl PipelineConfig {
         }
     }
 
-    fn sink(&self, s: &Endpoint) -> Result<(Arc<dyn Sink>, Arc<dyn WatermarkStore>)> {
+    fn sink(&self, s: &Endpoint) -> Result<(Arc<dyn Sink>, Store)> {
         match s.kind.as_str() {
             #[cfg(feature = "lake")]
             "lake" => {
                 s.only("sink", &["location"])?;
                 let at = s.needs("sink", "location", &s.location)?;
                 let location = self.location("sink.location", at)?;
-                let store = Arc::new(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
+                let store = Store::Objects(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
                 Ok((Arc::new(crate::LakeSink::new(location)), store))
             }
             #[cfg(feature = "postgres")]
@@ -705,7 +757,7 @@ impl PipelineConfig {
                 if let Some(schema) = &s.schema {
                     sink = sink.with_schema(schema);
                 }
-                let store = Arc::new(sink.watermark_store());
+                let store = Store::Other(Arc::new(sink.watermark_store()));
                 Ok((Arc::new(sink), store))
             }
             #[cfg(feature = "redshift")]
@@ -739,7 +791,7 @@ impl PipelineConfig {
                     }
                 };
                 let staging = self.location("sink.staging", s.needs("sink", "staging", &s.staging)?)?;
-                let store = Arc::new(ObjectStoreWatermarkStore::new(staging.child("_etl/watermarks")));
+                let store = Store::Objects(ObjectStoreWatermarkStore::new(staging.child("_etl/watermarks")));
                 let mut sink = crate::RedshiftSink::new(s.needs("sink", "url", &s.url)?, staging, load)?;
                 if let Some(schema) = &s.schema {
                     sink = sink.with_schema(schema);
@@ -752,6 +804,13 @@ impl PipelineConfig {
             other => Err(unknown_kind("sink", other, &["lake", "postgres", "redshift"])),
         }
     }
+}
+
+/// Where a pipeline's watermarks are kept: an object store (which can start from a legacy
+/// timestamp file), or the sink's own store.
+enum Store {
+    Objects(ObjectStoreWatermarkStore),
+    Other(Arc<dyn WatermarkStore>),
 }
 
 /// A kind this build does not have: misspelt, or its cargo feature left out.
@@ -960,15 +1019,29 @@ impl TableConfig {
             Some(PartitionConfig {
                 date: Some(c),
                 processing_date: false,
-            }) => Partitioning::ByDate(c.clone()),
+                columns,
+            }) if columns.is_empty() => Partitioning::ByDate(c.clone()),
             Some(PartitionConfig {
                 date: None,
                 processing_date: true,
-            }) => Partitioning::ByProcessingDate,
+                columns,
+            }) if columns.is_empty() => Partitioning::ByProcessingDate,
+            Some(PartitionConfig {
+                date: None,
+                processing_date: false,
+                columns,
+            }) if !columns.is_empty() => Partitioning::columns(columns.iter().map(|c| match c {
+                PartitionColumn::Column(c) => PartitionKey::column(c),
+                PartitionColumn::Key { name, column, format } => PartitionKey {
+                    name: name.clone(),
+                    column: column.clone().unwrap_or_else(|| name.clone()),
+                    format: format.clone(),
+                },
+            })),
             Some(_) => {
                 return Err(bad(
                     "partition_by",
-                    "give one of `date = \"column\"` and `processing_date = true`".into(),
+                    "give one of `date = \"column\"`, `processing_date = true` and `columns = [...]`".into(),
                 ));
             }
         });

@@ -210,3 +210,97 @@ async fn a_glue_style_table_config_runs_as_it_is() {
         .await
         .unwrap();
 }
+
+/// A Glue job's migration from its config: the first run starts from the legacy
+/// `timestamp.csv` (with its header), the query places the watermark in its own predicate,
+/// and the lake is partitioned `date=…/month=…` (zero-padded) by a date column.
+#[cfg(all(feature = "postgres", feature = "lake"))]
+#[tokio::test]
+async fn a_legacy_timestamp_a_watermark_query_and_formatted_partitions() {
+    let url = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
+        panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
+    });
+    let (pg, c) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(c);
+    let src = format!("cfgq_{}", std::process::id());
+    pg.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {src} CASCADE; CREATE SCHEMA {src};
+         CREATE TABLE {src}.orders (order_id bigint PRIMARY KEY, order_date date, updated_at timestamp NOT NULL);
+         INSERT INTO {src}.orders VALUES (1, '2025-06-30', '2025-06-30 10:00'), (2, '2025-07-23', '2025-07-23 10:00'),
+                                         (3, '2025-07-24', '2025-07-24 09:00'), (4, '2025-07-24', '2025-07-24 11:00');"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state/legacy")).unwrap();
+    std::fs::write(
+        dir.path().join("state/legacy/timestamp.csv"),
+        "timestamp\n2025-07-01 00:00:00\n",
+    )
+    .unwrap();
+    let path = write(
+        dir.path(),
+        "job.toml",
+        &format!(
+            r#"
+name = "glue_port"
+source = {{ kind = "postgres", url = "${{env:ETL_TEST_PG}}" }}
+sink = {{ kind = "lake", location = "lake" }}
+watermarks = {{ kind = "object_store", location = "state" }}
+
+[[tables]]
+name = "orders"
+query = "SELECT * FROM {src}.orders WHERE updated_at > {{watermark}}"
+operations = "INCREMENTAL"
+timestamp_column = "updated_at"
+timestamp_s3_path = "legacy/timestamp.csv"
+processed_at = false
+partition_by = {{ columns = [{{ name = "date", column = "order_date", format = "%Y-%m-%d" }}, {{ name = "month", column = "order_date", format = "%m" }}] }}
+"#
+        ),
+    );
+    let p = Pipeline::from_config(&path).await.unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    let t = r.table("orders").unwrap();
+    assert_eq!(t.extracted_count, 3, "order 1 is older than the legacy timestamp");
+    let mut folders: Vec<String> = std::fs::read_dir(dir.path().join("lake/orders"))
+        .unwrap()
+        .flat_map(|d| {
+            let d = d.unwrap().path();
+            std::fs::read_dir(&d).unwrap().map(move |m| {
+                format!(
+                    "{}/{}",
+                    d.file_name().unwrap().to_string_lossy(),
+                    m.unwrap().file_name().to_string_lossy()
+                )
+            })
+        })
+        .collect();
+    folders.sort();
+    assert_eq!(folders, ["date=2025-07-23/month=07", "date=2025-07-24/month=07"]);
+    pg.batch_execute(&format!(
+        "UPDATE {src}.orders SET updated_at = '2025-07-25 08:00' WHERE order_id = 1"
+    ))
+    .await
+    .unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("orders").unwrap().extracted_count, 1);
+    assert!(dir.path().join("lake/orders/date=2025-06-30/month=06").is_dir());
+    // A legacy file for a sink that keeps watermarks in its database is refused by name.
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "name = \"p\"\nsource = { kind = \"postgres\", url = \"${env:ETL_TEST_PG}\" }\n\
+         sink = { kind = \"postgres\", url = \"${env:ETL_TEST_PG}\" }\n\
+         [[tables]]\nname = \"t\"\nlegacy_timestamp_file = \"x.csv\"\n",
+    );
+    let e = PipelineConfig::load(&bad)
+        .unwrap()
+        .build()
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.toml: tables.t.legacy_timestamp_file"), "{e}");
+    pg.batch_execute(&format!("DROP SCHEMA {src} CASCADE")).await.unwrap();
+}

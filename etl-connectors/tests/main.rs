@@ -577,6 +577,57 @@ async fn csv_without_header_reads_by_position() {
     );
 }
 
+/// A query that places the watermark itself, as the seed's orders rule does: orders of the
+/// last seven days (at or after the watermark's day) every run, and any order updated past the
+/// watermark. `query` names `{watermark}` and reads `orders(order_id, order_date,
+/// updated_at)`; `exec` runs a statement at the database. The watermark moves to the greatest
+/// cursor read, never back; the bound is the stored value.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn a_query_places_the_watermark(source: Arc<dyn Source>, query: String, exec: impl AsyncFn(&str)) {
+    let recent = (chrono::Utc::now().date_naive() - chrono::TimeDelta::days(2)).to_string();
+    exec(&format!(
+        "INSERT INTO orders VALUES (1, '{recent}', '2025-07-01 00:00:00'), (2, '2025-01-01', '2025-07-01 00:00:00'), \
+         (3, '2025-01-01', '2025-07-02 00:00:00')"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let p = Pipeline::builder("q")
+        .source_arc(source)
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(
+            Location::local(dir.path().join("wm")).unwrap(),
+        ))
+        .table(
+            TableSpec::new("orders")
+                .from_query(query)
+                .mode(LoadMode::Incremental)
+                .cursor(["updated_at"])
+                .processed_at(false),
+        )
+        .build()
+        .unwrap();
+    let run = async || {
+        let r = p.run().await.unwrap().into_result().unwrap();
+        let t = r.table("orders").unwrap();
+        let wm = t.watermark_after.as_ref().unwrap().cursor.as_ref().unwrap().to_string();
+        (t.extracted_count, wm)
+    };
+    // The first run starts from the least timestamp: every row.
+    assert_eq!(run().await, (3, "2025-07-02 00:00:00".to_string()));
+    // The recent order again (the seven-day rule), and nothing else; the watermark stays.
+    assert_eq!(run().await, (1, "2025-07-02 00:00:00".to_string()));
+    exec("UPDATE orders SET updated_at = '2025-08-01 00:00:00' WHERE order_id = 2").await;
+    assert_eq!(run().await, (2, "2025-08-01 00:00:00".to_string()));
+    let rows = lake.read_table("orders").await.unwrap();
+    let ids = etl_core::conformance::render_sorted(&rows, &["order_date", "updated_at"]);
+    assert_eq!(
+        ids,
+        "+----------+\n| order_id |\n+----------+\n| 1        |\n| 1        |\n| 1        |\n| 2        |\n| 2        |\n\
+         | 3        |\n+----------+"
+    );
+}
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod chunked;
 #[cfg(feature = "postgres")]

@@ -324,6 +324,21 @@ async fn incremental_join_into_a_lake() {
 }
 
 #[tokio::test]
+async fn a_query_places_the_watermark_in_its_own_predicate() {
+    let mut db = Db::new().await;
+    db.exec("CREATE TABLE orders (order_id int PRIMARY KEY, order_date date, updated_at datetime(6))")
+        .await;
+    let query = "SELECT * FROM orders WHERE order_date >= CAST({watermark} AS DATE) \
+                 AND order_date >= CURRENT_DATE - INTERVAL 7 DAY OR updated_at > {watermark}";
+    let source = std::sync::Arc::new(db.source());
+    let db = tokio::sync::Mutex::new(db);
+    crate::a_query_places_the_watermark(source, query.to_string(), async |sql: &str| {
+        db.lock().await.exec(sql).await
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn parallel_key_ranges_read_every_row_once() {
     let mut db = Db::new().await;
     db.exec(

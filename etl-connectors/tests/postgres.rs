@@ -296,6 +296,22 @@ async fn incremental_join_into_a_lake() {
 }
 
 #[tokio::test]
+async fn a_query_places_the_watermark_in_its_own_predicate() {
+    let db = Db::new().await;
+    db.exec("CREATE TABLE $S.orders (order_id int PRIMARY KEY, order_date date, updated_at timestamp)")
+        .await;
+    let query =
+        "SELECT * FROM $S.orders WHERE order_date >= CAST({watermark} AS date) AND order_date >= CURRENT_DATE - 7 \
+                 OR updated_at > {watermark}"
+            .replace("$S", &db.schema);
+    let source = std::sync::Arc::new(db.source());
+    crate::a_query_places_the_watermark(source, query, async |sql: &str| {
+        db.exec(&sql.replace("orders", &db.table("orders"))).await
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn parallel_chunks_read_every_row_once() {
     let db = Db::new().await;
     db.exec(

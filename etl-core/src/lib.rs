@@ -103,8 +103,8 @@ pub use secret::Secret;
 pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest};
 pub use source::{BatchStream, Estimate, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{
-    BadRows, CsvOptions, DELETED_AT, Deletes, FileDrops, FileFormat, MergeStrategy, NullCursors, Partitioning,
-    Reconcile, ReconcilePolicy, SourceRef, TableSpec, TargetLost,
+    BadRows, CsvOptions, DELETED_AT, Deletes, FileDrops, FileFormat, MergeStrategy, NullCursors, PartitionKey,
+    Partitioning, QUERY_WATERMARK, Reconcile, ReconcilePolicy, SourceRef, TableSpec, TargetLost,
 };
 pub use timeouts::Timeouts;
 pub use watermark::{ObjectStoreWatermarkStore, Watermark, WatermarkStore};

@@ -122,11 +122,16 @@ impl Location {
         &self.url
     }
 
-    /// The path of `rel` (a `/`-separated relative path) under the prefix.
+    /// The path of `rel` (a `/`-separated relative path) under the prefix. A part already
+    /// escaped (a partition value's `%3A`, [`crate::lake::partition::escape`]) is kept as it
+    /// is; in any other the object store escapes what it must.
     pub fn path(&self, rel: &str) -> Path {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.join(part);
+            p = match object_store::path::PathPart::parse(part) {
+                Ok(raw) if crate::lake::partition::is_escaped(part) => p.join(raw),
+                _ => p.join(part),
+            };
         }
         p
     }

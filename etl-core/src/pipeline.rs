@@ -202,6 +202,9 @@ impl PipelineBuilder {
                     spec.name
                 )));
             }
+            if let crate::spec::Partitioning::Columns(keys) = &spec.partitioning {
+                crate::lake::partition::check(&spec.name, keys)?;
+            }
             validate_mode(sink.as_ref(), spec, spec.mode)?;
             validate_chunks(source.as_ref(), spec)?;
             validate_compare(source.as_ref(), sink.as_ref(), spec)?;

@@ -179,6 +179,9 @@ impl FileFormat {
     }
 }
 
+/// What a custom query ([`TableSpec::from_query`]) writes where the window's lower end goes.
+pub const QUERY_WATERMARK: &str = "{watermark}";
+
 /// How a lake target is split into Hive-style partition folders.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Partitioning {
@@ -189,6 +192,61 @@ pub enum Partitioning {
     ByDate(String),
     /// `processing_year=/processing_month=/processing_day=` from the run's start time.
     ByProcessingDate,
+    /// One `name=value` folder per key, outermost first: `date=2025-07-24/device_id=7`
+    /// ([`crate::lake::partition`]).
+    Columns(Vec<PartitionKey>),
+}
+
+impl Partitioning {
+    /// Folders `name=value` of the given keys, outermost first.
+    ///
+    /// ```
+    /// use etl_core::{PartitionKey, Partitioning};
+    /// let p = Partitioning::columns([
+    ///     PartitionKey::formatted("date", "order_date", "%Y-%m-%d"), // date=2025-07-24
+    ///     PartitionKey::column("device_id"),                         // device_id=7
+    /// ]);
+    /// assert!(matches!(p, Partitioning::Columns(k) if k.len() == 2));
+    /// ```
+    pub fn columns(keys: impl IntoIterator<Item = PartitionKey>) -> Self {
+        Partitioning::Columns(keys.into_iter().collect())
+    }
+}
+
+/// One level of [`Partitioning::Columns`]: folders `name=value`, the value taken from
+/// `column` — as it is (text, numbers, dates as `2025-07-24`), or a date or timestamp in a
+/// strftime `format` (`%Y-%m-%d`, a zero-padded month `%m`, `%Y%m%d%H`). NULL and empty
+/// values go to Hive's default partition; characters Hive escapes are written `%XX`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionKey {
+    /// The folder's key (`date` in `date=2025-07-24`).
+    pub name: String,
+    /// The column whose values name the folders.
+    pub column: String,
+    /// A strftime format of a date or timestamp column; `None` for the value as it is.
+    pub format: Option<String>,
+}
+
+impl PartitionKey {
+    /// Folders `column=value` of a column's values.
+    pub fn column(column: impl Into<String>) -> Self {
+        let column = column.into();
+        PartitionKey {
+            name: column.clone(),
+            column,
+            format: None,
+        }
+    }
+
+    /// Folders `name=…` of a date or timestamp `column` written in a strftime `format`:
+    /// `PartitionKey::formatted("month", "order_date", "%m")` gives `month=07`.
+    pub fn formatted(name: impl Into<String>, column: impl Into<String>, format: impl Into<String>) -> Self {
+        PartitionKey {
+            name: name.into(),
+            column: column.into(),
+            format: Some(format.into()),
+        }
+    }
 }
 
 /// One table of a pipeline: where it comes from, where it goes, and how.
@@ -404,6 +462,25 @@ impl TableSpec {
     }
 
     /// Reads the result of a SQL query.
+    ///
+    /// The query may name the watermark as [`QUERY_WATERMARK`] (`{watermark}`), as a Glue job's
+    /// own predicate does (`order_date >= CAST({watermark} AS date) AND order_date >=
+    /// CURRENT_DATE - 7 OR updated_at > {watermark}`): each run replaces it with the window's
+    /// lower end — the stored cursor (less the lookback), or on a first run the least value of
+    /// the cursor's type — written as a typed literal of the dialect from the stored value
+    /// (never text from outside). The query then places the lower end itself; the library
+    /// adds only the upper end (the high-water mark of the run's snapshot, held below
+    /// transactions in flight), and the watermark moves to the greatest cursor value the query
+    /// returned (never back). Such a table cannot be reconciled or have its deletes found (a
+    /// window is not the whole source).
+    ///
+    /// ```
+    /// use etl_core::{QUERY_WATERMARK, TableSpec};
+    /// let spec = TableSpec::new("orders")
+    ///     .from_query("SELECT * FROM orders WHERE updated_at > {watermark} OR status = 'open'")
+    ///     .cursor(["updated_at"]);
+    /// assert_eq!(QUERY_WATERMARK, "{watermark}");
+    /// ```
     pub fn from_query(mut self, sql: impl Into<String>) -> Self {
         self.source = SourceRef::Query(sql.into());
         self

@@ -160,8 +160,11 @@ impl ObjectStoreWatermarkStore {
     }
 
     /// Migration aid: when `table` has no watermark yet, start from the timestamp in the
-    /// plain-text file at `rel_path` under this store's location (the
-    /// `last_processed_timestamp.txt` of existing Glue jobs, e.g. `2025-07-24 01:05:23`).
+    /// text file at `rel_path` under this store's location: the
+    /// `last_processed_timestamp.txt` of existing Glue jobs (`2025-07-24 01:05:23`), or a
+    /// `timestamp.csv` with or without a header line (`timestamp\n2025-07-24 01:05:23`, or
+    /// an index column beside it as pandas writes one). With several rows, the latest
+    /// timestamp is the watermark; a row without one is an error naming the file and line.
     pub fn with_legacy_timestamp_file(mut self, table: impl Into<String>, rel_path: impl Into<String>) -> Self {
         self.legacy.insert(table.into(), rel_path.into());
         self
@@ -201,12 +204,9 @@ impl ObjectStoreWatermarkStore {
             Err(e) => return Err(Error::store(&path, e)),
         };
         let text = String::from_utf8_lossy(&bytes);
-        let ts = parse_legacy_timestamp(text.trim()).ok_or_else(|| Error::Metadata {
+        let ts = parse_legacy_file(&text).map_err(|message| Error::Metadata {
             path: path.to_string(),
-            message: format!(
-                "expected a timestamp like `2025-07-24 01:05:23`, found `{}`",
-                text.trim()
-            ),
+            message,
         })?;
         Ok(Some(Watermark {
             pipeline: pipeline.to_string(),
@@ -225,6 +225,27 @@ impl ObjectStoreWatermarkStore {
             reset: false,
         }))
     }
+}
+
+/// The latest timestamp of a legacy watermark file: one value, or CSV rows under an optional
+/// header line, each row's value in its last field that reads as a timestamp.
+fn parse_legacy_file(text: &str) -> std::result::Result<NaiveDateTime, String> {
+    let expected = "a timestamp like `2025-07-24 01:05:23`";
+    let mut latest: Option<NaiveDateTime> = None;
+    let rows = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    for (n, (i, line)) in rows.enumerate() {
+        let value = line
+            .split(',')
+            .rev()
+            .find_map(|f| parse_legacy_timestamp(f.trim().trim_matches('"').trim()));
+        match value {
+            Some(v) => latest = latest.max(Some(v)),
+            // The first line may name the columns.
+            None if n == 0 => {}
+            None => return Err(format!("line {}: expected {expected}, found `{}`", i + 1, line.trim())),
+        }
+    }
+    latest.ok_or_else(|| format!("expected {expected}, found `{}`", text.trim()))
 }
 
 fn parse_legacy_timestamp(s: &str) -> Option<NaiveDateTime> {
@@ -288,6 +309,22 @@ mod tests {
         let t = parse_legacy_timestamp("2025-07-24T01:05:23.250").unwrap();
         assert_eq!(t.and_utc().timestamp_subsec_millis(), 250);
         assert!(parse_legacy_timestamp("yesterday").is_none());
+    }
+
+    #[test]
+    fn legacy_files_parse_with_or_without_a_header() {
+        let at = |s: &str| parse_legacy_file(s).map(|t| t.to_string());
+        assert_eq!(at("2025-07-24 01:05:23\n").unwrap(), "2025-07-24 01:05:23");
+        assert_eq!(at("timestamp\n2025-07-24 01:05:23\n").unwrap(), "2025-07-24 01:05:23");
+        // pandas' `to_csv` with its index, quoted, CRLF; the latest row wins.
+        assert_eq!(
+            at(",\"last_ts\"\r\n0,\"2025-07-24 01:05:23\"\r\n1,2025-07-25\r\n").unwrap(),
+            "2025-07-25 00:00:00"
+        );
+        let err = at("timestamp\n2025-07-24 01:05:23\nsoon\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("soon"), "{err}");
+        assert!(at("timestamp\n").unwrap_err().contains("timestamp"));
+        assert!(at("").is_err());
     }
 
     #[test]

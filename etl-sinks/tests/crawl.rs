@@ -314,3 +314,129 @@ async fn incremental_crawl_on_s3() {
     let third = crawler.crawl_into(&catalog).await.unwrap();
     assert_eq!((third.footers_read, third.tables[0].versions.len()), (1, 2));
 }
+
+/// Partitions by any columns (`date=2025-07-24/month=07/site=eu%3Awest`): the folders as Hive
+/// names them, on S3 and on disk; the crawler's keys and values; DuckDB reading the values back
+/// from the folders.
+#[tokio::test]
+async fn partitions_by_any_columns_are_hive_folders() {
+    use etl_core::PartitionKey;
+    let batch = RecordBatch::try_from_iter([
+        ("order_id", Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as ArrayRef),
+        (
+            "order_date",
+            Arc::new(Date32Array::from(vec![Some(20292), Some(20293), Some(20293), None])) as ArrayRef,
+        ),
+        (
+            "site",
+            Arc::new(StringArray::from(vec!["eu:west", "us/east", "eu:west", "eu:west"])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let partitioning = Partitioning::columns([
+        PartitionKey::formatted("date", "order_date", "%Y-%m-%d"),
+        PartitionKey::formatted("month", "order_date", "%m"),
+        PartitionKey::column("site"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = etl_core::conformance::s3_location();
+    for root in [Location::local(dir.path()).unwrap(), s3.clone()] {
+        let source = MemorySource::new();
+        source.append("orders", batch.clone()).unwrap();
+        Pipeline::builder("parts")
+            .source(source)
+            .sink(LakeSink::new(root.clone()))
+            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+            .table(
+                TableSpec::new("orders")
+                    .mode(LoadMode::Append)
+                    .partition_by(partitioning.clone()),
+            )
+            .build()
+            .unwrap()
+            .run()
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+        let mut folders: Vec<String> = root
+            .list("orders")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let rel = root.relative(&m.location);
+                rel[..rel.rfind('/').unwrap()].to_string()
+            })
+            .collect();
+        folders.sort();
+        assert_eq!(
+            folders,
+            [
+                "orders/date=2025-07-23/month=07/site=eu%3Awest",
+                "orders/date=2025-07-24/month=07/site=eu%3Awest",
+                "orders/date=2025-07-24/month=07/site=us%2Feast",
+                "orders/date=__HIVE_DEFAULT_PARTITION__/month=__HIVE_DEFAULT_PARTITION__/site=eu%3Awest",
+            ],
+            "{}",
+            root.url()
+        );
+    }
+    // The S3 keys are the folders as written (no second escape of `%`).
+    let keys = std::process::Command::new(std::env::var("ETL_TEST_PYTHON").unwrap())
+        .args([
+            "-c",
+            &format!(
+                "import boto3,os; c=boto3.client('s3', endpoint_url=os.environ['ETL_TEST_S3_ENDPOINT'], \
+                 aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1'); \
+                 print(sorted(o['Key'].split('/')[-2] for o in c.list_objects_v2(Bucket='{}', Prefix='{}')['Contents'] \
+                 if '/orders/' in o['Key'] and '_etl' not in o['Key']))",
+                s3.url().trim_start_matches("s3://").split('/').next().unwrap(),
+                s3.url()
+                    .trim_start_matches("s3://")
+                    .split_once('/')
+                    .map_or("", |(_, p)| p),
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "{}", String::from_utf8_lossy(&keys.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&keys.stdout).trim(),
+        "['site=eu%3Awest', 'site=eu%3Awest', 'site=eu%3Awest', 'site=us%2Feast']"
+    );
+
+    let root = Location::local(dir.path()).unwrap();
+    let t = Crawler::new(root.clone()).crawl().await.unwrap().remove(0);
+    let keys: Vec<(&str, &DataType)> = t.partition_keys.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("date", &DataType::Date32),
+            ("month", &DataType::Int64),
+            ("site", &DataType::Utf8)
+        ]
+    );
+    let values: Vec<Vec<PartitionValue>> = t.partitions.iter().map(|p| p.values.clone()).collect();
+    let day = |d| PartitionValue::Date(chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap());
+    let text = |s: &str| PartitionValue::Text(s.into());
+    assert_eq!(
+        values,
+        [
+            vec![PartitionValue::Null, PartitionValue::Null, text("eu:west")],
+            vec![day("2025-07-23"), PartitionValue::Int(7), text("eu:west")],
+            vec![day("2025-07-24"), PartitionValue::Int(7), text("eu:west")],
+            vec![day("2025-07-24"), PartitionValue::Int(7), text("us/east")],
+        ]
+    );
+    let answer = super::duckdb(
+        "SELECT order_id, date::varchar, month, site FROM read_parquet('{glob}', hive_partitioning = true) ORDER BY order_id",
+        &dir.path().join("orders/**/*.parquet"),
+    )
+    .unwrap();
+    assert_eq!(
+        answer,
+        "[(1, '2025-07-23', '07', 'eu:west'), (2, '2025-07-24', '07', 'us/east'), (3, '2025-07-24', '07', 'eu:west'), \
+         (4, None, None, 'eu:west')]"
+    );
+}

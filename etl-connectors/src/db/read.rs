@@ -15,8 +15,10 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use etl_core::QUERY_WATERMARK as WATERMARK;
 use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
+use etl_core::kit::window;
 use etl_core::kit::window::{InFlight, hold_high};
 use etl_core::{BatchStream, CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, SourceRef, TableSpec};
 use futures::StreamExt;
@@ -145,15 +147,73 @@ pub(crate) trait Database: Clone + Send + Sync + 'static {
     fn rows(&self, conn: Self::Conn, select: String, params: Vec<CursorValue>, rows: Rows<Self::Plan>) -> BatchStream;
 }
 
-/// The FROM item of a spec: a table, quoted, or a query as a subquery.
+/// The FROM item of a spec: a table, quoted, or a query as a subquery. A query that names
+/// the watermark ([`WATERMARK`]) is read only as [`relation_at`] gives it: a reconciliation
+/// or a key read needs the whole source, not a window of it.
 pub(crate) fn relation<D: Database>(spec: &TableSpec) -> Result<String> {
     match &spec.source {
+        SourceRef::Query(q) if q.contains(WATERMARK) => Err(Error::config(format!(
+            "table `{}`: its query names {WATERMARK}, so it reads a window, and comparing keys or \
+             content needs the whole source (a table, or a query without {WATERMARK})",
+            spec.name
+        ))),
+        _ => relation_at::<D>(spec, None),
+    }
+}
+
+/// [`relation`], a query's [`WATERMARK`] replaced by `low` as a typed literal of the dialect
+/// (`NULL` when `None`: the columns are described the same).
+fn relation_at<D: Database>(spec: &TableSpec, low: Option<&CursorValue>) -> Result<String> {
+    match &spec.source {
         SourceRef::Table(t) => Ok(D::DIALECT.quote_qualified(t)),
-        SourceRef::Query(q) => Ok(format!("({q}) AS {}", D::DIALECT.quote("q"))),
+        SourceRef::Query(q) => {
+            let low = low.map_or_else(|| "NULL".to_string(), |v| D::DIALECT.literal(v));
+            Ok(format!("({}) AS {}", q.replace(WATERMARK, &low), D::DIALECT.quote("q")))
+        }
         other => Err(Error::config(format!(
             "table `{}`: the {} source reads tables and queries, not {other:?}",
             spec.name,
             D::NAME
+        ))),
+    }
+}
+
+/// Whether the spec's query places the window's lower end itself ([`WATERMARK`]).
+fn owns_window(spec: &TableSpec) -> bool {
+    matches!(&spec.source, SourceRef::Query(q) if q.contains(WATERMARK))
+}
+
+/// The value a query's [`WATERMARK`] stands for: the window's lower end (the stored cursor, less
+/// the lookback), or before any, the least value of the first cursor column's type, so that a
+/// first run reads what the query selects from all time.
+fn watermark_value<P: Column>(req: &ReadRequest<'_>, plans: &[P]) -> Result<CursorValue> {
+    let spec = req.spec;
+    let cursor = spec.cursor.first().ok_or_else(|| {
+        Error::config(format!(
+            "table `{}`: its query names {WATERMARK}, which stands for the cursor's watermark: \
+             give the table a cursor column",
+            spec.name
+        ))
+    })?;
+    let incremental = req.mode.reads_incrementally();
+    if let (true, etl_core::Low::After(v)) = (incremental, window::window_low(spec, req.from, None)) {
+        return Ok(v);
+    }
+    let ty = plans.iter().find(|p| p.name() == cursor).map(|p| p.data_type().clone());
+    let epoch = chrono::NaiveDate::from_ymd_opt(1, 1, 1).expect("year 1");
+    match ty {
+        Some(DataType::Date32 | DataType::Date64) => Ok(CursorValue::Date(epoch)),
+        Some(DataType::Timestamp(_, Some(_))) => Ok(CursorValue::TimestampTz(
+            epoch.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
+        )),
+        Some(DataType::Timestamp(_, None)) => Ok(CursorValue::Timestamp(epoch.and_hms_opt(0, 0, 0).expect("midnight"))),
+        Some(t) if t.is_integer() => Ok(CursorValue::Int(i64::MIN)),
+        Some(DataType::Utf8 | DataType::LargeUtf8) => Ok(CursorValue::Text(String::new())),
+        other => Err(Error::config(format!(
+            "table `{}`: {WATERMARK} in its query stands for cursor `{cursor}`, of type {}, which has no least value \
+             to start from",
+            spec.name,
+            other.map_or_else(|| "unknown".to_string(), |t| t.to_string())
         ))),
     }
 }
@@ -174,7 +234,7 @@ async fn describe<D: Database>(db: &D, conn: &mut D::Conn, spec: &TableSpec, rel
 
 /// [`etl_core::Source::check`]: the relation exists and every column maps.
 pub(crate) async fn check<D: Database>(db: &D, spec: &TableSpec) -> Result<()> {
-    let rel = relation::<D>(spec)?;
+    let rel = relation_at::<D>(spec, None)?;
     let mut conn = db.connect(&spec.name).await?;
     let described = describe(db, &mut conn, spec, &rel).await.map(|_| ());
     db.close(conn).await;
@@ -186,11 +246,11 @@ pub(crate) async fn check<D: Database>(db: &D, spec: &TableSpec) -> Result<()> {
 /// upper end is the high-water mark of its own snapshot, so this counts at least as much).
 pub(crate) async fn estimate<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
     let spec = req.spec;
-    let rel = relation::<D>(spec)?;
+    let rel = relation_at::<D>(spec, None)?;
     let mut conn = db.connect(&spec.name).await?;
     let described = describe(db, &mut conn, spec, &rel).await;
     db.close(conn).await;
-    described?;
+    let (rel, req) = placed::<D>(&req, &described?)?;
     let window = Window::new(&req, None, false);
     let rows = if window.filtered() {
         let mut params = Vec::new();
@@ -205,11 +265,26 @@ pub(crate) async fn estimate<D: Database>(db: &D, req: ReadRequest<'_>) -> Resul
     })
 }
 
-pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Extract> {
-    let spec = req.spec;
-    let rel = relation::<D>(spec)?;
+/// The relation a read of `req` selects from, and the request its window is made of: a query
+/// that names [`WATERMARK`] gets the window's lower end in its own predicate, and the window
+/// only the upper end (the watermark moves to the greatest cursor the query returned).
+fn placed<'a, D: Database>(req: &ReadRequest<'a>, plans: &[D::Plan]) -> Result<(String, ReadRequest<'a>)> {
+    if !owns_window(req.spec) {
+        return Ok((relation_at::<D>(req.spec, None)?, *req));
+    }
+    let low = watermark_value(req, plans)?;
+    let rel = relation_at::<D>(req.spec, Some(&low))?;
+    Ok((rel, ReadRequest { from: None, ..*req }))
+}
+
+pub(crate) async fn read<D: Database>(db: &D, original: ReadRequest<'_>) -> Result<Extract> {
+    let spec = original.spec;
+    let rel = relation_at::<D>(spec, None)?;
     let mut conn = db.connect(&spec.name).await?;
-    let plans = match describe(db, &mut conn, spec, &rel).await {
+    let described = describe(db, &mut conn, spec, &rel)
+        .await
+        .and_then(|plans| Ok((placed::<D>(&original, &plans)?, plans)));
+    let ((rel, req), plans) = match described {
         Ok(p) => p,
         Err(e) => {
             db.close(conn).await;
@@ -262,7 +337,7 @@ pub(crate) async fn read<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<Ex
             (h, _) => h,
         };
         let (high, held) = match &seen {
-            Some(seen) => hold_high(spec, req.from.and_then(|p| p.cursor.as_ref()), high, seen)?,
+            Some(seen) => hold_high(spec, original.from.and_then(|p| p.cursor.as_ref()), high, seen)?,
             None => (high, None),
         };
         let read_nothing = held.as_ref().is_some_and(|h| h.to.is_none());

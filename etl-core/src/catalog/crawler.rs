@@ -10,6 +10,7 @@ use super::store::Catalog;
 use crate::error::{Error, Result};
 use crate::lake::formats::{self, MergePolicy};
 use crate::lake::parquet::ObjectReader;
+use crate::lake::partition;
 use crate::location::Location;
 use crate::position::FileMark;
 use crate::spec::{BadRows, CsvOptions};
@@ -214,6 +215,22 @@ impl Crawler {
                 }
             };
             file_rows.insert(rel, (mark, rows));
+            // A column that is also a partition key (`device_id=7/` of column `device_id`) is
+            // the key's: readers take its value from the folder, and Hive has no column twice.
+            let file_schema = if keys.iter().any(|k| file_schema.field_with_name(k).is_ok()) {
+                let kept: Vec<_> = file_schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !keys.contains(f.name()))
+                    .cloned()
+                    .collect();
+                std::sync::Arc::new(arrow::datatypes::Schema::new_with_metadata(
+                    kept,
+                    file_schema.metadata().clone(),
+                ))
+            } else {
+                file_schema
+            };
             if file_schema.fields().is_empty() {
                 continue; // an empty text file says nothing about the table
             }
@@ -248,12 +265,19 @@ impl Crawler {
             p.rows = p.rows.zip(rows).map(|(a, b)| a + b);
         }
         let types: Vec<DataType> = (0..keys.len())
-            .map(|i| partition_type(parts.keys().map(|raw| raw[i].as_str())))
+            .map(|i| {
+                let values: Vec<String> = parts.keys().map(|raw| partition::unescape(&raw[i])).collect();
+                partition_type(values.iter().map(String::as_str))
+            })
             .collect();
         let mut partitions: Vec<CrawledPartition> = parts
             .into_iter()
             .map(|(raw, mut p)| {
-                p.values = raw.iter().zip(&types).map(|(v, t)| typed(v, t)).collect();
+                p.values = raw
+                    .iter()
+                    .zip(&types)
+                    .map(|(v, t)| typed(&partition::unescape(v), t))
+                    .collect();
                 p
             })
             .collect();

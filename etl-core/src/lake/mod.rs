@@ -20,6 +20,7 @@
 
 pub mod formats;
 pub mod parquet;
+pub mod partition;
 
 use std::str::FromStr;
 

@@ -164,6 +164,21 @@ impl LakeWriter {
                 )]);
             }
             Partitioning::ByDate(c) => c,
+            Partitioning::Columns(keys) => {
+                let mut groups = lake::partition::split_rows(&self.table, &batch, keys)?;
+                if groups.len() == 1 {
+                    let (folder, _) = groups.pop().expect("one group");
+                    return Ok(vec![(folder, batch)]);
+                }
+                return groups
+                    .into_iter()
+                    .map(|(folder, rows)| {
+                        let taken = arrow::compute::take_record_batch(&batch, &UInt32Array::from(rows))
+                            .map_err(|e| Error::arrow(&self.table, e))?;
+                        Ok((folder, taken))
+                    })
+                    .collect();
+            }
         };
         let col = batch.column_by_name(column).ok_or_else(|| Error::ColumnNotFound {
             table: self.table.clone(),
