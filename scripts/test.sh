@@ -89,6 +89,83 @@ rec=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["tables"][0]; 
 [ "$got" = "4,a@x.org,b2@x.org,c@x.org,late@x.org" ] && [ "$rec" = "committed reconciled" ] || { echo "csv_to_redshift.toml: got $got, $rec" >&2; exit 1; }
 echo "csv_to_redshift.toml OK: $got, $rec"
 
+# The seed's Snowflake framework: MariaDB into the Snowflake emulator, its secrets from SSM and
+# its figures into CloudWatch (moto), day 1 then day 2 with an --OBJ override; Snowflake read
+# back with snowflake-connector-python, CloudWatch with boto3.
+my_port=$(echo "$ETL_TEST_MYSQL" | sed -E 's#.*:([0-9]+)/.*#\1#')
+my() { mariadb --no-defaults -h 127.0.0.1 -P "$my_port" -u root -e "$1"; }
+my "DROP DATABASE IF EXISTS etl_cfg_sales; CREATE DATABASE etl_cfg_sales; USE etl_cfg_sales;
+  CREATE TABLE customers (customer_id int PRIMARY KEY, name varchar(50), updated_at datetime(6) NOT NULL);
+  CREATE TABLE orders (order_id int PRIMARY KEY, customer_id int, amount decimal(10,2), order_date date,
+    updated_at datetime(6) NOT NULL);
+  CREATE TABLE order_events (event_id int PRIMARY KEY, order_id int, kind varchar(20), event_at datetime(6) NOT NULL);
+  CREATE TABLE products (product_id int PRIMARY KEY, name varchar(50), price decimal(10,2));
+  CREATE TABLE regions (region_id int PRIMARY KEY, name varchar(50));
+  CREATE TABLE inventory (product_id int PRIMARY KEY, on_hand int);
+  INSERT INTO customers VALUES (1, 'Ada', '2025-07-01'), (2, 'Alan', '2025-07-01');
+  INSERT INTO orders VALUES (1, 1, 9.99, CURRENT_DATE - INTERVAL 2 DAY, '2025-07-02'), (2, 2, 24.50, '2025-01-05', '2025-07-03');
+  INSERT INTO order_events VALUES (1, 1, 'placed', '2025-07-02'), (2, 2, 'placed', '2025-07-03');
+  INSERT INTO products VALUES (1, 'Widget', 9.99), (2, 'Gadget', 24.50);
+  INSERT INTO regions VALUES (1, 'EU'), (2, 'US');
+  INSERT INTO inventory VALUES (1, 10), (2, 5);"
+sf_db="ETL_SALES_$$"
+"$ETL_TEST_PYTHON" - "$ETL_TEST_MYSQL" <<'PY'
+import boto3, os, sys
+ssm = boto3.client("ssm", endpoint_url=os.environ["ETL_TEST_S3_ENDPOINT"], region_name=os.environ["AWS_REGION"])
+ssm.put_parameter(Name="/etl/sales/mysql_url", Value=sys.argv[1].rstrip("/") + "/etl_cfg_sales", Type="String", Overwrite=True)
+ssm.put_parameter(Name="/etl/sales/snowflake_password", Value="sf-pw-never-printed", Type="SecureString", Overwrite=True)
+PY
+sales() { AWS_ENDPOINT_URL="$ETL_TEST_S3_ENDPOINT" SNOWFLAKE_ACCOUNT=etl SNOWFLAKE_EMULATOR="$ETL_TEST_SNOWFLAKE_URL" \
+  ETL_STAGING="$cfg/sf_staging" "$etl_bin" run "$cfg/sales.toml" "$@"; }
+sed -e "s/database = \"ANALYTICS\"/database = \"$sf_db\"/" -e "s#\"ETL/Sales\"#\"ETL/Sales/$sf_db\"#" \
+  examples/config/snowflake_framework.toml >"$cfg/sales.toml"
+sales >"$cfg/sales1.json" 2>"$cfg/sales1.log"
+my "USE etl_cfg_sales; UPDATE customers SET name = 'Ada L.', updated_at = '2025-07-05' WHERE customer_id = 1;
+  UPDATE orders SET amount = 10.99 WHERE order_id = 1;
+  INSERT INTO orders VALUES (3, 2, 3.75, '2025-07-06', '2025-07-06');
+  INSERT INTO order_events VALUES (3, 1, 'shipped', '2025-07-06');
+  DELETE FROM products WHERE product_id = 2; INSERT INTO products VALUES (3, 'Gizmo', 3.75);
+  UPDATE regions SET name = 'Europe' WHERE region_id = 1;
+  UPDATE inventory SET on_hand = 7 WHERE product_id = 1;"
+sales --OBJ '{"regions":"TRUNCATE_INSERT"}' -vvv >"$cfg/sales2.json" 2>"$cfg/sales2.log"
+! grep -q "sf-pw-never-printed" "$cfg"/sales*.json "$cfg"/sales*.log || { echo "snowflake_framework.toml: the password was printed" >&2; exit 1; }
+got=$("$ETL_TEST_PYTHON" - "$ETL_TEST_SNOWFLAKE_URL" "$sf_db" "$cfg/sales2.json" <<'PY'
+import json, sys, urllib.parse
+import snowflake.connector
+u = urllib.parse.urlparse(sys.argv[1])
+c = snowflake.connector.connect(user="etl", password="x", account="etl", host=u.hostname, port=u.port,
+                                protocol=u.scheme, database=sys.argv[2])
+q = lambda sql: c.cursor().execute(sql).fetchall()
+print("customers", q("SELECT customer_id, name FROM sales.dim_customers ORDER BY 1"))
+print("orders", [(i, str(a)) for i, a in q("SELECT order_id, amount FROM sales.fact_orders ORDER BY 1")])
+print("events", q("SELECT event_id, kind FROM sales.order_events ORDER BY 1"))
+print("products", q("SELECT product_id, name FROM sales.products ORDER BY 1"))
+print("regions", q("SELECT region_id, name FROM sales.regions ORDER BY 1"))
+print("inventory", q("SELECT product_id, on_hand, count(*) OVER () FROM sales.inventory_history ORDER BY etl_processed_at, 1"))
+r = {t["table"]: t for t in json.load(open(sys.argv[3]))["tables"]}
+print("day2", {k: (t["mode"], t["written_count"]) for k, t in sorted(r.items())})
+PY
+)
+want="customers [(1, 'Ada L.'), (2, 'Alan')]
+orders [(1, '10.99'), (2, '24.50'), (3, '3.75')]
+events [(1, 'placed'), (2, 'placed'), (3, 'shipped')]
+products [(1, 'Widget'), (3, 'Gizmo')]
+regions [(1, 'Europe'), (2, 'US')]
+inventory [(1, 10, 4), (2, 5, 4), (1, 7, 4), (2, 5, 4)]
+day2 {'customers': ('UPSERT', 1), 'inventory': ('APPEND', 2), 'order_events': ('INCREMENTAL', 1), 'orders': ('UPSERT', 2), 'products': ('TRUNCATE_INSERT', 2), 'regions': ('TRUNCATE_INSERT', 2)}"
+[ "$got" = "$want" ] || { printf 'snowflake_framework.toml: got\n%s\nwant\n%s\n' "$got" "$want" >&2; exit 1; }
+metrics=$("$ETL_TEST_PYTHON" - "ETL/Sales/$sf_db" <<'PY'
+import boto3, os, sys
+cw = boto3.client("cloudwatch", endpoint_url=os.environ["ETL_TEST_S3_ENDPOINT"], region_name=os.environ["AWS_REGION"])
+dims = [{"Name": "Pipeline", "Value": "sales_to_snowflake"}, {"Name": "Table", "Value": "customers"}]
+s = cw.get_metric_statistics(Namespace=sys.argv[1], MetricName="TargetCount", Dimensions=dims,
+                             StartTime="2020-01-01", EndTime="2100-01-01", Period=86400 * 365 * 80, Statistics=["Maximum", "SampleCount"])
+print([(p["Maximum"], p["SampleCount"]) for p in s["Datapoints"]])
+PY
+)
+[ "$metrics" = "[(2.0, 2.0)]" ] || { echo "snowflake_framework.toml: CloudWatch TargetCount of customers: $metrics" >&2; exit 1; }
+echo "snowflake_framework.toml OK: six tables in five modes, --OBJ honoured, TargetCount $metrics"
+
 # The daily workflow, one round at a time: day 1 in full, then day 2 incrementally; the join
 # sees every order once (12 after day 2), the crawl catalogues the three tables, and every
 # job's attempt is in the run history.

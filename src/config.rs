@@ -112,8 +112,8 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// `postgres`, `mysql` or `files` (a source); `lake`, `postgres` or `redshift` (a sink);
-    /// `object_store` (watermarks).
+    /// `postgres`, `mysql` or `files` (a source); `lake`, `postgres`, `redshift` or
+    /// `snowflake` (a sink); `object_store` (watermarks).
     pub kind: String,
     /// A database's connection string (`postgresql://…`, `mysql://…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +146,37 @@ pub struct Endpoint {
     /// `COPY … FROM STDIN`; for tests and local runs).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub postgres_stand_in: bool,
+    /// A Snowflake sink's account identifier (`myorg-myaccount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// A Snowflake sink's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A Snowflake sink's password (a reference, best: `${ssm:/etl/snowflake/password}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A Snowflake sink's private key, PEM (PKCS#8), for key-pair login (`${file:rsa_key.p8}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// A Snowflake sink's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// A Snowflake sink's warehouse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warehouse: Option<String>,
+    /// A Snowflake sink's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A Snowflake sink's external stage over the staging location (`ETL_STAGE`); without
+    /// one, a temporary stage on `staging_url` (through `integration`, if given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// A Snowflake sink's storage integration for a temporary stage on `staging_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    /// A Snowflake sink's fakesnow emulator (`http://127.0.0.1:9103`), for local runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<String>,
 }
 
 impl Endpoint {
@@ -169,6 +200,16 @@ impl Endpoint {
             ("iam_role", &mut out.iam_role),
             ("access_key_id", &mut out.access_key_id),
             ("secret_access_key", &mut out.secret_access_key),
+            ("account", &mut out.account),
+            ("user", &mut out.user),
+            ("password", &mut out.password),
+            ("private_key", &mut out.private_key),
+            ("database", &mut out.database),
+            ("warehouse", &mut out.warehouse),
+            ("role", &mut out.role),
+            ("stage", &mut out.stage),
+            ("integration", &mut out.integration),
+            ("emulator", &mut out.emulator),
         ] {
             if let Some(v) = value {
                 *v = refs.resolve(&format!("{what}.{key}"), v, base).await?;
@@ -190,6 +231,16 @@ impl Endpoint {
             ("access_key_id", self.access_key_id.is_some()),
             ("secret_access_key", self.secret_access_key.is_some()),
             ("postgres_stand_in", self.postgres_stand_in),
+            ("account", self.account.is_some()),
+            ("user", self.user.is_some()),
+            ("password", self.password.is_some()),
+            ("private_key", self.private_key.is_some()),
+            ("database", self.database.is_some()),
+            ("warehouse", self.warehouse.is_some()),
+            ("role", self.role.is_some()),
+            ("stage", self.stage.is_some()),
+            ("integration", self.integration.is_some()),
+            ("emulator", self.emulator.is_some()),
         ];
         match given.iter().find(|(k, set)| *set && !takes.contains(k)) {
             Some((k, _)) => Err(Error::config(format!(
@@ -801,7 +852,76 @@ impl PipelineConfig {
                 }
                 Ok((Arc::new(sink), store))
             }
-            other => Err(unknown_kind("sink", other, &["lake", "postgres", "redshift"])),
+            #[cfg(feature = "snowflake")]
+            "snowflake" => {
+                s.only(
+                    "sink",
+                    &[
+                        "account",
+                        "user",
+                        "password",
+                        "private_key",
+                        "database",
+                        "warehouse",
+                        "role",
+                        "schema",
+                        "staging",
+                        "staging_url",
+                        "stage",
+                        "integration",
+                        "emulator",
+                    ],
+                )?;
+                let secret = match (&s.password, &s.private_key) {
+                    (Some(p), None) => crate::SnowflakeSecret::Password(etl_core::Secret::new(p.as_str())),
+                    (None, Some(k)) => crate::SnowflakeSecret::PrivateKeyPem(etl_core::Secret::new(k.as_str())),
+                    _ => {
+                        return Err(Error::config(
+                            "sink of kind `snowflake` needs one of `password` and `private_key`",
+                        ));
+                    }
+                };
+                let auth = crate::SnowflakeAuth {
+                    account: s.needs("sink", "account", &s.account)?.to_string(),
+                    user: s.needs("sink", "user", &s.user)?.to_string(),
+                    secret,
+                    database: s.needs("sink", "database", &s.database)?.to_string(),
+                    warehouse: s.warehouse.clone(),
+                    role: s.role.clone(),
+                };
+                let staging = self.location("sink.staging", s.needs("sink", "staging", &s.staging)?)?;
+                let stage = match (&s.stage, &s.staging_url, &s.integration) {
+                    (Some(name), None, None) => crate::SnowflakeStage::Named(name.clone()),
+                    (None, Some(url), Some(integration)) => crate::SnowflakeStage::Integration {
+                        url: url.clone(),
+                        integration: integration.clone(),
+                    },
+                    (None, Some(url), None) => crate::SnowflakeStage::Url(url.clone()),
+                    // A temporary stage on the staging location itself (a local folder for the
+                    // emulator, or a public bucket).
+                    (None, None, None) => crate::SnowflakeStage::Url(staging.url().to_string()),
+                    _ => {
+                        return Err(Error::config(
+                            "sink of kind `snowflake` reads staged files through `stage` (a named stage), or \
+                             `staging_url` with an optional `integration`",
+                        ));
+                    }
+                };
+                let store = Store::Objects(ObjectStoreWatermarkStore::new(staging.child("_etl/watermarks")));
+                let mut sink = crate::SnowflakeSink::new(auth, staging, stage);
+                if let Some(schema) = &s.schema {
+                    sink = sink.with_schema(schema);
+                }
+                if let Some(url) = &s.emulator {
+                    sink = sink.with_emulator(url)?;
+                }
+                Ok((Arc::new(sink), store))
+            }
+            other => Err(unknown_kind(
+                "sink",
+                other,
+                &["lake", "postgres", "redshift", "snowflake"],
+            )),
         }
     }
 }
@@ -938,6 +1058,8 @@ fn location(base: &Path, what: &str, url: &str) -> Result<Location> {
         base.join(path)
     };
     std::fs::create_dir_all(&path).map_err(|e| Error::config(format!("{what} `{}`: {e}", path.display())))?;
+    // Absolute, so that its `file://` URL names it wherever it is read from (a stage).
+    let path = path.canonicalize().unwrap_or(path);
     Location::local(&path)
 }
 

@@ -92,6 +92,33 @@ async fn a_malformed_config_names_file_line_and_key() {
     )
     .await;
     assert!(e.contains("i.toml: table `t`: mode UPSERT needs cursor columns"), "{e}");
+    #[cfg(feature = "snowflake")]
+    {
+        let sf = "name = \"p\"\nsource = { kind = \"files\", location = \"in\" }\n\
+                  sink = { kind = \"snowflake\", account = \"a\", user = \"u\", database = \"d\", staging = \"s\"";
+        let e = err(dir.path(), "j.toml", &format!("{sf} }}\ntables = []\n")).await;
+        assert!(
+            e.contains("sink of kind `snowflake` needs one of `password` and `private_key`"),
+            "{e}"
+        );
+        let e = err(
+            dir.path(),
+            "k.toml",
+            &format!("{sf}, password = \"p\", emulator = \"nope\" }}\ntables = []\n"),
+        )
+        .await;
+        assert!(
+            e.contains("the Snowflake emulator URL `nope` is not an http(s) URL"),
+            "{e}"
+        );
+        let e = err(
+            dir.path(),
+            "l.toml",
+            &format!("{sf}, password = \"p\", iam_role = \"r\" }}\ntables = []\n"),
+        )
+        .await;
+        assert!(e.contains("sink of kind `snowflake` takes no `iam_role`"), "{e}");
+    }
 }
 
 /// CSV drops into a lake from a TOML file, twice: the second run finds nothing new; the file

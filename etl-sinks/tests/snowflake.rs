@@ -1,7 +1,7 @@
 //! The Snowflake sink against the fakesnow emulator (`ETL_TEST_SNOWFLAKE_URL`, started by
-//! `scripts/services.sh`), through a test-only middleware that points `snowflake-api` at it
-//! and fills in the response fields the emulator leaves out; the external stage reads the
-//! staged Parquet from a local folder (`file:///…`).
+//! `scripts/services.sh`), through `SnowflakeSink::with_emulator` (which points
+//! `snowflake-api` at it and fills in the answer fields the emulator leaves out); the external
+//! stage reads the staged Parquet from a local folder (`file:///…`).
 
 use std::sync::Arc;
 
@@ -11,7 +11,6 @@ use etl_core::conformance::{render_sorted, unique};
 use etl_core::{LoadMode, Location, MemorySource, NullCursors, ObjectStoreWatermarkStore, Pipeline, TableSpec};
 use etl_sinks::snowflake::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
-use serde_json::{Value, json};
 
 use super::scenarios::customers;
 
@@ -20,80 +19,6 @@ fn emulator() -> url::Url {
         panic!("ETL_TEST_SNOWFLAKE_URL is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
     });
     url.parse().expect("ETL_TEST_SNOWFLAKE_URL is a URL")
-}
-
-/// Sends `snowflake-api`'s requests to the emulator and completes its answers.
-struct Fakesnow(url::Url);
-
-fn fill(obj: &mut Value, key: &str, v: Value) {
-    if let Some(m) = obj.as_object_mut()
-        && m.get(key).is_none_or(Value::is_null)
-    {
-        m.insert(key.to_string(), v);
-    }
-}
-
-#[async_trait::async_trait]
-impl Middleware for Fakesnow {
-    async fn handle(
-        &self,
-        mut req: reqwest::Request,
-        ext: &mut http::Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        let url = req.url_mut();
-        url.set_scheme(self.0.scheme()).expect("scheme");
-        url.set_host(self.0.host_str()).expect("host");
-        url.set_port(self.0.port()).expect("port");
-        let login = url.path().contains("login-request");
-        let resp = next.run(req, ext).await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
-            return Ok(http::Response::builder()
-                .status(status)
-                .body(bytes.to_vec())
-                .expect("response")
-                .into());
-        };
-        let ok = v["success"].as_bool().unwrap_or(false);
-        let data = &mut v["data"];
-        if login && ok {
-            let token = data["token"].clone();
-            fill(data, "masterToken", token);
-            fill(data, "sessionId", json!(1));
-            fill(data, "serverVersion", json!("fakesnow"));
-            fill(data, "parameters", json!([]));
-            fill(data, "validityInSeconds", json!(3600));
-            fill(data, "masterValidityInSeconds", json!(14400));
-            fill(data, "sessionInfo", json!({}));
-            fill(&mut data["sessionInfo"], "roleName", json!("PUBLIC"));
-        } else if ok {
-            let total = data["total"].clone();
-            fill(data, "returned", total);
-            fill(data, "parameters", json!([]));
-            fill(data, "rowtype", json!([]));
-            fill(data, "queryId", json!(""));
-            fill(data, "finalRoleName", json!("PUBLIC"));
-            fill(data, "statementTypeId", json!(0));
-            fill(data, "version", json!(1));
-            fill(data, "chunks", json!([]));
-            fill(data, "chunkHeaders", json!({}));
-        } else if data.is_object() {
-            fill(data, "age", json!(0));
-            fill(data, "internalError", json!(false));
-            fill(data, "queryId", json!(""));
-            fill(data, "sqlState", json!("00000"));
-            let code = v["code"].clone();
-            fill(&mut v["data"], "errorCode", code);
-        }
-        let body = serde_json::to_vec(&v).expect("json");
-        Ok(http::Response::builder()
-            .status(status)
-            .body(body)
-            .expect("response")
-            .into())
-    }
 }
 
 /// The batches of a query's raw result (Arrow IPC chunks).
@@ -113,9 +38,7 @@ fn batches(raw: snowflake_api::RawQueryResult) -> Vec<RecordBatch> {
 }
 
 fn client() -> ClientWithMiddleware {
-    ClientBuilder::new(reqwest::Client::new())
-        .with(Fakesnow(emulator()))
-        .build()
+    etl_sinks::snowflake::emulator_client(emulator())
 }
 
 fn auth() -> SnowflakeAuth {
@@ -208,7 +131,8 @@ impl Wh {
             SnowflakeStage::Url(url),
         )
         .with_schema(&self.schema)
-        .with_http_client(client())
+        .with_emulator(emulator().as_str())
+        .unwrap()
     }
 
     /// A query's rows, rendered sorted, as a Snowflake user reads them: the names unquoted
@@ -456,7 +380,8 @@ fn crash_pipeline(dir: &std::path::Path, rows: &[i64]) -> Pipeline {
         SnowflakeStage::Url(format!("file://{}", staging.display())),
     )
     .with_schema(schema)
-    .with_http_client(client());
+    .with_emulator(emulator().as_str())
+    .unwrap();
     let source = MemorySource::new();
     source
         .append("events", etl_core::conformance::sample_batch(rows))
@@ -615,7 +540,7 @@ async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient(
         login: s,
         answer: Some(s),
     };
-    let run = |client: ClientWithMiddleware| {
+    let run = |client: ClientWithMiddleware, at: url::Url| {
         let source = Arc::new(MemorySource::new());
         source.append("t", customers(&[(1, "a", 1)])).unwrap();
         let url = format!("file://{}", wh.staging.path().display());
@@ -626,6 +551,8 @@ async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient(
         )
         .with_schema(&wh.schema)
         .with_http_client(client)
+        .with_emulator(at.as_str())
+        .unwrap()
         .with_timeouts(quick);
         async move {
             Pipeline::builder("garbled")
@@ -640,11 +567,9 @@ async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient(
                 .unwrap()
         }
     };
-    let garbled = ClientBuilder::new(reqwest::Client::new())
-        .with(Garble)
-        .with(Fakesnow(emulator()))
-        .build();
-    let r = run(garbled).await;
+    let plain = || ClientBuilder::new(reqwest::Client::new()).build();
+    let garbled = ClientBuilder::new(reqwest::Client::new()).with(Garble).build();
+    let r = run(garbled, emulator()).await;
     let t = r.table("t").unwrap();
     assert_eq!(t.status, etl_core::TableStatus::Failed);
     assert!(!t.retryable, "{t:?}");
@@ -653,7 +578,7 @@ async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient(
     let mut gone = emulator();
     gone.set_port(Some(closed.local_addr().unwrap().port())).unwrap();
     drop(closed);
-    let r = run(ClientBuilder::new(reqwest::Client::new()).with(Fakesnow(gone)).build()).await;
+    let r = run(plain(), gone).await;
     let t = r.table("t").unwrap();
     assert_eq!(t.status, etl_core::TableStatus::Failed);
     assert!(t.retryable, "{t:?}");
@@ -661,10 +586,7 @@ async fn undecodable_answers_are_final_unreachable_and_silent_servers_transient(
     // A server that accepts the connection and never answers: the login times out.
     let mut silent = emulator();
     silent.set_port(Some(etl_core::conformance::silent_server())).unwrap();
-    let r = run(ClientBuilder::new(reqwest::Client::new())
-        .with(Fakesnow(silent))
-        .build())
-    .await;
+    let r = run(plain(), silent).await;
     let t = r.table("t").unwrap();
     assert_eq!(t.status, etl_core::TableStatus::Failed);
     assert!(t.retryable, "{t:?}");

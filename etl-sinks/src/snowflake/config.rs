@@ -87,6 +87,8 @@ pub struct SnowflakeSink {
     pub(super) staging: Location,
     pub(super) stage: SnowflakeStage,
     pub(super) client: Option<reqwest_middleware::ClientWithMiddleware>,
+    /// The fakesnow emulator the requests go to instead of Snowflake.
+    pub(super) emulator: Option<reqwest::Url>,
     pub(super) timeouts: etl_core::Timeouts,
     /// Names as given (quoted), not upper-cased.
     pub(super) exact_names: bool,
@@ -100,6 +102,7 @@ impl fmt::Debug for SnowflakeSink {
             .field("staging", &self.staging.url())
             .field("stage", &self.stage)
             .field("exact_names", &self.exact_names)
+            .field("emulator", &self.emulator.as_ref().map(reqwest::Url::as_str))
             .finish()
     }
 }
@@ -117,6 +120,7 @@ impl SnowflakeSink {
             staging,
             stage,
             client: None,
+            emulator: None,
             timeouts: etl_core::Timeouts::default(),
             exact_names: false,
         }
@@ -143,6 +147,25 @@ impl SnowflakeSink {
     pub fn with_http_client(mut self, client: reqwest_middleware::ClientWithMiddleware) -> Self {
         self.client = Some(client);
         self
+    }
+
+    /// Sends the API's requests to the [fakesnow](https://github.com/tekumara/fakesnow)
+    /// emulator at `url` (`http://127.0.0.1:9103`) instead of Snowflake, for local
+    /// development and tests: the same statements, the emulator's answers completed where
+    /// they lack what the API requires (see `emulator_client`). Its stages read `file:///`
+    /// folders ([`SnowflakeStage::Url`] over a local staging location).
+    ///
+    /// # Errors
+    /// [`etl_core::Error::Config`] when `url` is not an `http://` or `https://` URL.
+    pub fn with_emulator(mut self, url: &str) -> etl_core::Result<Self> {
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| {
+                etl_core::Error::config(format!("the Snowflake emulator URL `{url}` is not an http(s) URL"))
+            })?;
+        self.emulator = Some(parsed);
+        Ok(self)
     }
 
     /// Keeps the case of schema, table and column names as given (each quoted), instead of

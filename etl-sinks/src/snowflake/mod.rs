@@ -29,11 +29,13 @@
 //! stage), never in SQL text: `snowflake-api` logs statements at debug level.
 
 mod config;
+mod emulator;
 mod load;
 mod session;
 mod tokens;
 
 pub use config::{SnowflakeAuth, SnowflakeSecret, SnowflakeSink, SnowflakeStage};
+pub use emulator::emulator_client;
 
 use async_trait::async_trait;
 use etl_core::kit::sql::Dialect;

@@ -91,11 +91,14 @@ impl SnowflakeSink {
             role: a.role.clone(),
             auth_type,
         };
-        let (client, tokens) = tokens::client(self.client.as_ref(), &self.timeouts).map_err(|e| Error::Connector {
-            connector: "snowflake",
-            message: format!("table `{table}`: cannot build the HTTP client: {e}"),
-            retryable: false,
-        })?;
+        let (client, tokens) =
+            tokens::client(self.client.as_ref(), self.emulator.as_ref(), &self.timeouts).map_err(|e| {
+                Error::Connector {
+                    connector: "snowflake",
+                    message: format!("table `{table}`: cannot build the HTTP client: {e}"),
+                    retryable: false,
+                }
+            })?;
         let api = SnowflakeApiBuilder::new(args)
             .with_client(client)
             .build()

@@ -22,6 +22,7 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 /// timeout and retries of transient failures) with [`SessionTokens`] nearest the network.
 pub(super) fn client(
     base: Option<&ClientWithMiddleware>,
+    emulator: Option<&reqwest::Url>,
     timeouts: &Timeouts,
 ) -> reqwest::Result<(ClientWithMiddleware, Arc<SessionTokens>)> {
     let base = match base {
@@ -36,6 +37,12 @@ pub(super) fn client(
                 .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(retries))
                 .build()
         }
+    };
+    let base = match emulator {
+        Some(url) => ClientBuilder::from_client(base)
+            .with(super::emulator::Fakesnow(url.clone()))
+            .build(),
+        None => base,
     };
     let tokens = Arc::new(SessionTokens::new(*timeouts));
     Ok((
