@@ -2,7 +2,8 @@
 //! (`.json`), the same model.
 //!
 //! A file names the source, the sink, the watermark store and the tables — everything
-//! [`crate::PipelineBuilder`] and [`crate::TableSpec`] can say but transforms (code). An
+//! [`crate::PipelineBuilder`] and [`crate::TableSpec`] can say but transforms of your own
+//! code (a file has `select`, `rename`, `cast` and `not_null`). An
 //! error in the file names the file, the line and the key:
 //! `pipeline.toml, line 14, key tables[1].mode: unknown load mode "UPSRT"; expected one of …`.
 //!
@@ -70,8 +71,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use etl_core::{
-    BadRows, Deletes, Error, FileDrops, FileFormat, LoadMode, Location, ObjectStoreWatermarkStore, PartitionKey,
-    Partitioning, Pipeline, Reconcile, ReconcilePolicy, Result, Sink, Source, TableSpec, TargetLost, WatermarkStore,
+    BadRows, Deletes, Error, FileDrops, FileFormat, LoadMode, Location, MergeStrategy, NullCursors,
+    ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline, Reconcile, ReconcilePolicy, Result, Sink, Source,
+    SourceRef, TableSpec, TargetLost, WatermarkStore,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -287,6 +289,15 @@ pub struct FilesConfig {
     /// CSV: the field delimiter (default `,`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<char>,
+    /// CSV: the quote character (default `"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<char>,
+    /// CSV: the values read as NULL (default `["", "NULL"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_markers: Option<Vec<String>>,
+    /// CSV: infer numbers with a fraction as exact decimals rather than doubles.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decimals: bool,
     /// `together` (default: every file under the prefix) or `newest` (each drop holds the
     /// whole table; see [`FileDrops`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,6 +397,82 @@ pub struct TableConfig {
     /// Reconcile the target with the source after each run ([`Reconcile`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<ReconcileConfig>,
+    /// Transforms applied to every batch, in order: `[{ select = ["id", "name"] }, { rename =
+    /// { name = "customer_name" } }, { cast = { price = "double" } }, { not_null = "id" }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<TransformConfig>,
+    /// How `UPSERT` merges: `update_insert` (default), `delete_insert` or `insert_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<String>,
+    /// Rows whose cursor columns are all NULL: `fail` (default) or `whole_reads_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_cursors: Option<String>,
+    /// An incremental database read ends below transactions still in flight (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub wait_for_commits: bool,
+    /// The columns a file source reads with instead of inferring them, in order:
+    /// `[{ name = "id", type = "bigint" }, { name = "note", type = "text" }]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema: Vec<ColumnConfig>,
+}
+
+/// One column of a table's `schema`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnConfig {
+    /// The column's name.
+    pub name: String,
+    /// Its type, as `cast` takes them.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Whether it may hold NULL (default true).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub nullable: bool,
+}
+
+/// One transform of a table ([`etl_core::transform`]); a file says what code would with
+/// `Select`, `Rename`, `Cast` and `Filter::not_null`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransformConfig {
+    /// Keeps these columns, in this order.
+    Select(Vec<String>),
+    /// Renames columns: `{ old = "new" }`.
+    Rename(std::collections::BTreeMap<String, String>),
+    /// Casts columns: `{ price = "double" }` — SQL names (`bigint`, `int`, `double`, `text`,
+    /// `date`, `timestamp`, `boolean`, `decimal(10,2)`) or Arrow's (`Int64`, `Utf8`).
+    Cast(std::collections::BTreeMap<String, String>),
+    /// Keeps the rows where these columns are not NULL.
+    #[serde(deserialize_with = "one_or_many")]
+    NotNull(Vec<String>),
+}
+
+/// An Arrow type by its SQL name or Arrow's own.
+fn data_type(name: &str) -> Option<etl_core::deps::arrow::datatypes::DataType> {
+    use etl_core::deps::arrow::datatypes::{DataType, TimeUnit};
+    let lower = name.trim().to_ascii_lowercase();
+    Some(match lower.as_str() {
+        "bigint" | "int8" | "long" => DataType::Int64,
+        "int" | "integer" | "int4" => DataType::Int32,
+        "smallint" | "int2" => DataType::Int16,
+        "double" | "double precision" | "float8" | "float" => DataType::Float64,
+        "real" | "float4" => DataType::Float32,
+        "text" | "string" | "varchar" => DataType::Utf8,
+        "boolean" | "bool" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        _ => {
+            if let Some(args) = lower
+                .strip_prefix("decimal(")
+                .or_else(|| lower.strip_prefix("numeric("))
+            {
+                let (p, s) = args.strip_suffix(')')?.split_once(',')?;
+                return Some(DataType::Decimal128(p.trim().parse().ok()?, s.trim().parse().ok()?));
+            }
+            return name.parse().ok();
+        }
+    })
 }
 
 /// How a table is partitioned in a lake: `{ date = "column" }` (`year=/month=/day=` of a
@@ -554,6 +641,35 @@ impl PipelineConfig {
         self.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         self.file = path.to_path_buf();
         self
+    }
+
+    /// The configuration of a pipeline built in code, to keep as a file: its name and tables
+    /// as the pipeline holds them ([`TableConfig::from_spec`]), with the `source`, `sink` and
+    /// `watermarks` given here (a built pipeline's connectors keep their connection strings
+    /// and secrets to themselves). `to_toml` writes it.
+    ///
+    /// # Errors
+    /// As [`TableConfig::from_spec`].
+    pub fn from_pipeline(
+        pipeline: &Pipeline,
+        source: Endpoint,
+        sink: Endpoint,
+        watermarks: Option<Endpoint>,
+    ) -> Result<PipelineConfig> {
+        Ok(PipelineConfig {
+            name: pipeline.name().to_string(),
+            source,
+            sink,
+            watermarks,
+            tables: pipeline
+                .tables()
+                .iter()
+                .map(TableConfig::from_spec)
+                .collect::<Result<_>>()?,
+            after_run: None,
+            base: PathBuf::from("."),
+            file: PathBuf::from("pipeline.toml"),
+        })
     }
 
     /// The configuration as TOML (what [`PipelineConfig::load`] reads back).
@@ -930,6 +1046,8 @@ impl PipelineConfig {
 /// timestamp file), or the sink's own store.
 enum Store {
     Objects(ObjectStoreWatermarkStore),
+    // Only the Postgres sink keeps them in its database.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Other(Arc<dyn WatermarkStore>),
 }
 
@@ -1070,7 +1188,153 @@ fn duration(table: &str, key: &str, text: &str) -> Result<chrono::TimeDelta> {
     chrono::TimeDelta::from_std(d).map_err(|e| Error::config(format!("table `{table}`, key {key}: {e}")))
 }
 
+/// A duration as the file writes it (`10m`, `1h 30m`).
+fn duration_text(d: chrono::TimeDelta) -> String {
+    humantime::format_duration(d.to_std().unwrap_or_default()).to_string()
+}
+
 impl TableConfig {
+    /// The file's form of a spec built in code ([`PipelineConfig::from_pipeline`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the table for what a file cannot say: a transform of your own
+    /// code (a file has `select`, `rename`, `cast` and `not_null`), or a source that is not a
+    /// table, a query or files.
+    pub fn from_spec(spec: &TableSpec) -> Result<TableConfig> {
+        let name = spec.name.as_str();
+        let (mut from, mut query, mut files) = (None, None, None);
+        match &spec.source {
+            SourceRef::Table(t) if *t == spec.name => {}
+            SourceRef::Table(t) => from = Some(t.clone()),
+            SourceRef::Query(q) => query = Some(q.clone()),
+            SourceRef::Files { prefix, format } => {
+                let csv = match format {
+                    FileFormat::Csv(o) => Some(o),
+                    _ => None,
+                };
+                let default = etl_core::CsvOptions::default();
+                files = Some(FilesConfig {
+                    prefix: prefix.clone(),
+                    format: format.name().to_string(),
+                    header: csv.filter(|o| o.header != default.header).map(|o| o.header),
+                    delimiter: csv
+                        .filter(|o| o.delimiter != default.delimiter)
+                        .map(|o| char::from(o.delimiter)),
+                    quote: csv.filter(|o| o.quote != default.quote).map(|o| char::from(o.quote)),
+                    null_markers: csv
+                        .filter(|o| o.null_markers != default.null_markers)
+                        .map(|o| o.null_markers.clone()),
+                    decimals: csv.is_some_and(|o| o.decimals),
+                    drops: match spec.file_drops {
+                        FileDrops::Together => None,
+                        FileDrops::Newest => Some("newest".into()),
+                    },
+                });
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(Error::config(format!(
+                    "table `{name}`: its source {other:?} has no form in a file"
+                )));
+            }
+        }
+        let transforms = spec
+            .transforms
+            .iter()
+            .map(|t| {
+                use etl_core::transform::Builtin;
+                match t.as_builtin() {
+                    Some(Builtin::Select(c)) => Ok(TransformConfig::Select(c.to_vec())),
+                    Some(Builtin::Rename(p)) => Ok(TransformConfig::Rename(p.iter().cloned().collect())),
+                    Some(Builtin::Cast(p)) => Ok(TransformConfig::Cast(
+                        p.iter().map(|(c, t)| (c.clone(), t.to_string())).collect(),
+                    )),
+                    Some(Builtin::NotNull(c)) => Ok(TransformConfig::NotNull(vec![c.to_string()])),
+                    None => Err(Error::config(format!(
+                        "table `{name}`: the transform {t:?} is code; a file has select, rename, cast and not_null"
+                    ))),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let partition_by = match &spec.partitioning {
+            Partitioning::None => None,
+            Partitioning::ByDate(c) => Some(PartitionConfig {
+                date: Some(c.clone()),
+                ..PartitionConfig::default()
+            }),
+            Partitioning::ByProcessingDate => Some(PartitionConfig {
+                processing_date: true,
+                ..PartitionConfig::default()
+            }),
+            Partitioning::Columns(keys) => Some(PartitionConfig {
+                columns: keys
+                    .iter()
+                    .map(|k| match &k.format {
+                        None if k.name == k.column => PartitionColumn::Column(k.name.clone()),
+                        format => PartitionColumn::Key {
+                            name: k.name.clone(),
+                            column: (k.column != k.name).then(|| k.column.clone()),
+                            format: format.clone(),
+                        },
+                    })
+                    .collect(),
+                ..PartitionConfig::default()
+            }),
+        };
+        let default_deletes = Deletes::default();
+        Ok(TableConfig {
+            name: spec.name.clone(),
+            from,
+            query,
+            files,
+            target: (spec.target != TableSpec::new(name).target).then(|| spec.target.clone()),
+            mode: spec.mode,
+            primary_key: spec.primary_key.clone(),
+            cursor: spec.cursor.clone(),
+            lookback: spec.lookback.map(duration_text),
+            initial_window: spec.initial_window.map(duration_text),
+            settle: spec.settle.map(duration_text),
+            partition_by,
+            keep_latest: spec.keep_latest,
+            processed_at: spec.processed_at,
+            bad_rows: (spec.bad_rows == BadRows::Divert).then(|| "divert".into()),
+            chunk_rows: spec.chunk_rows,
+            soft_delete: spec.soft_delete.clone(),
+            on_target_lost: (spec.on_target_lost == TargetLost::Reload).then(|| "reload".into()),
+            legacy_timestamp_file: None,
+            required: spec.required,
+            detect_deletes: spec.deletes.map(|d| DeletesConfig {
+                max_share: (d.max_share != default_deletes.max_share).then_some(d.max_share),
+                ranges: (d.ranges != default_deletes.ranges).then_some(d.ranges),
+                mark: d.mark,
+            }),
+            reconcile: spec.reconcile.as_ref().map(|r| ReconcileConfig {
+                policy: r.policy,
+                columns: r.columns.clone(),
+                ranges: (r.ranges != default_deletes.ranges).then_some(r.ranges),
+                max_share: (r.max_share != default_deletes.max_share).then_some(r.max_share),
+            }),
+            transforms,
+            merge: match spec.merge {
+                MergeStrategy::UpdateInsert => None,
+                MergeStrategy::DeleteInsert => Some("delete_insert".into()),
+                MergeStrategy::InsertOnly => Some("insert_only".into()),
+            },
+            null_cursors: (spec.null_cursors == NullCursors::WholeReadsOnly).then(|| "whole_reads_only".into()),
+            wait_for_commits: spec.wait_for_commits,
+            schema: spec
+                .schema
+                .iter()
+                .flat_map(|s| s.fields().iter())
+                .map(|f| ColumnConfig {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
+                .collect(),
+        })
+    }
+
     /// The table's spec.
     ///
     /// # Errors
@@ -1093,6 +1357,14 @@ impl TableConfig {
                             o.delimiter = u8::try_from(d)
                                 .map_err(|_| bad("files.delimiter", format!("`{d}` is not a one-byte delimiter")))?;
                         }
+                        if let Some(q) = f.quote {
+                            o.quote = u8::try_from(q)
+                                .map_err(|_| bad("files.quote", format!("`{q}` is not a one-byte quote")))?;
+                        }
+                        if let Some(m) = &f.null_markers {
+                            o.null_markers = m.clone();
+                        }
+                        o.decimals = f.decimals;
                         FileFormat::Csv(o)
                     }
                     "json" | "jsonl" | "json_lines" => FileFormat::JsonLines,
@@ -1167,6 +1439,26 @@ impl TableConfig {
                 ));
             }
         });
+        for (i, t) in self.transforms.iter().enumerate() {
+            spec = match t {
+                TransformConfig::Select(columns) => spec.transform(etl_core::transform::Select::new(columns.clone())),
+                TransformConfig::Rename(pairs) => spec.transform(etl_core::transform::Rename::new(pairs.clone())),
+                TransformConfig::Cast(pairs) => {
+                    let typed = pairs
+                        .iter()
+                        .map(|(c, t)| {
+                            data_type(t).map(|t| (c.clone(), t)).ok_or_else(|| {
+                                bad(&format!("transforms[{i}].cast.{c}"), format!("`{t}` is not a type"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    spec.transform(etl_core::transform::Cast::new(typed))
+                }
+                TransformConfig::NotNull(columns) => columns
+                    .iter()
+                    .fold(spec, |spec, c| spec.transform(etl_core::transform::Filter::not_null(c))),
+            };
+        }
         if self.keep_latest {
             spec = spec.keep_latest();
         }
@@ -1193,6 +1485,41 @@ impl TableConfig {
             }
         });
         spec.required = self.required;
+        spec = spec.merge_strategy(match self.merge.as_deref() {
+            None | Some("update_insert") => MergeStrategy::UpdateInsert,
+            Some("delete_insert") => MergeStrategy::DeleteInsert,
+            Some("insert_only") => MergeStrategy::InsertOnly,
+            Some(other) => {
+                return Err(bad(
+                    "merge",
+                    format!("unknown `{other}`; expected update_insert, delete_insert or insert_only"),
+                ));
+            }
+        });
+        spec = spec.null_cursors(match self.null_cursors.as_deref() {
+            None | Some("fail") => NullCursors::Fail,
+            Some("whole_reads_only") => NullCursors::WholeReadsOnly,
+            Some(other) => {
+                return Err(bad(
+                    "null_cursors",
+                    format!("unknown `{other}`; expected fail or whole_reads_only"),
+                ));
+            }
+        });
+        spec = spec.wait_for_commits(self.wait_for_commits);
+        if !self.schema.is_empty() {
+            let fields = self
+                .schema
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let t = data_type(&c.data_type)
+                        .ok_or_else(|| bad(&format!("schema[{i}].type"), format!("`{}` is not a type", c.data_type)))?;
+                    Ok(etl_core::deps::arrow::datatypes::Field::new(&c.name, t, c.nullable))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            spec = spec.schema(Arc::new(etl_core::deps::arrow::datatypes::Schema::new(fields)));
+        }
         if let Some(d) = &self.detect_deletes {
             let base = Deletes::default();
             spec = spec.detect_deletes(Deletes {

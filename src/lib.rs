@@ -63,11 +63,11 @@ pub use etl_core::S3_RETRY_TIMEOUT;
 pub use etl_core::{
     BadRows, BatchStream, Checkpoint, CommitSummary, CrawlOutcome, CsvOptions, CursorValue, Deletes, DriverErrorKind,
     Error, Estimate, Extract, ExtractStats, FileDrops, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location,
-    Low, MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, Partitioning, Pipeline,
-    PipelineBuilder, Position, Progress, ReadRequest, Reconcile, ReconcilePolicy, ReconcileStatus, Reconciliation,
-    Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary, Staged, StagedWrite, TablePlan, TableReport,
-    TableSpec, TableStatus, TableWriter, TargetLost, TargetState, Timeouts, UTC, Watermark, WatermarkStore,
-    WatermarkSummary, WriteRequest,
+    Low, MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, PartitionKey,
+    Partitioning, Pipeline, PipelineBuilder, Position, Progress, QUERY_WATERMARK, ReadRequest, Reconcile,
+    ReconcilePolicy, ReconcileStatus, Reconciliation, Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary,
+    Staged, StagedWrite, TablePlan, TableReport, TableSpec, TableStatus, TableWriter, TargetLost, TargetState,
+    Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]
@@ -90,8 +90,8 @@ pub mod prelude {
     pub use crate::MySqlSource;
     pub use crate::{
         BadRows, CsvOptions, Deletes, FileFormat, LoadMode, Location, MergeStrategy, ModeOverrides, NullCursors,
-        ObjectStoreWatermarkStore, Partitioning, Pipeline, Position, Reconcile, ReconcilePolicy, RunReport, TableSpec,
-        TableStatus, TargetLost, Timeouts,
+        ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline, Position, Reconcile, ReconcilePolicy,
+        RunReport, TableSpec, TableStatus, TargetLost, Timeouts,
     };
     #[cfg(feature = "postgres")]
     pub use crate::{PostgresSink, PostgresSource, PostgresWatermarkStore};

@@ -331,3 +331,156 @@ partition_by = {{ columns = [{{ name = "date", column = "order_date", format = "
     assert!(e.contains("bad.toml: tables.t.legacy_timestamp_file"), "{e}");
     pg.batch_execute(&format!("DROP SCHEMA {src} CASCADE")).await.unwrap();
 }
+
+/// Transforms from the file: columns selected, renamed and cast, rows with a NULL key dropped;
+/// DuckDB reads the lake back. A type the file misspells is named.
+#[tokio::test]
+async fn transforms_from_the_file_shape_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("landing/orders")).unwrap();
+    std::fs::write(
+        dir.path().join("landing/orders/day1.csv"),
+        "order_id,amount,note,secret\n1,9.5,gift,x\n,3,none,y\n2,20,rush,z\n",
+    )
+    .unwrap();
+    let head = r#"
+name = "shaped"
+source = { kind = "files", location = "landing" }
+sink = { kind = "lake", location = "lake" }
+
+[[tables]]
+name = "orders"
+files = { prefix = "orders/", format = "csv" }
+processed_at = false
+"#;
+    let path = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "{head}transforms = [{{ select = [\"order_id\", \"amount\", \"note\"] }}, {{ rename = {{ note = \"comment\" }} }},\n  \
+             {{ cast = {{ amount = \"decimal(10,2)\", order_id = \"int\" }} }}, {{ not_null = \"order_id\" }}]\n"
+        ),
+    );
+    let p = Pipeline::from_config(&path).await.unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("orders").unwrap().written_count, 2);
+    let python = std::env::var("ETL_TEST_PYTHON")
+        .expect("ETL_TEST_PYTHON is not set: run `eval \"$(scripts/services.sh env)\"` (DuckDB lives in its venv)");
+    let glob = dir.path().join("lake/orders/**/*.parquet");
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            &format!(
+                "import duckdb; r = duckdb.sql(\"SELECT * FROM read_parquet('{}') ORDER BY 1\"); print(r.types, r.fetchall())",
+                glob.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[INTEGER, DECIMAL(10,2), VARCHAR] [(1, Decimal('9.50'), 'gift'), (2, Decimal('20.00'), 'rush')]"
+    );
+    let e = err(
+        dir.path(),
+        "bad.toml",
+        &format!("{head}transforms = [{{ cast = {{ amount = \"dubble\" }} }}]\n"),
+    )
+    .await;
+    assert!(
+        e.contains("table `orders`, key transforms[0].cast.amount: `dubble` is not a type"),
+        "{e}"
+    );
+}
+
+/// A pipeline built in code, written back as a file: the file reads back as the same tables,
+/// and builds; a transform of code is refused by name.
+#[tokio::test]
+async fn a_pipeline_built_in_code_is_written_back_as_a_file() {
+    use etl::transform::{Cast, Filter, Rename, Select};
+    use etl::{
+        CsvOptions, Deletes, FileFormat, Location, MergeStrategy, ObjectStoreWatermarkStore, PartitionKey,
+        Partitioning, Reconcile, ReconcilePolicy, TableSpec,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let landing = Location::local(dir.path().join("landing")).unwrap();
+    let csv = CsvOptions {
+        delimiter: b';',
+        decimals: true,
+        ..CsvOptions::default()
+    };
+    let orders = TableSpec::new("orders")
+        .from_files("orders/", FileFormat::Csv(csv))
+        .file_drops(etl::FileDrops::Newest)
+        .target("fact_orders")
+        .mode(LoadMode::Incremental)
+        .primary_key(["order_id"])
+        .cursor(["updated_at"])
+        .lookback(chrono::TimeDelta::minutes(10))
+        .partition_by(Partitioning::columns([
+            PartitionKey::formatted("date", "order_date", "%Y-%m-%d"),
+            PartitionKey::column("site"),
+        ]))
+        .transform(Select::new(["order_id", "amount", "site", "order_date", "updated_at"]))
+        .transform(Rename::new([("amount", "total")]))
+        .transform(Cast::new([(
+            "total",
+            etl::deps::arrow::datatypes::DataType::Decimal128(10, 2),
+        )]))
+        .transform(Filter::not_null("order_id"))
+        .merge_strategy(MergeStrategy::DeleteInsert)
+        .detect_deletes(Deletes {
+            max_share: 0.2,
+            ..Deletes::default()
+        })
+        .reconcile(Reconcile::new(ReconcilePolicy::Fail).content(["total"]));
+    let built = |specs: Vec<TableSpec>| {
+        let mut b = Pipeline::builder("written_back")
+            .source(etl::FileSource::new(landing.clone()))
+            .sink(etl::LakeSink::new(Location::local(dir.path().join("lake")).unwrap()))
+            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()));
+        for s in specs {
+            b = b.table(s);
+        }
+        b.build()
+    };
+    let p = built(vec![
+        orders.clone(),
+        TableSpec::new("people").from_files("people/", FileFormat::JsonLines),
+    ])
+    .unwrap();
+    let endpoint = |kind: &str, location: &str| etl::config::Endpoint {
+        kind: kind.into(),
+        location: Some(location.into()),
+        ..Default::default()
+    };
+    let config =
+        PipelineConfig::from_pipeline(&p, endpoint("files", "landing"), endpoint("lake", "lake"), None).unwrap();
+    let toml = config.to_toml().unwrap();
+    assert!(toml.contains("target = \"fact_orders\""), "{toml}");
+    assert!(toml.contains("merge = \"delete_insert\""), "{toml}");
+    let file = write(dir.path(), "written.toml", &toml);
+    let again = PipelineConfig::load(&file).unwrap();
+    assert_eq!(again.tables, config.tables);
+    let rebuilt = again.build().await.unwrap();
+    let specs: Vec<etl::config::TableConfig> = rebuilt
+        .tables()
+        .iter()
+        .map(|s| etl::config::TableConfig::from_spec(s).unwrap())
+        .collect();
+    assert_eq!(specs, config.tables, "the built pipeline's tables are the file's");
+    assert_eq!(rebuilt.tables()[0].transforms.len(), 4);
+
+    let coded = built(vec![orders.transform(Filter::new("total > 0", |b| {
+        etl::deps::arrow::compute::is_not_null(b.column(0))
+    }))])
+    .unwrap();
+    let e = PipelineConfig::from_pipeline(&coded, endpoint("files", "landing"), endpoint("lake", "lake"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("table `orders`: the transform Filter(\"total > 0\") is code"),
+        "{e}"
+    );
+}

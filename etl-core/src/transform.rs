@@ -50,6 +50,25 @@ pub trait Transform: fmt::Debug + Send + Sync {
     /// # Errors
     /// Should name the table and column at fault.
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch>;
+
+    /// The transform as data, when it is a built-in a configuration file can say (so that a
+    /// pipeline built in code can be written back as a file); `None` for code.
+    fn as_builtin(&self) -> Option<Builtin<'_>> {
+        None
+    }
+}
+
+/// A built-in transform as data ([`Transform::as_builtin`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Builtin<'a> {
+    /// [`Select`] of these columns.
+    Select(&'a [String]),
+    /// [`Rename`] of these `(from, to)` pairs.
+    Rename(&'a [(String, String)]),
+    /// [`Cast`] of these columns.
+    Cast(&'a [(String, DataType)]),
+    /// [`Filter::not_null`] of this column.
+    NotNull(&'a str),
 }
 
 fn index_of(table: &str, schema: &Schema, column: &str) -> Result<usize> {
@@ -71,6 +90,10 @@ impl Select {
 }
 
 impl Transform for Select {
+    fn as_builtin(&self) -> Option<Builtin<'_>> {
+        Some(Builtin::Select(&self.0))
+    }
+
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let idx = self
             .0
@@ -93,6 +116,10 @@ impl Rename {
 }
 
 impl Transform for Rename {
+    fn as_builtin(&self) -> Option<Builtin<'_>> {
+        Some(Builtin::Rename(&self.0))
+    }
+
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let schema = batch.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -117,6 +144,10 @@ impl Cast {
 }
 
 impl Transform for Cast {
+    fn as_builtin(&self) -> Option<Builtin<'_>> {
+        Some(Builtin::Cast(&self.0))
+    }
+
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let schema = batch.schema();
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -138,6 +169,8 @@ type Predicate = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, arrow
 pub struct Filter {
     name: String,
     predicate: Arc<Predicate>,
+    /// The column of [`Filter::not_null`].
+    not_null: Option<String>,
 }
 
 impl Filter {
@@ -152,6 +185,7 @@ impl Filter {
         Filter {
             name: name.into(),
             predicate: Arc::new(predicate),
+            not_null: None,
         }
     }
 
@@ -159,12 +193,16 @@ impl Filter {
     pub fn not_null(column: impl Into<String>) -> Self {
         let column = column.into();
         let name = format!("{column} IS NOT NULL");
-        Filter::new(name, move |b| {
-            let c = b
-                .column_by_name(&column)
-                .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("column `{column}` not found")))?;
-            arrow::compute::is_not_null(c)
-        })
+        let of = column.clone();
+        Filter {
+            not_null: Some(column),
+            ..Filter::new(name, move |b| {
+                let c = b
+                    .column_by_name(&of)
+                    .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("column `{of}` not found")))?;
+                arrow::compute::is_not_null(c)
+            })
+        }
     }
 }
 
@@ -175,6 +213,10 @@ impl fmt::Debug for Filter {
 }
 
 impl Transform for Filter {
+    fn as_builtin(&self) -> Option<Builtin<'_>> {
+        self.not_null.as_deref().map(Builtin::NotNull)
+    }
+
     fn apply(&self, table: &str, batch: RecordBatch) -> Result<RecordBatch> {
         let mask = (self.predicate)(&batch).map_err(|e| Error::arrow(table, e))?;
         let mask = crate::kit::batch::nulls_false(mask);
