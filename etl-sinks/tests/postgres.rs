@@ -1118,6 +1118,13 @@ async fn backfill_resync_and_watermarks_from_code() {
     assert_eq!(r.table("customers").unwrap().mode, LoadMode::Full);
     assert_eq!(names().await, all, "every row as the source has it");
     assert_eq!(generation("other").await, 1, "the other table was not run");
+    // The reloaded table has its primary key again, as the one it replaced had.
+    let key = format!(
+        "SELECT a.attname AS key FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+         AND a.attnum = ANY(i.indkey) WHERE i.indrelid = '{}.customers'::regclass AND i.indisprimary",
+        wh.schema
+    );
+    assert_eq!(wh.query(&key).await, "+-----+\n| key |\n+-----+\n| id  |\n+-----+");
 
     // A watermark set back re-reads what follows it; a reset one re-reads everything.
     p.set_watermark(

@@ -417,6 +417,35 @@ impl PgWriter {
         }
     }
 
+    /// Gives the table a FULL run put in place the spec's primary key, as the table it
+    /// replaced had (a resync of an UPSERT target keeps its key index). Rows that repeat a
+    /// key, or lack one, are FULL's to keep: the table is then left without the key, and a
+    /// warning says why.
+    async fn key_full_target(&self) -> Result<()> {
+        if self.spec().primary_key.is_empty() {
+            return Ok(());
+        }
+        let k: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
+        let add_key = format!("ALTER TABLE {} ADD PRIMARY KEY ({})", self.target(), k.join(", "));
+        self.db.exec("SAVEPOINT etl_key").await?;
+        match self.db.timed(self.db.batch_execute(&add_key)).await? {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::NOT_NULL_VIOLATION) =>
+            {
+                self.db.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
+                tracing::warn!(
+                    table = %self.spec().name,
+                    "FULL: the rows repeat or lack a key of ({}), so the new table has no primary key",
+                    self.spec().primary_key.join(", ")
+                );
+                Ok(())
+            }
+            Err(e) => Err(pg_err(&self.spec().name, e)),
+        }
+    }
+
     /// The mode's statements over the copied rows of `schema`.
     async fn apply_copied(&self, schema: &SchemaRef) -> Result<CommitSummary> {
         let st = self.statements(schema, STAGE);
@@ -439,6 +468,7 @@ impl PgWriter {
                 for s in st.swap(&self.aside, exists, &self.cx.target.quoted_name()) {
                     self.db.exec(&s).await?;
                 }
+                self.key_full_target().await?;
                 summary(self.rows, deleted)
             }
             (Dest::NewTarget, LoadMode::Upsert) => {
