@@ -52,7 +52,8 @@ pub struct LakeOptions {
     pub row_group_rows: usize,
     /// Bytes per row group at most, encoded (default 128 MiB).
     pub row_group_bytes: usize,
-    /// Compression (default zstd level 1).
+    /// Compression (default zstd level 3, as DuckDB's: on 5M orders 59 MB against level 1's
+    /// 73 MB, for about a third more encoding time, which the read from the source hides).
     pub compression: Compression,
     /// Open files at most; the least recently written is closed beyond it (default 2048, so a
     /// run spread over a few years of daily partitions writes one file per partition).
@@ -67,7 +68,7 @@ impl Default for LakeOptions {
             target_file_size: 128 * 1024 * 1024,
             row_group_rows: 128 * 1024,
             row_group_bytes: 128 * 1024 * 1024,
-            compression: Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")),
+            compression: Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")),
             max_open_files: 2048,
             max_buffered_bytes: 256 * 1024 * 1024,
         }

@@ -69,7 +69,11 @@ impl LakeWriter {
     ) -> Self {
         let base_seq = base.as_ref().map_or(0, |r| r.sequence);
         let table = req.spec.target.clone();
+        // Pages end by size alone (1 MiB), not by parquet's default of 20 000 rows: an int64
+        // column's 160 KiB pages compressed apart cost a third more than 1 MiB ones (5M orders:
+        // `price` 8.2 MB against 5.5, `product_name`'s dictionary indices 1.48 against 0.31).
         let props = WriterProperties::builder()
+            .set_data_page_row_count_limit(usize::MAX)
             .set_compression(options.compression)
             .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
             .set_max_row_group_bytes(Some(options.row_group_bytes.max(1)))
