@@ -86,10 +86,12 @@ pub struct PipelineConfig {
     /// Where the rows come from: `postgres` (`url`, `parallelism`), `mysql` (`url`,
     /// `parallelism`) or `files` (`location`).
     pub source: Endpoint,
-    /// Where they go: `lake` (`location`), `postgres` (`url`, `schema`) or `redshift` (`url`,
+    /// Where they go: `lake` (`location`), `postgres` (`url`, `schema`), `redshift` (`url`,
     /// `schema`, `staging`, `staging_url`, and `iam_role`, `access_key_id` with
-    /// `secret_access_key`, or `postgres_stand_in`; watermarks by default under
-    /// `<staging>/_etl/watermarks`).
+    /// `secret_access_key`, or `postgres_stand_in`) or `snowflake` (`account`, `user`,
+    /// `password` or `private_key`, `database`, `warehouse`, `role`, `schema`, `staging`, and
+    /// `stage`, or `staging_url` with an optional `integration`; `emulator`); the watermarks
+    /// of the last two by default under `<staging>/_etl/watermarks`.
     pub sink: Endpoint,
     /// Where watermarks are kept: `object_store` (`location`). Default: under
     /// `_etl/watermarks` of a lake, in the target schema of a Postgres sink.

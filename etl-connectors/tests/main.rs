@@ -593,7 +593,7 @@ async fn a_query_places_the_watermark(source: Arc<dyn Source>, query: String, ex
     let dir = tempfile::tempdir().unwrap();
     let lake = LakeSink::new(Location::local(dir.path()).unwrap());
     let p = Pipeline::builder("q")
-        .source_arc(source)
+        .source_arc(source.clone())
         .sink(lake.clone())
         .watermarks(ObjectStoreWatermarkStore::new(
             Location::local(dir.path().join("wm")).unwrap(),
@@ -607,6 +607,20 @@ async fn a_query_places_the_watermark(source: Arc<dyn Source>, query: String, ex
         )
         .build()
         .unwrap();
+    // Chunks start where the last one ended: a query placing the lower end is refused.
+    let chunked = Pipeline::builder("q2")
+        .source_arc(source)
+        .sink(lake.clone())
+        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+        .table(p.tables()[0].clone().primary_key(["order_id"]).chunk_rows(2))
+        .build()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        chunked.contains("chunked reads (TableSpec::chunk_rows) need a query that leaves the lower end"),
+        "{chunked}"
+    );
     let run = async || {
         let r = p.run().await.unwrap().into_result().unwrap();
         let t = r.table("orders").unwrap();

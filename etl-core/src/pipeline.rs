@@ -236,6 +236,10 @@ fn validate_chunks(source: &dyn Source, spec: &TableSpec) -> Result<()> {
         Some("no lookback")
     } else if !source.reads_in_chunks() {
         Some("a source that reads in chunks")
+    } else if matches!(&spec.source, SourceRef::Query(q) if q.contains(crate::spec::QUERY_WATERMARK)) {
+        // Each chunk starts where the last ended; a query placing the lower end itself would
+        // start every chunk at the watermark again.
+        Some("a query that leaves the lower end to them (no {watermark})")
     } else {
         None
     };
