@@ -4,10 +4,12 @@
 //! ```text
 //! cargo build --release --all-features --example bench_load
 //! OUT_DIR=/tmp/out TABLE=orders CURSOR=updated_at PK=order_id PG=postgresql://… \
-//!     target/release/examples/bench_load full|incremental|upsert|full-mysql
+//!     target/release/examples/bench_load full|full-partitioned|incremental|upsert|full-mysql
 //! ```
 //!
 //! - `full`: the whole `public.$TABLE` of `$PG` into a Parquet lake under `$OUT_DIR`.
+//! - `full-partitioned`: the same in Hive folders `year=/month=/day=` of the date column
+//!   `$PARTITION_BY`.
 //! - `incremental`: rows past the watermark it keeps in `$OUT_DIR/_etl/`; the first call
 //!   loads everything.
 //! - `upsert`: rows past the watermark (kept in `$OUT_DIR/_etl/`) merged by `$PK` into
@@ -48,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(PostgresSource::new(&env("PG")?)?.with_parallelism(parallelism))
     };
     let (mode, source, relation): (_, Arc<dyn Source>, _) = match cmd.as_str() {
-        "full" => (LoadMode::Full, Arc::new(pg()?), format!("public.{table}")),
+        "full" | "full-partitioned" => (LoadMode::Full, Arc::new(pg()?), format!("public.{table}")),
         "incremental" => (LoadMode::Incremental, Arc::new(pg()?), format!("public.{table}")),
         "full-mysql" => (
             LoadMode::Full,
@@ -56,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             table.clone(),
         ),
         "upsert" => (LoadMode::Upsert, Arc::new(pg()?), format!("public.{table}")),
-        _ => return Err("usage: bench_load full|incremental|upsert|full-mysql".into()),
+        _ => return Err("usage: bench_load full|full-partitioned|incremental|upsert|full-mysql".into()),
     };
     let out = Location::local(env("OUT_DIR")?)?;
     let mut spec = TableSpec::new(table.clone())
@@ -65,6 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .primary_key([env("PK")?]);
     if mode.reads_incrementally() {
         spec = spec.cursor([env("CURSOR")?]);
+    }
+    // full-partitioned: Hive folders year=/month=/day= of the date column $PARTITION_BY.
+    if cmd == "full-partitioned" {
+        spec = spec.partition_by(etl::Partitioning::ByDate(env("PARTITION_BY")?));
     }
     // DETECT_DELETES=1: after the run, the keys gone from the source leave the target.
     if mode == LoadMode::Upsert && std::env::var("DETECT_DELETES").is_ok_and(|v| v == "1") {
