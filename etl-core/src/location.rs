@@ -128,9 +128,12 @@ impl Location {
     pub fn path(&self, rel: &str) -> Path {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = match object_store::path::PathPart::parse(part) {
-                Ok(raw) if crate::lake::partition::is_escaped(part) => p.join(raw),
-                _ => p.join(part),
+            let raw = crate::lake::partition::is_escaped(part)
+                .then(|| object_store::path::PathPart::parse(part).ok())
+                .flatten();
+            p = match raw {
+                Some(raw) => p.join(raw),
+                None => p.join(part),
             };
         }
         p

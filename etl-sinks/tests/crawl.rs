@@ -23,6 +23,11 @@ fn orders(ids: &[i64], days: &[i32], note: bool) -> RecordBatch {
 }
 
 async fn load(lake: &LakeSink, batch: RecordBatch) {
+    load_by(lake, batch, Partitioning::ByDate("order_date".into())).await
+}
+
+/// Appends `batch` to table `orders` of `lake`, partitioned so.
+async fn load_by(lake: &LakeSink, batch: RecordBatch, partitioning: Partitioning) {
     let source = MemorySource::new();
     source.append("orders", batch).unwrap();
     Pipeline::builder("crawl")
@@ -32,7 +37,7 @@ async fn load(lake: &LakeSink, batch: RecordBatch) {
         .table(
             TableSpec::new("orders")
                 .mode(LoadMode::Append)
-                .partition_by(Partitioning::ByDate("order_date".into())),
+                .partition_by(partitioning),
         )
         .build()
         .unwrap()
@@ -341,24 +346,7 @@ async fn partitions_by_any_columns_are_hive_folders() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = etl_core::conformance::s3_location();
     for root in [Location::local(dir.path()).unwrap(), s3.clone()] {
-        let source = MemorySource::new();
-        source.append("orders", batch.clone()).unwrap();
-        Pipeline::builder("parts")
-            .source(source)
-            .sink(LakeSink::new(root.clone()))
-            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-            .table(
-                TableSpec::new("orders")
-                    .mode(LoadMode::Append)
-                    .partition_by(partitioning.clone()),
-            )
-            .build()
-            .unwrap()
-            .run()
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
+        load_by(&LakeSink::new(root.clone()), batch.clone(), partitioning.clone()).await;
         let mut folders: Vec<String> = root
             .list("orders")
             .await

@@ -207,6 +207,15 @@ impl Level {
         }
     }
 
+    /// Each folder with the indices of its rows, in order.
+    fn groups(self) -> Vec<(String, Vec<u32>)> {
+        let mut groups: Vec<Vec<u32>> = vec![Vec::new(); self.folders.len()];
+        for (row, g) in self.rows.iter().enumerate() {
+            groups[*g as usize].push(row as u32);
+        }
+        self.folders.into_iter().zip(groups).collect()
+    }
+
     /// Row's folder: the one of `value` seen before, or `folder()` of it.
     fn push<K: std::hash::Hash + Eq>(&mut self, seen: &mut HashMap<K, u32>, value: K, folder: impl FnOnce() -> String) {
         let n = self.folders.len() as u32;
@@ -287,6 +296,39 @@ fn level(table: &str, batch: &RecordBatch, key: &PartitionKey) -> Result<Level> 
     Ok(level)
 }
 
+/// The rows of `batch` by `year=/month=/day=` folder of the date or timestamp `column`
+/// ([`Partitioning::ByDate`](crate::Partitioning::ByDate)), each folder with the indices of
+/// its rows, in order.
+///
+/// # Errors
+/// [`Error::ColumnNotFound`] for a column the batch lacks; [`Error::ColumnTypeConflict`] for
+/// one that is not a date or timestamp.
+pub fn split_by_date(table: &str, batch: &RecordBatch, column: &str) -> Result<Vec<(String, Vec<u32>)>> {
+    let col = batch.column_by_name(column).ok_or_else(|| Error::ColumnNotFound {
+        table: table.to_string(),
+        column: column.to_string(),
+    })?;
+    let us = micros(col).ok_or_else(|| Error::ColumnTypeConflict {
+        table: table.to_string(),
+        column: column.to_string(),
+        expected: "a date or timestamp partition column".to_string(),
+        found: col.data_type().to_string(),
+    })?;
+    let mut level = Level::new(us.len());
+    let mut seen = HashMap::new();
+    for v in us.iter() {
+        let day = v.map(|us| us.div_euclid(DAY_MICROS));
+        level.push(&mut seen, day, || {
+            super::date_partition(
+                "",
+                day.and_then(|d| DateTime::from_timestamp(d * 86_400, 0))
+                    .map(|t| t.date_naive()),
+            )
+        });
+    }
+    Ok(level.groups())
+}
+
 /// The rows of `batch` by partition folder (`date=2025-07-24/device_id=7`), each folder with
 /// the indices of its rows, in order.
 ///
@@ -310,11 +352,7 @@ pub fn split_rows(table: &str, batch: &RecordBatch, keys: &[PartitionKey]) -> Re
         }
         outer = both;
     }
-    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); outer.folders.len()];
-    for (row, g) in outer.rows.iter().enumerate() {
-        groups[*g as usize].push(row as u32);
-    }
-    Ok(outer.folders.into_iter().zip(groups).collect())
+    Ok(outer.groups())
 }
 
 #[cfg(test)]
@@ -397,6 +435,29 @@ mod tests {
                 ("hour=1970010200".into(), vec![2]),
             ]
         );
+    }
+
+    #[test]
+    fn dates_make_year_month_day_folders() {
+        assert_eq!(
+            split_by_date("t", &batch(), "order_date").unwrap(),
+            vec![
+                ("year=2025/month=7/day=24".into(), vec![0, 1]),
+                (
+                    format!("year={NULL_PARTITION}/month={NULL_PARTITION}/day={NULL_PARTITION}"),
+                    vec![2]
+                ),
+                ("year=2025/month=8/day=1".into(), vec![3]),
+            ]
+        );
+        let at: Vec<String> = split_by_date("t", &batch(), "at")
+            .unwrap()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(at, ["year=1970/month=1/day=1", "year=1970/month=1/day=2"]);
+        let err = split_by_date("t", &batch(), "device_id").unwrap_err().to_string();
+        assert!(err.contains("device_id") && err.contains("date or timestamp"), "{err}");
     }
 
     #[test]

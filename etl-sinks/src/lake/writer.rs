@@ -2,14 +2,13 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, ArrayRef, Date32Array, Int64Array, UInt32Array};
-use arrow::compute::cast;
+use arrow::array::UInt32Array;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use etl_core::lake::Column;
 use etl_core::lake::formats::{self, MergePolicy};
 use etl_core::lake::{self, AddedFile, CommitRecord};
@@ -159,7 +158,7 @@ impl LakeWriter {
 
     /// Splits a batch into its partitions.
     fn split(&self, batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
-        let column = match &self.partitioning {
+        let mut groups = match &self.partitioning {
             Partitioning::None => return Ok(vec![(String::new(), batch)]),
             Partitioning::ByProcessingDate => {
                 return Ok(vec![(
@@ -167,46 +166,21 @@ impl LakeWriter {
                     batch,
                 )]);
             }
-            Partitioning::ByDate(c) => c,
-            Partitioning::Columns(keys) => {
-                let mut groups = lake::partition::split_rows(&self.table, &batch, keys)?;
-                if groups.len() == 1 {
-                    let (folder, _) = groups.pop().expect("one group");
-                    return Ok(vec![(folder, batch)]);
-                }
-                return groups
-                    .into_iter()
-                    .map(|(folder, rows)| {
-                        let taken = arrow::compute::take_record_batch(&batch, &UInt32Array::from(rows))
-                            .map_err(|e| Error::arrow(&self.table, e))?;
-                        Ok((folder, taken))
-                    })
-                    .collect();
-            }
+            Partitioning::ByDate(c) => lake::partition::split_by_date(&self.table, &batch, c)?,
+            Partitioning::Columns(keys) => lake::partition::split_rows(&self.table, &batch, keys)?,
         };
-        let col = batch.column_by_name(column).ok_or_else(|| Error::ColumnNotFound {
-            table: self.table.clone(),
-            column: column.clone(),
-        })?;
-        let days = days_of(&self.table, column, col)?;
-        let mut groups: HashMap<Option<i32>, Vec<u32>> = HashMap::new();
-        for i in 0..days.len() {
-            let d = days.is_valid(i).then(|| days.value(i));
-            groups.entry(d).or_default().push(i as u32);
-        }
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-        let day = |d: Option<i32>| d.and_then(|d| epoch.checked_add_signed(TimeDelta::days(d as i64)));
         if groups.len() == 1 {
-            let d = groups.into_keys().next().expect("one group");
-            return Ok(vec![(lake::date_partition("", day(d)), batch)]);
+            let (folder, _) = groups.pop().expect("one group");
+            return Ok(vec![(folder, batch)]);
         }
-        let mut out = Vec::with_capacity(groups.len());
-        for (d, idx) in groups {
-            let taken = arrow::compute::take_record_batch(&batch, &UInt32Array::from(idx))
-                .map_err(|e| Error::arrow(&self.table, e))?;
-            out.push((lake::date_partition("", day(d)), taken));
-        }
-        Ok(out)
+        groups
+            .into_iter()
+            .map(|(folder, rows)| {
+                let taken = arrow::compute::take_record_batch(&batch, &UInt32Array::from(rows))
+                    .map_err(|e| Error::arrow(&self.table, e))?;
+                Ok((folder, taken))
+            })
+            .collect()
     }
 
     async fn open_file(&mut self, partition: &str, schema: SchemaRef) -> Result<()> {
@@ -308,30 +282,6 @@ fn parquet_err(table: &str, path: &str, e: parquet::errors::ParquetError) -> Err
         connector: "lake",
         message: format!("table `{table}`, file `{path}`: {e}"),
         retryable: false,
-    }
-}
-
-/// Days since the epoch of each value of a date or timestamp column (UTC for zoned ones).
-fn days_of(table: &str, column: &str, col: &ArrayRef) -> Result<Date32Array> {
-    let conflict = || Error::ColumnTypeConflict {
-        table: table.to_string(),
-        column: column.to_string(),
-        expected: "a date or timestamp partition column".to_string(),
-        found: col.data_type().to_string(),
-    };
-    match col.data_type() {
-        DataType::Date32 => Ok(col.as_any().downcast_ref::<Date32Array>().expect("date32").clone()),
-        DataType::Date64 | DataType::Timestamp(_, _) => {
-            let micros = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))
-                .and_then(|a| cast(&a, &DataType::Int64))
-                .map_err(|_| conflict())?;
-            let micros = micros.as_any().downcast_ref::<Int64Array>().expect("int64");
-            Ok(micros
-                .iter()
-                .map(|v| v.map(|us| us.div_euclid(86_400_000_000) as i32))
-                .collect())
-        }
-        _ => Err(conflict()),
     }
 }
 

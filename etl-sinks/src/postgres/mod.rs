@@ -394,27 +394,38 @@ impl PgWriter {
     /// it finds a repeated key are all but the latest row of each key deleted first. Returns
     /// the rows deleted.
     async fn key_new_target(&self, table: &str) -> Result<u64> {
-        let k: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
-        let add_key = format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", k.join(", "));
-        self.db.exec("SAVEPOINT etl_key").await?;
-        match self.db.timed(self.db.batch_execute(&add_key)).await? {
-            Ok(()) => Ok(0),
-            Err(e) => {
-                self.db.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
-                match e.code() {
-                    Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
-                        let collapsed = self.collapse(table).await?;
-                        self.db.exec(&add_key).await?;
-                        Ok(collapsed)
-                    }
-                    Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
-                        self.check_keys(table).await?;
-                        Err(pg_err(&self.spec().name, e))
-                    }
-                    _ => Err(pg_err(&self.spec().name, e)),
-                }
+        let Err(e) = self.try_add_key(table).await? else {
+            return Ok(0);
+        };
+        match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+                let collapsed = self.collapse(table).await?;
+                self.db.exec(&self.add_key(table)).await?;
+                Ok(collapsed)
             }
+            Some(c) if *c == SqlState::NOT_NULL_VIOLATION => {
+                self.check_keys(table).await?;
+                Err(pg_err(&self.spec().name, e))
+            }
+            _ => Err(pg_err(&self.spec().name, e)),
         }
+    }
+
+    /// `ALTER TABLE … ADD PRIMARY KEY` of the spec's key.
+    fn add_key(&self, table: &str) -> String {
+        let k: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
+        format!("ALTER TABLE {table} ADD PRIMARY KEY ({})", k.join(", "))
+    }
+
+    /// Adds the spec's primary key to `table` in a savepoint: the database's refusal is
+    /// returned with the transaction rolled back to before it, still usable.
+    async fn try_add_key(&self, table: &str) -> Result<std::result::Result<(), tokio_postgres::Error>> {
+        self.db.exec("SAVEPOINT etl_key").await?;
+        let added = self.db.timed(self.db.batch_execute(&self.add_key(table))).await?;
+        if added.is_err() {
+            self.db.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
+        }
+        Ok(added)
     }
 
     /// Gives the table a FULL run put in place the spec's primary key, as the table it
@@ -425,16 +436,12 @@ impl PgWriter {
         if self.spec().primary_key.is_empty() {
             return Ok(());
         }
-        let k: Vec<String> = self.spec().primary_key.iter().map(|c| PG.quote(c)).collect();
-        let add_key = format!("ALTER TABLE {} ADD PRIMARY KEY ({})", self.target(), k.join(", "));
-        self.db.exec("SAVEPOINT etl_key").await?;
-        match self.db.timed(self.db.batch_execute(&add_key)).await? {
+        match self.try_add_key(self.target()).await? {
             Ok(()) => Ok(()),
             Err(e)
                 if e.code()
                     .is_some_and(|c| *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::NOT_NULL_VIOLATION) =>
             {
-                self.db.exec("ROLLBACK TO SAVEPOINT etl_key").await?;
                 tracing::warn!(
                     table = %self.spec().name,
                     "FULL: the rows repeat or lack a key of ({}), so the new table has no primary key",
