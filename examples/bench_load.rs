@@ -4,7 +4,7 @@
 //! ```text
 //! cargo build --release --all-features --example bench_load
 //! OUT_DIR=/tmp/out TABLE=orders CURSOR=updated_at PK=order_id PG=postgresql://… \
-//!     target/release/examples/bench_load full|full-partitioned|incremental|upsert|full-mysql
+//!     target/release/examples/bench_load full|full-partitioned|full-delta|incremental|upsert|upsert-delta|full-mysql
 //! ```
 //!
 //! - `full`: the whole `public.$TABLE` of `$PG` into a Parquet lake under `$OUT_DIR`.
@@ -15,9 +15,13 @@
 //! - `upsert`: rows past the watermark (kept in `$OUT_DIR/_etl/`) merged by `$PK` into
 //!   `$WH_SCHEMA.$TABLE` of the same Postgres; the first call loads everything.
 //! - `full-mysql`: the whole `$TABLE` of `$MYSQL_URL`'s database into the lake.
+//! - `full-delta`: the whole `public.$TABLE` into the Delta table `$OUT_DIR/delta/$TABLE`
+//!   (an overwrite commit).
+//! - `upsert-delta`: rows past the watermark merged by `$PK` into the Delta table
+//!   `$OUT_DIR/delta/$TABLE`; the first call loads everything.
 //!
 //! `PARALLELISM` (default 2) sets the connections of a whole-table read. `DETECT_DELETES=1`
-//! makes `upsert` also delete from the target the keys gone from the source
+//! makes `upsert` and `upsert-delta` also delete from the target the keys gone from the source
 //! (`TableSpec::detect_deletes`). `RECONCILE=col,col…` (or `RECONCILE=keys`) makes `upsert`
 //! reconcile the target with the source after the run, comparing those columns' content
 //! (or keys and counts only); `RECONCILE_POLICY=report|fail|repair` (default `report`).
@@ -29,7 +33,7 @@
 use std::sync::Arc;
 
 use etl::{
-    Deletes, LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSink,
+    Deletes, DeltaSink, LakeSink, LoadMode, Location, MySqlSource, ObjectStoreWatermarkStore, Pipeline, PostgresSink,
     PostgresSource, Reconcile, ReconcilePolicy, Sink, Source, TableSpec,
 };
 
@@ -57,8 +61,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Arc::new(MySqlSource::new(&env("MYSQL_URL")?)?.with_parallelism(parallelism)),
             table.clone(),
         ),
-        "upsert" => (LoadMode::Upsert, Arc::new(pg()?), format!("public.{table}")),
-        _ => return Err("usage: bench_load full|full-partitioned|incremental|upsert|full-mysql".into()),
+        "upsert" | "upsert-delta" => (LoadMode::Upsert, Arc::new(pg()?), format!("public.{table}")),
+        "full-delta" => (LoadMode::Full, Arc::new(pg()?), format!("public.{table}")),
+        _ => {
+            return Err(
+                "usage: bench_load full|full-partitioned|full-delta|incremental|upsert|upsert-delta|full-mysql".into(),
+            );
+        }
     };
     let out = Location::local(env("OUT_DIR")?)?;
     let mut spec = TableSpec::new(table.clone())
@@ -87,7 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let columns: Vec<&str> = columns.split(',').filter(|c| !c.is_empty() && *c != "keys").collect();
         spec = spec.reconcile(Reconcile::new(policy).content(columns));
     }
-    let sink: Arc<dyn Sink> = if mode == LoadMode::Upsert {
+    let sink: Arc<dyn Sink> = if cmd.ends_with("-delta") {
+        spec = spec.processed_at(false);
+        Arc::new(DeltaSink::new(out.child("delta")))
+    } else if mode == LoadMode::Upsert {
         // The same columns as the source: no etl_processed_at.
         spec = spec.processed_at(false);
         Arc::new(PostgresSink::new(&env("PG")?)?.with_schema(env("WH_SCHEMA")?))

@@ -9,6 +9,7 @@ PG_PORT=${PG_PORT:-55432}; MY_PORT=${MY_PORT:-33306}; S3_PORT=${S3_PORT:-9000}; 
 S3FS_PORT=${S3FS_PORT:-9004}; WITH_S3S_FS=${WITH_S3S_FS:-0}
 PGBIN=/usr/lib/postgresql/15/bin
 VENV=$SVC_DIR/venv
+DELTA_VENV=$SVC_DIR/delta-venv
 
 install() {
   local need=()
@@ -25,6 +26,14 @@ install() {
     "$VENV/bin/pip" install -q 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5' 'moto[server]==5.2.5' 'duckdb~=2.0.0'
   fi
   patch_fakesnow >/dev/null
+  # The Delta readers no one here wrote: the deltalake Python package (delta-rs's Python
+  # side), and DuckDB's delta extension, which PyPI carries only for DuckDB 1.5 (the
+  # extension server is out of reach here): a venv of their own.
+  if ! "$DELTA_VENV/bin/python" -c 'import deltalake, duckdb_extension_delta, duckdb_extension_httpfs' 2>/dev/null; then
+    python3 -m venv "$DELTA_VENV"
+    "$DELTA_VENV/bin/pip" install -q 'deltalake==1.6.6' 'pyarrow>=20' 'pandas' 'duckdb==1.5.5' \
+      'duckdb-extension-delta==1.5.5' 'duckdb-extension-httpfs==1.5.5'
+  fi
   if [ "$WITH_S3S_FS" = 1 ] && ! command -v s3s-fs >/dev/null; then
     cargo install s3s-fs --version 0.14.1 --features binary --locked   # >=0.15 needs rustc 1.96
   fi
@@ -134,6 +143,7 @@ export ETL_TEST_MYSQL="mysql://root@127.0.0.1:$MY_PORT/"
 export ETL_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" ETL_TEST_S3_BUCKET=etl-test AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret AWS_REGION=us-east-1
 export ETL_TEST_SNOWFLAKE_URL="http://127.0.0.1:$SF_PORT"
 export ETL_TEST_PYTHON="$VENV/bin/python"
+export ETL_TEST_DELTA_PYTHON="$DELTA_VENV/bin/python"
 export ETL_TEST_TLS_CA="$SVC_DIR/tls/ca.pem"
 EOV
 }

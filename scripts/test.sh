@@ -70,13 +70,33 @@ psql "$ETL_TEST_PG" -q -v ON_ERROR_STOP=1 -c "DROP SCHEMA IF EXISTS etl_cfg_demo
   INSERT INTO etl_cfg_demo.orders VALUES (1, 1, 'Widget', 2, 9.99, '2025-07-22', '2025-07-22 08:00'),
     (2, 2, 'Gadget', 1, 24.50, '2025-07-23', '2025-07-23 09:30');"
 ETL_PG="$ETL_TEST_PG" ETL_LAKE="$cfg/lake" "$etl_bin" run examples/config/glue_job.toml >"$cfg/1.json"
+ETL_PG="$ETL_TEST_PG" ETL_DELTA="$cfg/delta" "$etl_bin" run examples/config/delta_upsert.toml >"$cfg/d1.json"
 psql "$ETL_TEST_PG" -q -v ON_ERROR_STOP=1 -c "UPDATE etl_cfg_demo.customers SET name = 'Ada+', updated_at = '2025-07-24' WHERE customer_id = 1;
   INSERT INTO etl_cfg_demo.orders VALUES (3, 2, 'Gizmo', 3, 3.75, '2025-07-24', '2025-07-24 10:00');"
 ETL_PG="$ETL_TEST_PG" ETL_LAKE="$cfg/lake" "$etl_bin" run examples/config/glue_job.toml >"$cfg/2.json"
+ETL_PG="$ETL_TEST_PG" ETL_DELTA="$cfg/delta" "$etl_bin" run examples/config/delta_upsert.toml >"$cfg/d2.json"
 got=$(python3 -c 'import json,sys; print(*[json.load(open(f))["tables"][0]["written_count"] for f in sys.argv[1:]])' "$cfg/1.json" "$cfg/2.json")
 lake_rows=$("$ETL_TEST_PYTHON" -c "import duckdb,sys; print(*duckdb.sql(\"SELECT count(*), count(DISTINCT order_id), max(customer_name) FILTER (WHERE order_id = 1 AND changed_at > '2025-07-23') FROM read_parquet('\" + sys.argv[1] + \"/orders_enriched/**/*.parquet')\").fetchall()[0])" "$cfg/lake")
 [ "$got" = "2 2" ] && [ "$lake_rows" = "4 3 Ada+" ] && [ -d "$cfg/lake/_etl/catalog" ] || { echo "glue_job.toml: written $got, lake $lake_rows" >&2; exit 1; }
 echo "glue_job.toml OK: written $got, lake rows $lake_rows"
+# The same join merged into a Delta table: one row per order (order 1 with its renamed
+# customer), read by the deltalake package and by DuckDB's delta_scan; version 0 (the first
+# run) still holds the first day.
+delta=$("$ETL_TEST_DELTA_PYTHON" - "$cfg/delta/orders_current" <<'PY'
+import os, sys, duckdb, duckdb_extension_delta
+from deltalake import DeltaTable
+uri = sys.argv[1]
+now = sorted((r["order_id"], r["customer_name"]) for r in DeltaTable(uri).to_pyarrow_table().to_pylist())
+then = sorted((r["order_id"], r["customer_name"]) for r in DeltaTable(uri, version=0).to_pyarrow_table().to_pylist())
+ext = os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", "v" + duckdb.__version__, "delta.duckdb_extension")
+con = duckdb.connect(); con.sql(f"LOAD '{ext}'")
+duck = con.sql(f"SELECT count(*), count(DISTINCT order_id), max(customer_name) FILTER (WHERE order_id = 1) FROM delta_scan('{uri}')").fetchall()[0]
+print(now, then, duck, len(DeltaTable(uri).history()))
+PY
+)
+[ "$delta" = "[(1, 'Ada+'), (2, 'Alan'), (3, 'Alan')] [(1, 'Ada'), (2, 'Alan')] (3, 3, 'Ada+') 2" ] \
+  && [ -d "$cfg/delta/orders_current/customer_id=1" ] || { echo "delta_upsert.toml: $delta" >&2; exit 1; }
+echo "delta_upsert.toml OK: $delta"
 psql "$ETL_TEST_PG" -qc "DROP SCHEMA IF EXISTS etl_cfg_crm CASCADE" 2>/dev/null
 mkdir -p "$cfg/landing/customers"
 printf 'customer_id,email,updated_at\n1,a@x.org,2025-07-01 00:00:00\n2,b@x.org,2025-07-01 00:00:00\n3,c@x.org,2025-07-01 00:00:00\n' >"$cfg/landing/customers/day1.csv"

@@ -15,7 +15,7 @@
 //! url = "postgresql://etl@db/crm"
 //!
 //! [sink]
-//! kind = "lake"                # lake | postgres
+//! kind = "lake"                # lake | delta | postgres | redshift | snowflake
 //! location = "lake"            # a folder (relative to this file), file:///…, s3://bucket/prefix
 //!
 //! # [watermarks] defaults to `_etl/watermarks` in a lake, the target schema in Postgres.
@@ -86,7 +86,7 @@ pub struct PipelineConfig {
     /// Where the rows come from: `postgres` (`url`, `parallelism`), `mysql` (`url`,
     /// `parallelism`) or `files` (`location`).
     pub source: Endpoint,
-    /// Where they go: `lake` (`location`), `postgres` (`url`, `schema`), `redshift` (`url`,
+    /// Where they go: `lake` or `delta` (`location`), `postgres` (`url`, `schema`), `redshift` (`url`,
     /// `schema`, `staging`, `staging_url`, and `iam_role`, `access_key_id` with
     /// `secret_access_key`, or `postgres_stand_in`) or `snowflake` (`account`, `user`,
     /// `password` or `private_key`, `database`, `warehouse`, `role`, `schema`, `staging`, and
@@ -116,7 +116,7 @@ pub struct PipelineConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// `postgres`, `mysql` or `files` (a source); `lake`, `postgres`, `redshift` or
+    /// `postgres`, `mysql` or `files` (a source); `lake`, `delta`, `postgres`, `redshift` or
     /// `snowflake` (a sink); `object_store` (watermarks).
     pub kind: String,
     /// A database's connection string (`postgresql://…`, `mysql://…`).
@@ -919,6 +919,14 @@ impl PipelineConfig {
                 let store = Store::Objects(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
                 Ok((Arc::new(crate::LakeSink::new(location)), store))
             }
+            #[cfg(feature = "delta")]
+            "delta" => {
+                s.only("sink", &["location"])?;
+                let at = s.needs("sink", "location", &s.location)?;
+                let location = self.location("sink.location", at)?;
+                let store = Store::Objects(ObjectStoreWatermarkStore::new(location.child("_etl/watermarks")));
+                Ok((Arc::new(crate::DeltaSink::new(location)), store))
+            }
             #[cfg(feature = "postgres")]
             "postgres" => {
                 s.only("sink", &["url", "schema"])?;
@@ -1038,7 +1046,7 @@ impl PipelineConfig {
             other => Err(unknown_kind(
                 "sink",
                 other,
-                &["lake", "postgres", "redshift", "snowflake"],
+                &["lake", "delta", "postgres", "redshift", "snowflake"],
             )),
         }
     }

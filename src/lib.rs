@@ -82,6 +82,8 @@ pub mod job;
 
 /// What a pipeline program needs, in one `use etl::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "delta")]
+    pub use crate::DeltaSink;
     #[cfg(feature = "files")]
     pub use crate::FileSource;
     #[cfg(feature = "lake")]
@@ -112,6 +114,8 @@ pub use etl_connectors::files::FileSource;
 pub use etl_connectors::mysql::MySqlSource;
 #[cfg(feature = "postgres")]
 pub use etl_connectors::postgres::PostgresSource;
+#[cfg(feature = "delta")]
+pub use etl_sinks::delta::DeltaSink;
 #[cfg(feature = "lake")]
 pub use etl_sinks::lake::{LakeOptions, LakeSink};
 #[cfg(feature = "postgres")]

@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result};
 
@@ -215,6 +215,20 @@ impl Location {
             .map_err(|e| Error::store(&p, e))?;
         out.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(out)
+    }
+
+    /// Deletes every object under `rel` (those already gone are no error).
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when listing or a delete fails.
+    pub async fn delete_dir(&self, rel: &str) -> Result<()> {
+        for m in self.list(rel).await? {
+            match self.store.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store(&m.location, e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,8 @@
 //! Sinks of the etl workspace, each behind a cargo feature:
 //!
 //! - `lake`: [`lake::LakeSink`], Hive-partitioned Parquet on any object store.
+//! - `delta`: [`delta::DeltaSink`], Delta Lake tables (delta-rs) in every load mode, UPSERT as
+//!   a `MERGE`, one Delta commit per run carrying its checkpoint.
 //! - `postgres`: [`postgres::PostgresSink`], PostgreSQL tables in every load mode (binary
 //!   `COPY` into a staging table, then the mode's statements and the checkpoint in one
 //!   transaction).
@@ -19,6 +21,9 @@
 //!
 //! Every sink implements [`etl_core::Sink`]: stage, then commit together with a checkpoint,
 //! so a run that dies anywhere leaves the target as before or as after it.
+
+#[cfg(feature = "delta")]
+pub mod delta;
 
 #[cfg(feature = "lake")]
 pub mod lake;

@@ -610,6 +610,9 @@ async fn two_concurrent_runs_write_the_window_once() {
 
 mod crawl;
 
+#[cfg(feature = "delta")]
+mod delta;
+
 #[cfg(feature = "postgres")]
 mod postgres;
 

@@ -251,21 +251,6 @@ impl CommitLog {
             .collect())
     }
 
-    /// Deletes every object under a relative folder.
-    ///
-    /// # Errors
-    /// [`Error::ObjectStore`].
-    pub async fn delete_dir(&self, rel: &str) -> Result<()> {
-        for m in self.location.list(rel).await? {
-            match self.location.store().delete(&m.location).await {
-                Ok(()) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(Error::store(&m.location, e)),
-            }
-        }
-        Ok(())
-    }
-
     /// After committing `sequence`: deletes staged files of runs that began before it (they
     /// can no longer commit) and records older than the last 20.
     pub async fn tidy(&self, sequence: u64) {
@@ -283,7 +268,7 @@ impl CommitLog {
                 }
             }
             for dir in dead {
-                self.delete_dir(&format!("{staging_root}/{dir}")).await?;
+                self.location.delete_dir(&format!("{staging_root}/{dir}")).await?;
             }
             for s in self.sequences().await? {
                 if s + KEEP_RECORDS <= sequence {

@@ -3,14 +3,12 @@
 use std::collections::HashMap;
 
 use arrow::array::UInt32Array;
-use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use etl_core::lake::Column;
-use etl_core::lake::formats::{self, MergePolicy};
 use etl_core::lake::{self, AddedFile, CommitRecord};
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Partitioning, Result, StageSummary, Staged, StagedWrite, TableWriter,
@@ -23,6 +21,7 @@ use parquet::schema::types::ColumnPath;
 
 use super::LakeOptions;
 use super::commit::CommitLog;
+use super::conform::Conformer;
 
 struct OpenFile {
     writer: AsyncArrowWriter<BufWriter>,
@@ -36,12 +35,7 @@ struct OpenFile {
 pub(super) struct LakeWriter {
     log: CommitLog,
     base: Option<CommitRecord>,
-    /// The table's schema before this run, when known.
-    table_schema: Option<SchemaRef>,
-    /// The schema of the run's first batch: every batch of a run has it.
-    incoming: Option<SchemaRef>,
-    /// The table's schema after this run.
-    columns: Option<SchemaRef>,
+    conformer: Conformer,
     pipeline: String,
     table: String,
     mode: LoadMode,
@@ -51,7 +45,6 @@ pub(super) struct LakeWriter {
     staging: String,
     options: LakeOptions,
     props: WriterProperties,
-    schema: Option<SchemaRef>,
     open: HashMap<String, OpenFile>,
     done: Vec<AddedFile>,
     next_file: u64,
@@ -68,23 +61,12 @@ impl LakeWriter {
     ) -> Self {
         let base_seq = base.as_ref().map_or(0, |r| r.sequence);
         let table = req.spec.target.clone();
-        // Pages end by size alone (1 MiB), not by parquet's default of 20 000 rows: an int64
-        // column's 160 KiB pages compressed apart cost a third more than 1 MiB ones (5M orders:
-        // `price` 8.2 MB against 5.5, `product_name`'s dictionary indices 1.48 against 0.31).
-        let props = WriterProperties::builder()
-            .set_data_page_row_count_limit(usize::MAX)
-            .set_compression(options.compression)
-            .set_max_row_group_row_count(Some(options.row_group_rows.max(1)))
-            .set_max_row_group_bytes(Some(options.row_group_bytes.max(1)))
-            .set_created_by(format!("etl-rs {}", env!("CARGO_PKG_VERSION")))
-            .build();
+        let props = options.writer_properties();
         LakeWriter {
             staging: lake::staging_dir(&table, &format!("{base_seq:020}-{}", req.run_id)),
             log,
             base,
-            table_schema,
-            incoming: None,
-            columns: None,
+            conformer: Conformer::new(&table, "the lake table", req.mode, table_schema),
             pipeline: req.pipeline.to_string(),
             table,
             mode: req.mode,
@@ -93,7 +75,6 @@ impl LakeWriter {
             partitioning: req.spec.partitioning.clone(),
             options,
             props,
-            schema: None,
             open: HashMap::new(),
             done: Vec::new(),
             next_file: 0,
@@ -101,59 +82,8 @@ impl LakeWriter {
         }
     }
 
-    /// Checks a batch against the table: every batch of a run has the first one's schema; in
-    /// an appending mode a column the table holds must keep its type or widen it safely (as the
-    /// crawler allows), and one the table holds wider is written in the table's type, so the
-    /// table's files stay readable together.
     fn conform(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
-        match &self.incoming {
-            None => {
-                let incoming = batch.schema();
-                let written = match &self.table_schema {
-                    Some(table) if !self.mode.replaces_target() => {
-                        let merged = formats::merge_schemas(
-                            &self.table,
-                            table,
-                            "the lake table",
-                            &incoming,
-                            "this run's rows",
-                            MergePolicy::Strict,
-                        )?;
-                        let fields: Vec<Field> = incoming
-                            .fields()
-                            .iter()
-                            .map(|f| match merged.field_with_name(f.name()) {
-                                Ok(m) => f.as_ref().clone().with_data_type(m.data_type().clone()),
-                                Err(_) => f.as_ref().clone(),
-                            })
-                            .collect();
-                        self.columns = Some(merged);
-                        Arc::new(Schema::new_with_metadata(fields, incoming.metadata().clone()))
-                    }
-                    _ => {
-                        self.columns = Some(incoming.clone());
-                        incoming.clone()
-                    }
-                };
-                self.incoming = Some(incoming);
-                self.schema = Some(written);
-            }
-            Some(s) if s.fields() != batch.schema().fields() => {
-                return Err(Error::ColumnTypeConflict {
-                    table: self.table.clone(),
-                    column: "*".into(),
-                    expected: format!("the schema of the run's first batch: {s}"),
-                    found: batch.schema().to_string(),
-                });
-            }
-            Some(_) => {}
-        }
-        let schema = self.schema.as_ref().expect("set above");
-        if schema.fields() == batch.schema().fields() {
-            Ok(batch)
-        } else {
-            formats::conform(&self.table, &batch, schema)
-        }
+        self.conformer.conform(batch)
     }
 
     /// Splits a batch into its partitions.
@@ -289,7 +219,7 @@ fn parquet_err(table: &str, path: &str, e: parquet::errors::ParquetError) -> Err
 impl TableWriter for LakeWriter {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         let batch = self.conform(batch)?;
-        let schema = self.schema.clone().expect("set by conform");
+        let schema = self.conformer.written().expect("set by conform");
         for (partition, part) in self.split(batch)? {
             self.tick += 1;
             if !self.open.contains_key(&partition) {
@@ -337,7 +267,7 @@ impl LakeWriter {
     /// Abandons open uploads and removes whatever reached the store.
     async fn discard(mut self: Box<Self>) -> Result<()> {
         self.open.clear();
-        self.log.delete_dir(&self.staging).await
+        self.log.location().delete_dir(&self.staging).await
     }
 }
 
@@ -365,14 +295,14 @@ impl StagedWrite for LakeWriter {
             add: std::mem::take(&mut self.done),
             remove,
             table_rows: if replace { added } else { before + added },
-            columns: match (&self.columns, replace) {
+            columns: match (self.conformer.columns(), replace) {
                 (Some(s), _) => Some(s.fields().iter().map(|f| Column::of(f)).collect()),
                 (None, false) => self.base.as_ref().and_then(|r| r.columns.clone()),
                 (None, true) => None,
             },
         };
         if let Err(e) = self.log.create(&self.pipeline, &rec).await {
-            let _ = self.log.delete_dir(&self.staging).await;
+            let _ = self.log.location().delete_dir(&self.staging).await;
             return Err(e);
         }
         self.log.apply(&rec).await?;
