@@ -46,7 +46,7 @@ for i in $(seq 1 "$REPS"); do
   rm -rf "$ROOT/lake"; timed "full-lake(rep $i)" "$ROOT/lake" "$BIN" full
   rm -rf "$ROOT/dfull"; timed "full-delta(rep $i)" "$ROOT/dfull" "$BIN" full-delta
 done
-rm -rf "$ROOT/merge" "$ROOT/pymerge"; q "DROP SCHEMA IF EXISTS $WH_SCHEMA CASCADE"
+rm -rf "$ROOT/merge" "$ROOT/pymerge" "$ROOT/pg"; q "DROP SCHEMA IF EXISTS $WH_SCHEMA CASCADE"
 timed "initial-upsert-delta" "$ROOT/merge" "$BIN" upsert-delta
 cp -r "$ROOT/merge/delta/orders" "$ROOT/pymerge"
 timed "initial-upsert-pg" "$ROOT/pg" "$BIN" upsert

@@ -95,7 +95,8 @@ print(now, then, duck, len(DeltaTable(uri).history()))
 PY
 )
 [ "$delta" = "[(1, 'Ada+'), (2, 'Alan'), (3, 'Alan')] [(1, 'Ada'), (2, 'Alan')] (3, 3, 'Ada+') 2" ] \
-  && [ -d "$cfg/delta/orders_current/customer_id=1" ] || { echo "delta_upsert.toml: $delta" >&2; exit 1; }
+  && [ -d "$cfg/delta/orders_current/customer_id=1" ] \
+  && grep -q '"format": *"Delta"' "$cfg"/delta/_etl/catalog/orders_current/*.json || { echo "delta_upsert.toml: $delta" >&2; exit 1; }
 echo "delta_upsert.toml OK: $delta"
 psql "$ETL_TEST_PG" -qc "DROP SCHEMA IF EXISTS etl_cfg_crm CASCADE" 2>/dev/null
 mkdir -p "$cfg/landing/customers"

@@ -263,7 +263,10 @@ impl GlueCatalog {
                 }
                 Err(e) => return Err(aws_err("glue", &format!("table `{name}`"), e)),
             }
-            done.partitions_created += self.add_partitions(t, &name, root).await?;
+            // A Delta table's partitions are its log's, read by the engine.
+            if t.format != TableFormat::Delta {
+                done.partitions_created += self.add_partitions(t, &name, root).await?;
+            }
         }
         Ok(done)
     }
@@ -368,7 +371,7 @@ fn columns(cols: &[(String, String)]) -> Result<Vec<Column>> {
 /// The storage descriptor of a table's format at `location`.
 fn storage(t: &CrawledTable, location: &str, cols: Vec<Column>) -> Result<StorageDescriptor> {
     let (input, output, serde, params): (&str, &str, &str, BTreeMap<&str, &str>) = match t.format {
-        TableFormat::Parquet => (
+        TableFormat::Parquet | TableFormat::Delta => (
             "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
             "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
             "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
@@ -406,6 +409,16 @@ fn table_input(t: &CrawledTable, name: &str, root: &str) -> Result<TableInput> {
         TableFormat::Parquet => "parquet",
         TableFormat::Csv => "csv",
         TableFormat::JsonLines => "json",
+        TableFormat::Delta => "delta",
+    };
+    // A Delta table: Athena and Spark read it through its log (`table_type = DELTA`), so
+    // the partition columns are columns and no partition is registered.
+    let (cols, keys) = if t.format == TableFormat::Delta {
+        let mut all = cols;
+        all.extend(keys);
+        (all, Vec::new())
+    } else {
+        (cols, keys)
     };
     let mut input = TableInput::builder()
         .name(name)
@@ -415,6 +428,11 @@ fn table_input(t: &CrawledTable, name: &str, root: &str) -> Result<TableInput> {
         .set_partition_keys(Some(columns(&keys)?));
     if t.format == TableFormat::Csv {
         input = input.parameters("skip.header.line.count", "1");
+    }
+    if t.format == TableFormat::Delta {
+        input = input
+            .parameters("table_type", "DELTA")
+            .parameters("spark.sql.sources.provider", "delta");
     }
     input
         .build()

@@ -763,7 +763,7 @@ impl PipelineConfig {
             .as_ref()
             .is_some_and(|a| a.crawl || a.glue_database.is_some())
         {
-            builder = builder.crawl_after_run(self.lake().await?);
+            builder = builder.crawl_after_run_with(self.crawler().await?);
         }
         for t in &self.tables {
             builder = builder.table(t.spec()?);
@@ -771,14 +771,26 @@ impl PipelineConfig {
         Ok(builder)
     }
 
-    /// The lake a `lake` sink writes (what `after_run` crawls).
+    /// The crawler of the lake a `lake` or `delta` sink writes (what `after_run` crawls),
+    /// reading Delta tables through their log.
+    ///
+    /// # Errors
+    /// As [`PipelineConfig::lake`].
+    pub async fn crawler(&self) -> Result<etl_core::catalog::Crawler> {
+        let crawler = etl_core::catalog::Crawler::new(self.lake().await?);
+        #[cfg(feature = "delta")]
+        let crawler = crawler.with_table_log(Arc::new(etl_sinks::delta::DeltaLog));
+        Ok(crawler)
+    }
+
+    /// The lake a `lake` or `delta` sink writes (what `after_run` crawls).
     ///
     /// # Errors
     /// [`Error::Config`] for another sink.
     pub async fn lake(&self) -> Result<Location> {
-        if self.sink.kind != "lake" {
+        if self.sink.kind != "lake" && self.sink.kind != "delta" {
             return Err(Error::config(format!(
-                "{}: crawling and the Glue Data Catalog need a lake sink; this sink is `{}`",
+                "{}: crawling and the Glue Data Catalog need a lake or delta sink; this sink is `{}`",
                 self.file.display(),
                 self.sink.kind
             )));

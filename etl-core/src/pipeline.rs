@@ -59,7 +59,7 @@ pub struct PipelineBuilder {
     tables: Vec<TableSpec>,
     batch_size: usize,
     concurrency: usize,
-    crawl_after: Option<Location>,
+    crawl_after: Option<crate::catalog::Crawler>,
     progress: Option<ProgressHook>,
 }
 
@@ -159,8 +159,14 @@ impl PipelineBuilder {
     /// After a run that committed any table, crawls the lake at `lake` into its catalog
     /// (`_etl/catalog/`), as a Glue crawler after a job: only new files are read. A failed
     /// crawl is logged and reported, never a failed run (the data is committed).
-    pub fn crawl_after_run(mut self, lake: Location) -> Self {
-        self.crawl_after = Some(lake);
+    pub fn crawl_after_run(self, lake: Location) -> Self {
+        self.crawl_after_run_with(crate::catalog::Crawler::new(lake))
+    }
+
+    /// As [`PipelineBuilder::crawl_after_run`], with a crawler of your own (CSV options, a
+    /// [`crate::catalog::TableLog`] for Delta tables); the catalog is in its location.
+    pub fn crawl_after_run_with(mut self, crawler: crate::catalog::Crawler) -> Self {
+        self.crawl_after = Some(crawler);
         self
     }
 
@@ -342,7 +348,7 @@ pub struct Pipeline {
     tables: Vec<TableSpec>,
     batch_size: usize,
     concurrency: usize,
-    crawl_after: Option<Location>,
+    crawl_after: Option<crate::catalog::Crawler>,
     progress: Option<ProgressHook>,
 }
 
@@ -718,27 +724,25 @@ impl Pipeline {
             .await;
         let committed = tables.iter().any(|t| t.status == TableStatus::Committed);
         let crawl = match &self.crawl_after {
-            Some(lake) if committed => {
-                let catalog = crate::catalog::Catalog::new(lake.clone());
-                Some(
-                    match crate::catalog::Crawler::new(lake.clone()).crawl_into(&catalog).await {
-                        Ok(c) => CrawlOutcome {
-                            tables: c.tables.len(),
-                            footers_read: c.footers_read,
-                            samples_read: c.samples_read,
-                            error: None,
-                        },
-                        Err(e) => {
-                            tracing::warn!(parent: &span, error = %e, "the crawl after the run failed");
-                            CrawlOutcome {
-                                tables: 0,
-                                footers_read: 0,
-                                samples_read: 0,
-                                error: Some(e.to_string()),
-                            }
-                        }
+            Some(crawler) if committed => {
+                let catalog = crate::catalog::Catalog::new(crawler.location().clone());
+                Some(match crawler.crawl_into(&catalog).await {
+                    Ok(c) => CrawlOutcome {
+                        tables: c.tables.len(),
+                        footers_read: c.footers_read,
+                        samples_read: c.samples_read,
+                        error: None,
                     },
-                )
+                    Err(e) => {
+                        tracing::warn!(parent: &span, error = %e, "the crawl after the run failed");
+                        CrawlOutcome {
+                            tables: 0,
+                            footers_read: 0,
+                            samples_read: 0,
+                            error: Some(e.to_string()),
+                        }
+                    }
+                })
             }
             _ => None,
         };

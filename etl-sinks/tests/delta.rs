@@ -593,3 +593,83 @@ async fn a_run_without_rows_keeps_the_checkpoint() {
     let uri = dir.path().join("warehouse/events").display().to_string();
     assert_eq!(read_back(&uri, &["id"], None), r#"[["1"],["2"],["3"]]"#);
 }
+
+/// The crawler reads a Delta table through its log: the current version's files, rows,
+/// partitions and schema (a schema version per change), not the files earlier versions left
+/// in the folder; its DDL is Athena's Delta table. Without the Delta reader the table is an
+/// error naming it.
+#[tokio::test]
+async fn the_crawler_reads_delta_tables_from_their_log() {
+    use etl_core::catalog::{Catalog, Crawler, PartitionValue, TableFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Location::local(dir.path()).unwrap();
+    let sink = DeltaSink::new(lake.clone());
+    let wm = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("_wm")).unwrap());
+    let run = |b: RecordBatch| {
+        let source = Arc::new(MemorySource::new());
+        source.append("events", b).unwrap();
+        let p = Pipeline::builder("delta_crawl")
+            .source_arc(source)
+            .sink(sink.clone())
+            .watermarks(wm.clone())
+            .table(
+                TableSpec::new("events")
+                    .mode(LoadMode::Full)
+                    .processed_at(false)
+                    .partition_by(Partitioning::columns([PartitionKey::column("name")])),
+            )
+            .build()
+            .unwrap();
+        async move { p.run().await.unwrap().into_result().unwrap() }
+    };
+    run(batch(&[(1, "a", 1), (2, "a", 2), (3, "b", 3)])).await;
+    run(batch(&[(1, "a", 1), (4, "c", 4)])).await; // the first version's files stay in the folder
+    let crawler = Crawler::new(lake.clone()).with_table_log(Arc::new(etl_sinks::delta::DeltaLog));
+    let catalog = Catalog::new(lake.clone());
+    let crawl = crawler.crawl_into(&catalog).await.unwrap();
+    let t = &crawl.tables[0];
+    assert_eq!((t.name.as_str(), t.format), ("events", TableFormat::Delta));
+    let crawled = t.crawled().unwrap();
+    assert_eq!(crawled.rows(), Some(2), "the current version's rows only");
+    let values: Vec<_> = crawled.partitions.iter().map(|p| p.values.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            vec![PartitionValue::Text("a".into())],
+            vec![PartitionValue::Text("c".into())]
+        ]
+    );
+    let columns: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        columns,
+        ["id", "updated_at"],
+        "data columns; `name` is the partition key"
+    );
+    assert_eq!(crawl.footers_read, 0, "the log, not the files, says what they hold");
+    assert_eq!(
+        crawled.athena_ddl("s3://bucket/lake").unwrap(),
+        [
+            "CREATE EXTERNAL TABLE IF NOT EXISTS `events`\nLOCATION 's3://bucket/lake/events/'\nTBLPROPERTIES ('table_type' = 'DELTA');"
+        ]
+    );
+
+    // A new column: a second schema version.
+    let email: ArrayRef = Arc::new(StringArray::from(vec!["x@y"]));
+    let b = batch(&[(5, "c", 5)]);
+    let schema = b.schema();
+    let mut cols: Vec<(&str, ArrayRef)> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .zip(b.columns().iter().cloned())
+        .collect();
+    cols.push(("email", email));
+    run(RecordBatch::try_from_iter(cols).unwrap()).await;
+    let crawl = crawler.crawl_into(&catalog).await.unwrap();
+    let t = &crawl.tables[0];
+    assert_eq!(t.versions.len(), 2, "{:?}", t.versions);
+    assert_eq!(t.crawled().unwrap().rows(), Some(1));
+
+    let err = Crawler::new(lake).crawl().await.unwrap_err().to_string();
+    assert!(err.contains("`events` is a Delta table"), "{err}");
+}

@@ -243,9 +243,9 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
         }
         Command::Crawl { config } => {
             let config = PipelineConfig::load(&config)?;
-            let lake = config.lake().await?;
-            let summary = etl::catalog::Crawler::new(lake.clone())
-                .crawl_into(&etl::catalog::Catalog::new(lake))
+            let crawler = config.crawler().await?;
+            let summary = crawler
+                .crawl_into(&etl::catalog::Catalog::new(crawler.location().clone()))
                 .await?;
             let glue = config.register_in_glue().await?;
             let names: Vec<&str> = summary.tables.iter().map(|t| t.name.as_str()).collect();

@@ -1,11 +1,14 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use chrono::NaiveDate;
 use object_store::ObjectMeta;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
-use super::model::{CatalogTable, CrawlSummary, CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat};
+use super::model::{
+    CatalogTable, CrawlSummary, CrawledPartition, CrawledTable, PartitionValue, Scanned, TableFormat, TableLog,
+};
 use super::store::Catalog;
 use crate::error::{Error, Result};
 use crate::lake::formats::{self, MergePolicy};
@@ -20,6 +23,7 @@ use crate::spec::{BadRows, CsvOptions};
 pub struct Crawler {
     location: Location,
     csv: CsvOptions,
+    log: Option<Arc<dyn TableLog>>,
 }
 
 /// A data file, split into its table folder and partition segments.
@@ -28,6 +32,8 @@ struct DataFile {
     partition: Vec<(String, String)>,
     format: TableFormat,
     meta: ObjectMeta,
+    /// For a file a table's log names: the table's schema and the file's rows.
+    logged: Option<(SchemaRef, Option<u64>)>,
 }
 
 impl DataFile {
@@ -37,6 +43,7 @@ impl DataFile {
             partition: self.partition.clone(),
             format: self.format,
             meta: self.meta.clone(),
+            logged: self.logged.clone(),
         }
     }
 }
@@ -47,7 +54,20 @@ impl Crawler {
         Crawler {
             location,
             csv: CsvOptions::default(),
+            log: None,
         }
+    }
+
+    /// The crawled location.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Reads the tables whose folder holds `log`'s marker (`_delta_log`) through it. Without
+    /// one, such a table is an error naming it: its folder's files are not its rows.
+    pub fn with_table_log(mut self, log: Arc<dyn TableLog>) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// How CSV files are read (default: header, `,`, `"`, no decimal inference).
@@ -80,15 +100,47 @@ impl Crawler {
             partition,
             format,
             meta,
+            logged: None,
         })
     }
 
-    /// Lists the prefix once and groups its data files by table.
+    /// Lists the prefix once and groups its data files by table; a table with a log has the
+    /// files its log names.
     async fn listing(&self) -> Result<BTreeMap<String, Vec<DataFile>>> {
+        const DELTA_LOG: &str = "_delta_log";
+        let marker = self.log.as_ref().map_or(DELTA_LOG, |l| l.marker());
         let mut by_table: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
+        let mut logged = BTreeSet::new();
         for meta in self.location.list("").await? {
+            let rel = self.location.relative(&meta.location);
+            let parts: Vec<&str> = rel.split('/').collect();
+            if let Some(i) = parts.iter().position(|p| *p == marker)
+                && i > 0
+            {
+                logged.insert(parts[..i].join("/"));
+                continue;
+            }
             if let Some(f) = self.classify(meta) {
                 by_table.entry(f.table.clone()).or_default().push(f);
+            }
+        }
+        for table in logged {
+            by_table.remove(&table);
+            let log = self.log.as_ref().ok_or_else(|| {
+                Error::config(format!(
+                    "table `{table}` is a Delta table (it has a `{DELTA_LOG}` folder): its folder's files are not \
+                     its rows; crawl it with a Delta reader (Crawler::with_table_log(etl_sinks::delta::DeltaLog), \
+                     feature `delta`)"
+                ))
+            })?;
+            let current = log.current(&self.location, &table).await?;
+            for (meta, rows) in current.files {
+                if let Some(mut f) = self.classify(meta) {
+                    f.table = table.clone();
+                    f.format = log.format();
+                    f.logged = Some((current.schema.clone(), rows));
+                    by_table.entry(table.clone()).or_default().push(f);
+                }
             }
         }
         Ok(by_table)
@@ -177,7 +229,7 @@ impl Crawler {
             .map(|s| (s, format!("the catalog's schema of `{name}`")));
         let (mut footers_read, mut samples_read) = (0, 0);
         let policy = match first.format {
-            TableFormat::Parquet => MergePolicy::Strict,
+            TableFormat::Parquet | TableFormat::Delta => MergePolicy::Strict,
             TableFormat::Csv | TableFormat::JsonLines => MergePolicy::Inferred,
         };
         let mut file_rows = BTreeMap::new();
@@ -192,8 +244,9 @@ impl Crawler {
                 file_rows.insert(rel, (mark, known.rows));
                 continue;
             }
-            let (file_schema, rows) = match f.format {
-                TableFormat::Parquet => {
+            let (file_schema, rows) = match (&f.logged, f.format) {
+                (Some((schema, rows)), _) => (schema.clone(), *rows),
+                (None, TableFormat::Parquet | TableFormat::Delta) => {
                     let reader = ObjectReader::new(self.location.store().clone(), f.meta.clone());
                     let builder = ParquetRecordBatchStreamBuilder::new(reader)
                         .await
@@ -202,12 +255,12 @@ impl Crawler {
                     let rows = builder.metadata().file_metadata().num_rows() as u64;
                     (builder.schema().clone(), Some(rows))
                 }
-                TableFormat::Csv => {
+                (None, TableFormat::Csv) => {
                     samples_read += 1;
                     let s = formats::infer_csv(&self.location, &f.meta, &rel, &self.csv, formats::SAMPLE_ROWS).await?;
                     (std::sync::Arc::new(s), None)
                 }
-                TableFormat::JsonLines => {
+                (None, TableFormat::JsonLines) => {
                     samples_read += 1;
                     let s =
                         formats::infer_json(&self.location, &f.meta, &rel, formats::SAMPLE_ROWS, BadRows::Fail).await?;

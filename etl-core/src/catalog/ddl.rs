@@ -42,7 +42,8 @@ impl CrawledTable {
 
     /// Athena / Hive DDL for the table under `root_url` (the crawled prefix as `s3://…`):
     /// `CREATE EXTERNAL TABLE` and one `ALTER TABLE … ADD IF NOT EXISTS PARTITION` per
-    /// partition, each statement ending with `;`.
+    /// partition, each statement ending with `;`. A Delta table is one statement, its
+    /// location with `'table_type' = 'DELTA'` (Athena reads the rest from the log).
     ///
     /// # Errors
     /// [`Error::ColumnTypeConflict`] for a column type Hive has no name for.
@@ -50,6 +51,13 @@ impl CrawledTable {
         let q = |s: &str| format!("`{}`", s.replace('`', "``"));
         let name = q(&self.name.replace('/', "_"));
         let root = root_url.trim_end_matches('/');
+        if self.format == TableFormat::Delta {
+            // Athena reads a Delta table's schema and partitions from its log.
+            return Ok(vec![format!(
+                "CREATE EXTERNAL TABLE IF NOT EXISTS {name}\nLOCATION '{root}/{}/'\nTBLPROPERTIES ('table_type' = 'DELTA');",
+                self.name
+            )]);
+        }
         let (columns, keys) = self.hive_columns()?;
         let cols: Vec<String> = columns.iter().map(|(c, t)| format!("  {} {t}", q(c))).collect();
         let mut ddl = format!("CREATE EXTERNAL TABLE IF NOT EXISTS {name} (\n{}\n)", cols.join(",\n"));
@@ -58,7 +66,7 @@ impl CrawledTable {
             ddl.push_str(&format!("\nPARTITIONED BY ({})", parts.join(", ")));
         }
         let stored = match self.format {
-            TableFormat::Parquet => "STORED AS PARQUET".to_string(),
+            TableFormat::Parquet | TableFormat::Delta => "STORED AS PARQUET".to_string(),
             TableFormat::Csv => "ROW FORMAT DELIMITED FIELDS TERMINATED BY ','\nSTORED AS TEXTFILE".to_string(),
             TableFormat::JsonLines => "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'".to_string(),
         };

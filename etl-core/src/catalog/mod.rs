@@ -7,7 +7,9 @@
 //! schemas are inferred from a bounded sample of each file (its first 1 000 rows, see
 //! [`crate::lake::formats`]) and merged across files with [`crate::lake::formats::MergePolicy::Inferred`] (a column seen
 //! as integers in one file and as decimals in another is a decimal); their row counts are
-//! unknown without reading them whole.
+//! unknown without reading them whole. A table whose folder holds a log (Delta Lake's
+//! `_delta_log`) is read through a [`TableLog`] ([`Crawler::with_table_log`]): its current
+//! files and schema come from the log, and files the log no longer names are not the table's.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -48,6 +50,7 @@ pub use crawler::Crawler;
 pub use ddl::HiveColumns;
 
 pub use model::{
-    CatalogFile, CatalogTable, CrawlSummary, CrawledPartition, CrawledTable, PartitionValue, SchemaVersion, TableFormat,
+    CatalogFile, CatalogTable, CrawlSummary, CrawledPartition, CrawledTable, LoggedTable, PartitionValue,
+    SchemaVersion, TableFormat, TableLog,
 };
 pub use store::Catalog;

@@ -20,6 +20,9 @@ pub enum TableFormat {
     Csv,
     /// JSON lines.
     JsonLines,
+    /// Delta Lake: Parquet files, the current ones named by the table's `_delta_log`
+    /// (read through a [`super::TableLog`]).
+    Delta,
 }
 
 impl TableFormat {
@@ -36,6 +39,34 @@ impl TableFormat {
             _ => return None,
         })
     }
+}
+
+/// A table whose log names its current files (Delta Lake), as a [`super::TableLog`] reads
+/// it.
+#[derive(Clone, Debug)]
+pub struct LoggedTable {
+    /// The table's columns, partition columns included.
+    pub schema: SchemaRef,
+    /// Its current data files (their paths in the crawled location's store), with their rows.
+    pub files: Vec<(object_store::ObjectMeta, Option<u64>)>,
+}
+
+/// A table format whose log, not a listing, says which files hold a table (Delta Lake): the
+/// crawler asks it for a table's current files and schema instead of reading every file in
+/// the folder (a replaced or merged table's old files stay there until they are vacuumed).
+#[async_trait::async_trait]
+pub trait TableLog: Send + Sync + fmt::Debug {
+    /// The folder, in a table's folder, that marks a table of this format (`_delta_log`).
+    fn marker(&self) -> &str;
+
+    /// The format.
+    fn format(&self) -> TableFormat;
+
+    /// The current files and schema of the table in folder `table` of `location`.
+    ///
+    /// # Errors
+    /// A log that cannot be read.
+    async fn current(&self, location: &crate::location::Location, table: &str) -> crate::error::Result<LoggedTable>;
 }
 
 /// A typed partition value.

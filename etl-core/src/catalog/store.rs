@@ -368,7 +368,7 @@ impl Catalog {
                         bad_rows: crate::spec::BadRows::Fail,
                     };
                     let text = match format {
-                        TableFormat::Parquet => None,
+                        TableFormat::Parquet | TableFormat::Delta => None,
                         TableFormat::Csv => Some(formats::read_csv(lake.clone(), meta.clone(), csv, read(&table))),
                         TableFormat::JsonLines => Some(formats::read_json(lake.clone(), meta.clone(), read(&table))),
                     };

@@ -407,3 +407,54 @@ impl Sink for DeltaSink {
         })?))
     }
 }
+
+/// The Delta log as the crawler reads it ([`etl_core::catalog::TableLog`]): a table's current
+/// files and schema from its log, so files a replaced or merged table left behind (until
+/// `VACUUM`) are not crawled as its rows.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use etl_core::catalog::Crawler;
+/// let lake = etl_core::Location::memory();
+/// let crawler = Crawler::new(lake).with_table_log(Arc::new(etl_sinks::delta::DeltaLog));
+/// assert!(crawler.crawl().await.unwrap().is_empty());
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeltaLog;
+
+#[async_trait]
+impl etl_core::catalog::TableLog for DeltaLog {
+    fn marker(&self) -> &str {
+        "_delta_log"
+    }
+
+    fn format(&self) -> etl_core::catalog::TableFormat {
+        etl_core::catalog::TableFormat::Delta
+    }
+
+    async fn current(&self, location: &Location, table: &str) -> Result<etl_core::catalog::LoggedTable> {
+        let t = DeltaSink::new(location.clone())
+            .open(table)
+            .await?
+            .ok_or_else(|| meta_err(table, "the `_delta_log` folder holds no Delta table".into()))?;
+        let snapshot = t.snapshot().map_err(|e| delta_err(table, e))?;
+        let schema = snapshot.snapshot().arrow_schema();
+        let root = location.path(table);
+        let mut files = Vec::new();
+        let mut views = snapshot.snapshot().file_views(t.log_store().as_ref(), None);
+        while let Some(f) = views.try_next().await.map_err(|e| delta_err(table, e))? {
+            let path = object_store::path::Path::from_iter(root.parts().chain(f.object_store_path().parts()));
+            let meta = object_store::ObjectMeta {
+                location: path,
+                last_modified: f.modification_datetime().map_err(|e| delta_err(table, e))?,
+                size: f.size().max(0) as u64,
+                e_tag: None,
+                version: None,
+            };
+            files.push((meta, f.num_records().map(|n| n as u64)));
+        }
+        Ok(etl_core::catalog::LoggedTable { schema, files })
+    }
+}

@@ -25,7 +25,6 @@ use etl_core::{
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use parquet::file::properties::WriterProperties;
 
 use super::{APP_ID, CHECKPOINT_KEY, TXN_KEY, delta_err, is_conflict};
 use crate::lake::LakeOptions;
@@ -64,8 +63,7 @@ struct Run {
     base_partitions: Option<Vec<String>>,
     partitions: Vec<String>,
     staging: Location,
-    props: WriterProperties,
-    target_file_size: usize,
+    options: LakeOptions,
 }
 
 pub(super) struct DeltaTableWriter {
@@ -108,8 +106,7 @@ impl DeltaTableWriter {
                 base_partitions,
                 partitions: s.partitions,
                 staging: s.staging,
-                props: s.options.writer_properties(),
-                target_file_size: s.options.target_file_size,
+                options: s.options,
                 table,
             },
             delta_types: None,
@@ -163,11 +160,12 @@ impl DeltaTableWriter {
 /// The writer's settings: the lake's Parquet properties, statistics of the first 32 columns
 /// (Delta's default).
 fn file_config(run: &Run, schema: SchemaRef, partitions: Vec<String>) -> WriterConfig {
+    let props = run.options.writer_properties(&schema);
     WriterConfig::new(
         schema,
         partitions,
-        Some(run.props.clone()),
-        NonZeroU64::new(run.target_file_size as u64),
+        Some(props),
+        NonZeroU64::new(run.options.target_file_size as u64),
         None,
         DataSkippingNumIndexedCols::NumColumns(32),
         None,
@@ -501,7 +499,11 @@ impl DeltaStaged {
             .with_source_alias("source")
             .with_target_alias("target")
             .with_merge_schema(true)
-            .with_writer_properties(self.run.props.clone())
+            .with_writer_properties(
+                self.run
+                    .options
+                    .writer_properties(self.schema.as_ref().expect("rows were staged")),
+            )
             .with_commit_properties(props);
         let err = |e: DeltaTableError| self.lost(e);
         if let Some(d) = &deleted {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use arrow::array::UInt32Array;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,8 +16,6 @@ use etl_core::{
 };
 use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 
 use super::LakeOptions;
 use super::commit::CommitLog;
@@ -44,7 +42,6 @@ pub(super) struct LakeWriter {
     partitioning: Partitioning,
     staging: String,
     options: LakeOptions,
-    props: WriterProperties,
     open: HashMap<String, OpenFile>,
     done: Vec<AddedFile>,
     next_file: u64,
@@ -61,7 +58,6 @@ impl LakeWriter {
     ) -> Self {
         let base_seq = base.as_ref().map_or(0, |r| r.sequence);
         let table = req.spec.target.clone();
-        let props = options.writer_properties();
         LakeWriter {
             staging: lake::staging_dir(&table, &format!("{base_seq:020}-{}", req.run_id)),
             log,
@@ -74,7 +70,6 @@ impl LakeWriter {
             started_at: req.started_at,
             partitioning: req.spec.partitioning.clone(),
             options,
-            props,
             open: HashMap::new(),
             done: Vec::new(),
             next_file: 0,
@@ -139,19 +134,9 @@ impl LakeWriter {
         // (the default, eight parts of 10 MiB in flight, let a fast encoder queue 80 MiB).
         let sink = BufWriter::with_capacity(location.store().clone(), location.path(&staged), UPLOAD_PART)
             .with_max_concurrency(2);
-        // Dictionaries pay off for repeated text; numbers and times compress as well without
-        // them and cost far less to encode.
-        let mut props = self.props.clone().into_builder();
-        for f in schema.fields() {
-            if !matches!(
-                f.data_type(),
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Binary
-            ) {
-                props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
-            }
-        }
-        let writer = AsyncArrowWriter::try_new(sink, schema, Some(props.build()))
-            .map_err(|e| parquet_err(&self.table, &staged, e))?;
+        let props = self.options.writer_properties(&schema);
+        let writer =
+            AsyncArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| parquet_err(&self.table, &staged, e))?;
         self.open.insert(
             partition.to_string(),
             OpenFile {
