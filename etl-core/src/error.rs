@@ -283,6 +283,19 @@ impl From<std::io::Error> for Error {
 }
 
 impl Error {
+    /// A sink's refusal of `nulls` rows whose primary key `key` holds a NULL (UPSERT merges
+    /// by key; such a row has none), nothing written.
+    pub fn null_key(connector: &'static str, table: &str, nulls: u64, key: &[String]) -> Self {
+        Error::Connector {
+            connector,
+            message: format!(
+                "table `{table}`: {nulls} rows have a NULL in the primary key ({}); nothing was written",
+                key.join(", ")
+            ),
+            retryable: false,
+        }
+    }
+
     /// A configuration error with the given message.
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config {

@@ -673,3 +673,45 @@ async fn the_crawler_reads_delta_tables_from_their_log() {
     let err = Crawler::new(lake).crawl().await.unwrap_err().to_string();
     assert!(err.contains("`events` is a Delta table"), "{err}");
 }
+
+/// UPSERT refuses rows with a NULL key, naming how many, with the table and the watermark as
+/// they were (such a row would match no key and be inserted again on every run).
+#[tokio::test]
+async fn a_null_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = DeltaSink::new(Location::local(dir.path()).unwrap());
+    let wm = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("_wm")).unwrap());
+    let run = |ids: Vec<Option<i64>>| {
+        let n = ids.len() as i64;
+        let b = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("seq", Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef),
+        ])
+        .unwrap();
+        let source = Arc::new(MemorySource::new());
+        source.append("keyed", b).unwrap();
+        let p = Pipeline::builder("delta_nulls")
+            .source_arc(source)
+            .sink(sink.clone())
+            .watermarks(wm.clone())
+            .table(
+                TableSpec::new("keyed")
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["id"])
+                    .cursor(["seq"])
+                    .processed_at(false),
+            )
+            .build()
+            .unwrap();
+        async move { p.run().await.unwrap() }
+    };
+    run(vec![Some(1)]).await.into_result().unwrap();
+    let r = run(vec![Some(2), None, None, Some(3)]).await;
+    let t = r.table("keyed").unwrap();
+    assert_eq!(t.status, TableStatus::Failed);
+    let err = t.error.clone().unwrap();
+    assert!(err.contains("2 rows have a NULL in the primary key (id)"), "{err}");
+    let uri = dir.path().join("keyed").display().to_string();
+    assert_eq!(read_back(&uri, &["id"], None), r#"[["1"]]"#);
+    assert_eq!(wm.load("delta_nulls", "keyed").await.unwrap().unwrap().generation, 1);
+}

@@ -73,6 +73,8 @@ pub(super) struct DeltaTableWriter {
     delta_types: Option<SchemaRef>,
     writer: Option<DeltaWriter>,
     rows: u64,
+    /// UPSERT's rows with a NULL in the primary key (refused at staging).
+    null_keys: u64,
 }
 
 impl DeltaTableWriter {
@@ -112,6 +114,7 @@ impl DeltaTableWriter {
             delta_types: None,
             writer: None,
             rows: 0,
+            null_keys: 0,
         })
     }
 
@@ -195,6 +198,23 @@ fn delta_schema(table: &str, schema: &Schema) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// How many rows of `batch` have a NULL in a column of `key`.
+fn null_key_rows(table: &str, batch: &RecordBatch, key: &[String]) -> Result<u64> {
+    let mut any: Option<arrow::array::BooleanArray> = None;
+    for k in key {
+        let col = batch.column_by_name(k).ok_or_else(|| Error::ColumnNotFound {
+            table: table.to_string(),
+            column: k.clone(),
+        })?;
+        let nulls = arrow::compute::is_null(col).map_err(|e| Error::arrow(table, e))?;
+        any = Some(match any {
+            None => nulls,
+            Some(a) => arrow::compute::or(&a, &nulls).map_err(|e| Error::arrow(table, e))?,
+        });
+    }
+    Ok(any.map_or(0, |a| a.true_count() as u64))
+}
+
 /// An Arrow schema as a Delta table's.
 fn kernel_schema(table: &str, schema: &Schema) -> Result<StructType> {
     schema
@@ -213,6 +233,7 @@ impl TableWriter for DeltaTableWriter {
         }
         let n = batch.num_rows() as u64;
         let batch = if self.upsert() {
+            self.null_keys += null_key_rows(&self.run.table, &batch, &self.run.primary_key)?;
             let arrival: ArrayRef = Arc::new(Int64Array::from_iter_values(
                 (self.rows..self.rows + n).map(|i| i as i64),
             ));
@@ -236,6 +257,15 @@ impl TableWriter for DeltaTableWriter {
             None => Ok(Vec::new()),
         };
         let rows = self.rows;
+        let adds = match adds {
+            Ok(_) if self.null_keys > 0 => Err(Error::null_key(
+                "delta",
+                &self.run.table,
+                self.null_keys,
+                &self.run.primary_key,
+            )),
+            adds => adds,
+        };
         let (summary, adds) = match adds {
             Ok(adds) => (
                 Ok(StageSummary {
@@ -386,11 +416,7 @@ impl DeltaStaged {
     /// arrive; without the arrival column.
     async fn latest_per_key(&self, ctx: &SessionContext) -> Result<deltalake::datafusion::prelude::DataFrame> {
         let table = &self.run.table;
-        let df_err = |e: deltalake::datafusion::error::DataFusionError| Error::Connector {
-            connector: "delta",
-            message: format!("Delta table `{table}`: reading the staged rows: {e}"),
-            retryable: false,
-        };
+        let df_err = |e| df_err(table, e);
         let url = url::Url::parse("etl-staging://run/").expect("a valid URL");
         let store =
             object_store::prefix::PrefixStore::new(self.run.staging.store().clone(), self.run.staging.prefix().clone());
@@ -431,18 +457,10 @@ impl DeltaStaged {
                 self.run.log_store.object_store(None),
                 file_config(&self.run, schema.clone(), self.run.partitions.clone()),
             );
-            let mut stream = source.execute_stream().await.map_err(|e| Error::Connector {
-                connector: "delta",
-                message: format!("Delta table `{table}`: {e}"),
-                retryable: false,
-            })?;
+            let mut stream = source.execute_stream().await.map_err(|e| df_err(table, e))?;
             let mut kept = 0u64;
             while let Some(b) = stream.next().await {
-                let b = b.map_err(|e| Error::Connector {
-                    connector: "delta",
-                    message: format!("Delta table `{table}`: {e}"),
-                    retryable: false,
-                })?;
+                let b = b.map_err(|e| df_err(table, e))?;
                 let b = self.without_deleted(b)?;
                 kept += b.num_rows() as u64;
                 let b = etl_core::lake::formats::conform(table, &b, &schema)?;
@@ -577,6 +595,15 @@ fn deleted_exprs(c: Expr, boolean: bool) -> (Expr, Expr) {
         (c.clone().is_true(), c.is_not_true())
     } else {
         (c.clone().is_not_null(), c.is_null())
+    }
+}
+
+/// A DataFusion error of the staged rows' collapse.
+fn df_err(table: &str, e: deltalake::datafusion::error::DataFusionError) -> Error {
+    Error::Connector {
+        connector: "delta",
+        message: format!("Delta table `{table}`: collapsing the staged rows: {e}"),
+        retryable: false,
     }
 }
 

@@ -45,9 +45,7 @@ use tokio_postgres::CopyInSink;
 use tokio_postgres::error::SqlState;
 
 use crate::warehouse::statements::Statements;
-use crate::warehouse::{
-    self, Checkpoints, Run, RunContext, Session, Target, checkpoints, create_table, null_key_error,
-};
+use crate::warehouse::{self, Checkpoints, Run, RunContext, Session, Target, checkpoints, create_table};
 
 const PG: Dialect = Dialect::Postgres;
 /// Bytes of encoded rows sent to the server at a time.
@@ -353,7 +351,7 @@ impl PgWriter {
         let schema = self.columns.clone().expect("columns");
         let nulls = self.db.count(&self.statements(&schema, table).null_keys()).await?;
         if nulls > 0 {
-            return Err(null_key_error(
+            return Err(Error::null_key(
                 "postgres",
                 self.db.table(),
                 nulls,

@@ -28,12 +28,12 @@ use etl_core::{Checkpoint, CommitSummary, LoadMode, Result, TableSpec, TargetSta
 
 pub(crate) use self::checkpoints::Checkpoints;
 pub(crate) use self::session::{Session, SqlValue};
+pub(crate) use self::types::add_columns;
 pub use self::types::column_type;
 #[cfg(feature = "postgres")]
 pub(crate) use self::types::create_table;
 #[cfg(feature = "postgres")]
 pub(crate) use self::types::micros_per;
-pub(crate) use self::types::{add_columns, null_key_error};
 
 /// Where a run writes: the target table, in the sink's schema unless the spec's target names
 /// one (`analytics.orders`), both as the warehouse stores them.
@@ -341,7 +341,12 @@ pub(crate) async fn collapse_staged(
     let db = run.session();
     let nulls = db.count(&st.null_keys()).await?;
     if nulls > 0 {
-        return Err(null_key_error(connector, db.table(), nulls, &st.spec.primary_key));
+        return Err(etl_core::Error::null_key(
+            connector,
+            db.table(),
+            nulls,
+            &st.spec.primary_key,
+        ));
     }
     db.exec(&st.collapse()).await?;
     Ok(())

@@ -162,18 +162,6 @@ pub(crate) fn add_columns(
     Ok(out)
 }
 
-/// The error of an upsert batch with `nulls` rows that have a NULL in `key`.
-pub(crate) fn null_key_error(connector: &'static str, table: &str, nulls: u64, key: &[String]) -> Error {
-    Error::Connector {
-        connector,
-        message: format!(
-            "table `{table}`: {nulls} rows have a NULL in the primary key ({}); nothing was written",
-            key.join(", ")
-        ),
-        retryable: false,
-    }
-}
-
 /// `CREATE TABLE` text for `fields`, with a primary key when `key` is not empty; with
 /// `upper`, column names are upper-cased (Snowflake).
 pub(crate) fn create_table(
