@@ -715,3 +715,40 @@ async fn a_null_key_is_refused() {
     assert_eq!(read_back(&uri, &["id"], None), r#"[["1"]]"#);
     assert_eq!(wm.load("delta_nulls", "keyed").await.unwrap().unwrap().generation, 1);
 }
+
+/// The crawler reads a Delta table on the S3 server through its log too.
+#[cfg(feature = "s3")]
+#[tokio::test]
+async fn the_crawler_reads_delta_tables_on_s3() {
+    use etl_core::catalog::{Crawler, TableFormat};
+    let lake = conformance::s3_location();
+    let sink = DeltaSink::new(lake.clone());
+    let wm = ObjectStoreWatermarkStore::new(lake.child("_etl/watermarks"));
+    for ids in [vec![1, 2, 3], vec![4, 5]] {
+        let source = Arc::new(MemorySource::new());
+        source.append("events", sample_batch(&ids)).unwrap();
+        Pipeline::builder("delta_crawl_s3")
+            .source_arc(source)
+            .sink(sink.clone())
+            .watermarks(wm.clone())
+            .table(TableSpec::new("events").mode(LoadMode::Full).processed_at(false))
+            .build()
+            .unwrap()
+            .run()
+            .await
+            .unwrap()
+            .into_result()
+            .unwrap();
+    }
+    let tables = Crawler::new(lake)
+        .with_table_log(Arc::new(etl_sinks::delta::DeltaLog))
+        .crawl()
+        .await
+        .unwrap();
+    let found: Vec<_> = tables.iter().map(|t| (t.name.as_str(), t.format, t.rows())).collect();
+    assert_eq!(
+        found,
+        [("events", TableFormat::Delta, Some(2))],
+        "the second version's rows"
+    );
+}
