@@ -8,8 +8,8 @@ use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMic
 use arrow::record_batch::RecordBatch;
 use etl_core::conformance::{self, TargetProbe, render_sorted, sample_batch};
 use etl_core::{
-    LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline, TableSpec,
-    TableStatus, WatermarkStore,
+    LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline, RunReport,
+    TableSpec, TableStatus, WatermarkStore,
 };
 use etl_sinks::delta::DeltaSink;
 
@@ -151,6 +151,37 @@ fn modes_pipeline(sink: &DeltaSink, wm: &ObjectStoreWatermarkStore, source: Arc<
     b.build().unwrap()
 }
 
+/// Pipeline `name` of one table, `spec`, from a memory source holding `batch`, into `sink`,
+/// its watermarks in `wm`.
+fn one_table(
+    name: &str,
+    sink: &DeltaSink,
+    wm: &ObjectStoreWatermarkStore,
+    spec: TableSpec,
+    batch: RecordBatch,
+) -> Pipeline {
+    let source = Arc::new(MemorySource::new());
+    source.append(&spec.name, batch).unwrap();
+    Pipeline::builder(name)
+        .source_arc(source)
+        .sink(sink.clone())
+        .watermarks(wm.clone())
+        .table(spec)
+        .build()
+        .unwrap()
+}
+
+/// One run of [`one_table`]'s pipeline.
+async fn run_one(
+    name: &str,
+    sink: &DeltaSink,
+    wm: &ObjectStoreWatermarkStore,
+    spec: TableSpec,
+    batch: RecordBatch,
+) -> RunReport {
+    one_table(name, sink, wm, spec, batch).run().await.unwrap()
+}
+
 /// Every mode, twice, read back by both readers after each run, and time travel to the
 /// first run's version; UPSERT leaves one row per key, the latest by cursor.
 async fn every_mode_reads_back(sink: DeltaSink, uri: impl Fn(&str) -> String) {
@@ -262,25 +293,13 @@ async fn schema_changes_and_soft_deletes() {
     let sink = DeltaSink::new(Location::local(dir.path()).unwrap());
     let wm = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("wm")).unwrap());
     let uri = dir.path().join("people").display().to_string();
-    let run = |b: RecordBatch| {
-        let source = Arc::new(MemorySource::new());
-        source.append("people", b).unwrap();
-        let p = Pipeline::builder("delta_schema")
-            .source_arc(source)
-            .sink(sink.clone())
-            .watermarks(wm.clone())
-            .table(
-                TableSpec::new("people")
-                    .mode(LoadMode::Upsert)
-                    .primary_key(["id"])
-                    .cursor(["seq"])
-                    .soft_delete("gone")
-                    .processed_at(false),
-            )
-            .build()
-            .unwrap();
-        async move { p.run().await.unwrap() }
-    };
+    let spec = TableSpec::new("people")
+        .mode(LoadMode::Upsert)
+        .primary_key(["id"])
+        .cursor(["seq"])
+        .soft_delete("gone")
+        .processed_at(false);
+    let run = |b: RecordBatch| run_one("delta_schema", &sink, &wm, spec.clone(), b);
     let seq = std::sync::atomic::AtomicI64::new(0);
     let with = |ids: &[i64], names: &[&str], gone: &[bool], extra: Option<(&str, ArrayRef)>| {
         let seqs: Vec<i64> = ids
@@ -347,21 +366,12 @@ async fn schema_changes_and_soft_deletes() {
 fn crash_pipeline(dir: &std::path::Path, mode: LoadMode) -> (Pipeline, DeltaSink, ObjectStoreWatermarkStore) {
     let sink = DeltaSink::new(Location::local(dir.join("delta")).unwrap());
     let wm = ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap());
-    let source = MemorySource::new();
-    source.append("events", sample_batch(&[1, 2, 3])).unwrap();
-    let p = Pipeline::builder("delta_crash")
-        .source(source)
-        .sink(sink.clone())
-        .watermarks(wm.clone())
-        .table(
-            TableSpec::new("events")
-                .mode(mode)
-                .primary_key(["id"])
-                .cursor(["updated_at"])
-                .processed_at(false),
-        )
-        .build()
-        .unwrap();
+    let spec = TableSpec::new("events")
+        .mode(mode)
+        .primary_key(["id"])
+        .cursor(["updated_at"])
+        .processed_at(false);
+    let p = one_table("delta_crash", &sink, &wm, spec, sample_batch(&[1, 2, 3]));
     (p, sink, wm)
 }
 
@@ -572,16 +582,9 @@ async fn a_run_without_rows_keeps_the_checkpoint() {
     let root = Location::local(dir.path()).unwrap().child("warehouse");
     let sink = DeltaSink::new(root.clone());
     let wm = ObjectStoreWatermarkStore::new(root.child("_etl/watermarks"));
+    let spec = TableSpec::new("events").mode(LoadMode::Append).processed_at(false);
     let run = |ids: &[i64]| {
-        let source = Arc::new(MemorySource::new());
-        source.append("events", sample_batch(ids)).unwrap();
-        let p = Pipeline::builder("delta_empty")
-            .source_arc(source)
-            .sink(sink.clone())
-            .watermarks(wm.clone())
-            .table(TableSpec::new("events").mode(LoadMode::Append).processed_at(false))
-            .build()
-            .unwrap();
+        let p = one_table("delta_empty", &sink, &wm, spec.clone(), sample_batch(ids));
         async move { p.run().await.unwrap().into_result().unwrap() }
     };
     run(&[1, 2]).await;
@@ -605,21 +608,12 @@ async fn the_crawler_reads_delta_tables_from_their_log() {
     let lake = Location::local(dir.path()).unwrap();
     let sink = DeltaSink::new(lake.clone());
     let wm = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("_wm")).unwrap());
+    let spec = TableSpec::new("events")
+        .mode(LoadMode::Full)
+        .processed_at(false)
+        .partition_by(Partitioning::columns([PartitionKey::column("name")]));
     let run = |b: RecordBatch| {
-        let source = Arc::new(MemorySource::new());
-        source.append("events", b).unwrap();
-        let p = Pipeline::builder("delta_crawl")
-            .source_arc(source)
-            .sink(sink.clone())
-            .watermarks(wm.clone())
-            .table(
-                TableSpec::new("events")
-                    .mode(LoadMode::Full)
-                    .processed_at(false)
-                    .partition_by(Partitioning::columns([PartitionKey::column("name")])),
-            )
-            .build()
-            .unwrap();
+        let p = one_table("delta_crawl", &sink, &wm, spec.clone(), b);
         async move { p.run().await.unwrap().into_result().unwrap() }
     };
     run(batch(&[(1, "a", 1), (2, "a", 2), (3, "b", 3)])).await;
@@ -681,6 +675,11 @@ async fn a_null_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let sink = DeltaSink::new(Location::local(dir.path()).unwrap());
     let wm = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("_wm")).unwrap());
+    let spec = TableSpec::new("keyed")
+        .mode(LoadMode::Upsert)
+        .primary_key(["id"])
+        .cursor(["seq"])
+        .processed_at(false);
     let run = |ids: Vec<Option<i64>>| {
         let n = ids.len() as i64;
         let b = RecordBatch::try_from_iter([
@@ -688,22 +687,7 @@ async fn a_null_key_is_refused() {
             ("seq", Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef),
         ])
         .unwrap();
-        let source = Arc::new(MemorySource::new());
-        source.append("keyed", b).unwrap();
-        let p = Pipeline::builder("delta_nulls")
-            .source_arc(source)
-            .sink(sink.clone())
-            .watermarks(wm.clone())
-            .table(
-                TableSpec::new("keyed")
-                    .mode(LoadMode::Upsert)
-                    .primary_key(["id"])
-                    .cursor(["seq"])
-                    .processed_at(false),
-            )
-            .build()
-            .unwrap();
-        async move { p.run().await.unwrap() }
+        run_one("delta_nulls", &sink, &wm, spec.clone(), b)
     };
     run(vec![Some(1)]).await.into_result().unwrap();
     let r = run(vec![Some(2), None, None, Some(3)]).await;
@@ -725,18 +709,9 @@ async fn the_crawler_reads_delta_tables_on_s3() {
     let sink = DeltaSink::new(lake.clone());
     let wm = ObjectStoreWatermarkStore::new(lake.child("_etl/watermarks"));
     for ids in [vec![1, 2, 3], vec![4, 5]] {
-        let source = Arc::new(MemorySource::new());
-        source.append("events", sample_batch(&ids)).unwrap();
-        Pipeline::builder("delta_crawl_s3")
-            .source_arc(source)
-            .sink(sink.clone())
-            .watermarks(wm.clone())
-            .table(TableSpec::new("events").mode(LoadMode::Full).processed_at(false))
-            .build()
-            .unwrap()
-            .run()
+        let spec = TableSpec::new("events").mode(LoadMode::Full).processed_at(false);
+        run_one("delta_crawl_s3", &sink, &wm, spec, sample_batch(&ids))
             .await
-            .unwrap()
             .into_result()
             .unwrap();
     }
