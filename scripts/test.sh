@@ -98,6 +98,21 @@ PY
   && [ -d "$cfg/delta/orders_current/customer_id=1" ] \
   && grep -q '"format": *"Delta"' "$cfg"/delta/_etl/catalog/orders_current/*.json || { echo "delta_upsert.toml: $delta" >&2; exit 1; }
 echo "delta_upsert.toml OK: $delta"
+# The same Glue job across two databases (source kind `sql`, DataFusion): the Postgres orders
+# joined to customers in MariaDB; a customer renamed in MariaDB re-emits both their orders.
+my_port=$(echo "$ETL_TEST_MYSQL" | sed -E 's#.*:([0-9]+)/.*#\1#')
+my() { mariadb --no-defaults -h 127.0.0.1 -P "$my_port" -u root -e "$1"; }
+my "DROP DATABASE IF EXISTS etl_cfg_crm; CREATE DATABASE etl_cfg_crm;
+  CREATE TABLE etl_cfg_crm.customers (customer_id int PRIMARY KEY, name varchar(50), updated_at datetime(6) NOT NULL);
+  INSERT INTO etl_cfg_crm.customers VALUES (1, 'Ada', '2025-07-01'), (2, 'Alan', '2025-07-01');"
+across() { ETL_PG="$ETL_TEST_PG" ETL_MYSQL="${ETL_TEST_MYSQL%/}/etl_cfg_crm" ETL_LAKE="$cfg/across" "$etl_bin" run examples/config/glue_job_sql.toml; }
+across >"$cfg/a1.json"
+my "UPDATE etl_cfg_crm.customers SET name = 'Alan T.', updated_at = '2025-07-25' WHERE customer_id = 2"
+across >"$cfg/a2.json"
+got=$(python3 -c 'import json,sys; print(*[json.load(open(f))["tables"][0]["written_count"] for f in sys.argv[1:]])' "$cfg/a1.json" "$cfg/a2.json")
+lake_rows=$("$ETL_TEST_PYTHON" -c "import duckdb,sys; print(*duckdb.sql(\"SELECT count(*), count(DISTINCT order_id), string_agg(DISTINCT customer_name, ',' ORDER BY customer_name), max(customer_name) FILTER (WHERE order_id = 3 AND changed_at = '2025-07-25') FROM read_parquet('\" + sys.argv[1] + \"/orders_enriched/**/*.parquet')\").fetchall()[0])" "$cfg/across")
+[ "$got" = "3 2" ] && [ "$lake_rows" = "5 3 Ada,Alan,Alan T. Alan T." ] || { echo "glue_job_sql.toml: written $got, lake $lake_rows" >&2; exit 1; }
+echo "glue_job_sql.toml OK: written $got, lake rows $lake_rows"
 psql "$ETL_TEST_PG" -qc "DROP SCHEMA IF EXISTS etl_cfg_crm CASCADE" 2>/dev/null
 mkdir -p "$cfg/landing/customers"
 printf 'customer_id,email,updated_at\n1,a@x.org,2025-07-01 00:00:00\n2,b@x.org,2025-07-01 00:00:00\n3,c@x.org,2025-07-01 00:00:00\n' >"$cfg/landing/customers/day1.csv"
@@ -113,8 +128,6 @@ echo "csv_to_redshift.toml OK: $got, $rec"
 # The seed's Snowflake framework: MariaDB into the Snowflake emulator, its secrets from SSM and
 # its figures into CloudWatch (moto), day 1 then day 2 with an --OBJ override; Snowflake read
 # back with snowflake-connector-python, CloudWatch with boto3.
-my_port=$(echo "$ETL_TEST_MYSQL" | sed -E 's#.*:([0-9]+)/.*#\1#')
-my() { mariadb --no-defaults -h 127.0.0.1 -P "$my_port" -u root -e "$1"; }
 my "DROP DATABASE IF EXISTS etl_cfg_sales; CREATE DATABASE etl_cfg_sales; USE etl_cfg_sales;
   CREATE TABLE customers (customer_id int PRIMARY KEY, name varchar(50), updated_at datetime(6) NOT NULL);
   CREATE TABLE orders (order_id int PRIMARY KEY, customer_id int, amount decimal(10,2), order_date date,

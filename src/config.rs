@@ -11,7 +11,7 @@
 //! name = "crm"
 //!
 //! [source]
-//! kind = "postgres"            # postgres | mysql | files
+//! kind = "postgres"            # postgres | mysql | files | sql (queries across sources)
 //! url = "postgresql://etl@db/crm"
 //!
 //! [sink]
@@ -84,7 +84,8 @@ pub struct PipelineConfig {
     /// The pipeline's name (the key of its watermarks).
     pub name: String,
     /// Where the rows come from: `postgres` (`url`, `parallelism`), `mysql` (`url`,
-    /// `parallelism`) or `files` (`location`).
+    /// `parallelism`), `files` (`location`) or `sql` (`inputs`: queries across tables of
+    /// those, run by DataFusion).
     pub source: Endpoint,
     /// Where they go: `lake` or `delta` (`location`), `postgres` (`url`, `schema`), `redshift` (`url`,
     /// `schema`, `staging`, `staging_url`, and `iam_role`, `access_key_id` with
@@ -181,6 +182,30 @@ pub struct Endpoint {
     /// A Snowflake sink's fakesnow emulator (`http://127.0.0.1:9103`), for local runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emulator: Option<String>,
+    /// An `sql` source's inputs: the tables of other sources its queries name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputConfig>,
+}
+
+/// A table an `sql` source's queries read from another source
+/// (`[[source.inputs]] name = "customers"`, `source = { kind = "mysql", url = "…" }`,
+/// `from = "crm.customers"`), read whole each run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// The name queries give it.
+    pub name: String,
+    /// The source it is read from (`postgres`, `mysql` or `files`).
+    pub source: Endpoint,
+    /// The relation (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A query its database runs instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The files a file source reads for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesConfig>,
 }
 
 impl Endpoint {
@@ -245,6 +270,7 @@ impl Endpoint {
             ("stage", self.stage.is_some()),
             ("integration", self.integration.is_some()),
             ("emulator", self.emulator.is_some()),
+            ("inputs", !self.inputs.is_empty()),
         ];
         match given.iter().find(|(k, set)| *set && !takes.contains(k)) {
             Some((k, _)) => Err(Error::config(format!(
@@ -715,7 +741,12 @@ impl PipelineConfig {
 
     async fn builder_inner(&self) -> Result<etl_core::PipelineBuilder> {
         let refs = References::default();
-        let source = self.source(&self.source.resolved("source", &self.base, &refs).await?)?;
+        let mut resolved = self.source.resolved("source", &self.base, &refs).await?;
+        for input in &mut resolved.inputs {
+            let what = format!("source.inputs.{}.source", input.name);
+            input.source = input.source.resolved(&what, &self.base, &refs).await?;
+        }
+        let source = self.source(&resolved)?;
         let (sink, default_store) = self.sink(&self.sink.resolved("sink", &self.base, &refs).await?)?;
         let store = match &self.watermarks {
             Some(w) if w.kind == "object_store" => {
@@ -917,7 +948,28 @@ impl PipelineConfig {
                 let at = s.needs("source", "location", &s.location)?;
                 Ok(Arc::new(crate::FileSource::new(self.location("source.location", at)?)))
             }
-            other => Err(unknown_kind("source", other, &["postgres", "mysql", "files"])),
+            #[cfg(feature = "sql")]
+            "sql" => {
+                s.only("source", &["inputs"])?;
+                if s.inputs.is_empty() {
+                    return Err(Error::config(
+                        "source of kind `sql` needs `inputs`: the tables of other sources its queries read",
+                    ));
+                }
+                let mut sql = crate::SqlSource::new();
+                for i in &s.inputs {
+                    if i.source.kind == "sql" {
+                        return Err(Error::config(format!(
+                            "source.inputs.{}: an input of an `sql` source reads a postgres, mysql or files source",
+                            i.name
+                        )));
+                    }
+                    let spec = read_of(&i.name, &i.from, &i.query, &i.files)?;
+                    sql = sql.input_arc(&i.name, self.source(&i.source)?, spec);
+                }
+                Ok(Arc::new(sql))
+            }
+            other => Err(unknown_kind("source", other, &["postgres", "mysql", "files", "sql"])),
         }
     }
 
@@ -1074,6 +1126,74 @@ enum Store {
 }
 
 /// A kind this build does not have: misspelt, or its cargo feature left out.
+/// The spec of a table read named `name`: its relation (`from`), query or files.
+///
+/// # Errors
+/// [`Error::Config`] for an unknown file format or drops, a delimiter or quote of more than
+/// a byte, or more than one of the three.
+fn read_of(
+    name: &str,
+    from: &Option<String>,
+    query: &Option<String>,
+    files: &Option<FilesConfig>,
+) -> Result<TableSpec> {
+    let bad = |key: &str, message: String| Error::config(format!("table `{name}`, key {key}: {message}"));
+    let mut spec = TableSpec::new(name);
+    match (from, query, files) {
+        (Some(from), None, None) => spec = spec.from_table(from),
+        (None, Some(q), None) => spec = spec.from_query(q),
+        (None, None, Some(f)) => {
+            let format = match f.format.to_ascii_lowercase().as_str() {
+                "csv" => {
+                    let mut o = etl_core::CsvOptions::default();
+                    if let Some(h) = f.header {
+                        o.header = h;
+                    }
+                    if let Some(d) = f.delimiter {
+                        o.delimiter = u8::try_from(d)
+                            .map_err(|_| bad("files.delimiter", format!("`{d}` is not a one-byte delimiter")))?;
+                    }
+                    if let Some(q) = f.quote {
+                        o.quote = u8::try_from(q)
+                            .map_err(|_| bad("files.quote", format!("`{q}` is not a one-byte quote")))?;
+                    }
+                    if let Some(m) = &f.null_markers {
+                        o.null_markers = m.clone();
+                    }
+                    o.decimals = f.decimals;
+                    FileFormat::Csv(o)
+                }
+                "json" | "jsonl" | "json_lines" => FileFormat::JsonLines,
+                "parquet" => FileFormat::Parquet,
+                other => {
+                    return Err(bad(
+                        "files.format",
+                        format!("unknown format `{other}`; expected csv, json or parquet"),
+                    ));
+                }
+            };
+            spec = spec.from_files(&f.prefix, format);
+            spec = spec.file_drops(match f.drops.as_deref() {
+                None | Some("together") => FileDrops::Together,
+                Some("newest") => FileDrops::Newest,
+                Some(other) => {
+                    return Err(bad(
+                        "files.drops",
+                        format!("unknown drops `{other}`; expected together or newest"),
+                    ));
+                }
+            });
+        }
+        (None, None, None) => {}
+        _ => {
+            return Err(Error::config(format!(
+                "table `{name}`: give one of `from`, `query` and `files`, not several"
+            )));
+        }
+    }
+    Ok(spec)
+}
+
 fn unknown_kind(what: &str, kind: &str, kinds: &[&str]) -> Error {
     if kinds.contains(&kind) {
         return Error::config(format!(
@@ -1364,59 +1484,7 @@ impl TableConfig {
     pub fn spec(&self) -> Result<TableSpec> {
         let name = self.name.as_str();
         let bad = |key: &str, message: String| Error::config(format!("table `{name}`, key {key}: {message}"));
-        let mut spec = TableSpec::new(name).mode(self.mode);
-        match (&self.from, &self.query, &self.files) {
-            (Some(from), None, None) => spec = spec.from_table(from),
-            (None, Some(q), None) => spec = spec.from_query(q),
-            (None, None, Some(f)) => {
-                let format = match f.format.to_ascii_lowercase().as_str() {
-                    "csv" => {
-                        let mut o = etl_core::CsvOptions::default();
-                        if let Some(h) = f.header {
-                            o.header = h;
-                        }
-                        if let Some(d) = f.delimiter {
-                            o.delimiter = u8::try_from(d)
-                                .map_err(|_| bad("files.delimiter", format!("`{d}` is not a one-byte delimiter")))?;
-                        }
-                        if let Some(q) = f.quote {
-                            o.quote = u8::try_from(q)
-                                .map_err(|_| bad("files.quote", format!("`{q}` is not a one-byte quote")))?;
-                        }
-                        if let Some(m) = &f.null_markers {
-                            o.null_markers = m.clone();
-                        }
-                        o.decimals = f.decimals;
-                        FileFormat::Csv(o)
-                    }
-                    "json" | "jsonl" | "json_lines" => FileFormat::JsonLines,
-                    "parquet" => FileFormat::Parquet,
-                    other => {
-                        return Err(bad(
-                            "files.format",
-                            format!("unknown format `{other}`; expected csv, json or parquet"),
-                        ));
-                    }
-                };
-                spec = spec.from_files(&f.prefix, format);
-                spec = spec.file_drops(match f.drops.as_deref() {
-                    None | Some("together") => FileDrops::Together,
-                    Some("newest") => FileDrops::Newest,
-                    Some(other) => {
-                        return Err(bad(
-                            "files.drops",
-                            format!("unknown drops `{other}`; expected together or newest"),
-                        ));
-                    }
-                });
-            }
-            (None, None, None) => {}
-            _ => {
-                return Err(Error::config(format!(
-                    "table `{name}`: give one of `from`, `query` and `files`, not several"
-                )));
-            }
-        }
+        let mut spec = read_of(name, &self.from, &self.query, &self.files)?.mode(self.mode);
         if let Some(t) = &self.target {
             spec = spec.target(t);
         }

@@ -18,6 +18,8 @@
 //! | `redshift` | `RedshiftSink`: Parquet staged on S3, `COPY`, `MERGE`, one serializable transaction (includes `postgres`) |
 //! | `snowflake` | `SnowflakeSink`: Parquet staged on S3, `COPY INTO`, `MERGE INTO`, one transaction |
 //! | `mysql` | `MySqlSource`: MySQL and MariaDB over the binary protocol |
+//! | `delta` | `DeltaSink`: Delta Lake tables (delta-rs), every mode, UPSERT as `MERGE`, one Delta commit per run |
+//! | `sql` | `SqlSource`: SQL across sources, a query over tables of other sources run by DataFusion |
 //! | `tls` | rustls for the database connections (the server's certificate always verified) |
 //! | `s3` | S3 and S3-compatible object stores (`Location::s3`) |
 //! | `tz` | named IANA time zones for workflow schedules |
@@ -90,6 +92,8 @@ pub mod prelude {
     pub use crate::LakeSink;
     #[cfg(feature = "mysql")]
     pub use crate::MySqlSource;
+    #[cfg(feature = "sql")]
+    pub use crate::SqlSource;
     pub use crate::{
         BadRows, CsvOptions, Deletes, FileFormat, LoadMode, Location, MergeStrategy, ModeOverrides, NullCursors,
         ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline, Position, Reconcile, ReconcilePolicy,
@@ -114,6 +118,8 @@ pub use etl_connectors::files::FileSource;
 pub use etl_connectors::mysql::MySqlSource;
 #[cfg(feature = "postgres")]
 pub use etl_connectors::postgres::PostgresSource;
+#[cfg(feature = "sql")]
+pub use etl_connectors::sql::SqlSource;
 #[cfg(feature = "delta")]
 pub use etl_sinks::delta::DeltaSink;
 #[cfg(feature = "lake")]

@@ -484,3 +484,83 @@ async fn a_pipeline_built_in_code_is_written_back_as_a_file() {
         "{e}"
     );
 }
+
+/// An `sql` source in a file: two CSV inputs of one landing folder joined by DataFusion into
+/// a lake, written back as the same file; an `sql` source without inputs, or inside another,
+/// is refused by name.
+#[cfg(feature = "sql")]
+#[tokio::test]
+async fn an_sql_source_joins_its_inputs_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, text) in [
+        ("orders", "order_id,customer_id,amount\n1,1,9.5\n2,2,20\n3,1,4\n"),
+        ("customers", "customer_id,name\n1,ann\n2,bob\n"),
+    ] {
+        std::fs::create_dir_all(dir.path().join("landing").join(folder)).unwrap();
+        std::fs::write(dir.path().join("landing").join(folder).join("day1.csv"), text).unwrap();
+    }
+    let path = write(
+        dir.path(),
+        "across.toml",
+        r#"
+name = "across"
+sink = { kind = "lake", location = "lake" }
+
+[source]
+kind = "sql"
+
+[[source.inputs]]
+name = "orders"
+source = { kind = "files", location = "landing" }
+files = { prefix = "orders/", format = "csv" }
+
+[[source.inputs]]
+name = "customers"
+source = { kind = "files", location = "landing" }
+files = { prefix = "customers/", format = "csv" }
+
+[[tables]]
+name = "spend"
+query = "SELECT c.name, sum(o.amount) AS total FROM orders o JOIN customers c USING (customer_id) GROUP BY c.name"
+mode = "FULL"
+"#,
+    );
+    let p = Pipeline::from_config(&path).await.unwrap();
+    let r = p.run().await.unwrap().into_result().unwrap();
+    assert_eq!(r.table("spend").unwrap().written_count, 2);
+    let lake = etl::LakeSink::new(etl::Location::local(dir.path().join("lake")).unwrap());
+    let rows = lake.read_table("spend").await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ann") || l.contains("bob"))
+        .collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("| ann  | 13.5  |") && lines[1].starts_with("| bob  | 20.0  |"),
+        "{text}"
+    );
+    let config = PipelineConfig::load(&path).unwrap();
+    let again = PipelineConfig::parse(Path::new("again.toml"), &config.to_toml().unwrap()).unwrap();
+    assert_eq!(again.source, config.source);
+
+    let e = err(
+        dir.path(),
+        "bare.toml",
+        "name = \"p\"\nsource = { kind = \"sql\" }\nsink = { kind = \"lake\", location = \"out\" }\n[[tables]]\nname = \"t\"\n",
+    )
+    .await;
+    assert!(e.contains("source of kind `sql` needs `inputs`"), "{e}");
+    let e = err(
+        dir.path(),
+        "nested.toml",
+        "name = \"p\"\nsink = { kind = \"lake\", location = \"out\" }\n[source]\nkind = \"sql\"\n\
+         [[source.inputs]]\nname = \"inner\"\nsource = { kind = \"sql\" }\n[[tables]]\nname = \"t\"\n",
+    )
+    .await;
+    assert!(
+        e.contains("source.inputs.inner: an input of an `sql` source reads"),
+        "{e}"
+    );
+}

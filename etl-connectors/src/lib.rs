@@ -14,6 +14,9 @@
 //!   binary protocol, incremental by cursor columns with the window pushed down as bound
 //!   parameters.
 //!
+//! - `sql`: [`sql::SqlSource`], SQL queries across tables of other sources (a Postgres table
+//!   joined to a MySQL one and to Parquet files), run by DataFusion.
+//!
 //! Every source implements [`etl_core::Source`]. The database sources share one read
 //! (`db/read.rs`: describe, snapshot, high-water mark, window, NULL cursors, count, rows); each
 //! supplies only its driver's parts.
@@ -31,3 +34,6 @@ pub mod postgres;
 
 #[cfg(feature = "mysql")]
 pub mod mysql;
+
+#[cfg(feature = "sql")]
+pub mod sql;

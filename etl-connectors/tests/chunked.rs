@@ -41,15 +41,12 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let (_dir, lake, wm) = super::temp_lake();
     let armed = Arc::new(AtomicBool::new(true));
     let pipeline = Pipeline::builder("chunks")
         .source(source.clone())
         .sink(lake.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(
-            Location::local(dir.path().join("_etl/wm")).unwrap(),
-        ))
+        .watermarks(wm)
         .table(
             TableSpec::new("ev")
                 .from_table(table)

@@ -389,6 +389,14 @@ async fn put_bytes(loc: &Location, rel: &str, body: Vec<u8>) {
     loc.store().put(&loc.path(rel), body.into()).await.expect("put");
 }
 
+/// A lake in a temporary folder, and a watermark store beside its tables (`_etl/wm`).
+pub(crate) fn temp_lake() -> (tempfile::TempDir, LakeSink, ObjectStoreWatermarkStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let wm = ObjectStoreWatermarkStore::new(Location::local(dir.path().join("_etl/wm")).unwrap());
+    (dir, lake, wm)
+}
+
 fn lake_pipeline(loc: &Location, lake: &LakeSink, spec: TableSpec) -> Pipeline {
     Pipeline::builder("files")
         .source(FileSource::new(loc.clone()))
@@ -590,14 +598,11 @@ async fn a_query_places_the_watermark(source: Arc<dyn Source>, query: String, ex
          (3, '2025-01-01', '2025-07-02 00:00:00')"
     ))
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let (_dir, lake, wm) = temp_lake();
     let p = Pipeline::builder("q")
         .source_arc(source.clone())
         .sink(lake.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(
-            Location::local(dir.path().join("wm")).unwrap(),
-        ))
+        .watermarks(wm)
         .table(
             TableSpec::new("orders")
                 .from_query(query)
@@ -652,3 +657,6 @@ mod mysql;
 
 #[cfg(all(feature = "postgres", feature = "mysql"))]
 mod late_commits;
+
+#[cfg(all(feature = "postgres", feature = "mysql", feature = "sql"))]
+mod sql;

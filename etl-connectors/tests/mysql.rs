@@ -6,12 +6,11 @@ use etl_core::conformance::{self, render_sorted, unique};
 use etl_core::{
     Error, LoadMode, Location, ObjectStoreWatermarkStore, Pipeline, ReadRequest, Source, TableSpec, TableStatus,
 };
-use etl_sinks::lake::LakeSink;
 use futures::TryStreamExt;
 use mysql_async::prelude::Queryable;
 
 /// A connection and a fresh database of the test's own.
-struct Db {
+pub(crate) struct Db {
     conn: mysql_async::Conn,
     name: String,
     url: String,
@@ -25,7 +24,7 @@ fn base_url() -> String {
 }
 
 impl Db {
-    async fn new() -> Db {
+    pub(crate) async fn new() -> Db {
         let base = base_url();
         let mut conn = mysql_async::Conn::from_url(&base).await.unwrap_or_else(|e| {
             panic!("cannot connect to MariaDB at ETL_TEST_MYSQL ({e}): run scripts/services.sh start")
@@ -40,11 +39,11 @@ impl Db {
         }
     }
 
-    async fn exec(&mut self, sql: &str) {
+    pub(crate) async fn exec(&mut self, sql: &str) {
         self.conn.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    fn source(&self) -> MySqlSource {
+    pub(crate) fn source(&self) -> MySqlSource {
         MySqlSource::new(&self.url).unwrap()
     }
 }
@@ -254,14 +253,11 @@ async fn incremental_join_into_a_lake() {
     // The watermark covers the change columns of both joined tables.
     let query = "SELECT o.order_id, o.amount, o.order_date, c.name, o.updated_at, c.updated_at AS customer_updated_at
                    FROM orders o JOIN customers c ON c.customer_id = o.customer_id";
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let (_dir, lake, wm) = super::temp_lake();
     let p = Pipeline::builder("my")
         .source(db.source())
         .sink(lake.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(
-            Location::local(dir.path().join("_etl/wm")).unwrap(),
-        ))
+        .watermarks(wm)
         .table(
             TableSpec::new("orders_enriched")
                 .from_query(query)

@@ -11,14 +11,14 @@ use futures::TryStreamExt;
 use tokio_postgres::{Client, NoTls};
 
 /// A connection and a fresh schema of the test's own.
-struct Db {
+pub(crate) struct Db {
     client: Client,
     schema: String,
     conn: String,
 }
 
 impl Db {
-    async fn new() -> Db {
+    pub(crate) async fn new() -> Db {
         let conn = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {
             panic!("ETL_TEST_PG is not set: run `scripts/services.sh start` and `eval \"$(scripts/services.sh env)\"`")
         });
@@ -31,7 +31,7 @@ impl Db {
         Db { client, schema, conn }
     }
 
-    async fn exec(&self, sql: &str) {
+    pub(crate) async fn exec(&self, sql: &str) {
         let sql = sql.replace("$S", &self.schema);
         self.client
             .batch_execute(&sql)
@@ -39,15 +39,15 @@ impl Db {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    async fn exec_owned(&self, sql: String) {
+    pub(crate) async fn exec_owned(&self, sql: String) {
         self.exec(&sql).await
     }
 
-    fn source(&self) -> PostgresSource {
+    pub(crate) fn source(&self) -> PostgresSource {
         PostgresSource::new(&self.conn).unwrap()
     }
 
-    fn table(&self, t: &str) -> String {
+    pub(crate) fn table(&self, t: &str) -> String {
         format!("{}.{t}", self.schema)
     }
 }
@@ -222,14 +222,11 @@ async fn incremental_join_into_a_lake() {
            FROM {s}.orders o JOIN {s}.customers c ON c.customer_id = o.customer_id",
         s = db.schema
     );
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeSink::new(Location::local(dir.path()).unwrap());
+    let (_dir, lake, wm) = super::temp_lake();
     let p = Pipeline::builder("pg")
         .source(db.source())
         .sink(lake.clone())
-        .watermarks(ObjectStoreWatermarkStore::new(
-            Location::local(dir.path().join("_etl/wm")).unwrap(),
-        ))
+        .watermarks(wm)
         .table(
             TableSpec::new("orders_enriched")
                 .from_query(query)
