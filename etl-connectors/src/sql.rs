@@ -16,11 +16,16 @@
 //! `greatest(o.updated_at, c.updated_at) AS changed_at` — a row is new when any side of it
 //! changed, as the same join run inside one database.
 //!
-//! Each input is read in its own database's snapshot, so the window is not held back for
-//! transactions still in progress at the inputs ([`TableSpec::wait_for_commits`] applies
-//! to a database's own reads): a row committed late behind the watermark reaches the
-//! target through the table's [`TableSpec::lookback`], re-read by each run, into a target
-//! that absorbs repeats (UPSERT).
+//! Rows committed late behind the watermark are waited for as a database's own read waits
+//! ([`TableSpec::wait_for_commits`], on by default; [`TableSpec::settle`]): before the
+//! inputs' snapshots begin, each database input says what it has in progress
+//! ([`Source::in_flight`]), and the window ends below the start of the oldest transaction
+//! still open at any of them (and below their clocks, and the settle age) — the query's rows
+//! past that point are left for the next run and the report says so (`held_back`). This
+//! holds when the table's cursor covers the change columns of every database side
+//! (`greatest(…)` of them, or a list of cursor columns), each stamped by its database's
+//! clock inside the writing transaction; each input is read in its own snapshot, so the
+//! inputs are consistent one by one, not together.
 //!
 //! # Memory
 //!
@@ -82,10 +87,11 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use etl_core::kit::window;
+use etl_core::kit::batch::max_cursor;
+use etl_core::kit::window::{self, InFlight};
 use etl_core::{
-    BatchStream, Error, Extract, ExtractStats, LoadMode, Low, Position, QUERY_WATERMARK, ReadRequest, Result, Source,
-    SourceRef, TableSpec,
+    BatchStream, CursorValue, Error, Extract, ExtractStats, HeldBack, LoadMode, Low, Position, QUERY_WATERMARK,
+    ReadRequest, Result, Source, SourceRef, TableSpec,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -215,6 +221,19 @@ impl Source for SqlSource {
         let ctx = Self::session(req.batch_size);
         let inputs = self.named(&ctx, spec, &query)?;
         let stats = Arc::new(ExtractStats::default());
+        // What each database has in progress, looked at before its snapshot begins.
+        let holds = req.mode.reads_incrementally()
+            && !spec.cursor.is_empty()
+            && (spec.wait_for_commits || spec.settle.is_some());
+        let seen: Vec<InFlight> = if holds {
+            futures::future::try_join_all(inputs.iter().map(|i| i.source.in_flight(&i.spec)))
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let reads = futures::future::try_join_all(inputs.iter().map(|input| InputTable::open(input, &req))).await?;
         for table in &reads {
             let provider = StreamingTable::try_new(
@@ -234,50 +253,126 @@ impl Source for SqlSource {
             .await
             .map_err(|e| df_error(&spec.name, "planning the query", e))?;
         let schema = plain_schema(&stream.schema());
-        let low = if req.mode.reads_incrementally() {
-            window::window_low(spec, req.from, None)
-        } else {
-            Low::Start
+        let stored = req.from.and_then(|p| p.cursor.clone());
+        // Where the window ends, for the cursor's type, below what was in flight.
+        let end = match spec.cursor.first().and_then(|c| like_of(&schema, c)) {
+            Some(like) if !seen.is_empty() => window::joined_end(spec, stored.as_ref(), &like, &seen)?,
+            _ => None,
         };
-        let (owned, out_schema, counted) = (spec.clone(), schema.clone(), stats.clone());
-        let until = req.until.cloned();
-        let table = spec.name.clone();
-        let rows = stream
+        let rows = Arc::new(Rows {
+            spec: spec.clone(),
+            schema: schema.clone(),
+            stats: stats.clone(),
+            low: if req.mode.reads_incrementally() {
+                window::window_low(spec, req.from, None)
+            } else {
+                Low::Start
+            },
+            until: req.until.cloned(),
+            stored,
+            end,
+            held: Mutex::new(Held::default()),
+        });
+        let (each, last, table) = (rows.clone(), rows, spec.name.clone());
+        let stream = stream
             .map_err(move |e| df_error(&table, "running the query", e))
-            .and_then(move |batch| {
-                let (spec, schema, stats, low, until) = (
-                    owned.clone(),
-                    out_schema.clone(),
-                    counted.clone(),
-                    low.clone(),
-                    until.clone(),
-                );
-                async move {
-                    let batch = plain_batch(&spec.name, &schema, batch)?;
-                    stats.count_source(batch.num_rows() as u64);
-                    let (batch, null_rows) = window::filter_window(&spec, &batch, &low, until.as_ref())?;
-                    ExtractStats::add(&stats.null_cursor_rows, null_rows);
-                    Ok(batch)
-                }
-            })
+            .and_then(move |batch| futures::future::ready(each.keep(batch)))
             .try_filter(|b| futures::future::ready(b.num_rows() > 0));
-        // When the query is done, what the inputs' reads counted (files, bytes, rejects).
-        let tail_stats = stats.clone();
+        // When the query is done, what the inputs' reads counted (files, bytes, rejects), and
+        // how far the window was held back.
         let tail = futures::stream::once(async move {
             for table in &reads {
-                table.fold_into(&tail_stats);
+                table.fold_into(&last.stats);
             }
+            last.report_held();
             Ok(None)
         })
         .filter_map(|r: Result<Option<RecordBatch>>| async move { r.transpose() });
         Ok(Extract {
             schema,
-            stream: Box::pin(rows.chain(tail)) as BatchStream,
+            stream: Box::pin(stream.chain(tail)) as BatchStream,
             // The runner takes the greatest cursor the query returned.
             high: Position::default(),
             stats,
             no_new_data: false,
         })
+    }
+}
+
+/// What a table's query rows pass through: the schema they are written in, the incremental
+/// window, and its end below what was in flight at the inputs.
+struct Rows {
+    spec: TableSpec,
+    schema: SchemaRef,
+    stats: Arc<ExtractStats>,
+    low: Low,
+    /// A backfill's upper end.
+    until: Option<CursorValue>,
+    /// The watermark's cursor.
+    stored: Option<CursorValue>,
+    /// [`window::joined_end`]: the greatest cursor the run may keep (`None` inside: none),
+    /// and why.
+    end: Option<(Option<CursorValue>, String)>,
+    held: Mutex<Held>,
+}
+
+/// The rows the window's end left for the next run.
+#[derive(Debug, Default)]
+struct Held {
+    /// The greatest cursor of the window's rows.
+    high: Option<CursorValue>,
+    /// The greatest cursor of the rows kept.
+    kept: Option<CursorValue>,
+    /// Rows left out.
+    rows: u64,
+}
+
+impl Rows {
+    /// The rows of one of the query's batches that this run writes.
+    fn keep(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let spec = &self.spec;
+        let batch = plain_batch(&spec.name, &self.schema, batch)?;
+        self.stats.count_source(batch.num_rows() as u64);
+        let (batch, null_rows) = window::filter_window(spec, &batch, &self.low, self.until.as_ref())?;
+        ExtractStats::add(&self.stats.null_cursor_rows, null_rows);
+        let Some((end, _)) = &self.end else {
+            return Ok(batch);
+        };
+        let kept = match end {
+            Some(end) => window::filter_window(spec, &batch, &Low::Start, Some(end))?.0,
+            None => batch.slice(0, 0),
+        };
+        let mut held = self.held.lock().expect("held");
+        held.high = CursorValue::max_opt(held.high.take(), max_cursor(&spec.name, &batch, &spec.cursor)?);
+        held.kept = CursorValue::max_opt(held.kept.take(), max_cursor(&spec.name, &kept, &spec.cursor)?);
+        held.rows += (batch.num_rows() - kept.num_rows()) as u64;
+        Ok(kept)
+    }
+
+    /// Puts in the report how far the window was held back, if it left any row out.
+    fn report_held(&self) {
+        let held = std::mem::take(&mut *self.held.lock().expect("held"));
+        if let (Some((_, reason)), Some(high), true) = (&self.end, held.high, held.rows > 0) {
+            let to = held.kept.or_else(|| self.stored.clone());
+            *self.stats.held_back.lock().expect("held_back lock") = Some(HeldBack {
+                by_ms: window::held_by_ms(&high, to.as_ref()),
+                high,
+                to,
+                reason: reason.clone(),
+            });
+        }
+    }
+}
+
+/// A value of the type of `schema`'s cursor column `column`, for a date or timestamp (the
+/// window of other types is not held).
+fn like_of(schema: &Schema, column: &str) -> Option<CursorValue> {
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    match schema.field_with_name(column).ok()?.data_type() {
+        DataType::Timestamp(_, None) => Some(CursorValue::Timestamp(epoch.naive_utc())),
+        DataType::Timestamp(_, Some(_)) => Some(CursorValue::TimestampTz(epoch)),
+        DataType::Date32 | DataType::Date64 => Some(CursorValue::Date(epoch.date_naive())),
+        _ => None,
     }
 }
 
@@ -438,7 +533,6 @@ fn df_error(table: &str, doing: &str, e: DataFusionError) -> Error {
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
-    use etl_core::CursorValue;
 
     fn people() -> MemorySource {
         let schema = Arc::new(Schema::new(vec![

@@ -233,12 +233,35 @@ impl Target {
     }
 }
 
+/// How a test reads the table: by its own source, or as an input of a query across sources
+/// (whose window the same transaction must hold back).
+#[derive(Clone, Copy)]
+enum Read {
+    Direct,
+    #[cfg(feature = "sql")]
+    Sql,
+}
+
+impl Read {
+    fn of<D: Database>(self, db: &D) -> (Arc<dyn Source>, TableSpec) {
+        let table = TableSpec::new("events").from_table(db.table());
+        match self {
+            Read::Direct => (db.source(), table),
+            #[cfg(feature = "sql")]
+            Read::Sql => (
+                Arc::new(etl_connectors::sql::SqlSource::new().input_arc("events", db.source(), table)),
+                TableSpec::new("events").from_query("SELECT id, v, updated_at FROM events"),
+            ),
+        }
+    }
+}
+
 /// A transaction inserts row 3 (stamped by the database when it begins) and stays open; row
 /// 4 commits after it, stamped later; a run reads. Then the transaction commits and the next
 /// runs read. Every row must arrive exactly once. Other tests' transactions in the same
 /// database may hold a window back further, so the runs after the commit repeat until none
 /// is held.
-async fn late_row_read_once<D: Database>(mut db: D, target: Target, mode: LoadMode) {
+async fn late_row_read_once<D: Database>(mut db: D, target: Target, mode: LoadMode, read: Read) {
     db.exec(D::DDL).await;
     db.exec(D::OLD_ROWS).await;
     db.exec_second(D::BEGIN).await;
@@ -247,18 +270,15 @@ async fn late_row_read_once<D: Database>(mut db: D, target: Target, mode: LoadMo
     db.exec("INSERT INTO $T (id, v) VALUES (4, 'd')").await;
 
     let wm = tempfile::tempdir().unwrap();
-    let spec = TableSpec::new("events")
-        .from_table(db.table())
-        .mode(mode)
-        .primary_key(["id"])
-        .cursor(["updated_at"]);
-    let p = target.pipeline("late", db.source(), spec, &wm);
+    let (source, spec) = read.of(&db);
+    let spec = spec.mode(mode).primary_key(["id"]).cursor(["updated_at"]);
+    let p = target.pipeline("late", source, spec, &wm);
     let first = p.run().await.unwrap().into_result().unwrap();
     let t = first.table("events").unwrap();
     let held = t
         .held_back
         .as_ref()
-        .expect("the window is held back while the transaction is open");
+        .unwrap_or_else(|| panic!("the window is held back while the transaction is open: {t:?}"));
     // Held by the open transaction's start, or (MariaDB, whose transaction list may lag by
     // up to 100 ms) by its clock, taken a second early.
     assert!(
@@ -293,25 +313,49 @@ async fn late_row_read_once<D: Database>(mut db: D, target: Target, mode: LoadMo
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_late_commit_reaches_an_incremental_lake_once() {
-    late_row_read_once(Pg::new().await, Target::lake(), LoadMode::Incremental).await;
+    late_row_read_once(Pg::new().await, Target::lake(), LoadMode::Incremental, Read::Direct).await;
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_late_commit_reaches_an_upsert_warehouse_once() {
-    late_row_read_once(Pg::new().await, Target::warehouse().await, LoadMode::Upsert).await;
+    late_row_read_once(
+        Pg::new().await,
+        Target::warehouse().await,
+        LoadMode::Upsert,
+        Read::Direct,
+    )
+    .await;
 }
 
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn mariadb_late_commit_reaches_an_incremental_lake_once() {
-    late_row_read_once(My::new().await, Target::lake(), LoadMode::Incremental).await;
+    late_row_read_once(My::new().await, Target::lake(), LoadMode::Incremental, Read::Direct).await;
 }
 
 #[cfg(feature = "mysql")]
 #[tokio::test]
 async fn mariadb_late_commit_reaches_an_upsert_warehouse_once() {
-    late_row_read_once(My::new().await, Target::warehouse().await, LoadMode::Upsert).await;
+    late_row_read_once(
+        My::new().await,
+        Target::warehouse().await,
+        LoadMode::Upsert,
+        Read::Direct,
+    )
+    .await;
+}
+
+#[cfg(feature = "sql")]
+#[tokio::test]
+async fn postgres_late_commit_through_a_query_across_sources_reaches_a_lake_once() {
+    late_row_read_once(Pg::new().await, Target::lake(), LoadMode::Incremental, Read::Sql).await;
+}
+
+#[cfg(feature = "sql")]
+#[tokio::test]
+async fn mariadb_late_commit_through_a_query_across_sources_reaches_a_warehouse_once() {
+    late_row_read_once(My::new().await, Target::warehouse().await, LoadMode::Upsert, Read::Sql).await;
 }
 
 /// Without waiting for commits, the same open transaction's row is lost: the run's

@@ -1199,10 +1199,7 @@ impl Pipeline {
             }
             None => extract,
         };
-        if let Some(held) = extract.stats.held_back.lock().expect("held_back lock").take() {
-            tracing::info!(reason = %held.reason, "window held back");
-            report.held_back = Some(held);
-        }
+        take_held_back(&extract.stats, report);
         if incremental && extract.no_new_data {
             tracing::info!("no new data");
             return Ok(None);
@@ -1244,6 +1241,8 @@ impl Pipeline {
             tracing::warn!(warning = %w, "table warning");
             report.warnings.push(w);
         }
+        // A read that ends its window as it streams says so at the end.
+        take_held_back(stats, report);
         report.extracted_count += pumped.extracted;
         report.collapsed_count += pumped.collapsed;
         if let Err(e) = result {
@@ -1448,4 +1447,12 @@ async fn abort(writer: Box<dyn TableWriter>, e: Error) -> Error {
         tracing::warn!(error = %abort_err, "could not discard staged data; the next run cleans it");
     }
     e
+}
+
+/// Moves a read's [`crate::HeldBack`] into the table's report.
+fn take_held_back(stats: &ExtractStats, report: &mut TableReport) {
+    if let Some(held) = stats.held_back.lock().expect("held_back lock").take() {
+        tracing::info!(reason = %held.reason, "window held back");
+        report.held_back = Some(held);
+    }
 }

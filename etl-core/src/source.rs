@@ -58,7 +58,8 @@ pub struct ExtractStats {
     /// [`crate::NullCursors::WholeReadsOnly`]), where the source saw them.
     pub null_cursor_rows: AtomicU64,
     /// The read ended its window below the high-water mark it saw (the runner puts it in
-    /// the report).
+    /// the report): set when the read starts, or, by a read that ends its window as it
+    /// streams, before its stream ends.
     pub held_back: std::sync::Mutex<Option<crate::report::HeldBack>>,
     /// What the user should know about this read (the runner puts it in the report).
     pub warnings: std::sync::Mutex<Vec<String>>,
@@ -173,6 +174,15 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
     /// key digests where the rows live (the database sources); `None` by default.
     fn key_reader(&self) -> Option<&dyn crate::keys::KeyReader> {
         None
+    }
+
+    /// What the database `spec`'s table lives in has in progress, looked at now, for a read
+    /// that joins the table with tables of other sources ([`crate::kit::window::joined_end`]):
+    /// asked before the read begins, so that the join's window can end below the oldest
+    /// transaction still open there. `None` (the default) for a source without transactions.
+    async fn in_flight(&self, spec: &TableSpec) -> Result<Option<crate::kit::window::InFlight>> {
+        let _ = spec;
+        Ok(None)
     }
 
     /// What [`Source::read`] of `req` would cover, without reading it and writing nothing

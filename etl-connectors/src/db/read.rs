@@ -241,7 +241,15 @@ pub(crate) async fn check<D: Database>(db: &D, spec: &TableSpec) -> Result<()> {
     described
 }
 
-/// [`etl_core::Source::read`] of a database source.
+/// [`etl_core::Source::in_flight`] of a database source, on a connection of its own.
+pub(crate) async fn in_flight<D: Database>(db: &D, spec: &TableSpec) -> Result<InFlight> {
+    let rel = relation_at::<D>(spec, None)?;
+    let mut conn = db.connect(&spec.name).await?;
+    let seen = db.in_flight(&mut conn, spec, &rel).await;
+    db.close(conn).await;
+    seen
+}
+
 /// What a read of `req` would return, counted under the window's lower end (the read's
 /// upper end is the high-water mark of its own snapshot, so this counts at least as much).
 pub(crate) async fn estimate<D: Database>(db: &D, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
@@ -277,6 +285,7 @@ fn placed<'a, D: Database>(req: &ReadRequest<'a>, plans: &[D::Plan]) -> Result<(
     Ok((rel, ReadRequest { from: None, ..*req }))
 }
 
+/// [`etl_core::Source::read`] of a database source.
 pub(crate) async fn read<D: Database>(db: &D, original: ReadRequest<'_>) -> Result<Extract> {
     let spec = original.spec;
     let rel = relation_at::<D>(spec, None)?;

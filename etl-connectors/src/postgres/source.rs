@@ -439,6 +439,10 @@ impl Source for PostgresSource {
         read::read(self, req).await
     }
 
+    async fn in_flight(&self, spec: &TableSpec) -> Result<Option<InFlight>> {
+        read::in_flight(self, spec).await.map(Some)
+    }
+
     async fn estimate(&self, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
         read::estimate(self, req).await
     }

@@ -222,12 +222,7 @@ pub fn hold_high(
         (Some(c), Some(s)) if c < *s => Some(s.clone()),
         (c, s) => c.or_else(|| s.cloned()),
     };
-    let by_ms = match (&high, &to) {
-        (CursorValue::Timestamp(h), Some(CursorValue::Timestamp(t))) => Some((*h - *t).num_milliseconds()),
-        (CursorValue::TimestampTz(h), Some(CursorValue::TimestampTz(t))) => Some((*h - *t).num_milliseconds()),
-        (CursorValue::Date(h), Some(CursorValue::Date(t))) => Some((*h - *t).num_milliseconds()),
-        _ => None,
-    };
+    let by_ms = held_by_ms(&high, to.as_ref());
     let held = HeldBack {
         high,
         to: to.clone(),
@@ -235,6 +230,57 @@ pub fn hold_high(
         reason,
     };
     Ok((to, Some(held)))
+}
+
+/// How far, in milliseconds, a window held back to `to` ends below `high` (date and timestamp
+/// cursors; `None` for others, or when it reads nothing).
+pub fn held_by_ms(high: &CursorValue, to: Option<&CursorValue>) -> Option<i64> {
+    match (high, to) {
+        (CursorValue::Timestamp(h), Some(CursorValue::Timestamp(t))) => Some((*h - *t).num_milliseconds()),
+        (CursorValue::TimestampTz(h), Some(CursorValue::TimestampTz(t))) => Some((*h - *t).num_milliseconds()),
+        (CursorValue::Date(h), Some(CursorValue::Date(t))) => Some((*h - *t).num_milliseconds()),
+        _ => None,
+    }
+}
+
+/// Where the window of a read that joins tables of several databases ends, given what was in
+/// flight at each (`seen`, each looked at before its database's snapshot): the least of the
+/// ends [`hold_high`] gives each, for a cursor of `like`'s type, with its reason. `None` when
+/// nothing holds it (an integer or text cursor; no transaction, clock or settle age in the
+/// way); `Some((None, why))` when a transaction whose start cannot be seen keeps it at the
+/// stored cursor, or, on a first run, reads nothing.
+///
+/// # Errors
+/// As [`hold_high`].
+pub fn joined_end(
+    spec: &TableSpec,
+    stored: Option<&CursorValue>,
+    like: &CursorValue,
+    seen: &[InFlight],
+) -> Result<Option<(Option<CursorValue>, String)>> {
+    let top = match like {
+        CursorValue::Timestamp(_) => CursorValue::Timestamp(chrono::NaiveDateTime::MAX),
+        CursorValue::TimestampTz(_) => CursorValue::TimestampTz(DateTime::<Utc>::MAX_UTC),
+        CursorValue::Date(_) => CursorValue::Date(chrono::NaiveDate::MAX),
+        other => other.clone(),
+    };
+    let mut end: Option<(Option<CursorValue>, String)> = None;
+    for s in seen {
+        if let (to, Some(held)) = hold_high(spec, stored, Some(top.clone()), s)? {
+            let lower = match &end {
+                None => true,
+                Some((current, _)) => match (&to, current) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(a), Some(b)) => a < b,
+                },
+            };
+            if lower {
+                end = Some((to, held.reason));
+            }
+        }
+    }
+    Ok(end)
 }
 
 /// The greatest value of `like`'s type before the instant `bound` (a date: the day before
