@@ -253,6 +253,12 @@ impl Source for SqlSource {
             .await
             .map_err(|e| df_error(&spec.name, "planning the query", e))?;
         let schema = plain_schema(&stream.schema());
+        if let Some(c) = spec.cursor.iter().find(|c| schema.field_with_name(c).is_err()) {
+            return Err(Error::ColumnNotFound {
+                table: spec.name.clone(),
+                column: c.clone(),
+            });
+        }
         let stored = req.from.and_then(|p| p.cursor.clone());
         // Where the window ends, for the cursor's type, below what was in flight.
         let end = match spec.cursor.first().and_then(|c| like_of(&schema, c)) {
@@ -616,6 +622,15 @@ mod tests {
         assert_eq!(
             render(&batches),
             "+----+------+\n| id | name |\n+----+------+\n| 2  | bob  |\n| 3  | cy   |\n+----+------+"
+        );
+        let spec = TableSpec::new("p")
+            .from_query("SELECT name FROM people")
+            .mode(LoadMode::Incremental)
+            .cursor(["id"]);
+        let err = rows(&sql, &spec, None).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ColumnNotFound { column, .. } if column == "id"),
+            "{err}"
         );
         let spec = TableSpec::new("p").from_table("nobody");
         let err = sql.check(&spec).await.unwrap_err();
