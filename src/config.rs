@@ -1125,7 +1125,6 @@ enum Store {
     Other(Arc<dyn WatermarkStore>),
 }
 
-/// A kind this build does not have: misspelt, or its cargo feature left out.
 /// The spec of a table read named `name`: its relation (`from`), query or files.
 ///
 /// # Errors
@@ -1194,6 +1193,7 @@ fn read_of(
     Ok(spec)
 }
 
+/// A kind this build does not have: misspelt, or its cargo feature left out.
 fn unknown_kind(what: &str, kind: &str, kinds: &[&str]) -> Error {
     if kinds.contains(&kind) {
         return Error::config(format!(
