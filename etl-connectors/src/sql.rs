@@ -539,6 +539,7 @@ fn df_error(table: &str, doing: &str, e: DataFusionError) -> Error {
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
+    use etl_core::MemorySource;
 
     fn people() -> MemorySource {
         let schema = Arc::new(Schema::new(vec![
@@ -559,8 +560,6 @@ mod tests {
         m.append("people", batch).unwrap();
         m
     }
-
-    use etl_core::MemorySource;
 
     async fn rows(
         source: &SqlSource,
