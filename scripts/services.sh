@@ -16,6 +16,7 @@ install() {
   [ -x $PGBIN/postgres ] || need+=(postgresql)
   [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
   command -v curl >/dev/null || need+=(curl)
+  command -v socat >/dev/null || need+=(socat)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
   fi
@@ -26,6 +27,9 @@ install() {
     "$VENV/bin/pip" install -q 'fakesnow[server]==0.12.1' 'snowflake-connector-python>=4.8,<5' 'moto[server]==5.2.5' 'duckdb~=2.0.0'
   fi
   patch_fakesnow >/dev/null
+  # The engine the shard plans' end-to-end run uses (scripts/shards_e2e.sh).
+  "$VENV/bin/python" -c 'import ray' 2>/dev/null || "$VENV/bin/pip" install -q 'ray==2.60.0'
+  command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
   # The Delta readers no one here wrote: the deltalake Python package (delta-rs's Python
   # side), and DuckDB's delta extension, which PyPI carries only for DuckDB 1.5 (the
   # extension server is out of reach here): a venv of their own.

@@ -212,3 +212,8 @@ echo "$out2" | grep -q '^join  *Succeeded  *12 orders joined to their customers$
 echo "$out2" | grep -q '^crawl  *Succeeded  *3 tables' || { echo "daily_workflow: $out2" >&2; exit 1; }
 [ "$(ls "$wf/_etl/runs/join" | wc -l)" = 2 ] || { echo "daily_workflow: run history" >&2; exit 1; }
 echo "daily_workflow OK"
+
+# A shard plan on an engine: 5M orders in 8 shards run by Ray on two hosts of their own
+# (network namespaces), one shard killed mid-shard and rerun by Ray, one commit into a lake
+# on the S3 server; checked by psql, DuckDB and boto3 (scripts/shards_e2e.sh says what).
+ETL="$etl_bin" bash scripts/shards_e2e.sh

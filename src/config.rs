@@ -1285,6 +1285,19 @@ impl References {
     }
 }
 
+/// A location given on a command line or in code, as a configuration file gives one:
+/// `s3://bucket/prefix` (feature `s3`, endpoint from `AWS_ENDPOINT_URL`), `memory://`,
+/// `file:///abs/path`, or a folder (relative to the working directory; created if missing).
+/// `what` names it in errors.
+///
+/// # Errors
+/// [`Error::Config`] for a URL of another scheme, an S3 URL without the `s3` feature, or a
+/// folder that cannot be created.
+pub fn location_of(what: &str, url: &str) -> Result<Location> {
+    let here = std::env::current_dir().map_err(|e| Error::config(format!("{what} `{url}`: {e}")))?;
+    location(&here, what, url)
+}
+
 /// A location of a configuration: `s3://bucket/prefix` (feature `s3`, endpoint from
 /// `AWS_ENDPOINT_URL`), `memory://`, `file:///abs/path`, or a folder relative to `base`.
 fn location(base: &Path, what: &str, url: &str) -> Result<Location> {

@@ -67,14 +67,14 @@ pub use etl_core::{
     Error, Estimate, Extract, ExtractStats, FileDrops, FileFormat, FileMark, HeldBack, KeyCheck, LoadMode, Location,
     Low, MemorySource, MergeStrategy, ModeOverrides, NullCursors, ObjectStoreWatermarkStore, PartitionKey,
     Partitioning, Pipeline, PipelineBuilder, Position, Progress, QUERY_WATERMARK, ReadRequest, Reconcile,
-    ReconcilePolicy, ReconcileStatus, Reconciliation, Result, RunReport, Secret, Sink, Source, SourceRef, StageSummary,
-    Staged, StagedWrite, TablePlan, TableReport, TableSpec, TableStatus, TableWriter, TargetLost, TargetState,
-    Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
+    ReconcilePolicy, ReconcileStatus, Reconciliation, Result, RunReport, Secret, ShardSink, Sink, Source, SourceRef,
+    StageSummary, Staged, StagedWrite, TablePlan, TableReport, TableSpec, TableStatus, TableWriter, TargetLost,
+    TargetState, Timeouts, UTC, Watermark, WatermarkStore, WatermarkSummary, WriteRequest,
 };
 // Its modules by concern.
 #[cfg(feature = "test-utils")]
 pub use etl_core::conformance;
-pub use etl_core::{catalog, deps, keys, kit, lake, transform, workflow};
+pub use etl_core::{catalog, deps, keys, kit, lake, shard, transform, workflow};
 
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -150,6 +150,21 @@ pub enum Error {
         message: String,
     },
 
+    /// A shard plan's commit found shards that have not staged
+    /// ([`crate::Pipeline::commit_shards`]); nothing was committed.
+    #[error(
+        "plan `{plan}` of table `{table}`: shard(s) {missing} have not staged; run them (`etl shard --index N`) \
+         and commit again; nothing was committed"
+    )]
+    IncompletePlan {
+        /// The plan.
+        plan: String,
+        /// The table.
+        table: String,
+        /// The indices of the shards without a manifest.
+        missing: String,
+    },
+
     /// Reading or writing an object store failed.
     #[error("object store error at `{path}`: {source}")]
     ObjectStore {

@@ -77,6 +77,7 @@ mod position;
 mod reconcile;
 mod report;
 mod secret;
+pub mod shard;
 mod sink;
 mod source;
 mod spec;
@@ -100,7 +101,9 @@ pub use report::{
     WatermarkSummary,
 };
 pub use secret::Secret;
-pub use sink::{CommitSummary, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest};
+pub use sink::{
+    CommitSummary, ShardSink, Sink, StageSummary, Staged, StagedWrite, TableWriter, TargetState, WriteRequest,
+};
 pub use source::{BatchStream, Estimate, Extract, ExtractStats, MemorySource, ReadRequest, Source};
 pub use spec::{
     BadRows, CsvOptions, DELETED_AT, Deletes, FileDrops, FileFormat, MergeStrategy, NullCursors, PartitionKey,

@@ -255,6 +255,14 @@ impl TableReport {
             retryable: false,
         }
     }
+
+    /// Sets `difference` from the source and target counts, where both are known.
+    pub(crate) fn set_difference(&mut self) {
+        self.difference = self
+            .source_count
+            .zip(self.target_count)
+            .map(|(s, t)| s as i64 - t as i64);
+    }
 }
 
 /// A whole run's report. Serialises to JSON for logs and run history.

@@ -152,6 +152,34 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
 
     /// Starts writing one table for one run.
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;
+
+    /// The sink's commit of shards staged by other processes ([`crate::shard`]), for sinks
+    /// whose staged writes outlive the process that staged them; `None` by default.
+    fn shard_sink(&self) -> Option<&dyn ShardSink> {
+        None
+    }
+}
+
+/// A sink that commits together the writes that the shards of a plan staged, each in its own
+/// process ([`crate::Pipeline::commit_shards`]).
+///
+/// # Contract
+/// - The shards' writers come from [`Sink::begin`], each with a run id of its own; their
+///   [`Staged::manifest`] describes what each staged, durable after the process ends.
+/// - [`ShardSink::commit_shards`] makes all of them visible in one commit with
+///   `checkpoint`, or none; it commits only while the sink's last checkpoint is still
+///   [`WriteRequest::last_checkpoint`] ([`crate::Error::ConcurrentRun`] otherwise), and
+///   afterwards deletes what other attempts staged and never committed.
+#[async_trait]
+pub trait ShardSink: Send + Sync {
+    /// Commits the staged writes `staged` ([`Staged::manifest`] of each shard) together with
+    /// `checkpoint`, for the run `req` names.
+    async fn commit_shards(
+        &self,
+        req: WriteRequest<'_>,
+        staged: Vec<serde_json::Value>,
+        checkpoint: Checkpoint,
+    ) -> Result<CommitSummary>;
 }
 
 /// One run's writes to one table, until they are staged.
@@ -178,6 +206,14 @@ pub trait StagedWrite: Send {
 
     /// Discards everything staged.
     async fn abort(self: Box<Self>) -> Result<()>;
+
+    /// What was staged, as the sink's [`ShardSink::commit_shards`] reads it in another
+    /// process. A sink without a [`Sink::shard_sink`] need not say.
+    fn manifest(&self) -> Result<serde_json::Value> {
+        Err(crate::Error::config(
+            "this sink's staged writes cannot be committed by another process",
+        ))
+    }
 }
 
 /// What [`TableWriter::stage`] returns: the staged data, durable and invisible, and what
@@ -233,5 +269,13 @@ impl Staged {
     /// Discards everything staged.
     pub async fn abort(self) -> Result<()> {
         self.write.abort().await
+    }
+
+    /// What was staged, for a commit by another process ([`StagedWrite::manifest`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] for a sink whose staged writes cannot be committed so.
+    pub fn manifest(&self) -> Result<serde_json::Value> {
+        self.write.manifest()
     }
 }

@@ -192,6 +192,21 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
         Ok(Estimate::default())
     }
 
+    /// How a read of `req` splits into shards by key range, sized by `sizing`, for a plan
+    /// ([`crate::Pipeline::plan_shards`]): the high-water mark a read taken now would end at,
+    /// and the key intervals. Reads no rows.
+    ///
+    /// # Errors
+    /// [`Error::Config`] by default: the source does not split reads.
+    async fn split(&self, req: ReadRequest<'_>, sizing: crate::shard::ShardSizing) -> Result<crate::shard::Split> {
+        let _ = sizing;
+        Err(Error::config(format!(
+            "table `{}`: source `{}` does not split a read into shards (the database sources do)",
+            req.spec.name,
+            self.name()
+        )))
+    }
+
     /// Whether the source honours [`ReadRequest::limit`] (ordered, resumable chunks).
     fn reads_in_chunks(&self) -> bool {
         false

@@ -36,8 +36,32 @@ enum Command {
     Run(RunArgs),
     /// What the next run would do with each table, reading no rows and writing nothing: its
     /// mode, the watermark it reads past, and the rows (databases: counted) or the files
-    /// (file sources: new and changed) it would read.
-    Plan(RunArgs),
+    /// (file sources: new and changed) it would read. With --shards or --shard-rows: plans
+    /// the next run of one table as shards, stored under --plans, for `etl shard` and
+    /// `etl commit`.
+    Plan(PlanArgs),
+    /// Runs one shard of a plan: reads its part of the window and stages it, invisible, with
+    /// a manifest recorded once (a shard run twice stages once). Moves no watermark.
+    Shard {
+        /// The configuration file (the plan's pipeline).
+        config: PathBuf,
+        /// The plan's directory, as `etl plan` printed it.
+        #[arg(long)]
+        plan: String,
+        /// The shard's index; default: $JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs), else
+        /// $AWS_BATCH_JOB_ARRAY_INDEX (AWS Batch array jobs).
+        #[arg(long)]
+        index: Option<usize>,
+    },
+    /// Commits a plan whose shards have all staged: one commit makes every shard's rows
+    /// visible, and the watermark moves once. Committing again reports the commit done.
+    Commit {
+        /// The configuration file (the plan's pipeline).
+        config: PathBuf,
+        /// The plan's directory, as `etl plan` printed it.
+        #[arg(long)]
+        plan: String,
+    },
     /// Reloads one table in full (FULL over its target) and moves only its watermark.
     Resync {
         /// The configuration file.
@@ -115,6 +139,42 @@ struct RunArgs {
     /// wins for its tables.
     #[arg(long = "load_type", value_name = "full|incremental")]
     load_type: Option<String>,
+}
+
+/// What `plan` takes.
+#[derive(clap::Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Plans the next run of the one --table as this many shards.
+    #[arg(long, conflicts_with = "shard_rows")]
+    shards: Option<usize>,
+    /// Plans the next run of the one --table as shards of about this many rows.
+    #[arg(long)]
+    shard_rows: Option<u64>,
+    /// Where shard plans are kept (a folder, file:///…, s3://bucket/prefix): the plan goes
+    /// into a folder named by its id.
+    #[arg(long)]
+    plans: Option<String>,
+}
+
+/// The shard index of `etl shard`: the flag, else the index an engine sets.
+fn shard_index(flag: Option<usize>) -> Result<usize, Error> {
+    if let Some(i) = flag {
+        return Ok(i);
+    }
+    for var in ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"] {
+        if let Ok(v) = std::env::var(var) {
+            return v
+                .trim()
+                .parse()
+                .map_err(|_| Error::config(format!("${var} is `{v}`, not a shard index")));
+        }
+    }
+    Err(Error::config(
+        "which shard? give --index N, or run under an engine that sets $JOB_COMPLETION_INDEX or \
+         $AWS_BATCH_JOB_ARRAY_INDEX",
+    ))
 }
 
 #[derive(Subcommand, Debug)]
@@ -281,12 +341,90 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
                 text: ddl.join("\n"),
             })
         }
-        Command::Plan(RunArgs {
-            config,
-            tables,
-            obj,
-            load_type,
+        Command::Plan(PlanArgs {
+            run:
+                RunArgs {
+                    config,
+                    tables,
+                    obj,
+                    load_type,
+                },
+            shards,
+            shard_rows,
+            plans,
+        }) if shards.is_some() || shard_rows.is_some() => {
+            let sizing = match (shards, shard_rows) {
+                (Some(n), _) => etl::shard::ShardSizing::Count(n),
+                (None, Some(r)) => etl::shard::ShardSizing::Rows(r),
+                (None, None) => unreachable!("guarded"),
+            };
+            let [table] = tables.as_slice() else {
+                return Err(Error::config("a shard plan is of one table: give one --table"));
+            };
+            let plans = plans.ok_or_else(|| Error::config("give --plans: where the shard plan is kept"))?;
+            let p = pipeline(&config).await?;
+            let overrides = overrides_of(load_type, obj, &p)?;
+            let plan = p.plan_shards(table, sizing, &overrides).await?;
+            let dir = etl::shard::PlanDir::create(&etl::config::location_of("--plans", &plans)?, &plan).await?;
+            let url = dir.location().url().to_string();
+            let text = format!(
+                "plan {} of table `{}` ({}): {} shard(s), at {url}\n  etl shard {} --plan {url} --index N   (N = 0..{})\n  etl commit {} --plan {url}",
+                plan.id,
+                plan.table,
+                plan.mode,
+                plan.shards.len(),
+                config.display(),
+                plan.shards.len().saturating_sub(1),
+                config.display(),
+            );
+            Ok(Outcome::Print {
+                json: serde_json::json!({ "plan": url, "id": plan.id, "table": plan.table, "shards": plan.shards.len(), "high": plan.high }),
+                text,
+            })
+        }
+        Command::Shard { config, plan, index } => {
+            let index = shard_index(index)?;
+            let p = pipeline(&config).await?;
+            let dir = etl::shard::PlanDir::new(etl::config::location_of("--plan", &plan)?);
+            let out = p.run_shard(&dir, index).await?;
+            let m = &out.manifest;
+            let text = if out.recorded {
+                format!(
+                    "shard {index} of plan {}: {} rows staged in {} file(s)",
+                    m.plan, m.written, m.files
+                )
+            } else {
+                format!(
+                    "shard {index} of plan {}: staged already ({} rows, attempt {}); nothing new staged",
+                    m.plan, m.written, m.attempt
+                )
+            };
+            Ok(Outcome::Print {
+                json: serde_json::to_value(&out).expect("outcomes serialise"),
+                text,
+            })
+        }
+        Command::Commit { config, plan } => {
+            let p = pipeline(&config).await?;
+            let dir = etl::shard::PlanDir::new(etl::config::location_of("--plan", &plan)?);
+            Ok(Outcome::Report(p.commit_shards(&dir).await?))
+        }
+        Command::Plan(PlanArgs {
+            run:
+                RunArgs {
+                    config,
+                    tables,
+                    obj,
+                    load_type,
+                },
+            plans,
+            ..
         }) => {
+            if plans.is_some() {
+                return Err(Error::config(
+                    "--plans is for a shard plan: give --shards or --shard-rows too",
+                ));
+            }
             let p = pipeline(&config).await?;
             let overrides = overrides_of(load_type, obj, &p)?;
             let only: Vec<&str> = tables.iter().map(String::as_str).collect();

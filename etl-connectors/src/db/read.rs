@@ -20,6 +20,7 @@ use etl_core::kit::sql::Dialect;
 use etl_core::kit::task::AbortOnDrop;
 use etl_core::kit::window;
 use etl_core::kit::window::{InFlight, hold_high};
+use etl_core::shard::{ShardSizing, Split};
 use etl_core::{BatchStream, CursorValue, Error, Extract, ExtractStats, ReadRequest, Result, SourceRef, TableSpec};
 use futures::StreamExt;
 
@@ -285,8 +286,26 @@ fn placed<'a, D: Database>(req: &ReadRequest<'a>, plans: &[D::Plan]) -> Result<(
     Ok((rel, ReadRequest { from: None, ..*req }))
 }
 
-/// [`etl_core::Source::read`] of a database source.
-pub(crate) async fn read<D: Database>(db: &D, original: ReadRequest<'_>) -> Result<Extract> {
+/// A read opened: its relation, request and columns, its snapshot's ranges, and the window
+/// taken in that snapshot — what a read streams, and what a shard plan splits.
+struct Opened<'a, D: Database> {
+    rel: String,
+    req: ReadRequest<'a>,
+    plans: Vec<D::Plan>,
+    schema: SchemaRef,
+    stats: Arc<ExtractStats>,
+    ranges: Vec<Range<D::Conn>>,
+    window: Window,
+}
+
+/// Opens the read of `original`: connects, describes, looks at what is in flight, takes the
+/// snapshot (over one connection when `one_range`) and the window in it. `Err` holds the
+/// answer when nothing is new (every connection closed).
+async fn open<'a, D: Database>(
+    db: &D,
+    original: ReadRequest<'a>,
+    one_range: bool,
+) -> Result<std::result::Result<Opened<'a, D>, Extract>> {
     let spec = original.spec;
     let rel = relation_at::<D>(spec, None)?;
     let mut conn = db.connect(&spec.name).await?;
@@ -311,7 +330,8 @@ pub(crate) async fn read<D: Database>(db: &D, original: ReadRequest<'_>) -> Resu
     // position, an initial window or a chunk limit gives it a lower bound.
     let incremental = req.mode.reads_incrementally() && !spec.cursor.is_empty();
     // A repair's key ranges are not the whole table either.
-    let whole = req.keys.is_none()
+    let whole = !one_range
+        && req.keys.is_none()
         && !(incremental && (req.from.is_some() || spec.initial_window.is_some() || req.limit.is_some()));
     // Only date and timestamp cursors are held (and a settle age is checked against them).
     let timed = plans.iter().any(|p| {
@@ -364,15 +384,126 @@ pub(crate) async fn read<D: Database>(db: &D, original: ReadRequest<'_>) -> Resu
         Ok::<_, Error>(window)
     }
     .await;
-    let window = match prepared {
-        Ok(w) if !w.nothing_new => w,
+    match prepared {
+        Ok(window) if !window.nothing_new => Ok(Ok(Opened {
+            rel,
+            req,
+            plans,
+            schema,
+            stats,
+            ranges,
+            window,
+        })),
         other => {
             for r in ranges {
                 db.close(r.conn).await;
             }
-            return other.map(|w| w.empty(schema, stats));
+            other.map(|w| Err(w.empty(schema, stats)))
+        }
+    }
+}
+
+/// [`etl_core::Source::split`] of a database source: the read's window, taken as a read would
+/// take it, and the least and greatest primary key in it (counted, when sized by rows), in
+/// one snapshot.
+pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: ShardSizing) -> Result<Split> {
+    let spec = req.spec;
+    let key = etl_core::keys::key_column(spec).map_err(|_| {
+        Error::config(format!(
+            "table `{}`: a shard plan splits a table by its primary key of one integer column; give it one \
+             (TableSpec::primary_key)",
+            spec.name
+        ))
+    })?;
+    let opened = match open(db, req, true).await? {
+        Ok(o) => o,
+        Err(empty) => {
+            return Ok(Split {
+                high: empty.high,
+                held_back: empty.stats.held_back.lock().expect("held_back lock").take(),
+                no_new_data: true,
+                keys: Vec::new(),
+            });
         }
     };
+    let Opened {
+        rel,
+        plans,
+        stats,
+        mut ranges,
+        window,
+        ..
+    } = opened;
+    let integer = plans
+        .iter()
+        .find(|p| p.name() == key)
+        .is_some_and(|p| p.data_type().is_integer());
+    let counted = matches!(sizing, ShardSizing::Rows(_));
+    let answer = if integer {
+        let (filter, _) = window.predicate(D::DIALECT, spec, None);
+        let sql = D::DIALECT.split_bounds(&rel, key, &filter, counted);
+        tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
+        db.cells(&mut ranges[0].conn, &spec.name, &sql).await
+    } else {
+        Err(Error::config(format!(
+            "table `{}`: a shard plan splits a table by its primary key, and `{key}` is not an integer column",
+            spec.name
+        )))
+    };
+    for r in ranges {
+        db.close(r.conn).await;
+    }
+    let rows = answer?;
+    let held_back = stats.held_back.lock().expect("held_back lock").take();
+    let incremental = window.incremental;
+    let Some((min, max)) = etl_core::keys::parse_bounds(&spec.name, &rows)? else {
+        // Nothing in the window: an incremental run has nothing new; a whole read still
+        // replaces the target, with one shard that reads nothing.
+        return Ok(Split {
+            high: window.position(),
+            held_back,
+            no_new_data: incremental,
+            keys: if incremental {
+                Vec::new()
+            } else {
+                vec![(i64::MIN, i64::MAX)]
+            },
+        });
+    };
+    let shards = match sizing {
+        ShardSizing::Count(n) => n,
+        ShardSizing::Rows(per) => {
+            let n: u64 = rows[0]
+                .get(2)
+                .and_then(|c| c.as_deref())
+                .and_then(|c| c.trim().parse().ok())
+                .unwrap_or(0);
+            n.div_ceil(per.max(1)) as usize
+        }
+    };
+    Ok(Split {
+        high: window.position(),
+        held_back,
+        no_new_data: false,
+        keys: etl_core::shard::key_intervals(min, max, shards),
+    })
+}
+
+/// [`etl_core::Source::read`] of a database source.
+pub(crate) async fn read<D: Database>(db: &D, original: ReadRequest<'_>) -> Result<Extract> {
+    let Opened {
+        rel,
+        req,
+        plans,
+        schema,
+        stats,
+        ranges,
+        window,
+    } = match open(db, original, false).await? {
+        Ok(o) => o,
+        Err(empty) => return Ok(empty),
+    };
+    let spec = req.spec;
     let mut window_params = Vec::new();
     let (filter, order) = window.predicate(D::DIALECT, spec, D::BINDS.then_some(&mut window_params));
     let filter = match (req.keys, spec.primary_key.as_slice()) {

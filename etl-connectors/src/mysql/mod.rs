@@ -923,6 +923,14 @@ impl Source for MySqlSource {
     async fn estimate(&self, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
         read::estimate(self, req).await
     }
+
+    async fn split(
+        &self,
+        req: ReadRequest<'_>,
+        sizing: etl_core::shard::ShardSizing,
+    ) -> Result<etl_core::shard::Split> {
+        read::split(self, req, sizing).await
+    }
 }
 
 crate::db::keys::key_reader!(MySqlSource, None);

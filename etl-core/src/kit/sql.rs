@@ -125,6 +125,22 @@ impl Dialect {
         )
     }
 
+    /// The least and greatest `key` of the rows of `relation` that `filter` keeps, as text,
+    /// and with `count` their number: what a shard plan splits ([`crate::shard`]).
+    pub fn split_bounds(self, relation: &str, key: &str, filter: &str, count: bool) -> String {
+        let k = self.quote(key);
+        let counted = if count {
+            format!(", {}", self.text("count(*)"))
+        } else {
+            String::new()
+        };
+        format!(
+            "SELECT {}, {}{counted} FROM {relation} WHERE {filter}",
+            self.text(&format!("min({k})")),
+            self.text(&format!("max({k})"))
+        )
+    }
+
     /// The key column as a signed 64-bit integer.
     fn key_int(self, k: &str) -> String {
         match self {

@@ -36,7 +36,8 @@ mod writer;
 
 use async_trait::async_trait;
 use etl_core::{
-    Checkpoint, Error, LoadMode, Location, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, Location, Result, ShardSink, Sink, TableSpec, TableWriter, TargetState,
+    WriteRequest,
 };
 use parquet::basic::{Compression, ZstdLevel};
 
@@ -241,6 +242,10 @@ impl Sink for LakeSink {
         })
     }
 
+    fn shard_sink(&self) -> Option<&dyn ShardSink> {
+        Some(self)
+    }
+
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
         let log = self.commit_log(&req.spec.target);
         let base = log.latest().await?;
@@ -262,5 +267,78 @@ impl Sink for LakeSink {
             req,
             self.options.clone(),
         )))
+    }
+}
+
+/// One commit record for every shard of a plan: their staged files move in together.
+#[async_trait]
+impl ShardSink for LakeSink {
+    async fn commit_shards(
+        &self,
+        req: WriteRequest<'_>,
+        staged: Vec<serde_json::Value>,
+        checkpoint: Checkpoint,
+    ) -> Result<CommitSummary> {
+        let table = &req.spec.target;
+        let log = self.commit_log(table);
+        let base = log.latest().await?;
+        if base.as_ref().map(|r| r.checkpoint.run_id.as_str()) != req.last_checkpoint {
+            return Err(Error::ConcurrentRun {
+                pipeline: req.pipeline.to_string(),
+                table: req.spec.name.clone(),
+            });
+        }
+        let mut files = Vec::new();
+        let mut columns: Option<Vec<etl_core::lake::Column>> = None;
+        for (i, value) in staged.into_iter().enumerate() {
+            let shard: writer::StagedFiles = serde_json::from_value(value).map_err(|e| Error::Metadata {
+                path: format!("the manifest of shard {i} of run `{}`", req.run_id),
+                message: e.to_string(),
+            })?;
+            match (&columns, shard.columns) {
+                (_, None) => {}
+                (None, Some(c)) => columns = Some(c),
+                (Some(a), Some(c)) if *a == c => {}
+                (Some(_), Some(_)) => {
+                    return Err(Error::config(format!(
+                        "table `{table}`: shard {i} of run `{}` staged other columns than the shards before it \
+                         (the source table changed while the shards ran); plan the run again",
+                        req.run_id
+                    )));
+                }
+            }
+            files.extend(shard.files);
+        }
+        // Every staged file must be there before the commit point, or the commit could not
+        // be applied.
+        let staging = format!("{}/staging/{table}", etl_core::lake::META_DIR);
+        let there: std::collections::HashSet<String> = self
+            .location
+            .list(&staging)
+            .await?
+            .iter()
+            .map(|m| self.location.relative(&m.location))
+            .collect();
+        if let Some(gone) = files.iter().find(|f| !there.contains(&f.staged)) {
+            return Err(Error::Metadata {
+                path: self.location.path(&gone.staged).to_string(),
+                message: format!(
+                    "a file that a shard of run `{}` staged is gone (deleted by a commit since the plan?); plan \
+                     the run again",
+                    req.run_id
+                ),
+            });
+        }
+        writer::commit_files(
+            &log,
+            base.as_ref(),
+            req.pipeline,
+            req.mode,
+            files,
+            columns,
+            &[],
+            checkpoint,
+        )
+        .await
     }
 }

@@ -256,52 +256,110 @@ impl LakeWriter {
     }
 }
 
+/// What a lake shard staged ([`StagedWrite::manifest`]): its files, still under
+/// `_etl/staging/`, and the columns it wrote.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct StagedFiles {
+    pub(super) files: Vec<AddedFile>,
+    pub(super) columns: Option<Vec<Column>>,
+}
+
 #[async_trait]
 impl StagedWrite for LakeWriter {
     async fn commit(mut self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
-        let replace = self.mode.replaces_target();
-        let remove: Vec<String> = if replace {
-            self.log
-                .visible_files()
-                .await?
-                .iter()
-                .map(|m| self.log.location().relative(&m.location))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let added: u64 = self.done.iter().map(|f| f.rows).sum();
-        let before = self.base.as_ref().map_or(0, |r| r.table_rows);
-        let sequence = self.base.as_ref().map_or(0, |r| r.sequence) + 1;
-        let rec = CommitRecord {
-            sequence,
-            table: self.table.clone(),
+        let files = std::mem::take(&mut self.done);
+        let columns = self
+            .conformer
+            .columns()
+            .map(|s| s.fields().iter().map(|f| Column::of(f)).collect());
+        let staging = [self.staging.clone()];
+        let base = self.base.as_ref();
+        commit_files(
+            &self.log,
+            base,
+            &self.pipeline,
+            self.mode,
+            files,
+            columns,
+            &staging,
             checkpoint,
-            add: std::mem::take(&mut self.done),
-            remove,
-            table_rows: if replace { added } else { before + added },
-            columns: match (self.conformer.columns(), replace) {
-                (Some(s), _) => Some(s.fields().iter().map(|f| Column::of(f)).collect()),
-                (None, false) => self.base.as_ref().and_then(|r| r.columns.clone()),
-                (None, true) => None,
-            },
-        };
-        if let Err(e) = self.log.create(&self.pipeline, &rec).await {
-            let _ = self.log.location().delete_dir(&self.staging).await;
-            return Err(e);
-        }
-        self.log.apply(&rec).await?;
-        self.log.tidy(sequence).await;
-        Ok(CommitSummary {
-            target_rows: Some(rec.table_rows),
-            inserted: added,
-            updated: 0,
-            deleted: if replace { before } else { 0 },
-            ..CommitSummary::default()
-        })
+        )
+        .await
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {
         self.discard().await
     }
+
+    fn manifest(&self) -> Result<serde_json::Value> {
+        let staged = StagedFiles {
+            files: self.done.clone(),
+            columns: self
+                .conformer
+                .columns()
+                .map(|s| s.fields().iter().map(|f| Column::of(f)).collect()),
+        };
+        Ok(serde_json::to_value(staged).expect("staged files serialise"))
+    }
+}
+
+/// Commits staged `files` over the record `base` (the table's latest when the run began):
+/// creates the next record, the commit point, then moves the files in. A replacing mode
+/// removes every file visible now.
+///
+/// # Errors
+/// [`Error::ConcurrentRun`] when another run created that record first (the `staging`
+/// folders are then deleted: they can never commit); the store's errors.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn commit_files(
+    log: &CommitLog,
+    base: Option<&CommitRecord>,
+    pipeline: &str,
+    mode: LoadMode,
+    files: Vec<AddedFile>,
+    columns: Option<Vec<Column>>,
+    staging: &[String],
+    checkpoint: Checkpoint,
+) -> Result<CommitSummary> {
+    let replace = mode.replaces_target();
+    let remove: Vec<String> = if replace {
+        log.visible_files()
+            .await?
+            .iter()
+            .map(|m| log.location().relative(&m.location))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let added: u64 = files.iter().map(|f| f.rows).sum();
+    let before = base.map_or(0, |r| r.table_rows);
+    let sequence = base.map_or(0, |r| r.sequence) + 1;
+    let rec = CommitRecord {
+        sequence,
+        table: log.table().to_string(),
+        checkpoint,
+        add: files,
+        remove,
+        table_rows: if replace { added } else { before + added },
+        columns: match (columns, replace) {
+            (Some(c), _) => Some(c),
+            (None, false) => base.and_then(|r| r.columns.clone()),
+            (None, true) => None,
+        },
+    };
+    if let Err(e) = log.create(pipeline, &rec).await {
+        for dir in staging {
+            let _ = log.location().delete_dir(dir).await;
+        }
+        return Err(e);
+    }
+    log.apply(&rec).await?;
+    log.tidy(sequence).await;
+    Ok(CommitSummary {
+        target_rows: Some(rec.table_rows),
+        inserted: added,
+        updated: 0,
+        deleted: if replace { before } else { 0 },
+        ..CommitSummary::default()
+    })
 }

@@ -49,6 +49,8 @@ use crate::spec::{ReconcilePolicy, SourceRef, TableSpec, TargetLost};
 use crate::transform;
 use crate::watermark::{Watermark, WatermarkStore};
 
+mod shard;
+
 /// Builds a [`Pipeline`]; `build` validates every table against the source and sink.
 #[derive(Debug)]
 pub struct PipelineBuilder {
@@ -723,29 +725,7 @@ impl Pipeline {
             .collect()
             .await;
         let committed = tables.iter().any(|t| t.status == TableStatus::Committed);
-        let crawl = match &self.crawl_after {
-            Some(crawler) if committed => {
-                let catalog = crate::catalog::Catalog::new(crawler.location().clone());
-                Some(match crawler.crawl_into(&catalog).await {
-                    Ok(c) => CrawlOutcome {
-                        tables: c.tables.len(),
-                        footers_read: c.footers_read,
-                        samples_read: c.samples_read,
-                        error: None,
-                    },
-                    Err(e) => {
-                        tracing::warn!(parent: &span, error = %e, "the crawl after the run failed");
-                        CrawlOutcome {
-                            tables: 0,
-                            footers_read: 0,
-                            samples_read: 0,
-                            error: Some(e.to_string()),
-                        }
-                    }
-                })
-            }
-            _ => None,
-        };
+        let crawl = self.crawl_after_commit(committed).instrument(span.clone()).await;
         let report = RunReport {
             pipeline: self.name.clone(),
             run_id,
@@ -757,6 +737,29 @@ impl Pipeline {
         let status = if report.is_success() { "success" } else { "failed" };
         metrics::counter!("etl_runs_total", "pipeline" => self.name.clone(), "status" => status).increment(1);
         Ok(report)
+    }
+
+    /// The crawl after a run that committed a table, when the pipeline asks for one.
+    async fn crawl_after_commit(&self, committed: bool) -> Option<CrawlOutcome> {
+        let crawler = self.crawl_after.as_ref().filter(|_| committed)?;
+        let catalog = crate::catalog::Catalog::new(crawler.location().clone());
+        Some(match crawler.crawl_into(&catalog).await {
+            Ok(c) => CrawlOutcome {
+                tables: c.tables.len(),
+                footers_read: c.footers_read,
+                samples_read: c.samples_read,
+                error: None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "the crawl after the run failed");
+                CrawlOutcome {
+                    tables: 0,
+                    footers_read: 0,
+                    samples_read: 0,
+                    error: Some(e.to_string()),
+                }
+            }
+        })
     }
 
     async fn run_table(
@@ -1018,6 +1021,76 @@ impl Pipeline {
         }
     }
 
+    /// The table's watermark and the sink's checkpoint as a run starts (a dead run's commit
+    /// rolled forward), and the mode to run: a target that lost what the watermark stands
+    /// for fails the table, or is reloaded in full, as the spec says.
+    async fn start_table(
+        &self,
+        spec: &TableSpec,
+        mode: LoadMode,
+        report: &mut TableReport,
+    ) -> Result<(Option<Watermark>, Option<Checkpoint>, LoadMode)> {
+        let wm = self.watermarks.load(&self.name, &spec.name).await?;
+        let (wm, cp) = self.recover(spec, wm, report).await?;
+        let lost = match wm.as_ref().filter(|_| mode.reads_incrementally()) {
+            Some(w) => self.target_lost(spec, w, cp.as_ref()).await?,
+            None => None,
+        };
+        let Some(message) = lost else {
+            return Ok((wm, cp, mode));
+        };
+        if spec.on_target_lost == TargetLost::Fail {
+            return Err(Error::TargetLost {
+                table: spec.name.clone(),
+                message,
+            });
+        }
+        tracing::warn!(%message, "target lost its rows: reloading in full");
+        report.warnings.push(format!("{message}: reloaded in full"));
+        report.mode = LoadMode::Full;
+        Ok((wm, cp, LoadMode::Full))
+    }
+
+    /// After the last commit of a table's run, before its watermark moves: compares source and
+    /// target when the spec asks (deleting the keys gone from the source), and acts on a
+    /// mismatch as the reconcile policy says. Returns the comparison to repair from, under
+    /// [`ReconcilePolicy::Repair`], with whether the deletes were applied.
+    async fn reconcile_after_commit(
+        &self,
+        spec: &TableSpec,
+        report: &mut TableReport,
+    ) -> Result<Option<(Comparison, bool)>> {
+        let compared = self.compare_table(spec, report).await?;
+        let (Some(rec), Some((c, applied))) = (spec.reconcile.as_ref(), compared) else {
+            return Ok(None);
+        };
+        let handled = if applied { c.diff.only_in_target.len() as u64 } else { 0 };
+        let verdict = c.verdict(handled);
+        let mismatched = verdict.status == ReconcileStatus::Mismatched;
+        let message = reconcile::describe(&verdict);
+        report.reconciliation = Some(verdict);
+        if !mismatched {
+            return Ok(None);
+        }
+        match rec.policy {
+            ReconcilePolicy::Fail => Err(Error::Unreconciled {
+                table: spec.name.clone(),
+                message,
+            }),
+            ReconcilePolicy::Report => {
+                tracing::warn!(%message, "target does not reconcile");
+                report
+                    .warnings
+                    .push(format!("the target does not reconcile: {message}"));
+                Ok(None)
+            }
+            ReconcilePolicy::Repair => {
+                tracing::warn!(%message, "target does not reconcile: repairing");
+                Ok(Some((c, applied)))
+            }
+        }
+    }
+
     async fn run_table_inner(
         &self,
         spec: &TableSpec,
@@ -1027,25 +1100,7 @@ impl Pipeline {
         backfill: Option<Backfill<'_>>,
         report: &mut TableReport,
     ) -> Result<()> {
-        let wm = self.watermarks.load(&self.name, &spec.name).await?;
-        let (mut wm, cp) = self.recover(spec, wm, report).await?;
-        let mut mode = mode;
-        let lost = match wm.as_ref().filter(|_| mode.reads_incrementally()) {
-            Some(w) => self.target_lost(spec, w, cp.as_ref()).await?,
-            None => None,
-        };
-        if let Some(message) = lost {
-            if spec.on_target_lost == TargetLost::Fail {
-                return Err(Error::TargetLost {
-                    table: spec.name.clone(),
-                    message,
-                });
-            }
-            tracing::warn!(%message, "target lost its rows: reloading in full");
-            report.warnings.push(format!("{message}: reloaded in full"));
-            mode = LoadMode::Full;
-            report.mode = mode;
-        }
+        let (mut wm, cp, mode) = self.start_table(spec, mode, report).await?;
         let mut last_checkpoint = cp.map(|c| c.run_id);
         let empty = Position::default();
         let current = wm.as_ref().map_or(&empty, |w| &w.position);
@@ -1088,39 +1143,7 @@ impl Pipeline {
             wm = Some(done.next);
         }
         // Source and target compared after the last commit, before its watermark moves.
-        let compared = self.compare_table(spec, report).await?;
-        let mut repair = None;
-        if let (Some(rec), Some((c, applied))) = (spec.reconcile.as_ref(), compared.as_ref()) {
-            let handled = if *applied {
-                c.diff.only_in_target.len() as u64
-            } else {
-                0
-            };
-            let verdict = c.verdict(handled);
-            let mismatched = verdict.status == ReconcileStatus::Mismatched;
-            let message = reconcile::describe(&verdict);
-            report.reconciliation = Some(verdict);
-            if mismatched {
-                match rec.policy {
-                    ReconcilePolicy::Fail => {
-                        return Err(Error::Unreconciled {
-                            table: spec.name.clone(),
-                            message,
-                        });
-                    }
-                    ReconcilePolicy::Report => {
-                        tracing::warn!(%message, "target does not reconcile");
-                        report
-                            .warnings
-                            .push(format!("the target does not reconcile: {message}"));
-                    }
-                    ReconcilePolicy::Repair => {
-                        tracing::warn!(%message, "target does not reconcile: repairing");
-                        repair = Some((c, *applied));
-                    }
-                }
-            }
-        }
+        let repair = self.reconcile_after_commit(spec, report).await?;
         if let Some(done) = last {
             self.store_watermark(spec, wm.as_ref(), &done).await?;
             wm = Some(done.next);
@@ -1132,16 +1155,13 @@ impl Pipeline {
                 started_at,
                 wm.as_ref(),
                 last_checkpoint.as_deref(),
-                c,
+                &c,
                 applied,
                 report,
             )
             .await?;
         }
-        report.difference = report
-            .source_count
-            .zip(report.target_count)
-            .map(|(s, t)| s as i64 - t as i64);
+        report.set_difference();
         Ok(())
     }
 
@@ -1187,16 +1207,7 @@ impl Pipeline {
             })
             .await?;
         let extract = match keys {
-            Some(intervals) => {
-                let (spec, intervals) = (spec.clone(), intervals.to_vec());
-                let stream = extract
-                    .stream
-                    .map(move |b| b.and_then(|b| window::keep_keys(&spec, &b, &intervals)));
-                Extract {
-                    stream: Box::pin(stream),
-                    ..extract
-                }
-            }
+            Some(intervals) => keep_keys(spec, extract, intervals),
             None => extract,
         };
         take_held_back(&extract.stats, report);
@@ -1447,6 +1458,18 @@ async fn abort(writer: Box<dyn TableWriter>, e: Error) -> Error {
         tracing::warn!(error = %abort_err, "could not discard staged data; the next run cleans it");
     }
     e
+}
+
+/// The rows of `extract` whose key is in one of `intervals` (a source may return more).
+fn keep_keys(spec: &TableSpec, extract: Extract, intervals: &[(i64, i64)]) -> Extract {
+    let (spec, intervals) = (spec.clone(), intervals.to_vec());
+    let stream = extract
+        .stream
+        .map(move |b| b.and_then(|b| window::keep_keys(&spec, &b, &intervals)));
+    Extract {
+        stream: Box::pin(stream),
+        ..extract
+    }
 }
 
 /// Moves a read's [`crate::HeldBack`] into the table's report.

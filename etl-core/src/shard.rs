@@ -1,0 +1,319 @@
+//! Shard plans: one run of one table split into shards that stage-only workers run anywhere,
+//! and one commit that makes every shard visible together and moves the watermark once.
+//!
+//! ```text
+//!  plan:   the window (stored position, high-water mark], split by key range ─► plan.json
+//!  shards: each anywhere, in any order, any number of times:
+//!          read the window ∩ its key range ─► stage ─► shards/<index>.json (created once)
+//!  commit: every shard's manifest there ─► one sink commit with the checkpoint ─► watermark
+//! ```
+//!
+//! The plan is a JSON document with everything a worker needs and nothing secret: the
+//! pipeline and table it runs (each worker builds the same pipeline, from code or from the
+//! same configuration file, whose secrets are references), the window and the key range of
+//! each shard. It lives in a plan directory ([`PlanDir`]) on any object store, beside the
+//! shards' manifests.
+//!
+//! # What a plan guarantees
+//! The high-water mark is taken once, by the planner, held below transactions still in
+//! progress as a run's is ([`crate::TableSpec::wait_for_commits`]), and every shard reads up
+//! to it and no further: in the incremental modes each row is read by this run or by the
+//! next, once, however long the shards take. Each shard reads its key range in a snapshot of
+//! its own ([`Guarantee::Window`]): a row changed while the shards run is read as it was when
+//! its shard read it, and its change (a cursor past the plan's high-water mark) by the next
+//! run. A shard read twice (a retried worker) leaves one manifest: the first one recorded;
+//! the other attempt's staged data is discarded. Staged data of attempts that never recorded
+//! a manifest is never committed; the sink deletes it after its next commit.
+//!
+//! The Pipeline methods: [`crate::Pipeline::plan_shards`], [`crate::Pipeline::run_shard`],
+//! [`crate::Pipeline::commit_shards`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::mode::LoadMode;
+use crate::position::{CursorValue, Position};
+use crate::report::HeldBack;
+
+/// The version of the plan documents this build writes and reads.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// How many shards a plan makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardSizing {
+    /// This many shards (at least one).
+    Count(usize),
+    /// As many shards as hold about this many rows each (the source counts the window).
+    Rows(u64),
+}
+
+/// How a source splits a read into shards ([`crate::Source::split`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    /// The window's high-water mark, as a read taken now would end it: every shard reads up
+    /// to it.
+    pub high: Position,
+    /// How far, and why, the high-water mark was held below what the source holds.
+    pub held_back: Option<HeldBack>,
+    /// Nothing is new past the stored position: the plan has no shard.
+    pub no_new_data: bool,
+    /// The shards' key intervals of the one integer primary key: sorted, disjoint,
+    /// inclusive, and together covering every key (the first starts at `i64::MIN`, the last
+    /// ends at `i64::MAX`).
+    pub keys: Vec<(i64, i64)>,
+}
+
+/// Splits the keys `min..=max` into `n` intervals of equal width covering all of `i64`
+/// (rows inserted past either end after planning still belong to a shard).
+pub fn key_intervals(min: i64, max: i64, n: usize) -> Vec<(i64, i64)> {
+    let (min, max) = (min.min(max), min.max(max));
+    let span = (max as i128 - min as i128 + 1) as u128;
+    let n = (n.max(1) as u128).min(span) as usize;
+    let width = span.div_ceil(n as u128) as i128;
+    (0..n)
+        .map(|i| {
+            let lo = if i == 0 {
+                i64::MIN
+            } else {
+                (min as i128 + width * i as i128) as i64
+            };
+            let hi = if i + 1 == n {
+                i64::MAX
+            } else {
+                (min as i128 + width * (i as i128 + 1) - 1) as i64
+            };
+            (lo, hi)
+        })
+        .collect()
+}
+
+/// What every shard of a plan reads in common, and why that is consistent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Guarantee {
+    /// Every shard reads the plan's window `(from, high]`, its key range in a snapshot of its
+    /// own (see the [module docs](self)).
+    Window,
+}
+
+/// The state of the table a plan starts from: the watermark it read past.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanBase {
+    /// The watermark's generation.
+    pub generation: u64,
+    /// The run that committed it.
+    pub run_id: String,
+}
+
+/// One shard of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Its index in the plan, from 0.
+    pub index: usize,
+    /// The interval of the primary key it reads, inclusive.
+    pub keys: (i64, i64),
+}
+
+/// One run of one table, split into shards ([`crate::Pipeline::plan_shards`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardPlan {
+    /// [`PLAN_FORMAT`] of the build that wrote it.
+    pub format: u32,
+    /// The run's id: the commit's checkpoint and the watermark name it.
+    pub id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The table (its spec's name).
+    pub table: String,
+    /// The mode of the run.
+    pub mode: LoadMode,
+    /// When it was planned (the run's start: file names, processing-date partitions).
+    pub planned_at: DateTime<Utc>,
+    /// The watermark the run reads past (`None`: a first run).
+    pub base: Option<PlanBase>,
+    /// The run of the sink's last checkpoint when planned: the commit happens only if it is
+    /// still the last.
+    pub last_checkpoint: Option<String>,
+    /// Where the window starts (`None`: from the start).
+    pub from: Option<Position>,
+    /// Where it ends: every shard reads up to this and no further.
+    pub high: Position,
+    /// How far, and why, the window was held below what the source held.
+    pub held_back: Option<HeldBack>,
+    /// What the shards read in common.
+    pub guarantee: Guarantee,
+    /// The shards (none: nothing was new).
+    pub shards: Vec<Shard>,
+}
+
+/// What a shard staged, recorded once per shard ([`PlanDir::record`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardManifest {
+    /// The plan.
+    pub plan: String,
+    /// The shard's index.
+    pub index: usize,
+    /// The attempt that staged it (a retried shard has several; one records).
+    pub attempt: String,
+    /// Rows read.
+    pub extracted: u64,
+    /// Rows staged.
+    pub written: u64,
+    /// Rows dropped for a later row of the same key ([`crate::TableSpec::keep_latest`]).
+    #[serde(default)]
+    pub collapsed: u64,
+    /// Rows diverted to a rejects file.
+    #[serde(default)]
+    pub rejected: u64,
+    /// Bytes staged.
+    pub bytes: u64,
+    /// Files staged.
+    pub files: u64,
+    /// The greatest cursor value read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cursor: Option<CursorValue>,
+    /// What the sink staged, as it describes it to its own commit
+    /// ([`crate::Staged::manifest`]).
+    pub staged: serde_json::Value,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// What [`crate::Pipeline::run_shard`] did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardOutcome {
+    /// The shard's manifest: this attempt's, or the one an earlier attempt recorded.
+    pub manifest: ShardManifest,
+    /// Whether this attempt recorded it (false: the shard had run already; what this attempt
+    /// staged, if anything, was discarded).
+    pub recorded: bool,
+}
+
+/// The directory of one plan: `plan.json`, `shards/<index>.json`, on any object store.
+///
+/// ```
+/// # async fn demo(plan: etl_core::shard::ShardPlan) -> etl_core::Result<()> {
+/// use etl_core::shard::PlanDir;
+/// let plans = etl_core::Location::local(std::env::temp_dir().join("etl-doc-plans"))?;
+/// let dir = PlanDir::create(&plans, &plan).await?; // plans/<plan id>/plan.json
+/// assert_eq!(dir.plan().await?.id, plan.id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PlanDir {
+    location: Location,
+}
+
+const PLAN_FILE: &str = "plan.json";
+
+impl PlanDir {
+    /// The plan directory at `location` (made by [`PlanDir::create`]).
+    pub fn new(location: Location) -> Self {
+        PlanDir { location }
+    }
+
+    /// Writes `plan` into a new directory named by its id under `plans`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when that directory holds a plan already; [`Error::ObjectStore`].
+    pub async fn create(plans: &Location, plan: &ShardPlan) -> Result<PlanDir> {
+        let dir = PlanDir::new(plans.child(&plan.id));
+        let path = dir.location.path(PLAN_FILE);
+        if !dir.location.create_json(&path, plan).await? {
+            return Err(Error::config(format!("a plan is at `{path}` already")));
+        }
+        Ok(dir)
+    }
+
+    /// Where the directory is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The plan.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`] when there is none; [`Error::Metadata`] for a document that
+    /// does not parse or was written by a newer format.
+    pub async fn plan(&self) -> Result<ShardPlan> {
+        let path = self.location.path(PLAN_FILE);
+        let plan: ShardPlan = self.location.get_json(&path).await?;
+        if plan.format > PLAN_FORMAT {
+            return Err(Error::Metadata {
+                path: path.to_string(),
+                message: format!(
+                    "plan format {} is newer than this build's {PLAN_FORMAT}: run the shards and the commit with \
+                     the build that planned it",
+                    plan.format
+                ),
+            });
+        }
+        Ok(plan)
+    }
+
+    fn manifest_path(&self, index: usize) -> object_store::path::Path {
+        self.location.path(&format!("shards/{index:05}.json"))
+    }
+
+    /// Records a shard's manifest unless one is there (conditional put): `Ok(false)` when
+    /// an earlier attempt recorded it.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`].
+    pub async fn record(&self, manifest: &ShardManifest) -> Result<bool> {
+        self.location
+            .create_json(&self.manifest_path(manifest.index), manifest)
+            .await
+    }
+
+    /// A shard's manifest, if it has staged.
+    ///
+    /// # Errors
+    /// [`Error::ObjectStore`]; [`Error::Metadata`] for a document that does not parse.
+    pub async fn manifest(&self, index: usize) -> Result<Option<ShardManifest>> {
+        let path = self.manifest_path(index);
+        match self.location.get_json(&path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::ObjectStore {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every recorded manifest, by index.
+    ///
+    /// # Errors
+    /// As [`PlanDir::manifest`].
+    pub async fn manifests(&self) -> Result<Vec<ShardManifest>> {
+        let mut out = Vec::new();
+        for m in self.location.list("shards").await? {
+            if m.location.as_ref().ends_with(".json") {
+                out.push(self.location.get_json::<ShardManifest>(&m.location).await?);
+            }
+        }
+        out.sort_by_key(|m| m.index);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_intervals_cover_every_key_once() {
+        let k = key_intervals(1, 100, 4);
+        assert_eq!(k, vec![(i64::MIN, 25), (26, 50), (51, 75), (76, i64::MAX)]);
+        // Fewer keys than shards: one shard per key.
+        assert_eq!(key_intervals(5, 6, 8), vec![(i64::MIN, 5), (6, i64::MAX)]);
+        assert_eq!(key_intervals(7, 7, 3), vec![(i64::MIN, i64::MAX)]);
+        // The whole range of i64 does not overflow.
+        let k = key_intervals(i64::MIN, i64::MAX, 3);
+        assert_eq!(k.len(), 3);
+        assert!(k.windows(2).all(|w| w[0].1 + 1 == w[1].0));
+    }
+}
