@@ -181,6 +181,24 @@ pub struct ShardManifest {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// The staged writes of a plan's shards ([`crate::Staged::manifest`], in index order) as the
+/// sink's own type: what a [`crate::ShardSink::commit_shards`] reads first.
+///
+/// # Errors
+/// [`Error::Metadata`] naming the shard whose description does not parse.
+pub fn read_staged<T: serde::de::DeserializeOwned>(run_id: &str, staged: Vec<serde_json::Value>) -> Result<Vec<T>> {
+    staged
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            serde_json::from_value(value).map_err(|e| Error::Metadata {
+                path: format!("the manifest of shard {i} of run `{run_id}`"),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// What [`crate::Pipeline::run_shard`] did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardOutcome {

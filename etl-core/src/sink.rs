@@ -164,14 +164,20 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
 /// process ([`crate::Pipeline::commit_shards`]).
 ///
 /// # Contract
-/// - The shards' writers come from [`Sink::begin`], each with a run id of its own; their
-///   [`Staged::manifest`] describes what each staged, durable after the process ends.
+/// - The shards' writers come from [`ShardSink::begin_shard`], each with a run id of its own;
+///   their [`Staged::manifest`] describes what each staged, durable after the process ends.
 /// - [`ShardSink::commit_shards`] makes all of them visible in one commit with
 ///   `checkpoint`, or none; it commits only while the sink's last checkpoint is still
 ///   [`WriteRequest::last_checkpoint`] ([`crate::Error::ConcurrentRun`] otherwise), and
 ///   afterwards deletes what other attempts staged and never committed.
 #[async_trait]
 pub trait ShardSink: Send + Sync {
+    /// Starts writing one shard: as [`Sink::begin`], but what the writer stages outlives its
+    /// process (a staging table committed on its own, files), described by
+    /// [`Staged::manifest`]; the staged write is committed only by
+    /// [`ShardSink::commit_shards`], and its abort discards it.
+    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;
+
     /// Commits the staged writes `staged` ([`Staged::manifest`] of each shard) together with
     /// `checkpoint`, for the run `req` names.
     async fn commit_shards(

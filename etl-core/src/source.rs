@@ -113,8 +113,10 @@ pub struct ReadRequest<'a> {
     /// ones in (cursor, primary key) order after `from`'s (cursor, key) pair, yielded in that
     /// order. Only asked of sources whose [`Source::reads_in_chunks`] is true.
     pub limit: Option<usize>,
-    /// A backfill's upper end ([`crate::Pipeline::backfill`]): only rows whose cursor is at
-    /// most this value (the high-water mark is at most this, too).
+    /// The window's upper end, given: a backfill's ([`crate::Pipeline::backfill`]) or a shard
+    /// plan's ([`crate::shard`]). An incremental read returns only rows whose cursor is at most
+    /// this value, and a source may take it as the high-water mark without looking for the
+    /// greatest cursor (a whole read reads every row whatever its cursor).
     pub until: Option<&'a CursorValue>,
     /// A repair's key intervals ([`crate::ReconcilePolicy::Repair`]): sorted, disjoint and
     /// inclusive, of the one integer primary key. A source may read only the rows whose key
@@ -328,6 +330,46 @@ impl Source for MemorySource {
             },
             stats,
             no_new_data,
+        })
+    }
+    /// Splits by the least and greatest key of the rows the read of `req` would return.
+    async fn split(&self, req: ReadRequest<'_>, sizing: crate::shard::ShardSizing) -> Result<crate::shard::Split> {
+        use futures::TryStreamExt;
+        let key = crate::keys::key_column(req.spec)?.to_string();
+        let extract = self.read(req).await?;
+        let (high, no_new_data) = (extract.high.clone(), extract.no_new_data);
+        let batches: Vec<RecordBatch> = extract.stream.try_collect().await?;
+        let mut bounds: Option<(i64, i64)> = None;
+        let mut rows = 0u64;
+        for b in &batches {
+            let col = b.column_by_name(&key).ok_or_else(|| Error::ColumnNotFound {
+                table: req.spec.name.clone(),
+                column: key.clone(),
+            })?;
+            let ints = batch::cast_column(&req.spec.name, &key, col, &arrow::datatypes::DataType::Int64)?;
+            let ints = ints
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .expect("cast to Int64");
+            rows += b.num_rows() as u64;
+            if let (Some(lo), Some(hi)) = (arrow::compute::min(ints), arrow::compute::max(ints)) {
+                bounds = Some(bounds.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
+            }
+        }
+        let incremental = req.mode.reads_incrementally();
+        let keys = match (bounds, sizing) {
+            (None, _) if incremental => Vec::new(),
+            (None, _) => vec![(i64::MIN, i64::MAX)],
+            (Some((lo, hi)), crate::shard::ShardSizing::Count(n)) => crate::shard::key_intervals(lo, hi, n),
+            (Some((lo, hi)), crate::shard::ShardSizing::Rows(per)) => {
+                crate::shard::key_intervals(lo, hi, rows.div_ceil(per.max(1)) as usize)
+            }
+        };
+        Ok(crate::shard::Split {
+            high,
+            held_back: None,
+            no_new_data: no_new_data || (incremental && bounds.is_none()),
+            keys,
         })
     }
 }

@@ -355,15 +355,12 @@ async fn open<'a, D: Database>(
     let mut ranges = db.snapshot(conn, spec, &rel, &plans, whole).await?;
     let prepared = async {
         let first = &mut ranges[0].conn;
-        let high = if spec.cursor.is_empty() {
-            None
-        } else {
-            db.high_water(first, spec, &rel, &plans).await?
-        };
-        // A backfill ends at its upper end.
-        let high = match (high, req.until) {
-            (Some(h), Some(u)) if h > *u => Some(u.clone()),
-            (h, _) => h,
+        // A backfill, or a shard of a plan, ends at its upper end: no need to look for the
+        // greatest cursor (the rows past the greatest are none).
+        let high = match (spec.cursor.is_empty(), req.until) {
+            (true, _) => None,
+            (false, Some(until)) => Some(until.clone()),
+            (false, None) => db.high_water(first, spec, &rel, &plans).await?,
         };
         let (high, held) = match &seen {
             Some(seen) => hold_high(spec, original.from.and_then(|p| p.cursor.as_ref()), high, seen)?,

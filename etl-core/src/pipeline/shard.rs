@@ -35,13 +35,7 @@ impl Pipeline {
         let spec = self.spec(table)?;
         let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
         validate_mode(self.sink.as_ref(), spec, mode)?;
-        if self.sink.shard_sink().is_none() {
-            return Err(Error::config(format!(
-                "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake sink can)",
-                spec.name,
-                self.sink.name()
-            )));
-        }
+        self.shard_sink(spec)?;
         if matches!(sizing, ShardSizing::Count(0) | ShardSizing::Rows(0)) {
             return Err(Error::config(format!(
                 "table `{}`: a plan needs at least one shard, and shards of at least one row",
@@ -137,7 +131,9 @@ impl Pipeline {
             self.check_base(&plan, spec, wm.as_ref())?;
             let attempt = new_run_id();
             let run_id = format!("{}-{index}-{attempt}", plan.id);
-            let until = plan.high.cursor.as_ref().filter(|_| plan.mode.reads_incrementally());
+            // The plan's end, in every mode: a whole read ignores it, and no shard looks for
+            // the greatest cursor again.
+            let until = plan.high.cursor.as_ref();
             let keys = [shard.keys];
             let extract = self
                 .source
@@ -167,9 +163,9 @@ impl Pipeline {
                     retryable: true,
                 });
             }
-            let mut writer = self
-                .sink
-                .begin(WriteRequest {
+            let sink = self.shard_sink(spec)?;
+            let mut writer = sink
+                .begin_shard(WriteRequest {
                     pipeline: &self.name,
                     spec,
                     mode: plan.mode,
@@ -355,10 +351,7 @@ impl Pipeline {
             rows: written,
             committed_at: Utc::now(),
         };
-        let sink: &dyn ShardSink = self
-            .sink
-            .shard_sink()
-            .ok_or_else(|| Error::config(format!("sink `{}` cannot commit shards", self.sink.name())))?;
+        let sink = self.shard_sink(spec)?;
         let req = WriteRequest {
             pipeline: &self.name,
             spec,
@@ -424,6 +417,18 @@ impl Pipeline {
         }
         report.set_difference();
         Ok(())
+    }
+
+    /// The sink's side of shard plans, if it has one.
+    fn shard_sink(&self, spec: &TableSpec) -> Result<&dyn ShardSink> {
+        self.sink.shard_sink().ok_or_else(|| {
+            Error::config(format!(
+                "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake and \
+                 Postgres sinks can)",
+                spec.name,
+                self.sink.name()
+            ))
+        })
     }
 
     /// The spec of the table `plan` runs, if the plan is this pipeline's.

@@ -273,6 +273,11 @@ impl Sink for LakeSink {
 /// One commit record for every shard of a plan: their staged files move in together.
 #[async_trait]
 impl ShardSink for LakeSink {
+    /// A run's writer: its staged files are durable already, each shard under its own run id.
+    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        self.begin(req).await
+    }
+
     async fn commit_shards(
         &self,
         req: WriteRequest<'_>,
@@ -290,11 +295,8 @@ impl ShardSink for LakeSink {
         }
         let mut files = Vec::new();
         let mut columns: Option<Vec<etl_core::lake::Column>> = None;
-        for (i, value) in staged.into_iter().enumerate() {
-            let shard: writer::StagedFiles = serde_json::from_value(value).map_err(|e| Error::Metadata {
-                path: format!("the manifest of shard {i} of run `{}`", req.run_id),
-                message: e.to_string(),
-            })?;
+        let shards: Vec<writer::StagedFiles> = etl_core::shard::read_staged(req.run_id, staged)?;
+        for (i, shard) in shards.into_iter().enumerate() {
             match (&columns, shard.columns) {
                 (_, None) => {}
                 (None, Some(c)) => columns = Some(c),

@@ -37,8 +37,8 @@ use bytes::{Bytes, BytesMut};
 use etl_connectors::postgres::{PgClient, PgConfig, pg_err};
 use etl_core::kit::sql::Dialect;
 use etl_core::{
-    Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, Sink, StageSummary, Staged, StagedWrite,
-    TableSpec, TableWriter, TargetState, WatermarkStore, WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, MergeStrategy, Result, ShardSink, Sink, StageSummary, Staged,
+    StagedWrite, TableSpec, TableWriter, TargetState, WatermarkStore, WriteRequest,
 };
 use futures::SinkExt;
 use tokio_postgres::CopyInSink;
@@ -163,6 +163,23 @@ impl Sink for PostgresSink {
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        let writer = self.writer(&req, None).await?;
+        // Everything the run does is one transaction, from its first row to its checkpoint: a
+        // run that fails or dies anywhere leaves nothing behind.
+        writer.db.batch("BEGIN").await?;
+        Ok(Box::new(writer))
+    }
+
+    fn shard_sink(&self) -> Option<&dyn ShardSink> {
+        Some(self)
+    }
+}
+
+impl PostgresSink {
+    /// A writer for the run `req` on a connection of its own, once the sink's schema and
+    /// checkpoint table (and watermark table) are there and no run has overtaken this one;
+    /// `shard` names the durable table a shard copies into.
+    async fn writer(&self, req: &WriteRequest<'_>, shard: Option<String>) -> Result<PgWriter> {
         let spec = req.spec;
         let db = self.pg.connect(&spec.name).await?;
         let target = Target::new(PG, &self.schema, &spec.target, false);
@@ -193,13 +210,11 @@ impl Sink for PostgresSink {
         self.checkpoints()
             .check_not_overtaken(&db, req.pipeline, &spec.name, req.last_checkpoint)
             .await?;
-        // Everything the run does is one transaction, from its first row to its checkpoint: a
-        // run that fails or dies anywhere leaves nothing behind.
-        db.batch("BEGIN").await?;
-        Ok(Box::new(PgWriter {
+        Ok(PgWriter {
             db,
             aside: target.scratch("new", req.run_id, 63),
-            cx: RunContext::new(&req, target, self.checkpoints()),
+            shard,
+            cx: RunContext::new(req, target, self.checkpoints()),
             watermarks_in: with_watermark.then(|| self.schema.clone()),
             into: Dest::Stage,
             columns: None,
@@ -207,7 +222,100 @@ impl Sink for PostgresSink {
             buf: BytesMut::new(),
             rows: 0,
             bytes: 0,
-        }))
+        })
+    }
+}
+
+/// What a shard staged ([`etl_core::Staged::manifest`]): a table of its own beside the target.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StagedTable {
+    table: String,
+    rows: u64,
+    columns: Vec<etl_core::lake::Column>,
+}
+
+/// A shard copies into an unlogged table of its own, committed as soon as it is staged; the
+/// plan's commit moves every shard's rows into the run's staging table in one transaction
+/// and applies the mode as a run's commit does, then drops the plan's shard tables.
+#[async_trait]
+impl ShardSink for PostgresSink {
+    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        let target = Target::new(PG, &self.schema, &req.spec.target, false);
+        let table = target.scratch("shard", req.run_id, 63);
+        Ok(Box::new(self.writer(&req, Some(table)).await?))
+    }
+
+    async fn commit_shards(
+        &self,
+        req: WriteRequest<'_>,
+        staged: Vec<serde_json::Value>,
+        checkpoint: Checkpoint,
+    ) -> Result<CommitSummary> {
+        let name = &req.spec.name;
+        let shards: Vec<StagedTable> = etl_core::shard::read_staged(req.run_id, staged)?;
+        let mut writer = self.writer(&req, None).await?;
+        let with_rows: Vec<&StagedTable> = shards.iter().filter(|s| s.rows > 0).collect();
+        writer.db.batch("BEGIN").await?;
+        let loaded = async {
+            if let Some(first) = with_rows.first() {
+                if let Some(other) = with_rows.iter().find(|s| s.columns != first.columns) {
+                    return Err(Error::config(format!(
+                        "table `{name}`: shard table {} holds other columns than {} (the source changed while \
+                         the shards ran); plan the run again",
+                        other.table, first.table
+                    )));
+                }
+                let schema: SchemaRef =
+                    std::sync::Arc::new(etl_core::lake::Column::schema(&first.columns, &first.table)?);
+                let into = writer.destination(&schema).await?;
+                let cols = column_list(&schema);
+                for s in &with_rows {
+                    // In each shard's arrival order: the latest row of a key is the last copied.
+                    writer
+                        .db
+                        .exec(&format!(
+                            "INSERT INTO {into} ({cols}) SELECT {cols} FROM {} ORDER BY ctid",
+                            s.table
+                        ))
+                        .await?;
+                }
+                writer.columns = Some(schema);
+                writer.rows = with_rows.iter().map(|s| s.rows).sum();
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = loaded {
+            let _ = writer.db.batch("ROLLBACK").await;
+            return Err(e);
+        }
+        let summary = warehouse::commit(&writer, &checkpoint).await?;
+        // The plan's shard tables, those of attempts that never recorded a manifest too.
+        // (`Target::scratch` of a shard's run id, `<plan>-<index>-<attempt>`.)
+        let stem = format!("_etl_shard_{}_", req.run_id);
+        let leftovers = writer
+            .db
+            .call(writer.db.query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+                 AND starts_with(table_name::text, $2)",
+                &[&writer.cx.target.schema, &stem],
+            ))
+            .await?;
+        for row in leftovers {
+            let table: String = row.try_get(0).map_err(writer.db.err())?;
+            let drop = format!(
+                "DROP TABLE IF EXISTS {}.{}",
+                PG.quote(&writer.cx.target.schema),
+                PG.quote(&table)
+            );
+            if let Err(e) = writer.db.batch(&drop).await {
+                tracing::warn!(table = %table, error = %e, "a shard table was not dropped");
+            }
+        }
+        Ok(CommitSummary {
+            watermark_stored: writer.watermarks_in.is_some(),
+            ..summary
+        })
     }
 }
 
@@ -229,6 +337,8 @@ struct PgWriter {
     cx: RunContext,
     /// FULL's new table, beside the target.
     aside: String,
+    /// A shard's table of its own, committed when staged ([`ShardSink::begin_shard`]).
+    shard: Option<String>,
     /// The schema whose watermark table gets the run's watermark, when the pipeline keeps
     /// its watermarks there.
     watermarks_in: Option<String>,
@@ -267,28 +377,15 @@ impl PgWriter {
                 });
             }
         }
-        self.into = if self.cx.mode == LoadMode::Full {
-            Dest::Aside
-        } else if !self.cx.target.exists(&self.db).await? {
-            Dest::NewTarget
-        } else {
-            Dest::Stage
-        };
-        let table = match self.into {
-            Dest::Stage => {
-                let create = self.create(STAGE, &schema)?;
-                let create = create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1) + " ON COMMIT DROP";
+        let table = match self.shard.clone() {
+            Some(shard) => {
+                let create = self
+                    .create(&shard, &schema)?
+                    .replacen("CREATE TABLE", "CREATE UNLOGGED TABLE", 1);
                 self.db.exec(&create).await?;
-                STAGE.to_string()
+                shard
             }
-            Dest::Aside => {
-                self.db.exec(&self.create(&self.aside, &schema)?).await?;
-                self.aside.clone()
-            }
-            Dest::NewTarget => {
-                self.db.exec(&self.create(self.target(), &schema)?).await?;
-                self.target().to_string()
-            }
+            None => self.destination(&schema).await?,
         };
         let cols = column_list(&schema);
         let copy = self
@@ -302,6 +399,34 @@ impl PgWriter {
         encode::header(&mut self.buf);
         self.columns = Some(schema);
         Ok(())
+    }
+
+    /// Chooses where the run's rows go (a staging table, FULL's new table, or a target this
+    /// run creates), creates it in the run's transaction, and names it.
+    async fn destination(&mut self, schema: &SchemaRef) -> Result<String> {
+        self.into = if self.cx.mode == LoadMode::Full {
+            Dest::Aside
+        } else if !self.cx.target.exists(&self.db).await? {
+            Dest::NewTarget
+        } else {
+            Dest::Stage
+        };
+        Ok(match self.into {
+            Dest::Stage => {
+                let create = self.create(STAGE, schema)?;
+                let create = create.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1) + " ON COMMIT DROP";
+                self.db.exec(&create).await?;
+                STAGE.to_string()
+            }
+            Dest::Aside => {
+                self.db.exec(&self.create(&self.aside, schema)?).await?;
+                self.aside.clone()
+            }
+            Dest::NewTarget => {
+                self.db.exec(&self.create(self.target(), schema)?).await?;
+                self.target().to_string()
+            }
+        })
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -758,16 +883,25 @@ impl PgWriter {
         })
     }
 
-    /// Rolls the run's transaction back (dropping an unfinished COPY aborts it first).
+    /// Rolls the run's transaction back (dropping an unfinished COPY aborts it first); a
+    /// shard's table is dropped.
     async fn discard(mut self: Box<Self>) -> Result<()> {
         self.copy = None;
-        self.db.batch("ROLLBACK").await
+        match &self.shard {
+            Some(table) => self.db.batch(&format!("DROP TABLE IF EXISTS {table}")).await,
+            None => self.db.batch("ROLLBACK").await,
+        }
     }
 }
 
 #[async_trait]
 impl StagedWrite for PgWriter {
     async fn commit(self: Box<Self>, checkpoint: Checkpoint) -> Result<CommitSummary> {
+        if self.shard.is_some() {
+            return Err(Error::config(
+                "a shard's staged table is committed with its plan (ShardSink::commit_shards)",
+            ));
+        }
         let summary = warehouse::commit(self.as_ref(), &checkpoint).await?;
         Ok(CommitSummary {
             watermark_stored: self.watermarks_in.is_some(),
@@ -777,6 +911,23 @@ impl StagedWrite for PgWriter {
 
     async fn abort(self: Box<Self>) -> Result<()> {
         self.discard().await
+    }
+
+    fn manifest(&self) -> Result<serde_json::Value> {
+        let table = self.shard.clone().ok_or_else(|| {
+            Error::config("a run's staged rows live in its own transaction: only a shard's are named")
+        })?;
+        let columns = self
+            .columns
+            .iter()
+            .flat_map(|s| s.fields().iter().map(|f| etl_core::lake::Column::of(f)))
+            .collect();
+        Ok(serde_json::to_value(StagedTable {
+            table,
+            rows: self.rows,
+            columns,
+        })
+        .expect("staged tables serialise"))
     }
 }
 
