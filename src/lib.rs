@@ -7,7 +7,8 @@
 //!
 //! This crate re-exports the public API of [`etl_core`] by name (contracts, runner,
 //! transforms, watermark stores; its modules by concern: [`catalog`], [`lake`], [`workflow`],
-//! [`transform`], and [`kit`] for connector authors), [`prelude`] for pipeline programs, and,
+//! [`shard`], [`transform`], and [`kit`] for connector authors), [`prelude`] for pipeline
+//! programs, and,
 //! by cargo feature, the connectors:
 //!
 //! | feature | adds |
@@ -24,6 +25,7 @@
 //! | `s3` | S3 and S3-compatible object stores (`Location::s3`) |
 //! | `tz` | named IANA time zones for workflow schedules |
 //! | `test-utils` | [`etl_core::conformance`](https://docs.rs/etl-core), the suite every connector runs |
+//! | `failpoints` | crash tests only: the process aborts where `ETL_FAILPOINT` names |
 //!
 //! ## Example
 //!

@@ -29,6 +29,7 @@
 //! | [`lake`] | the lake's layout and commit records, Parquet read from any object store, the text formats (CSV, JSON lines) |
 //! | [`catalog`] | the crawler and the catalog it fills: tables, schema versions, typed partitions, DDL, scans |
 //! | [`workflow`] | jobs with dependencies, retries, timeouts, schedules, file triggers, run history |
+//! | [`shard`] | shard plans: one run of a table split into shards that workers stage anywhere, committed once |
 //! | [`kit`] | the connector kit: SQL dialects, incremental-window arithmetic, Arrow helpers, tasks |
 //! | `conformance` | the checks every connector passes (feature `test-utils`) |
 //!
