@@ -1234,15 +1234,14 @@ async fn reconciliation_that_cannot_work_is_refused_at_build() {
     assert!(e.contains("source `memory` does not and sink `postgres` does"), "{e}");
 }
 
-/// A shard plan into Postgres: each shard copies into a table of its own; nothing reaches the
-/// target before the commit, which moves every shard's rows in one transaction (an UPSERT
-/// merging the changed keys) and drops the plan's shard tables, those of an attempt that
-/// never recorded its manifest too.
-#[tokio::test]
-async fn a_shard_plan_commits_its_shards_in_one_transaction() {
+/// A shard plan into the warehouse: each shard stages on its own (Postgres: a table of its
+/// own; Redshift: its Parquet files); nothing reaches the target before the commit, which
+/// moves every shard's rows in one transaction (an UPSERT merging the changed keys) and
+/// removes what the plan's shards staged, an attempt's that never recorded its manifest too.
+async fn a_shard_plan_commits_its_shards_in_one_transaction(kind: Kind) {
     use etl_core::ModeOverrides;
     use etl_core::shard::{PlanDir, ShardSizing};
-    let wh = Wh::new().await;
+    let wh = Wh::of(kind).await;
     let source = Arc::new(MemorySource::new());
     let rows: Vec<(i64, String, i64)> = (1..=1000).map(|i| (i, format!("c{i}"), i % 24)).collect();
     let named: Vec<(i64, &str, i64)> = rows.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
@@ -1264,11 +1263,14 @@ async fn a_shard_plan_commits_its_shards_in_one_transaction() {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         row.get::<_, i64>(0)
     };
-    let shard_tables = || {
-        count(format!(
+    // What the shards staged and left: Postgres's shard tables, Redshift's staged files.
+    let shard_tables = || async {
+        let tables = count(format!(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' \
              AND table_name LIKE '\\_etl\\_shard%'"
         ))
+        .await;
+        tables + wh.staged_files() as i64
     };
     let plan = p
         .plan_shards("customers", ShardSizing::Count(3), &ModeOverrides::new())
@@ -1363,3 +1365,5 @@ async fn a_shard_plan_commits_its_shards_in_one_transaction() {
     // Committing again reports the plan done and changes nothing.
     assert!(p.commit_shards(&dir).await.unwrap().tables[0].recovered);
 }
+
+on_both!(a_shard_plan_commits_its_shards_in_one_transaction);

@@ -423,8 +423,8 @@ impl Pipeline {
     fn shard_sink(&self, spec: &TableSpec) -> Result<&dyn ShardSink> {
         self.sink.shard_sink().ok_or_else(|| {
             Error::config(format!(
-                "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake and \
-                 Postgres sinks can)",
+                "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake, \
+                 Postgres and Redshift sinks can)",
                 spec.name,
                 self.sink.name()
             ))

@@ -36,9 +36,9 @@ impl RsWriter {
         }
     }
 
-    /// Loads the staged files into the staging table.
+    /// Loads the staged files into the staging table: one `COPY` per folder (the run's, or
+    /// each shard's of a plan).
     async fn load_stage(&self) -> Result<()> {
-        let url = format!("{}/{}/", self.sink.staging_url, self.stage.prefix());
         let auth = match &self.sink.load {
             RedshiftLoad::IamRole(arn) => CopyAuth::IamRole(arn.clone()),
             RedshiftLoad::AccessKeys { id, secret, token } => CopyAuth::Keys {
@@ -48,8 +48,12 @@ impl RsWriter {
             },
             RedshiftLoad::PostgresStandIn => return self.load_stage_from_files().await,
         };
-        // The statement carries credentials: it is never logged.
-        self.db.exec(&self.statements().copy(&url, &auth)).await.map(|_| ())
+        for prefix in self.stage.prefixes() {
+            let url = format!("{}/{prefix}/", self.sink.staging_url);
+            // The statement carries credentials: it is never logged.
+            self.db.exec(&self.statements().copy(&url, &auth)).await?;
+        }
+        Ok(())
     }
 
     /// The stand-in's load: the staged Parquet read back and sent by binary `COPY`.
@@ -236,5 +240,9 @@ impl StagedWrite for RsWriter {
     async fn abort(self: Box<Self>) -> Result<()> {
         self.stage.remove().await;
         Ok(())
+    }
+
+    fn manifest(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self.stage.describe()).expect("staged files serialise"))
     }
 }

@@ -36,9 +36,11 @@ pub use config::{RedshiftLoad, RedshiftSink};
 
 use async_trait::async_trait;
 use etl_core::kit::sql::Dialect;
-use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
+use etl_core::{
+    Checkpoint, CommitSummary, LoadMode, Result, ShardSink, Sink, TableSpec, TableWriter, TargetState, WriteRequest,
+};
 
-use crate::warehouse::stage::ParquetStage;
+use crate::warehouse::stage::{ParquetStage, StagedFiles};
 use crate::warehouse::{RunContext, Target};
 
 const RS: Dialect = Dialect::Redshift;
@@ -72,20 +74,79 @@ impl Sink for RedshiftSink {
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        Ok(Box::new(self.writer(&req, None).await?))
+    }
+
+    fn shard_sink(&self) -> Option<&dyn ShardSink> {
+        Some(self)
+    }
+}
+
+impl RedshiftSink {
+    /// The staging folder of a run's (or a shard's) files.
+    fn prefix(&self, req: &WriteRequest<'_>) -> String {
+        format!("_etl/redshift/{}/{}/{}", req.pipeline, req.spec.target, req.run_id)
+    }
+
+    /// A writer for the run `req`, once no run has overtaken it, staging into its own folder
+    /// or loading what the shards of a plan staged (`shards`).
+    async fn writer(&self, req: &WriteRequest<'_>, shards: Option<Vec<StagedFiles>>) -> Result<load::RsWriter> {
         let spec = req.spec;
         let db = self.pg.connect(&spec.name).await?;
         self.checkpoints()
             .check_not_overtaken(&db, req.pipeline, &spec.name, req.last_checkpoint)
             .await?;
         let target = Target::new(RS, &self.schema, &spec.target, false);
-        let prefix = format!("_etl/redshift/{}/{}/{}", req.pipeline, spec.target, req.run_id);
-        Ok(Box::new(load::RsWriter {
+        let prefix = self.prefix(req);
+        let stage = match shards {
+            None => ParquetStage::new(self.staging.clone(), prefix, &spec.name, RS),
+            Some(shards) => ParquetStage::of_shards(self.staging.clone(), prefix, &spec.name, RS, shards)?,
+        };
+        Ok(load::RsWriter {
             sink: self.clone(),
             db,
             aside: target.scratch("new", req.run_id, 63),
-            cx: RunContext::new(&req, target, self.checkpoints()),
-            stage: ParquetStage::new(self.staging.clone(), prefix, &spec.name, RS),
-        }))
+            cx: RunContext::new(req, target, self.checkpoints()),
+            stage,
+        })
+    }
+}
+
+/// A shard stages its Parquet files in a folder of its own, as a run does; the plan's commit
+/// loads every shard's folder into the run's staging table in one transaction, applies the
+/// mode as a run's commit does, and then deletes the plan's staged files, a dead attempt's
+/// too.
+#[async_trait]
+impl ShardSink for RedshiftSink {
+    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        self.begin(req).await
+    }
+
+    async fn commit_shards(
+        &self,
+        req: WriteRequest<'_>,
+        staged: Vec<serde_json::Value>,
+        checkpoint: Checkpoint,
+    ) -> Result<CommitSummary> {
+        let shards: Vec<StagedFiles> = etl_core::shard::read_staged(req.run_id, staged)?;
+        let writer = self.writer(&req, Some(shards)).await?;
+        let committed = crate::warehouse::commit(&writer, &checkpoint).await?;
+        // Every folder of the plan's shards (a shard's run id is `<plan>-<index>-<attempt>`).
+        let folder = format!("_etl/redshift/{}/{}", req.pipeline, req.spec.target);
+        let of_plan = format!("{folder}/{}-", req.run_id);
+        let result: Result<()> = async {
+            for m in self.staging.list(&folder).await? {
+                if self.staging.relative(&m.location).starts_with(&of_plan) {
+                    let _ = object_store::ObjectStoreExt::delete(self.staging.store().as_ref(), &m.location).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(table = %req.spec.name, error = %e, "the plan's staged files were not all deleted");
+        }
+        Ok(committed)
     }
 }
 

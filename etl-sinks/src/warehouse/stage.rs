@@ -43,10 +43,26 @@ fn parquet_err(table: &str) -> impl Fn(parquet::errors::ParquetError) -> Error +
     }
 }
 
+/// What a shard staged ([`etl_core::Staged::manifest`]): its folder, files and columns, for
+/// a plan's commit in another process ([`ParquetStage::of_shards`]).
+#[cfg(feature = "redshift")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StagedFiles {
+    prefix: String,
+    /// Path, size and entity tag of each file.
+    files: Vec<(String, u64, Option<String>)>,
+    columns: Option<Vec<etl_core::lake::Column>>,
+    rows: u64,
+    bytes: u64,
+}
+
 /// The staged files of one table's run.
 pub(crate) struct ParquetStage {
     location: Location,
     prefix: String,
+    /// The folders the files are in: the run's own, or each shard's of a plan.
+    #[cfg_attr(not(feature = "redshift"), allow(dead_code))]
+    prefixes: Vec<String>,
     table: String,
     dialect: Dialect,
     /// The uploaded files, as the store described them (read back without a HEAD each).
@@ -64,6 +80,7 @@ impl ParquetStage {
     pub(crate) fn new(location: Location, prefix: String, table: &str, dialect: Dialect) -> Self {
         ParquetStage {
             location,
+            prefixes: vec![prefix.clone()],
             prefix,
             table: table.to_string(),
             dialect,
@@ -93,9 +110,83 @@ impl ParquetStage {
         self.seq as u64
     }
 
-    /// The folder of the files, relative to the location.
+    /// The run's folder, relative to the location, where it writes its files.
+    #[cfg(feature = "snowflake")]
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The folders of the files, relative to the location: the run's own, or each shard's.
+    #[cfg(feature = "redshift")]
+    pub(crate) fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+
+    /// What was staged, for a plan's commit in another process.
+    #[cfg(feature = "redshift")]
+    pub(crate) fn describe(&self) -> StagedFiles {
+        StagedFiles {
+            prefix: self.prefix.clone(),
+            files: self
+                .files
+                .iter()
+                .map(|f| (f.location.to_string(), f.size, f.e_tag.clone()))
+                .collect(),
+            columns: self
+                .columns
+                .as_ref()
+                .map(|s| s.fields().iter().map(|f| etl_core::lake::Column::of(f)).collect()),
+            rows: self.rows(),
+            bytes: self.bytes,
+        }
+    }
+
+    /// The files every shard of a plan staged, as one stage of the plan's run (in `prefix`,
+    /// where nothing is written): loaded and removed together.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when two shards staged other columns (the source changed while they
+    /// ran); [`Error::Metadata`] for columns that do not parse.
+    #[cfg(feature = "redshift")]
+    pub(crate) fn of_shards(
+        location: Location,
+        prefix: String,
+        table: &str,
+        dialect: Dialect,
+        shards: Vec<StagedFiles>,
+    ) -> Result<ParquetStage> {
+        let mut stage = ParquetStage::new(location, prefix, table, dialect);
+        stage.prefixes.clear();
+        let mut columns: Option<Vec<etl_core::lake::Column>> = None;
+        for shard in shards {
+            match (&columns, shard.columns) {
+                (_, None) => continue,
+                (None, Some(c)) => columns = Some(c),
+                (Some(a), Some(c)) if *a == c => {}
+                (Some(_), Some(_)) => {
+                    return Err(Error::config(format!(
+                        "table `{table}`: the shards of one plan staged other columns (the source changed while \
+                         they ran); plan the run again"
+                    )));
+                }
+            }
+            stage.prefixes.push(shard.prefix);
+            stage.seq += shard.rows as i64;
+            stage.bytes += shard.bytes;
+            stage
+                .files
+                .extend(shard.files.into_iter().map(|(path, size, e_tag)| ObjectMeta {
+                    location: object_store::path::Path::from(path),
+                    last_modified: chrono::Utc::now(),
+                    size,
+                    e_tag,
+                    version: None,
+                }));
+        }
+        if let Some(c) = columns {
+            stage.columns = Some(Arc::new(etl_core::lake::Column::schema(&c, table)?));
+        }
+        Ok(stage)
     }
 
     /// The files staged so far.
