@@ -49,7 +49,8 @@ for i in 1 2; do
   ip netns exec $ns ip route add default via $HOST
 done
 for port in 55432 9000; do
-  socat TCP-LISTEN:$port,bind=$HOST,fork,reuseaddr TCP:127.0.0.1:$port &
+  # (A killed worker's connection makes socat say "Broken pipe": its log, not the output.)
+  socat TCP-LISTEN:$port,bind=$HOST,fork,reuseaddr TCP:127.0.0.1:$port 2>>"$WORK/socat.log" &
   echo $! >> "$WORK/socat.pids"
 done
 
