@@ -389,6 +389,80 @@ async fn put_bytes(loc: &Location, rel: &str, body: Vec<u8>) {
     loc.store().put(&loc.path(rel), body.into()).await.expect("put");
 }
 
+/// How a database source splits the 100 rows of `orders` (`order_id` 1–100, `updated_at` one
+/// minute apart from 2025-07-01, `label` text) for a shard plan: a whole read, a window past a
+/// stored cursor, nothing new, sized by rows; and `by_label` (a text key) refused.
+pub(crate) async fn split_cases(source: &dyn etl_core::Source, orders: &str, by_label: &str) {
+    use etl_core::shard::ShardSizing;
+    use etl_core::{CursorValue, LoadMode, Position, ReadRequest, TableSpec};
+    let at = |m: i64| {
+        CursorValue::Timestamp(
+            chrono::NaiveDate::from_ymd_opt(2025, 7, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                + chrono::Duration::minutes(m),
+        )
+    };
+    let spec = TableSpec::new("orders")
+        .from_table(orders)
+        .mode(LoadMode::Incremental)
+        .primary_key(["order_id"])
+        .cursor(["updated_at"]);
+    let split = |mode: LoadMode, from: Option<Position>, sizing: ShardSizing, spec: TableSpec| async move {
+        source
+            .split(
+                ReadRequest {
+                    spec: &spec,
+                    mode,
+                    from: from.as_ref(),
+                    run_id: "plan",
+                    batch_size: 1000,
+                    limit: None,
+                    until: None,
+                    keys: None,
+                },
+                sizing,
+            )
+            .await
+    };
+    let whole = split(LoadMode::Full, None, ShardSizing::Count(4), spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (whole.keys, whole.high.cursor, whole.no_new_data),
+        (
+            vec![(i64::MIN, 25), (26, 50), (51, 75), (76, i64::MAX)],
+            Some(at(100)),
+            false
+        )
+    );
+    let past = |m| {
+        Some(Position {
+            cursor: Some(at(m)),
+            ..Position::default()
+        })
+    };
+    // Past minute 60: rows 61–100 only.
+    let window = split(LoadMode::Incremental, past(60), ShardSizing::Count(2), spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(window.keys, vec![(i64::MIN, 80), (81, i64::MAX)]);
+    let none = split(LoadMode::Incremental, past(100), ShardSizing::Count(2), spec.clone())
+        .await
+        .unwrap();
+    assert!(none.no_new_data && none.keys.is_empty(), "{none:?}");
+    let by_rows = split(LoadMode::Full, None, ShardSizing::Rows(30), spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(by_rows.keys.len(), 4, "100 rows in shards of 30: {by_rows:?}");
+    let text_key = spec.from_table(by_label).primary_key(["label"]);
+    let err = split(LoadMode::Full, None, ShardSizing::Count(2), text_key)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`label` is not an integer column"), "{err}");
+}
+
 /// A lake in a temporary folder, and a watermark store beside its tables (`_etl/wm`).
 pub(crate) fn temp_lake() -> (tempfile::TempDir, LakeSink, ObjectStoreWatermarkStore) {
     let dir = tempfile::tempdir().unwrap();

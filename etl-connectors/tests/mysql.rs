@@ -702,3 +702,20 @@ async fn a_mariadb_table_reconciles_with_its_postgres_target() {
         .await
         .unwrap();
 }
+
+/// A shard plan's split of a MariaDB table (`Source::split`), as Postgres's.
+#[tokio::test]
+async fn splits_a_table_for_a_shard_plan() {
+    let mut db = Db::new().await;
+    db.exec(
+        "CREATE TABLE orders (order_id bigint PRIMARY KEY, label varchar(10) NOT NULL, updated_at datetime(6) NOT NULL)",
+    )
+    .await;
+    db.exec(
+        "INSERT INTO orders WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+         SELECT i, concat('l', i), timestamp '2025-07-01 00:00:00' + interval i minute FROM n",
+    )
+    .await;
+    db.exec("CREATE VIEW by_label AS SELECT * FROM orders").await;
+    super::split_cases(&db.source(), "orders", "by_label").await;
+}

@@ -683,3 +683,24 @@ async fn driver_errors_keep_their_kind_code_and_source() {
     assert_eq!(err.driver_kind(), Some(DriverErrorKind::Connection), "{err:?}");
     assert!(err.is_retryable());
 }
+
+/// A shard plan's split of a Postgres table (`Source::split`). On a multi-thread runtime: the
+/// split's last connection ends on its own task while the schema is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_a_table_for_a_shard_plan() {
+    let db = Db::new().await;
+    db.exec(
+        "CREATE TABLE $S.orders (order_id bigint PRIMARY KEY, label text NOT NULL, updated_at timestamp NOT NULL);
+         INSERT INTO $S.orders SELECT i, 'l' || i, timestamp '2025-07-01' + i * interval '1 minute'
+           FROM generate_series(1, 100) i;
+         CREATE VIEW $S.by_label AS SELECT * FROM $S.orders;",
+    )
+    .await;
+    let source = PostgresSource::new(&db.conn).unwrap();
+    super::split_cases(
+        &source,
+        &format!("{}.orders", db.schema),
+        &format!("{}.by_label", db.schema),
+    )
+    .await;
+}
