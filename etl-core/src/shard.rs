@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::lake::Column;
 use crate::location::Location;
 use crate::mode::LoadMode;
 use crate::position::{CursorValue, Position};
@@ -199,6 +200,34 @@ pub fn read_staged<T: serde::de::DeserializeOwned>(run_id: &str, staged: Vec<ser
         .collect()
 }
 
+/// The one set of columns the shards of run `run_id` staged (`None` for a shard that staged
+/// no row); `None` when no shard staged a row: what a [`crate::ShardSink::commit_shards`]
+/// creates its target or staging table from.
+///
+/// # Errors
+/// [`Error::Config`] when two shards staged other columns (the source table changed while
+/// the shards ran).
+pub fn agreed_columns(
+    table: &str,
+    run_id: &str,
+    staged: impl IntoIterator<Item = Option<Vec<Column>>>,
+) -> Result<Option<Vec<Column>>> {
+    let mut agreed: Option<Vec<Column>> = None;
+    for columns in staged.into_iter().flatten() {
+        match &agreed {
+            None => agreed = Some(columns),
+            Some(a) if *a == columns => {}
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "table `{table}`: the shards of run `{run_id}` staged other columns than each other (the \
+                     source table changed while the shards ran); plan the run again"
+                )));
+            }
+        }
+    }
+    Ok(agreed)
+}
+
 /// What [`crate::Pipeline::run_shard`] did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardOutcome {
@@ -301,26 +330,25 @@ impl PlanDir {
             Err(e) => Err(e),
         }
     }
-
-    /// Every recorded manifest, by index.
-    ///
-    /// # Errors
-    /// As [`PlanDir::manifest`].
-    pub async fn manifests(&self) -> Result<Vec<ShardManifest>> {
-        let mut out = Vec::new();
-        for m in self.location.list("shards").await? {
-            if m.location.as_ref().ends_with(".json") {
-                out.push(self.location.get_json::<ShardManifest>(&m.location).await?);
-            }
-        }
-        out.sort_by_key(|m| m.index);
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_agree_on_their_columns_or_the_commit_is_refused() {
+        let col = |n: &str| Column {
+            name: n.into(),
+            data_type: "Int64".into(),
+            nullable: true,
+        };
+        let a = Some(vec![col("id")]);
+        assert_eq!(agreed_columns("t", "r", [None, a.clone(), a.clone()]).unwrap(), a);
+        assert_eq!(agreed_columns("t", "r", [None, None]).unwrap(), None);
+        let err = agreed_columns("t", "r", [a, Some(vec![col("id"), col("x")])]).unwrap_err();
+        assert!(err.to_string().contains("staged other columns"), "{err}");
+    }
 
     #[test]
     fn key_intervals_cover_every_key_once() {

@@ -293,24 +293,9 @@ impl ShardSink for LakeSink {
                 table: req.spec.name.clone(),
             });
         }
-        let mut files = Vec::new();
-        let mut columns: Option<Vec<etl_core::lake::Column>> = None;
         let shards: Vec<writer::StagedFiles> = etl_core::shard::read_staged(req.run_id, staged)?;
-        for (i, shard) in shards.into_iter().enumerate() {
-            match (&columns, shard.columns) {
-                (_, None) => {}
-                (None, Some(c)) => columns = Some(c),
-                (Some(a), Some(c)) if *a == c => {}
-                (Some(_), Some(_)) => {
-                    return Err(Error::config(format!(
-                        "table `{table}`: shard {i} of run `{}` staged other columns than the shards before it \
-                         (the source table changed while the shards ran); plan the run again",
-                        req.run_id
-                    )));
-                }
-            }
-            files.extend(shard.files);
-        }
+        let columns = etl_core::shard::agreed_columns(table, req.run_id, shards.iter().map(|s| s.columns.clone()))?;
+        let files: Vec<_> = shards.into_iter().flat_map(|s| s.files).collect();
         // Every staged file must be there before the commit point, or the commit could not
         // be applied.
         let staging = format!("{}/staging/{table}", etl_core::lake::META_DIR);

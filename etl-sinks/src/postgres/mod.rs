@@ -257,16 +257,10 @@ impl ShardSink for PostgresSink {
         let with_rows: Vec<&StagedTable> = shards.iter().filter(|s| s.rows > 0).collect();
         writer.db.batch("BEGIN").await?;
         let loaded = async {
-            if let Some(first) = with_rows.first() {
-                if let Some(other) = with_rows.iter().find(|s| s.columns != first.columns) {
-                    return Err(Error::config(format!(
-                        "table `{name}`: shard table {} holds other columns than {} (the source changed while \
-                         the shards ran); plan the run again",
-                        other.table, first.table
-                    )));
-                }
-                let schema: SchemaRef =
-                    std::sync::Arc::new(etl_core::lake::Column::schema(&first.columns, &first.table)?);
+            let columns =
+                etl_core::shard::agreed_columns(name, req.run_id, with_rows.iter().map(|s| Some(s.columns.clone())))?;
+            if let Some(columns) = columns {
+                let schema: SchemaRef = std::sync::Arc::new(etl_core::lake::Column::schema(&columns, name)?);
                 let into = writer.destination(&schema).await?;
                 let cols = column_list(&schema);
                 for s in &with_rows {

@@ -100,7 +100,7 @@ impl RedshiftSink {
         let prefix = self.prefix(req);
         let stage = match shards {
             None => ParquetStage::new(self.staging.clone(), prefix, &spec.name, RS),
-            Some(shards) => ParquetStage::of_shards(self.staging.clone(), prefix, &spec.name, RS, shards)?,
+            Some(shards) => ParquetStage::of_shards(self.staging.clone(), prefix, req.run_id, &spec.name, RS, shards)?,
         };
         Ok(load::RsWriter {
             sink: self.clone(),

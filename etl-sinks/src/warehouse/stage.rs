@@ -141,35 +141,25 @@ impl ParquetStage {
         }
     }
 
-    /// The files every shard of a plan staged, as one stage of the plan's run (in `prefix`,
-    /// where nothing is written): loaded and removed together.
+    /// The files every shard of the plan `run_id` staged, as one stage of the plan's run (in
+    /// `prefix`, where nothing is written): loaded and removed together.
     ///
     /// # Errors
-    /// [`Error::Config`] when two shards staged other columns (the source changed while they
-    /// ran); [`Error::Metadata`] for columns that do not parse.
+    /// As [`etl_core::shard::agreed_columns`]; [`Error::Metadata`] for columns that do not
+    /// parse.
     #[cfg(feature = "redshift")]
     pub(crate) fn of_shards(
         location: Location,
         prefix: String,
+        run_id: &str,
         table: &str,
         dialect: Dialect,
         shards: Vec<StagedFiles>,
     ) -> Result<ParquetStage> {
         let mut stage = ParquetStage::new(location, prefix, table, dialect);
         stage.prefixes.clear();
-        let mut columns: Option<Vec<etl_core::lake::Column>> = None;
-        for shard in shards {
-            match (&columns, shard.columns) {
-                (_, None) => continue,
-                (None, Some(c)) => columns = Some(c),
-                (Some(a), Some(c)) if *a == c => {}
-                (Some(_), Some(_)) => {
-                    return Err(Error::config(format!(
-                        "table `{table}`: the shards of one plan staged other columns (the source changed while \
-                         they ran); plan the run again"
-                    )));
-                }
-            }
+        let columns = etl_core::shard::agreed_columns(table, run_id, shards.iter().map(|s| s.columns.clone()))?;
+        for shard in shards.into_iter().filter(|s| s.columns.is_some()) {
             stage.prefixes.push(shard.prefix);
             stage.seq += shard.rows as i64;
             stage.bytes += shard.bytes;
