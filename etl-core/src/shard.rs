@@ -23,7 +23,8 @@
 //! its shard read it, and its change (a cursor past the plan's high-water mark) by the next
 //! run. A shard read twice (a retried worker) leaves one manifest: the first one recorded;
 //! the other attempt's staged data is discarded. Staged data of attempts that never recorded
-//! a manifest is never committed; the sink deletes it after its next commit.
+//! a manifest is never committed; the sink deletes it after its next commit (the Delta sink's
+//! data files of such an attempt are left to `VACUUM`, as a dead run's are).
 //!
 //! The Pipeline methods: [`crate::Pipeline::plan_shards`], [`crate::Pipeline::run_shard`],
 //! [`crate::Pipeline::commit_shards`].

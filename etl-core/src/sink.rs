@@ -171,12 +171,15 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
 ///   [`WriteRequest::last_checkpoint`] ([`crate::Error::ConcurrentRun`] otherwise), and
 ///   afterwards deletes what other attempts staged and never committed.
 #[async_trait]
-pub trait ShardSink: Send + Sync {
+pub trait ShardSink: Sink {
     /// Starts writing one shard: as [`Sink::begin`], but what the writer stages outlives its
     /// process (a staging table committed on its own, files), described by
     /// [`Staged::manifest`]; the staged write is committed only by
-    /// [`ShardSink::commit_shards`], and its abort discards it.
-    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>>;
+    /// [`ShardSink::commit_shards`], and its abort discards it. By default [`Sink::begin`],
+    /// for sinks whose runs stage durably already (files).
+    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        self.begin(req).await
+    }
 
     /// Commits the staged writes `staged` ([`Staged::manifest`] of each shard) together with
     /// `checkpoint`, for the run `req` names.

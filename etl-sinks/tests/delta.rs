@@ -8,8 +8,8 @@ use arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray, TimestampMic
 use arrow::record_batch::RecordBatch;
 use etl_core::conformance::{self, TargetProbe, render_sorted, sample_batch};
 use etl_core::{
-    LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline, RunReport,
-    TableSpec, TableStatus, WatermarkStore,
+    Extract, LoadMode, Location, MemorySource, ObjectStoreWatermarkStore, PartitionKey, Partitioning, Pipeline,
+    ReadRequest, RunReport, Source, TableSpec, TableStatus, WatermarkStore,
 };
 use etl_sinks::delta::DeltaSink;
 
@@ -364,6 +364,13 @@ async fn schema_changes_and_soft_deletes() {
 // ---------------------------------------------------------------- crashes
 
 fn crash_pipeline(dir: &std::path::Path, mode: LoadMode) -> (Pipeline, DeltaSink, ObjectStoreWatermarkStore) {
+    let (sink, wm, spec) = crash_setup(dir, mode);
+    let p = one_table("delta_crash", &sink, &wm, spec, sample_batch(&[1, 2, 3]));
+    (p, sink, wm)
+}
+
+/// The crash tests' sink, watermarks and table in `dir`.
+fn crash_setup(dir: &std::path::Path, mode: LoadMode) -> (DeltaSink, ObjectStoreWatermarkStore, TableSpec) {
     let sink = DeltaSink::new(Location::local(dir.join("delta")).unwrap());
     let wm = ObjectStoreWatermarkStore::new(Location::local(dir.join("wm")).unwrap());
     let spec = TableSpec::new("events")
@@ -371,8 +378,7 @@ fn crash_pipeline(dir: &std::path::Path, mode: LoadMode) -> (Pipeline, DeltaSink
         .primary_key(["id"])
         .cursor(["updated_at"])
         .processed_at(false);
-    let p = one_table("delta_crash", &sink, &wm, spec, sample_batch(&[1, 2, 3]));
-    (p, sink, wm)
+    (sink, wm, spec)
 }
 
 /// Run by the crash tests in a child process, which the failpoint kills; the mode is in the
@@ -452,13 +458,60 @@ async fn killed_after_the_delta_commit_then_rerun() {
     }
 }
 
+/// A memory source whose first read waits until every run sharing the gate is reading, so
+/// that two runs truly overlap: each has loaded its watermark and the table's checkpoint
+/// before either writes. (Without it, one run may end before the other starts, and two APPEND
+/// runs one after the other rightly both commit.)
+#[derive(Debug)]
+struct Gated {
+    inner: Arc<MemorySource>,
+    gate: Arc<tokio::sync::Barrier>,
+    passed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Source for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+
+    async fn check(&self, spec: &TableSpec) -> etl_core::Result<()> {
+        self.inner.check(spec).await
+    }
+
+    async fn read(&self, req: ReadRequest<'_>) -> etl_core::Result<Extract> {
+        if !self.passed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.gate.wait().await;
+        }
+        self.inner.read(req).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_runs_leave_one_commit() {
     for mode in [LoadMode::Append, LoadMode::Upsert] {
         for round in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let (a, sink, _) = crash_pipeline(dir.path(), mode);
-            let (b, _, _) = crash_pipeline(dir.path(), mode);
+            let gate = Arc::new(tokio::sync::Barrier::new(2));
+            let run = || {
+                let (sink, wm, spec) = crash_setup(dir.path(), mode);
+                let inner = Arc::new(MemorySource::new());
+                inner.append("events", sample_batch(&[1, 2, 3])).unwrap();
+                let source = Gated {
+                    inner,
+                    gate: gate.clone(),
+                    passed: Default::default(),
+                };
+                let p = Pipeline::builder("delta_crash")
+                    .source(source)
+                    .sink(sink.clone())
+                    .watermarks(wm)
+                    .table(spec)
+                    .build()
+                    .unwrap();
+                (p, sink)
+            };
+            let ((a, sink), (b, _)) = (run(), run());
             let (ra, rb) = tokio::join!(a.run(), b.run());
             let mut statuses: Vec<(TableStatus, Option<String>)> = [ra.unwrap(), rb.unwrap()]
                 .into_iter()
@@ -470,9 +523,9 @@ async fn two_concurrent_runs_leave_one_commit() {
                 TableStatus::Committed,
                 "{mode} round {round}: {statuses:?}"
             );
+            // Both read the same state, so the second to commit lost the race.
             match &statuses[1] {
                 (TableStatus::Failed, Some(e)) if e.contains("another run") => {}
-                (TableStatus::NoNewData, None) => {}
                 other => panic!("{mode} round {round}: unexpected second outcome {other:?}"),
             }
             assert_eq!(
@@ -726,4 +779,130 @@ async fn the_crawler_reads_delta_tables_on_s3() {
         [("events", TableFormat::Delta, Some(2))],
         "the second version's rows"
     );
+}
+
+/// A shard plan into Delta, in every mode: shards run in any order, one twice, an UPSERT
+/// attempt that staged and never recorded its manifest; nothing is in the table before the
+/// commit, which is one Delta commit of every shard's rows (read back by `deltalake` and
+/// DuckDB), the dead attempt's rows not among them. A second plan changes five keys and adds
+/// five.
+#[tokio::test]
+async fn a_shard_plan_is_one_delta_commit() {
+    use etl_core::ModeOverrides;
+    use etl_core::shard::{PlanDir, ShardSizing};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = DeltaSink::new(Location::local(dir.path()).unwrap());
+    let wm = ObjectStoreWatermarkStore::new(Location::memory());
+    let plans = Location::memory();
+    let first: Vec<(i64, String, i64)> = (1..=300).map(|i| (i, format!("n{i}"), i)).collect();
+    let second: Vec<(i64, String, i64)> = (1..=5)
+        .map(|i| (i, format!("changed{i}"), 1000 + i))
+        .chain((301..=305).map(|i| (i, format!("n{i}"), 1000 + i)))
+        .collect();
+    let rows = |r: &[(i64, String, i64)]| batch(&r.iter().map(|(i, n, s)| (*i, n.as_str(), *s)).collect::<Vec<_>>());
+    let shown = |r: &[(i64, String, i64)]| r.iter().map(|(i, n, _)| (*i, n.clone())).collect::<Vec<_>>();
+    let source = Arc::new(MemorySource::new());
+    for (name, _) in MODES {
+        source.append(name, rows(&first)).unwrap();
+    }
+    let p = modes_pipeline(&sink, &wm, source.clone());
+    for (name, mode) in MODES {
+        let plan = p
+            .plan_shards(name, ShardSizing::Count(3), &ModeOverrides::new())
+            .await
+            .unwrap();
+        assert_eq!(plan.shards.len(), 3, "{mode}");
+        let pd = PlanDir::create(&plans, &plan).await.unwrap();
+        if mode == LoadMode::Upsert {
+            let spec = TableSpec::new(name)
+                .mode(mode)
+                .primary_key(["id"])
+                .cursor(["updated_at"]);
+            let mut dead = etl_core::Sink::shard_sink(&sink)
+                .unwrap()
+                .begin_shard(etl_core::WriteRequest {
+                    pipeline: "delta_modes",
+                    spec: &spec,
+                    mode,
+                    run_id: &format!("{}-0-deadbeef0000", plan.id),
+                    started_at: plan.planned_at,
+                    last_checkpoint: None,
+                    watermark_home: None,
+                })
+                .await
+                .unwrap();
+            dead.write(batch(&[(1, "never", 5000)])).await.unwrap();
+            std::mem::forget(dead.stage().await.unwrap());
+        }
+        for i in [2, 0, 1] {
+            assert!(p.run_shard(&pd, i).await.unwrap().recorded, "{mode}");
+        }
+        assert!(
+            !p.run_shard(&pd, 1).await.unwrap().recorded,
+            "{mode}: a shard run twice stages once"
+        );
+        assert!(
+            sink.open(name).await.unwrap().is_none(),
+            "{mode}: no table before the commit"
+        );
+        let r = p.commit_shards(&pd).await.unwrap();
+        let t = r.table(name).unwrap();
+        assert_eq!(
+            (t.status, t.written_count, t.target_count),
+            (TableStatus::Committed, 300, Some(300)),
+            "{mode}: {t:?}"
+        );
+        let uri = dir.path().join(name).display().to_string();
+        assert_eq!(
+            read_back(&uri, &["id", "name"], None),
+            expect(&as_str(&shown(&first))),
+            "{mode}"
+        );
+        assert_eq!(p.watermark(name).await.unwrap().unwrap().run_id, plan.id);
+    }
+    let staged = |name: &str| {
+        let d = dir.path().join(name).join("_etl_staging");
+        super::files_under(&d)
+    };
+    assert_eq!(
+        staged("t_upsert"),
+        0,
+        "the dead attempt's staged rows are deleted with the commit"
+    );
+
+    for (name, _) in MODES {
+        source.append(name, rows(&second)).unwrap();
+    }
+    for (name, mode) in MODES {
+        let plan = p
+            .plan_shards(name, ShardSizing::Count(2), &ModeOverrides::new())
+            .await
+            .unwrap();
+        let pd = PlanDir::create(&plans, &plan).await.unwrap();
+        for i in 0..plan.shards.len() {
+            p.run_shard(&pd, i).await.unwrap();
+        }
+        let r = p.commit_shards(&pd).await.unwrap();
+        let t = r.table(name).unwrap();
+        let mut want = shown(&first);
+        match mode {
+            LoadMode::Full | LoadMode::TruncateInsert | LoadMode::Incremental => want.extend(shown(&second)),
+            LoadMode::Append => want.extend(shown(&first).into_iter().chain(shown(&second))),
+            LoadMode::Upsert => {
+                want.retain(|(i, _)| *i > 5);
+                want.extend(shown(&second));
+            }
+        }
+        assert_eq!(t.target_count, Some(want.len() as u64), "{mode}: {t:?}");
+        let uri = dir.path().join(name).display().to_string();
+        assert_eq!(read_back(&uri, &["id", "name"], None), expect(&as_str(&want)), "{mode}");
+        let table = sink.open(name).await.unwrap().unwrap();
+        let commits = futures::StreamExt::count(table.history(None)).await;
+        assert_eq!(commits, 2, "{mode}: one Delta commit per plan");
+    }
+    assert_eq!(staged("t_upsert"), 0);
+}
+
+fn as_str(rows: &[(i64, String)]) -> Vec<(i64, &str)> {
+    rows.iter().map(|(i, n)| (*i, n.as_str())).collect()
 }

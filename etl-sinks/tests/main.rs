@@ -616,6 +616,16 @@ mod delta;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+/// Files under `dir`, at any depth (none when it is not there).
+#[cfg(any(feature = "postgres", feature = "snowflake", feature = "delta"))]
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+            .sum()
+    })
+}
+
 /// A connection to the test Postgres and a schema name of the test's own.
 async fn pg_source(prefix: &str) -> (tokio_postgres::Client, String, String) {
     let url = std::env::var("ETL_TEST_PG").unwrap_or_else(|_| {

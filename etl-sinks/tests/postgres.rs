@@ -157,14 +157,7 @@ impl Wh {
 
     /// Files left in the staging folder.
     fn staged_files(&self) -> usize {
-        fn count(d: &std::path::Path) -> usize {
-            std::fs::read_dir(d).map_or(0, |rd| {
-                rd.flatten()
-                    .map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 })
-                    .sum()
-            })
-        }
-        count(self.staging.path())
+        super::files_under(self.staging.path())
     }
 
     async fn exec(&self, sql: &str) {
@@ -252,6 +245,21 @@ impl super::scenarios::Warehouse for Wh {
 
     async fn exec(&self, sql: &str) {
         Wh::exec(self, sql).await
+    }
+
+    /// Postgres's shard tables and Redshift's staged files.
+    async fn leftovers(&self) -> usize {
+        let tables: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 \
+                 AND table_name LIKE '\\_etl\\_shard%'",
+                &[&self.schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        tables as usize + self.staged_files()
     }
 }
 
@@ -1234,136 +1242,9 @@ async fn reconciliation_that_cannot_work_is_refused_at_build() {
     assert!(e.contains("source `memory` does not and sink `postgres` does"), "{e}");
 }
 
-/// A shard plan into the warehouse: each shard stages on its own (Postgres: a table of its
-/// own; Redshift: its Parquet files); nothing reaches the target before the commit, which
-/// moves every shard's rows in one transaction (an UPSERT merging the changed keys) and
-/// removes what the plan's shards staged, an attempt's that never recorded its manifest too.
+/// A shard plan's commit: one transaction (`scenarios::shard_plan_commits_in_one_transaction`).
 async fn a_shard_plan_commits_its_shards_in_one_transaction(kind: Kind) {
-    use etl_core::ModeOverrides;
-    use etl_core::shard::{PlanDir, ShardSizing};
-    let wh = Wh::of(kind).await;
-    let source = Arc::new(MemorySource::new());
-    let rows: Vec<(i64, String, i64)> = (1..=1000).map(|i| (i, format!("c{i}"), i % 24)).collect();
-    let named: Vec<(i64, &str, i64)> = rows.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
-    source.append("customers", customers(&named)).unwrap();
-    let p = Pipeline::builder("sharded")
-        .source_arc(source.clone())
-        .sink_arc(wh.sink())
-        .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
-        .table(super::scenarios::customers_upsert())
-        .build()
-        .unwrap();
-    let plans = Location::memory();
-    let client = &wh.client;
-    let schema = wh.schema.clone();
-    let count = |sql: String| async move {
-        let row = client
-            .query_one(sql.as_str(), &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        row.get::<_, i64>(0)
-    };
-    // What the shards staged and left: Postgres's shard tables, Redshift's staged files.
-    let shard_tables = || async {
-        let tables = count(format!(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' \
-             AND table_name LIKE '\\_etl\\_shard%'"
-        ))
-        .await;
-        tables + wh.staged_files() as i64
-    };
-    let plan = p
-        .plan_shards("customers", ShardSizing::Count(3), &ModeOverrides::new())
-        .await
-        .unwrap();
-    assert_eq!(plan.shards.len(), 3);
-    let dir = PlanDir::create(&plans, &plan).await.unwrap();
-    for i in [2, 0, 1] {
-        assert!(p.run_shard(&dir, i).await.unwrap().recorded);
-    }
-    assert!(
-        !p.run_shard(&dir, 1).await.unwrap().recorded,
-        "a shard run twice stages once"
-    );
-    assert_eq!(shard_tables().await, 3);
-    let target = format!(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}' AND table_name = 'customers'",
-        wh.schema
-    );
-    assert_eq!(count(target).await, 0, "nothing in the target before the commit");
-    let r = p.commit_shards(&dir).await.unwrap();
-    let t = r.table("customers").unwrap();
-    assert_eq!(
-        (t.written_count, t.target_count, t.inserted_count),
-        (1000, Some(1000), 1000),
-        "{t:?}"
-    );
-    assert_eq!(
-        wh.query(&format!(
-            "SELECT count(*) AS n, count(DISTINCT customer_id) AS k, min(name) AS a, max(customer_id) AS z \
-             FROM {}.customers",
-            wh.schema
-        ))
-        .await,
-        wh.query("SELECT 1000::int8 AS n, 1000::int8 AS k, 'c1'::text AS a, 1000::int8 AS z")
-            .await
-    );
-    assert_eq!(shard_tables().await, 0);
-    assert_eq!(p.watermark("customers").await.unwrap().unwrap().run_id, plan.id);
-
-    // Ten keys change and five arrive; an attempt stages shard 0 and dies before recording.
-    let changed: Vec<(i64, String, i64)> = (1..=10)
-        .map(|i| (i, format!("changed{i}"), 100))
-        .chain((1001..=1005).map(|i| (i, format!("new{i}"), 100)))
-        .collect();
-    let named: Vec<(i64, &str, i64)> = changed.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
-    source.append("customers", customers(&named)).unwrap();
-    let plan = p
-        .plan_shards("customers", ShardSizing::Count(2), &ModeOverrides::new())
-        .await
-        .unwrap();
-    let dir = PlanDir::create(&plans, &plan).await.unwrap();
-    let dead = wh
-        .sink()
-        .shard_sink()
-        .unwrap()
-        .begin_shard(etl_core::WriteRequest {
-            pipeline: "sharded",
-            spec: &super::scenarios::customers_upsert(),
-            mode: LoadMode::Upsert,
-            run_id: &format!("{}-0-deadbeef0000", plan.id),
-            started_at: plan.planned_at,
-            last_checkpoint: plan.last_checkpoint.as_deref(),
-            watermark_home: None,
-        })
-        .await
-        .unwrap();
-    let mut dead = dead;
-    dead.write(customers(&[(1, "never", 100)])).await.unwrap();
-    std::mem::forget(dead.stage().await.unwrap());
-    assert_eq!(shard_tables().await, 1);
-    for i in 0..2 {
-        p.run_shard(&dir, i).await.unwrap();
-    }
-    let r = p.commit_shards(&dir).await.unwrap();
-    let t = r.table("customers").unwrap();
-    assert_eq!(
-        (t.written_count, t.updated_count, t.inserted_count, t.target_count),
-        (15, 10, 5, Some(1005)),
-        "{t:?}"
-    );
-    assert_eq!(
-        wh.query(&format!(
-            "SELECT count(*) AS n, count(*) FILTER (WHERE name LIKE 'changed%') AS c, \
-             count(*) FILTER (WHERE name = 'never') AS d FROM {}.customers",
-            wh.schema
-        ))
-        .await,
-        wh.query("SELECT 1005::int8 AS n, 10::int8 AS c, 0::int8 AS d").await
-    );
-    assert_eq!(shard_tables().await, 0, "the dead attempt's table is dropped too");
-    // Committing again reports the plan done and changes nothing.
-    assert!(p.commit_shards(&dir).await.unwrap().tables[0].recovered);
+    super::scenarios::shard_plan_commits_in_one_transaction(&Wh::of(kind).await).await
 }
 
 on_both!(a_shard_plan_commits_its_shards_in_one_transaction);

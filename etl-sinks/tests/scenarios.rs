@@ -26,6 +26,9 @@ pub(crate) trait Warehouse: Send + Sync {
 
     /// Runs a statement behind the sink's back; `$S` is the test's schema.
     async fn exec(&self, sql: &str);
+
+    /// What the sink staged and left: staging tables of shards, staged files.
+    async fn leftovers(&self) -> usize;
 }
 
 /// Customers `(id, name, hours after 2025-07-01 00:00)` as `customer_id, name, updated_at`.
@@ -814,4 +817,113 @@ pub(crate) async fn a_complete_drop_deletes_the_keys_it_lacks(wh: &dyn Warehouse
     assert_eq!(t.rejected_count, 1, "the run diverted the row: {t:?}");
     let (left, rows) = ids().await;
     assert_eq!(left, day2, "nothing deleted: {rows}");
+}
+
+/// A shard plan into a warehouse: each shard stages on its own (Postgres: a table of its
+/// own; Redshift and Snowflake: Parquet files in a folder of its own); nothing reaches the
+/// target before the commit, which moves every shard's rows in one transaction (an UPSERT
+/// merging the changed keys) and removes what the plan's shards staged, an attempt's that
+/// never recorded its manifest too. The target equals one process's run of the same rows.
+pub(crate) async fn shard_plan_commits_in_one_transaction(wh: &dyn Warehouse) {
+    use etl_core::shard::{PlanDir, ShardSizing};
+    use etl_core::{ModeOverrides, TargetState};
+    let source = Arc::new(MemorySource::new());
+    let rows: Vec<(i64, String, i64)> = (1..=300).map(|i| (i, format!("c{i}"), i % 24)).collect();
+    let named: Vec<(i64, &str, i64)> = rows.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
+    source.append("customers", customers(&named)).unwrap();
+    let pipeline = |name: &str, target: &str| {
+        Pipeline::builder(name)
+            .source_arc(source.clone())
+            .sink_arc(wh.sink())
+            .watermarks(ObjectStoreWatermarkStore::new(Location::memory()))
+            .table(customers_upsert().target(target))
+            .build()
+            .unwrap()
+    };
+    let p = pipeline("sharded", "customers");
+    // One process's runs of the same rows, for comparison.
+    let one = pipeline("unsharded", "customers_one");
+    let plans = Location::memory();
+    let spec = customers_upsert();
+    let plan = p
+        .plan_shards("customers", ShardSizing::Count(3), &ModeOverrides::new())
+        .await
+        .unwrap();
+    assert_eq!(plan.shards.len(), 3);
+    let dir = PlanDir::create(&plans, &plan).await.unwrap();
+    for i in [2, 0, 1] {
+        assert!(p.run_shard(&dir, i).await.unwrap().recorded);
+    }
+    assert!(
+        !p.run_shard(&dir, 1).await.unwrap().recorded,
+        "a shard run twice stages once"
+    );
+    assert_eq!(wh.leftovers().await, 3, "one staging table or folder per shard");
+    assert_eq!(
+        wh.sink().target_state(&spec).await.unwrap(),
+        TargetState::Missing,
+        "nothing in the target before the commit"
+    );
+    let r = p.commit_shards(&dir).await.unwrap();
+    let t = r.table("customers").unwrap();
+    assert_eq!(
+        (t.written_count, t.target_count, t.inserted_count),
+        (300, Some(300), 300),
+        "{t:?}"
+    );
+    one.run().await.unwrap().into_result().unwrap();
+    let got = wh.rows("customers").await;
+    assert_eq!(got.lines().count(), 300 + 4, "{got}");
+    assert_eq!(got, wh.rows("customers_one").await);
+    assert_eq!(wh.leftovers().await, 0);
+    assert_eq!(p.watermark("customers").await.unwrap().unwrap().run_id, plan.id);
+
+    // Ten keys change and five arrive; an attempt stages shard 0 and dies before recording.
+    let changed: Vec<(i64, String, i64)> = (1..=10)
+        .map(|i| (i, format!("changed{i}"), 100))
+        .chain((301..=305).map(|i| (i, format!("new{i}"), 100)))
+        .collect();
+    let named: Vec<(i64, &str, i64)> = changed.iter().map(|(i, n, h)| (*i, n.as_str(), *h)).collect();
+    source.append("customers", customers(&named)).unwrap();
+    let plan = p
+        .plan_shards("customers", ShardSizing::Count(2), &ModeOverrides::new())
+        .await
+        .unwrap();
+    let dir = PlanDir::create(&plans, &plan).await.unwrap();
+    let sink = wh.sink();
+    let mut dead = sink
+        .shard_sink()
+        .unwrap()
+        .begin_shard(etl_core::WriteRequest {
+            pipeline: "sharded",
+            spec: &spec,
+            mode: LoadMode::Upsert,
+            run_id: &format!("{}-0-deadbeef0000", plan.id),
+            started_at: plan.planned_at,
+            last_checkpoint: plan.last_checkpoint.as_deref(),
+            watermark_home: None,
+        })
+        .await
+        .unwrap();
+    dead.write(customers(&[(1, "never", 100)])).await.unwrap();
+    std::mem::forget(dead.stage().await.unwrap());
+    assert_eq!(wh.leftovers().await, 1);
+    for i in 0..2 {
+        p.run_shard(&dir, i).await.unwrap();
+    }
+    let r = p.commit_shards(&dir).await.unwrap();
+    let t = r.table("customers").unwrap();
+    assert_eq!(
+        (t.written_count, t.updated_count, t.inserted_count, t.target_count),
+        (15, 10, 5, Some(305)),
+        "{t:?}"
+    );
+    one.run().await.unwrap().into_result().unwrap();
+    let got = wh.rows("customers").await;
+    assert!(got.contains("changed10") && !got.contains("never"), "{got}");
+    assert_eq!(got, wh.rows("customers_one").await);
+    assert_eq!(wh.leftovers().await, 0, "the dead attempt's staging is removed too");
+    // Committing again reports the plan done and changes nothing.
+    assert!(p.commit_shards(&dir).await.unwrap().tables[0].recovered);
+    assert_eq!(wh.rows("customers").await, got);
 }

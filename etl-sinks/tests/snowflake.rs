@@ -113,6 +113,11 @@ impl super::scenarios::Warehouse for Wh {
         let sql = sql.replace("$S", &self.schema);
         api().exec_raw(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+
+    /// The staged files.
+    async fn leftovers(&self) -> usize {
+        super::files_under(self.staging.path())
+    }
 }
 
 impl Wh {
@@ -166,13 +171,19 @@ impl Wh {
     }
 }
 
+/// A shard plan's commit: one transaction (`scenarios::shard_plan_commits_in_one_transaction`).
+#[tokio::test]
+async fn snowflake_a_shard_plan_commits_its_shards_in_one_transaction() {
+    super::scenarios::shard_plan_commits_in_one_transaction(&Wh::new()).await
+}
+
 /// The seed's walkthrough on Snowflake (see `scenarios::seed_upsert`); staged files and
 /// tables are gone after the runs.
 #[tokio::test]
 async fn snowflake_upsert_keeps_one_row_per_key_the_latest() {
     let wh = Wh::new();
     assert_eq!(super::scenarios::seed_upsert(&wh).await, 1, "one staged file");
-    assert_eq!(files_under(wh.staging.path()), 0, "staged files are removed");
+    assert_eq!(super::files_under(wh.staging.path()), 0, "staged files are removed");
 }
 
 /// The three merge strategies with soft deletes (see `scenarios::merge_strategies`).
@@ -259,14 +270,6 @@ async fn snowflake_names_upper_case_unless_kept_exact() {
          | 1           | a    |\n\
          +-------------+------+"
     );
-}
-
-fn files_under(d: &std::path::Path) -> usize {
-    std::fs::read_dir(d).map_or(0, |rd| {
-        rd.flatten()
-            .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
-            .sum()
-    })
 }
 
 /// FULL, TRUNCATE_INSERT and APPEND; a FULL that fails leaves the old rows; a column type the
@@ -361,7 +364,7 @@ async fn snowflake_modes_and_bad_input() {
     assert!(err.contains("2 rows have a NULL in the primary key"), "{err}");
     assert_eq!(wh.rows("t").await, before);
     assert_eq!(
-        files_under(wh.staging.path()),
+        super::files_under(wh.staging.path()),
         0,
         "staged files are removed after failures too"
     );

@@ -423,7 +423,7 @@ impl Pipeline {
     fn shard_sink(&self, spec: &TableSpec) -> Result<&dyn ShardSink> {
         self.sink.shard_sink().ok_or_else(|| {
             Error::config(format!(
-                "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake, \
+                "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake, Delta, \
                  Postgres and Redshift sinks can)",
                 spec.name,
                 self.sink.name()

@@ -23,6 +23,12 @@
 //! `_etl_staging/` in the table's folder, which the commit merges from and deletes; a later
 //! run deletes what a dead one left there.
 //!
+//! # Shard plans
+//! Each shard of a plan ([`etl_core::shard`]) stages as a run does, under its own run id; its
+//! manifest holds its add actions (or its staged rows' folder) and its columns. The plan's
+//! commit is one Delta commit of every shard's files, or one `MERGE` from every shard's
+//! staged rows, with the plan's transaction identifier and checkpoint.
+//!
 //! # Schema
 //! A new column of the source is added to the table; a column whose type changed is refused
 //! ([`Error::ColumnTypeConflict`]) unless the change is a safe widening, as in the Parquet
@@ -44,8 +50,8 @@ use deltalake::kernel::transaction::TransactionError;
 use deltalake::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake::{DeltaTable, DeltaTableError};
 use etl_core::{
-    Checkpoint, Error, LoadMode, Location, Partitioning, Result, Sink, TableSpec, TableWriter, TargetState,
-    WriteRequest,
+    Checkpoint, CommitSummary, Error, LoadMode, Location, Partitioning, Result, ShardSink, Sink, StagedWrite,
+    TableSpec, TableWriter, TargetState, WriteRequest,
 };
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -375,7 +381,43 @@ impl Sink for DeltaSink {
         })
     }
 
+    fn shard_sink(&self) -> Option<&dyn ShardSink> {
+        Some(self)
+    }
+
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        Ok(Box::new(self.writer(req).await?))
+    }
+}
+
+/// One Delta commit for every shard of a plan: their data files' add actions together, or
+/// one `MERGE` from all their staged rows.
+#[async_trait]
+impl ShardSink for DeltaSink {
+    async fn commit_shards(
+        &self,
+        req: WriteRequest<'_>,
+        staged: Vec<serde_json::Value>,
+        checkpoint: Checkpoint,
+    ) -> Result<CommitSummary> {
+        let run_id = req.run_id.to_string();
+        let shards: Vec<writer::StagedShard> = etl_core::shard::read_staged(&run_id, staged)?;
+        let table = req.spec.target.clone();
+        let staged = self.writer(req).await?.of_shards(&run_id, shards)?;
+        let txn = staged.base_txn();
+        let committed = StagedWrite::commit(Box::new(staged), checkpoint).await?;
+        // What attempts that never recorded a manifest staged: they cannot commit any more.
+        if let Err(e) = self.clean_staging(&table, txn + 1).await {
+            tracing::warn!(table = %table, error = %e, "the plan's staged rows were not all deleted");
+        }
+        Ok(committed)
+    }
+}
+
+impl DeltaSink {
+    /// A run's writer, from the table's state now; [`Error::ConcurrentRun`] when another run
+    /// committed since `req`'s checkpoint.
+    async fn writer(&self, req: WriteRequest<'_>) -> Result<writer::DeltaTableWriter> {
         let table = req.spec.target.clone();
         let partitions = DeltaSink::partition_columns(req.spec)?;
         let opened = self.open(&table).await?;
@@ -394,17 +436,18 @@ impl Sink for DeltaSink {
             None => None,
         };
         let log_store = self.log_store(&table)?;
-        let staging = self.location.child(&DeltaSink::staging_dir(&table, txn, req.run_id));
-        Ok(Box::new(writer::DeltaTableWriter::new(writer::Setup {
+        let staging = DeltaSink::staging_dir(&table, txn, req.run_id);
+        writer::DeltaTableWriter::new(writer::Setup {
             req,
             table: opened,
             log_store,
             txn,
             schema,
             partitions,
+            root: self.location.clone(),
             staging,
             options: self.options.clone(),
-        })?))
+        })
     }
 }
 

@@ -19,6 +19,8 @@ use deltalake::operations::create::CreateBuilder;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
+use etl_core::lake::Column as Stored;
+use etl_core::shard::agreed_columns;
 use etl_core::{
     Checkpoint, CommitSummary, Error, LoadMode, Location, Result, StageSummary, Staged, StagedWrite, TableWriter,
     WriteRequest,
@@ -41,7 +43,10 @@ pub(super) struct Setup<'a> {
     pub(super) txn: i64,
     pub(super) schema: Option<(SchemaRef, Vec<String>)>,
     pub(super) partitions: Vec<String>,
-    pub(super) staging: Location,
+    /// The sink's root.
+    pub(super) root: Location,
+    /// The folder of the run's staged `UPSERT` rows, relative to `root`.
+    pub(super) staging: String,
     pub(super) options: LakeOptions,
 }
 
@@ -62,6 +67,10 @@ struct Run {
     /// The table's partition columns at the run's start.
     base_partitions: Option<Vec<String>>,
     partitions: Vec<String>,
+    /// The sink's root.
+    root: Location,
+    /// The folder of the run's staged `UPSERT` rows, relative to `root`.
+    staging_dir: String,
     staging: Location,
     options: LakeOptions,
 }
@@ -107,7 +116,9 @@ impl DeltaTableWriter {
                 txn: s.txn,
                 base_partitions,
                 partitions: s.partitions,
-                staging: s.staging,
+                staging: s.root.child(&s.staging),
+                staging_dir: s.staging,
+                root: s.root,
                 options: s.options,
                 table,
             },
@@ -277,12 +288,19 @@ impl TableWriter for DeltaTableWriter {
             ),
             Err(e) => (Err(e), Vec::new()),
         };
+        let rows_at = if self.run.mode == LoadMode::Upsert {
+            vec![self.run.staging_dir.clone()]
+        } else {
+            Vec::new()
+        };
         let staged = DeltaStaged {
             run: self.run,
             schema: self.conformer.written(),
             columns: self.conformer.columns().cloned(),
             adds,
+            rows_at,
             rows,
+            of_plan: false,
         };
         Staged::new(summary, Box::new(staged)).await
     }
@@ -298,17 +316,90 @@ impl TableWriter for DeltaTableWriter {
     }
 }
 
-struct DeltaStaged {
+pub(super) struct DeltaStaged {
     run: Run,
     /// The schema the files were written in (`None`: no batch came).
     schema: Option<SchemaRef>,
     /// The table's columns after the run.
     columns: Option<SchemaRef>,
     adds: Vec<Add>,
+    /// `UPSERT`: the folders of the staged rows, relative to the sink's root (the run's own;
+    /// a shard plan's, one per shard that staged a row).
+    rows_at: Vec<String>,
+    rows: u64,
+    /// Whether the staged write is a plan's: a commit that fails keeps the shards' staged
+    /// rows for another try (a run's are deleted: the next run stages its own).
+    of_plan: bool,
+}
+
+/// What a Delta shard staged ([`StagedWrite::manifest`]): the add actions of its data files,
+/// in the table's folder and named by no commit yet, or (`UPSERT`) the folder of its staged
+/// rows; the columns it wrote and the table's columns after it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct StagedShard {
+    adds: Vec<Add>,
+    rows_at: Vec<String>,
+    written: Option<Vec<Stored>>,
+    columns: Option<Vec<Stored>>,
     rows: u64,
 }
 
+/// The columns of a schema as a manifest records them.
+fn columns_of(schema: &Option<SchemaRef>) -> Option<Vec<Stored>> {
+    schema
+        .as_ref()
+        .map(|s| s.fields().iter().map(|f| Stored::of(f)).collect())
+}
+
+impl DeltaTableWriter {
+    /// The staged writes of a plan's shards as one, to commit with this writer's run (the
+    /// plan's): every shard's data files, or the union of their staged rows.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the shards staged other columns than each other;
+    /// [`Error::Metadata`] for a column type that does not parse.
+    pub(super) fn of_shards(self, run_id: &str, shards: Vec<StagedShard>) -> Result<DeltaStaged> {
+        let table = &self.run.table;
+        let schema = |cols: Option<Vec<Stored>>| -> Result<Option<SchemaRef>> {
+            let path = format!("the manifests of run `{run_id}`");
+            cols.map(|c| Stored::schema(&c, &path).map(Arc::new)).transpose()
+        };
+        let written = schema(agreed_columns(table, run_id, shards.iter().map(|s| s.written.clone()))?)?;
+        let columns = schema(agreed_columns(table, run_id, shards.iter().map(|s| s.columns.clone()))?)?;
+        let mut staged = DeltaStaged {
+            run: self.run,
+            schema: written,
+            columns,
+            adds: Vec::new(),
+            rows_at: Vec::new(),
+            rows: 0,
+            of_plan: true,
+        };
+        for shard in shards {
+            staged.rows += shard.rows;
+            staged.adds.extend(shard.adds);
+            if shard.rows > 0 {
+                staged.rows_at.extend(shard.rows_at);
+            }
+        }
+        Ok(staged)
+    }
+}
+
 impl DeltaStaged {
+    /// The table's transaction version of [`APP_ID`] that the run started from.
+    pub(super) fn base_txn(&self) -> i64 {
+        self.run.txn
+    }
+
+    /// Deletes the staged `UPSERT` rows.
+    async fn delete_rows(&self) -> Result<()> {
+        for dir in &self.rows_at {
+            self.run.root.delete_dir(dir).await?;
+        }
+        Ok(())
+    }
+
     /// The commit's properties: the run's transaction identifier and its checkpoint.
     fn properties(&self, checkpoint: &Checkpoint) -> Result<CommitProperties> {
         let next = self.run.txn + 1;
@@ -417,13 +508,18 @@ impl DeltaStaged {
     async fn latest_per_key(&self, ctx: &SessionContext) -> Result<deltalake::datafusion::prelude::DataFrame> {
         let table = &self.run.table;
         let df_err = |e| df_err(table, e);
+        // The staged folders, under the sink's root (one object store for DataFusion's
+        // listing of all of them).
         let url = url::Url::parse("etl-staging://run/").expect("a valid URL");
-        let store =
-            object_store::prefix::PrefixStore::new(self.run.staging.store().clone(), self.run.staging.prefix().clone());
+        let root = &self.run.root;
+        let store = object_store::prefix::PrefixStore::new(root.store().clone(), root.prefix().clone());
         ctx.register_object_store(&url, Arc::new(store));
-        ctx.register_parquet("staged", url.as_str(), ParquetReadOptions::default())
+        let dirs: Vec<String> = self.rows_at.iter().map(|d| format!("{url}{d}/")).collect();
+        let staged = ctx
+            .read_parquet(dirs, ParquetReadOptions::default())
             .await
             .map_err(df_err)?;
+        ctx.register_table("staged", staged.into_view()).map_err(df_err)?;
         let q = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
         let schema = self.schema.as_ref().expect("rows were staged");
         let cols: Vec<String> = schema.fields().iter().map(|f| q(f.name())).collect();
@@ -624,7 +720,9 @@ impl StagedWrite for DeltaStaged {
         let props = self.properties(&checkpoint)?;
         let (t, mut summary) = if self.run.mode == LoadMode::Upsert && self.schema.is_some() {
             let out = self.merge(props).await;
-            let _ = self.run.staging.delete_dir("").await;
+            if out.is_ok() || !self.of_plan {
+                let _ = self.delete_rows().await;
+            }
             out?
         } else {
             let replace = self.run.mode.replaces_target();
@@ -647,7 +745,7 @@ impl StagedWrite for DeltaStaged {
 
     async fn abort(self: Box<Self>) -> Result<()> {
         if self.run.mode == LoadMode::Upsert {
-            return self.run.staging.delete_dir("").await;
+            return self.delete_rows().await;
         }
         let store = self.run.log_store.object_store(None);
         for add in &self.adds {
@@ -657,5 +755,16 @@ impl StagedWrite for DeltaStaged {
             }
         }
         Ok(())
+    }
+
+    fn manifest(&self) -> Result<serde_json::Value> {
+        let shard = StagedShard {
+            adds: self.adds.clone(),
+            rows_at: self.rows_at.clone(),
+            written: columns_of(&self.schema),
+            columns: columns_of(&self.columns),
+            rows: self.rows,
+        };
+        serde_json::to_value(shard).map_err(|e| Error::config(format!("table `{}`: {e}", self.run.table)))
     }
 }

@@ -273,11 +273,6 @@ impl Sink for LakeSink {
 /// One commit record for every shard of a plan: their staged files move in together.
 #[async_trait]
 impl ShardSink for LakeSink {
-    /// A run's writer: its staged files are durable already, each shard under its own run id.
-    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
-        self.begin(req).await
-    }
-
     async fn commit_shards(
         &self,
         req: WriteRequest<'_>,

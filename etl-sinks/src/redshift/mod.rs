@@ -118,10 +118,6 @@ impl RedshiftSink {
 /// too.
 #[async_trait]
 impl ShardSink for RedshiftSink {
-    async fn begin_shard(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
-        self.begin(req).await
-    }
-
     async fn commit_shards(
         &self,
         req: WriteRequest<'_>,
@@ -133,19 +129,7 @@ impl ShardSink for RedshiftSink {
         let committed = crate::warehouse::commit(&writer, &checkpoint).await?;
         // Every folder of the plan's shards (a shard's run id is `<plan>-<index>-<attempt>`).
         let folder = format!("_etl/redshift/{}/{}", req.pipeline, req.spec.target);
-        let of_plan = format!("{folder}/{}-", req.run_id);
-        let result: Result<()> = async {
-            for m in self.staging.list(&folder).await? {
-                if self.staging.relative(&m.location).starts_with(&of_plan) {
-                    let _ = object_store::ObjectStoreExt::delete(self.staging.store().as_ref(), &m.location).await;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(table = %req.spec.name, error = %e, "the plan's staged files were not all deleted");
-        }
+        ParquetStage::remove_plan(&self.staging, &folder, req.run_id, &req.spec.name).await;
         Ok(committed)
     }
 }

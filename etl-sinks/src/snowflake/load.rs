@@ -48,39 +48,38 @@ impl SfWriter {
         warehouse::evolve(self, SF, &existing, fields, st.upper).await
     }
 
-    /// The stage over this run's files.
-    fn files_from(&self) -> String {
-        let path = self.stage.prefix();
-        match &self.sink.stage {
-            SnowflakeStage::Named(name) => format!("@{name}/{path}/"),
-            _ => format!("@{}", self.files_stage),
-        }
-    }
-
-    /// The target prepared and the staging table loaded, before the transaction.
+    /// The target prepared and the staging table loaded, before the transaction: one
+    /// `COPY INTO` per folder of files (the run's, or each shard's of a plan), from the named
+    /// stage's folder or from a temporary stage over the folder.
     async fn load_stage(&self) -> Result<()> {
         let st = self.statements();
         self.prepare_target(&st).await?;
         self.db.exec(&st.create_stage()?).await?;
-        let url = |base: &str| format!("{}/{}/", base.trim_end_matches('/'), self.stage.prefix());
-        let temp_stage = match &self.sink.stage {
-            SnowflakeStage::Named(_) => None,
-            SnowflakeStage::Integration { url: base, integration } => Some(format!(
-                "URL={} STORAGE_INTEGRATION = {}",
-                SF.string_literal(&url(base)),
-                SF.quote(integration)
-            )),
-            SnowflakeStage::Url(base) => Some(format!("URL={}", SF.string_literal(&url(base)))),
-        };
-        if let Some(at) = temp_stage {
-            self.db
-                .exec(&format!(
-                    "CREATE OR REPLACE TEMPORARY STAGE {} {at} FILE_FORMAT=(TYPE=PARQUET)",
-                    self.files_stage
-                ))
-                .await?;
+        for prefix in self.stage.prefixes() {
+            let url = |base: &str| SF.string_literal(&format!("{}/{prefix}/", base.trim_end_matches('/')));
+            let temporary = format!("@{}", self.files_stage);
+            let (from, temp_stage) = match &self.sink.stage {
+                SnowflakeStage::Named(name) => (format!("@{name}/{prefix}/"), None),
+                SnowflakeStage::Integration { url: base, integration } => (
+                    temporary,
+                    Some(format!(
+                        "URL={} STORAGE_INTEGRATION = {}",
+                        url(base),
+                        SF.quote(integration)
+                    )),
+                ),
+                SnowflakeStage::Url(base) => (temporary, Some(format!("URL={}", url(base)))),
+            };
+            if let Some(at) = temp_stage {
+                self.db
+                    .exec(&format!(
+                        "CREATE OR REPLACE TEMPORARY STAGE {} {at} FILE_FORMAT=(TYPE=PARQUET)",
+                        self.files_stage
+                    ))
+                    .await?;
+            }
+            self.db.exec(&st.copy_into(&from)).await?;
         }
-        self.db.exec(&st.copy_into(&self.files_from())).await?;
         if self.cx.mode == LoadMode::Upsert {
             warehouse::collapse_staged(self, &st, "snowflake").await?;
         }
@@ -89,12 +88,17 @@ impl SfWriter {
 
     /// Drops the run's staging tables and deletes its files (best effort: logged).
     async fn clean_up(&self) {
+        self.drop_scratch().await;
+        self.stage.remove().await;
+    }
+
+    /// Drops the run's staging tables (best effort: logged).
+    pub(super) async fn drop_scratch(&self) {
         for t in [&self.stage_table, &self.latest_table] {
             if let Err(e) = self.db.exec(&format!("DROP TABLE IF EXISTS {t}")).await {
                 tracing::warn!(table = %self.cx.spec.name, scratch = %t, error = %e, "a staging table was not dropped");
             }
         }
-        self.stage.remove().await;
     }
 }
 
@@ -167,5 +171,9 @@ impl StagedWrite for SfWriter {
     async fn abort(self: Box<Self>) -> Result<()> {
         self.clean_up().await;
         Ok(())
+    }
+
+    fn manifest(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self.stage.describe()).expect("staged files serialise"))
     }
 }

@@ -39,10 +39,12 @@ pub use emulator::emulator_client;
 
 use async_trait::async_trait;
 use etl_core::kit::sql::Dialect;
-use etl_core::{Checkpoint, LoadMode, Result, Sink, TableSpec, TableWriter, TargetState, WriteRequest};
+use etl_core::{
+    Checkpoint, CommitSummary, LoadMode, Result, ShardSink, Sink, TableSpec, TableWriter, TargetState, WriteRequest,
+};
 
 use crate::warehouse::RunContext;
-use crate::warehouse::stage::ParquetStage;
+use crate::warehouse::stage::{ParquetStage, StagedFiles};
 
 const SF: Dialect = Dialect::Snowflake;
 
@@ -75,6 +77,44 @@ impl Sink for SnowflakeSink {
     }
 
     async fn begin(&self, req: WriteRequest<'_>) -> Result<Box<dyn TableWriter>> {
+        Ok(Box::new(self.writer(&req, None).await?))
+    }
+
+    fn shard_sink(&self) -> Option<&dyn ShardSink> {
+        Some(self)
+    }
+}
+
+/// A shard stages its Parquet files in a folder of its own, as a run does; the plan's commit
+/// `COPY`s every shard's folder into the run's staging table, then applies the mode with the
+/// checkpoint in one transaction as a run's commit does, and deletes the plan's staged files,
+/// a dead attempt's too.
+#[async_trait]
+impl ShardSink for SnowflakeSink {
+    async fn commit_shards(
+        &self,
+        req: WriteRequest<'_>,
+        staged: Vec<serde_json::Value>,
+        checkpoint: Checkpoint,
+    ) -> Result<CommitSummary> {
+        let shards: Vec<StagedFiles> = etl_core::shard::read_staged(req.run_id, staged)?;
+        let writer = self.writer(&req, Some(shards)).await?;
+        let committed = crate::warehouse::commit(&writer, &checkpoint).await;
+        writer.drop_scratch().await;
+        // The staged files stay for another try of a commit that failed.
+        let committed = committed?;
+        // Every folder of the plan's shards, of any day (`<table folder>/<date>/<plan>-<index>-<attempt>`).
+        let folder = format!("{}/{}/{}", req.pipeline, self.schema, req.spec.target);
+        ParquetStage::remove_plan(&self.staging, &folder, req.run_id, &req.spec.name).await;
+        Ok(committed)
+    }
+}
+
+impl SnowflakeSink {
+    /// A writer for the run `req`, once no run has overtaken it, staging into its own folder
+    /// (`<pipeline>/<schema>/<table>/<date>/<run>`) or loading what the shards of a plan
+    /// staged (`shards`).
+    async fn writer(&self, req: &WriteRequest<'_>, shards: Option<Vec<StagedFiles>>) -> Result<load::SfWriter> {
         let spec = req.spec;
         let db = self.connect(&spec.name)?;
         self.checkpoints()
@@ -85,15 +125,19 @@ impl Sink for SnowflakeSink {
         let target = self.target(spec);
         // Snowflake names hold up to 255 characters.
         let scratch = |kind: &str| target.scratch(kind, req.run_id, 255);
-        Ok(Box::new(load::SfWriter {
+        let stage = match shards {
+            None => ParquetStage::new(self.staging.clone(), prefix, &spec.name, SF),
+            Some(shards) => ParquetStage::of_shards(self.staging.clone(), prefix, req.run_id, &spec.name, SF, shards)?,
+        };
+        Ok(load::SfWriter {
             sink: self.clone(),
             db,
             stage_table: scratch("stage"),
             latest_table: scratch("latest"),
             files_stage: scratch("files"),
-            cx: RunContext::new(&req, target, self.checkpoints()),
-            stage: ParquetStage::new(self.staging.clone(), prefix, &spec.name, SF),
-        }))
+            cx: RunContext::new(req, target, self.checkpoints()),
+            stage,
+        })
     }
 }
 

@@ -45,7 +45,6 @@ fn parquet_err(table: &str) -> impl Fn(parquet::errors::ParquetError) -> Error +
 
 /// What a shard staged ([`etl_core::Staged::manifest`]): its folder, files and columns, for
 /// a plan's commit in another process ([`ParquetStage::of_shards`]).
-#[cfg(feature = "redshift")]
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct StagedFiles {
     prefix: String,
@@ -61,7 +60,6 @@ pub(crate) struct ParquetStage {
     location: Location,
     prefix: String,
     /// The folders the files are in: the run's own, or each shard's of a plan.
-    #[cfg_attr(not(feature = "redshift"), allow(dead_code))]
     prefixes: Vec<String>,
     table: String,
     dialect: Dialect,
@@ -110,20 +108,12 @@ impl ParquetStage {
         self.seq as u64
     }
 
-    /// The run's folder, relative to the location, where it writes its files.
-    #[cfg(feature = "snowflake")]
-    pub(crate) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// The folders of the files, relative to the location: the run's own, or each shard's.
-    #[cfg(feature = "redshift")]
     pub(crate) fn prefixes(&self) -> &[String] {
         &self.prefixes
     }
 
     /// What was staged, for a plan's commit in another process.
-    #[cfg(feature = "redshift")]
     pub(crate) fn describe(&self) -> StagedFiles {
         StagedFiles {
             prefix: self.prefix.clone(),
@@ -147,7 +137,6 @@ impl ParquetStage {
     /// # Errors
     /// As [`etl_core::shard::agreed_columns`]; [`Error::Metadata`] for columns that do not
     /// parse.
-    #[cfg(feature = "redshift")]
     pub(crate) fn of_shards(
         location: Location,
         prefix: String,
@@ -230,6 +219,26 @@ impl ParquetStage {
             bytes: self.bytes,
             files: self.files.len() as u64,
         })
+    }
+
+    /// Deletes what the shards of plan `plan` staged under `folder` of the location, an
+    /// attempt's that never recorded its manifest too: the files in a folder, at any depth,
+    /// named `<plan>-<index>-<attempt>` (best effort: a failure is logged).
+    pub(crate) async fn remove_plan(location: &Location, folder: &str, plan: &str, table: &str) {
+        let of_plan = format!("{plan}-");
+        let result: Result<()> = async {
+            for m in location.list(folder).await? {
+                let rel = location.relative(&m.location);
+                if rel.split('/').any(|part| part.starts_with(&of_plan)) {
+                    let _ = location.store().delete(&m.location).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(table = %table, error = %e, "the plan's staged files were not all deleted");
+        }
     }
 
     /// Removes the staged files (best effort: a failure is logged).
