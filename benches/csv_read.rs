@@ -69,6 +69,7 @@ fn csv_read(c: &mut Criterion) {
                     limit: None,
                     until: None,
                     keys: None,
+                    files: None,
                 };
                 let rows: usize = rt
                     .block_on(async { source.read(req).await?.stream.try_collect::<Vec<_>>().await })

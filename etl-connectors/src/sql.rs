@@ -65,7 +65,7 @@
 //!      GROUP BY c.name ORDER BY c.name");
 //! sql.check(&spec).await.unwrap();
 //! let read = sql.read(ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r",
-//!     batch_size: 1024, limit: None, until: None, keys: None }).await.unwrap();
+//!     batch_size: 1024, limit: None, until: None, keys: None, files: None }).await.unwrap();
 //! let rows: Vec<RecordBatch> = read.stream.try_collect().await.unwrap();
 //! let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
 //! assert!(text.contains("| Ada  | 2      |") && text.contains("| Alan | 1      |"), "{text}");
@@ -428,6 +428,7 @@ impl InputTable {
                 limit: None,
                 until: None,
                 keys: None,
+                files: None,
             })
             .await
     }
@@ -576,6 +577,7 @@ mod tests {
                 limit: None,
                 until: None,
                 keys: None,
+                files: None,
             })
             .await?;
         let batches: Vec<RecordBatch> = read.stream.try_collect().await?;

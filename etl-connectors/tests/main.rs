@@ -31,6 +31,7 @@ async fn read_all(source: &FileSource, spec: &TableSpec) -> Result<Vec<RecordBat
         limit: None,
         until: None,
         keys: None,
+        files: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -391,7 +392,7 @@ async fn put_bytes(loc: &Location, rel: &str, body: Vec<u8>) {
 
 /// How a database source splits the 100 rows of `orders` (`order_id` 1–100, `updated_at` one
 /// minute apart from 2025-07-01, `label` text) for a shard plan: a whole read, a window past a
-/// stored cursor, nothing new, sized by rows; and `by_label` (a text key) refused.
+/// stored cursor, nothing new, sized by rows and by bytes; and `by_label` (a text key) refused.
 pub(crate) async fn split_cases(source: &dyn etl_core::Source, orders: &str, by_label: &str) {
     use etl_core::shard::ShardSizing;
     use etl_core::{CursorValue, LoadMode, Position, ReadRequest, TableSpec};
@@ -421,6 +422,7 @@ pub(crate) async fn split_cases(source: &dyn etl_core::Source, orders: &str, by_
                     limit: None,
                     until: None,
                     keys: None,
+                    files: None,
                 },
                 sizing,
             )
@@ -456,11 +458,198 @@ pub(crate) async fn split_cases(source: &dyn etl_core::Source, orders: &str, by_
         .await
         .unwrap();
     assert_eq!(by_rows.keys.len(), 4, "100 rows in shards of 30: {by_rows:?}");
+    // By bytes: the rows times their mean size, from the database: a byte each is a key
+    // each; a terabyte, one shard.
+    let tiny = split(LoadMode::Full, None, ShardSizing::Bytes(1), spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(tiny.keys.len(), 100, "{tiny:?}");
+    let huge = split(LoadMode::Full, None, ShardSizing::Bytes(1 << 40), spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(huge.keys, vec![(i64::MIN, i64::MAX)]);
+    // Each row is some tens of bytes: shards of 1 000 bytes are a few.
+    let some = split(LoadMode::Full, None, ShardSizing::Bytes(1000), spec.clone())
+        .await
+        .unwrap();
+    assert!((2..=20).contains(&some.keys.len()), "{some:?}");
     let text_key = spec.from_table(by_label).primary_key(["label"]);
     let err = split(LoadMode::Full, None, ShardSizing::Count(2), text_key)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`label` is not an integer column"), "{err}");
+}
+
+/// A files table splits into file sets of about equal bytes: a whole read takes every file,
+/// a window past stored bookmarks the new ones only; a shard reads its set alone, and a file
+/// of the set that is gone is an error naming it. A plan over the files, run shard by shard
+/// into a lake, loads every row once, and the next plan takes only the file added since.
+#[tokio::test]
+async fn a_files_table_splits_into_file_sets() {
+    use etl_core::shard::{PlanDir, ShardSizing, Split};
+    use etl_core::{ModeOverrides, Position};
+    let (_d, loc) = local();
+    let csv = |from: usize, rows: usize| {
+        let mut s = String::from("id,name\n");
+        for i in from..from + rows {
+            s.push_str(&format!("{i},name{i:05}\n"));
+        }
+        s
+    };
+    for (name, from, rows) in [("a", 1, 100), ("b", 101, 60), ("c", 161, 30), ("d", 191, 20)] {
+        put(&loc, &format!("orders/{name}.csv"), &csv(from, rows)).await;
+    }
+    let spec = TableSpec::new("orders")
+        .from_files("orders/", FileFormat::csv())
+        .mode(LoadMode::Incremental)
+        .primary_key(["id"]);
+    let source = FileSource::new(loc.clone());
+    let req = |from: Option<&Position>, files: Option<&[String]>| {
+        let (spec, from) = (&spec, from.cloned());
+        let files = files.map(|f| f.to_vec());
+        let source = &source;
+        async move {
+            let req = ReadRequest {
+                spec,
+                mode: LoadMode::Incremental,
+                from: from.as_ref(),
+                run_id: "t",
+                batch_size: 1024,
+                limit: None,
+                until: None,
+                keys: None,
+                files: files.as_deref(),
+            };
+            (source.split(req, ShardSizing::Count(2)).await, source.read(req).await)
+        }
+    };
+    let names = |split: &Split| split.files.clone().unwrap();
+    let (whole, _) = req(None, None).await;
+    let whole = whole.unwrap();
+    // Largest first, each into the lighter set: a | b, c, d.
+    assert_eq!(
+        names(&whole),
+        vec![
+            vec!["orders/a.csv".to_string()],
+            vec!["orders/b.csv".into(), "orders/c.csv".into(), "orders/d.csv".into()]
+        ]
+    );
+    assert_eq!(whole.high.files.len(), 4);
+    let by = |sizing| {
+        let source = &source;
+        let spec = &spec;
+        async move {
+            source
+                .split(
+                    ReadRequest {
+                        spec,
+                        mode: LoadMode::Full,
+                        from: None,
+                        run_id: "t",
+                        batch_size: 1024,
+                        limit: None,
+                        until: None,
+                        keys: None,
+                        files: None,
+                    },
+                    sizing,
+                )
+                .await
+        }
+    };
+    assert_eq!(
+        by(ShardSizing::Bytes(1)).await.unwrap().files.unwrap().len(),
+        4,
+        "a file is never split"
+    );
+    assert_eq!(by(ShardSizing::Bytes(1 << 30)).await.unwrap().files.unwrap().len(), 1);
+    let err = by(ShardSizing::Rows(10)).await.unwrap_err().to_string();
+    assert!(err.contains("sized by count or by bytes"), "{err}");
+    // Past a and b as read: c and d only; past all four, nothing.
+    let mut past = whole.high.clone();
+    past.files.retain(|f, _| f.ends_with("a.csv") || f.ends_with("b.csv"));
+    let (window, _) = req(Some(&past), None).await;
+    assert_eq!(
+        names(&window.unwrap()),
+        vec![vec!["orders/c.csv".to_string()], vec!["orders/d.csv".to_string()]]
+    );
+    let (none, _) = req(Some(&whole.high), None).await;
+    let none = none.unwrap();
+    assert!(none.no_new_data && names(&none).is_empty(), "{none:?}");
+    // A shard's set alone, whatever the window says; a file gone is named.
+    let (_, read) = req(Some(&whole.high), Some(&["orders/b.csv".to_string()])).await;
+    let rows: usize = read
+        .unwrap()
+        .stream
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 60);
+    let (_, read) = req(None, Some(&["orders/gone.csv".to_string()])).await;
+    let err = read.err().unwrap().to_string();
+    assert!(
+        err.contains("orders/gone.csv") && err.contains("not there any more"),
+        "{err}"
+    );
+
+    // A plan of two shards into a lake, run in reverse, then committed: 210 rows, once.
+    let (_l, lake, _) = temp_lake();
+    let p = lake_pipeline(&loc, &lake, spec.clone());
+    let plans = loc.child("plans");
+    let plan = p
+        .plan_shards("orders", ShardSizing::Count(2), &ModeOverrides::new())
+        .await
+        .unwrap();
+    let dir = PlanDir::create(&plans, &plan).await.unwrap();
+    for i in [1, 0] {
+        assert!(p.run_shard(&dir, i).await.unwrap().recorded);
+    }
+    let r = p.commit_shards(&dir).await.unwrap();
+    let t = r.table("orders").unwrap();
+    assert_eq!((t.status, t.written_count), (TableStatus::Committed, 210), "{t:?}");
+    let ids = |batches: Vec<RecordBatch>| {
+        let mut ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let c =
+                    arrow::compute::cast(b.column_by_name("id").unwrap(), &arrow::datatypes::DataType::Int64).unwrap();
+                c.as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        ids(lake.read_table("orders").await.unwrap()),
+        (1..=210).collect::<Vec<i64>>()
+    );
+    // A file lands: the next plan reads it alone.
+    put(&loc, "orders/e.csv", &csv(211, 5)).await;
+    let plan = p
+        .plan_shards("orders", ShardSizing::Count(4), &ModeOverrides::new())
+        .await
+        .unwrap();
+    assert_eq!(plan.shards.len(), 1);
+    assert_eq!(plan.shards[0].files.as_deref(), Some(&["orders/e.csv".to_string()][..]));
+    let dir = PlanDir::create(&plans, &plan).await.unwrap();
+    p.run_shard(&dir, 0).await.unwrap();
+    p.commit_shards(&dir).await.unwrap();
+    assert_eq!(
+        ids(lake.read_table("orders").await.unwrap()),
+        (1..=215).collect::<Vec<i64>>()
+    );
+    let plan = p
+        .plan_shards("orders", ShardSizing::Count(4), &ModeOverrides::new())
+        .await
+        .unwrap();
+    assert!(plan.shards.is_empty(), "nothing new: {plan:?}");
 }
 
 /// A lake in a temporary folder, and a watermark store beside its tables (`_etl/wm`).

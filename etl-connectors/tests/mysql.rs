@@ -80,6 +80,7 @@ async fn read(source: &MySqlSource, spec: &TableSpec) -> Result<Vec<arrow::recor
         limit: None,
         until: None,
         keys: None,
+        files: None,
     };
     source.read(req).await?.stream.try_collect().await
 }
@@ -404,6 +405,7 @@ async fn dotted_names_are_read_by_database_and_name() {
         limit: None,
         until: None,
         keys: None,
+        files: None,
     };
     let source = db.source().with_parallelism(2).with_min_parallel_bytes(0);
     let e = source.read(req).await.unwrap();

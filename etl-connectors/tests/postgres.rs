@@ -85,6 +85,7 @@ async fn read(source: &PostgresSource, spec: &TableSpec) -> Result<Vec<arrow::re
         limit: None,
         until: None,
         keys: None,
+        files: None,
     };
     let out = source.read(req).await?.stream.try_collect().await;
     if out.is_err() {
@@ -183,6 +184,7 @@ async fn source_conformance_and_missing_tables() {
         limit: None,
         until: None,
         keys: None,
+        files: None,
     };
     let e = db.source().read(req).await.unwrap();
     let stats = e.stats.clone();

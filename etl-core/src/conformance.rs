@@ -483,6 +483,7 @@ pub async fn source(source: &dyn Source, spec: &TableSpec, missing: &TableSpec, 
         limit: None,
         until: None,
         keys: None,
+        files: None,
     };
     let full = source.read(read(LoadMode::Full, None)).await.expect("read");
     let high = full.high.clone();

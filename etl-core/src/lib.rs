@@ -53,7 +53,7 @@
 //! source.append("events", batch(vec![1, 2, 3])).unwrap();
 //! let spec = TableSpec::new("events").mode(LoadMode::Incremental).cursor(["id"]);
 //!
-//! let read = |from| ReadRequest { spec: &spec, mode: spec.mode, from, run_id: "r", batch_size: 1024, limit: None, until: None, keys: None };
+//! let read = |from| ReadRequest { spec: &spec, mode: spec.mode, from, run_id: "r", batch_size: 1024, limit: None, until: None, keys: None, files: None };
 //! let first = source.read(read(None)).await.unwrap();
 //! let high = first.high.clone();
 //! let rows: usize = first.stream.try_collect::<Vec<_>>().await.unwrap().iter().map(|b| b.num_rows()).sum();

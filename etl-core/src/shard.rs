@@ -49,6 +49,10 @@ pub enum ShardSizing {
     Count(usize),
     /// As many shards as hold about this many rows each (the source counts the window).
     Rows(u64),
+    /// As many shards as hold about this many bytes each: of files, by their sizes; of a
+    /// database table, by its rows in the window times the table's mean row size (from the
+    /// database's statistics).
+    Bytes(u64),
 }
 
 /// How a source splits a read into shards ([`crate::Source::split`]).
@@ -65,6 +69,9 @@ pub struct Split {
     /// inclusive, and together covering every key (the first starts at `i64::MIN`, the last
     /// ends at `i64::MAX`).
     pub keys: Vec<(i64, i64)>,
+    /// Instead of key intervals, file sets (a files source): each shard reads its files,
+    /// every key in them; together they are the window's new and changed files, each once.
+    pub files: Option<Vec<Vec<String>>>,
 }
 
 /// Splits the keys `min..=max` into `n` intervals of equal width covering all of `i64`
@@ -116,6 +123,10 @@ pub struct Shard {
     pub index: usize,
     /// The interval of the primary key it reads, inclusive.
     pub keys: (i64, i64),
+    /// The files it reads, relative to the source's location (a files source's shard; its
+    /// keys are then all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
 }
 
 /// One run of one table, split into shards ([`crate::Pipeline::plan_shards`]).

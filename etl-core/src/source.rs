@@ -123,6 +123,10 @@ pub struct ReadRequest<'a> {
     /// is inside one (the runner keeps only those either way); the read is not the table's
     /// count.
     pub keys: Option<&'a [(i64, i64)]>,
+    /// A shard's file set ([`crate::shard::Shard::files`]): paths relative to the source's
+    /// location. A files source reads only these of the window's files, and fails naming one
+    /// that is gone; other sources ignore it.
+    pub files: Option<&'a [String]>,
 }
 
 /// The answer to a [`ReadRequest`]: a lazy stream over the window and what the window is.
@@ -364,12 +368,17 @@ impl Source for MemorySource {
             (Some((lo, hi)), crate::shard::ShardSizing::Rows(per)) => {
                 crate::shard::key_intervals(lo, hi, rows.div_ceil(per.max(1)) as usize)
             }
+            (Some((lo, hi)), crate::shard::ShardSizing::Bytes(per)) => {
+                let bytes: u64 = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
+                crate::shard::key_intervals(lo, hi, bytes.div_ceil(per.max(1)) as usize)
+            }
         };
         Ok(crate::shard::Split {
             high,
             held_back: None,
             no_new_data: no_new_data || (incremental && bounds.is_none()),
             keys,
+            files: None,
         })
     }
 }

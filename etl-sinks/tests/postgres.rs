@@ -190,6 +190,7 @@ impl Wh {
             limit: None,
             until: None,
             keys: None,
+            files: None,
         };
         let batches: Vec<RecordBatch> = PostgresSource::new(&conn())
             .unwrap()
@@ -276,6 +277,7 @@ impl TargetProbe for Wh {
             limit: None,
             until: None,
             keys: None,
+            files: None,
         };
         match PostgresSource::new(&conn()).unwrap().read(req).await {
             Ok(e) => e.stream.try_collect().await.unwrap(),

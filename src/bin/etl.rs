@@ -36,7 +36,7 @@ enum Command {
     Run(RunArgs),
     /// What the next run would do with each table, reading no rows and writing nothing: its
     /// mode, the watermark it reads past, and the rows (databases: counted) or the files
-    /// (file sources: new and changed) it would read. With --shards or --shard-rows: plans
+    /// (file sources: new and changed) it would read. With --shards, --shard-rows or --shard-bytes: plans
     /// the next run of one table as shards, stored under --plans, for `etl shard` and
     /// `etl commit`.
     Plan(PlanArgs),
@@ -147,11 +147,16 @@ struct PlanArgs {
     #[command(flatten)]
     run: RunArgs,
     /// Plans the next run of the one --table as this many shards.
-    #[arg(long, conflicts_with = "shard_rows")]
+    #[arg(long, conflicts_with_all = ["shard_rows", "shard_bytes"])]
     shards: Option<usize>,
-    /// Plans the next run of the one --table as shards of about this many rows.
-    #[arg(long)]
+    /// Plans the next run of the one --table as shards of about this many rows (database
+    /// tables).
+    #[arg(long, conflicts_with = "shard_bytes")]
     shard_rows: Option<u64>,
+    /// Plans the next run of the one --table as shards of about this many bytes (files: their
+    /// sizes; database tables: rows times their mean size).
+    #[arg(long)]
+    shard_bytes: Option<u64>,
     /// Where shard plans are kept (a folder, file:///…, s3://bucket/prefix): the plan goes
     /// into a folder named by its id.
     #[arg(long)]
@@ -351,12 +356,14 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
                 },
             shards,
             shard_rows,
+            shard_bytes,
             plans,
-        }) if shards.is_some() || shard_rows.is_some() => {
-            let sizing = match (shards, shard_rows) {
-                (Some(n), _) => etl::shard::ShardSizing::Count(n),
-                (None, Some(r)) => etl::shard::ShardSizing::Rows(r),
-                (None, None) => unreachable!("guarded"),
+        }) if shards.is_some() || shard_rows.is_some() || shard_bytes.is_some() => {
+            let sizing = match (shards, shard_rows, shard_bytes) {
+                (Some(n), _, _) => etl::shard::ShardSizing::Count(n),
+                (None, Some(r), _) => etl::shard::ShardSizing::Rows(r),
+                (None, None, Some(b)) => etl::shard::ShardSizing::Bytes(b),
+                (None, None, None) => unreachable!("guarded"),
             };
             let [table] = tables.as_slice() else {
                 return Err(Error::config("a shard plan is of one table: give one --table"));
@@ -422,7 +429,7 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
         }) => {
             if plans.is_some() {
                 return Err(Error::config(
-                    "--plans is for a shard plan: give --shards or --shard-rows too",
+                    "--plans is for a shard plan: give --shards, --shard-rows or --shard-bytes too",
                 ));
             }
             let p = pipeline(&config).await?;

@@ -420,6 +420,7 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
                 held_back: empty.stats.held_back.lock().expect("held_back lock").take(),
                 no_new_data: true,
                 keys: Vec::new(),
+                files: None,
             });
         }
     };
@@ -435,12 +436,26 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
         .iter()
         .find(|p| p.name() == key)
         .is_some_and(|p| p.data_type().is_integer());
-    let counted = matches!(sizing, ShardSizing::Rows(_));
+    let counted = matches!(sizing, ShardSizing::Rows(_) | ShardSizing::Bytes(_));
     let answer = if integer {
         let (filter, _) = window.predicate(D::DIALECT, spec, None);
         let sql = D::DIALECT.split_bounds(&rel, key, &filter, counted);
         tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
-        db.cells(&mut ranges[0].conn, &spec.name, &sql).await
+        let conn = &mut ranges[0].conn;
+        match db.cells(conn, &spec.name, &sql).await {
+            Ok(mut rows) if matches!(sizing, ShardSizing::Bytes(_)) => {
+                let columns: Vec<String> = plans.iter().map(|p| p.name().to_string()).collect();
+                let sql = D::DIALECT.mean_row_bytes(&rel, &columns, &filter);
+                tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
+                db.cells(conn, &spec.name, &sql).await.map(|mean| {
+                    if let Some(row) = rows.first_mut() {
+                        row.push(mean.first().and_then(|r| r.first().cloned()).flatten());
+                    }
+                    rows
+                })
+            }
+            answer => answer,
+        }
     } else {
         Err(Error::config(format!(
             "table `{}`: a shard plan splits a table by its primary key, and `{key}` is not an integer column",
@@ -465,24 +480,28 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
             } else {
                 vec![(i64::MIN, i64::MAX)]
             },
+            files: None,
         });
+    };
+    let number = |i: usize| -> f64 {
+        rows[0]
+            .get(i)
+            .and_then(|c| c.as_deref())
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0.0)
     };
     let shards = match sizing {
         ShardSizing::Count(n) => n,
-        ShardSizing::Rows(per) => {
-            let n: u64 = rows[0]
-                .get(2)
-                .and_then(|c| c.as_deref())
-                .and_then(|c| c.trim().parse().ok())
-                .unwrap_or(0);
-            n.div_ceil(per.max(1)) as usize
-        }
+        ShardSizing::Rows(per) => (number(2) as u64).div_ceil(per.max(1)) as usize,
+        // The window's rows times their mean size.
+        ShardSizing::Bytes(per) => ((number(2) * number(3)) as u64).div_ceil(per.max(1)) as usize,
     };
     Ok(Split {
         high: window.position(),
         held_back,
         no_new_data: false,
         keys: etl_core::shard::key_intervals(min, max, shards),
+        files: None,
     })
 }
 

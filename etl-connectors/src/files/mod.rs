@@ -40,6 +40,7 @@ use async_trait::async_trait;
 use etl_core::keys::{self, Content, ContentKind, HeldKeys, KeyReader, KeyRows};
 use etl_core::kit::window;
 use etl_core::lake::formats::{self, Decoded, MergePolicy, RejectedRow, TextRead};
+use etl_core::shard::{ShardSizing, Split};
 use etl_core::{
     BadRows, Error, Extract, ExtractStats, FileDrops, FileFormat, FileMark, LoadMode, Location, Position, ReadRequest,
     Result, Source, SourceRef, TableSpec,
@@ -61,7 +62,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 /// std::fs::write(dir.path().join("in/a.csv"), "id,name\n1,ann\n2,bob\n").unwrap();
 /// let source = FileSource::new(Location::local(dir.path()).unwrap());
 /// let spec = TableSpec::new("people").from_files("in", FileFormat::csv());
-/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None, until: None, keys: None };
+/// let req = ReadRequest { spec: &spec, mode: spec.mode, from: None, run_id: "r1", batch_size: 1024, limit: None, until: None, keys: None, files: None };
 /// let batches: Vec<_> = source.read(req).await.unwrap().stream.try_collect().await.unwrap();
 /// assert_eq!(batches[0].num_rows(), 2);
 /// # });
@@ -196,6 +197,34 @@ impl FileSource {
         Ok(files)
     }
 
+    /// The bookmarks of the files listed now, and the files a read of `req` takes: every
+    /// file, or past `from` only the new and changed ones; a shard's file set when `req`
+    /// names one ([`Error::Metadata`] naming a file of the set that is gone).
+    async fn window_files(&self, req: &ReadRequest<'_>) -> Result<(BTreeMap<String, FileMark>, Vec<FileTask>)> {
+        let listed = self.list(req.spec).await?;
+        let marks = marks_of(&listed);
+        if let Some(set) = req.files {
+            if let Some(gone) = set.iter().find(|f| !marks.contains_key(*f)) {
+                return Err(Error::Metadata {
+                    path: self.location.path(gone).to_string(),
+                    message: format!(
+                        "table `{}`: a file of the shard's set is not there any more (deleted, moved, or not of \
+                         the newest drop); plan the run again",
+                        req.spec.name
+                    ),
+                });
+            }
+            let set: std::collections::BTreeSet<&String> = set.iter().collect();
+            return Ok((marks, listed.into_iter().filter(|f| set.contains(&f.rel)).collect()));
+        }
+        let from = if req.mode.reads_incrementally() { req.from } else { None };
+        let to_read = listed
+            .into_iter()
+            .filter(|f| from.is_none_or(|p| p.files.get(&f.rel) != marks.get(&f.rel)))
+            .collect();
+        Ok((marks, to_read))
+    }
+
     async fn infer(&self, spec: &TableSpec, files: &[FileTask]) -> Result<SchemaRef> {
         let (_, format) = self.files_spec(spec)?;
         let mut merged: Option<(SchemaRef, String)> = None;
@@ -238,6 +267,26 @@ fn marks_of(files: &[FileTask]) -> BTreeMap<String, FileMark> {
                     e_tag: f.meta.e_tag.clone(),
                 },
             )
+        })
+        .collect()
+}
+
+/// `files` in at most `n` sets of about equal bytes (the largest first, each into the
+/// lightest set), each sorted by name; no set is empty.
+fn file_sets(mut files: Vec<FileTask>, n: usize) -> Vec<Vec<String>> {
+    let n = n.clamp(1, files.len().max(1));
+    files.sort_by(|a, b| b.meta.size.cmp(&a.meta.size).then_with(|| a.rel.cmp(&b.rel)));
+    let mut sets: Vec<(u64, Vec<String>)> = vec![(0, Vec::new()); n];
+    for f in files {
+        let lightest = sets.iter_mut().min_by_key(|(bytes, _)| *bytes).expect("n ≥ 1");
+        lightest.0 += f.meta.size;
+        lightest.1.push(f.rel);
+    }
+    sets.into_iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(_, mut s)| {
+            s.sort();
+            s
         })
         .collect()
 }
@@ -315,6 +364,7 @@ impl HeldKeys for FileSource {
             limit: None,
             until: None,
             keys: None,
+            files: None,
         };
         let mut stream = self.read(req).await?.stream;
         let mut rows = Vec::new();
@@ -361,13 +411,7 @@ impl Source for FileSource {
     /// The new and changed files a read would take (their rows are not counted: that is
     /// reading them).
     async fn estimate(&self, req: ReadRequest<'_>) -> Result<etl_core::Estimate> {
-        let listed = self.list(req.spec).await?;
-        let from = if req.mode.reads_incrementally() { req.from } else { None };
-        let marks = marks_of(&listed);
-        let new: Vec<&FileTask> = listed
-            .iter()
-            .filter(|f| from.is_none_or(|p| p.files.get(&f.rel) != marks.get(&f.rel)))
-            .collect();
+        let (_, new) = self.window_files(&req).await?;
         Ok(etl_core::Estimate {
             rows: None,
             files: Some(new.len() as u64),
@@ -379,18 +423,42 @@ impl Source for FileSource {
         self.list(spec).await.map(|_| ())
     }
 
+    /// Splits the window's new and changed files (all of them, for a whole read) into file
+    /// sets of about equal bytes; a file is never split.
+    async fn split(&self, req: ReadRequest<'_>, sizing: ShardSizing) -> Result<Split> {
+        let (marks, to_read) = self.window_files(&req).await?;
+        let n = match sizing {
+            ShardSizing::Count(n) => n,
+            ShardSizing::Bytes(per) => to_read.iter().map(|f| f.meta.size).sum::<u64>().div_ceil(per.max(1)) as usize,
+            ShardSizing::Rows(_) => {
+                return Err(Error::config(format!(
+                    "table `{}`: the shards of a files table are sized by count or by bytes \
+                     (ShardSizing::Bytes, `--shard-bytes`): its rows are counted only by reading its files",
+                    req.spec.name
+                )));
+            }
+        };
+        let incremental = req.mode.reads_incrementally() && req.from.is_some();
+        Ok(Split {
+            high: Position {
+                cursor: None,
+                files: marks,
+                key: None,
+            },
+            held_back: None,
+            no_new_data: incremental && to_read.is_empty(),
+            keys: Vec::new(),
+            files: Some(file_sets(to_read, n)),
+        })
+    }
+
     async fn read(&self, req: ReadRequest<'_>) -> Result<Extract> {
         let spec = req.spec;
         let (_, format) = self.files_spec(spec)?;
         let format = format.clone();
-        let listed = self.list(spec).await?;
-        let marks = marks_of(&listed);
+        let (marks, to_read) = self.window_files(&req).await?;
         let incremental = req.mode.reads_incrementally();
         let from = if incremental { req.from } else { None };
-        let to_read: Vec<FileTask> = listed
-            .into_iter()
-            .filter(|f| from.is_none_or(|p| p.files.get(&f.rel) != marks.get(&f.rel)))
-            .collect();
         let stats = Arc::new(ExtractStats::default());
         // Only the new and changed files are read: their rows are not the source's.
         if from.is_some() {

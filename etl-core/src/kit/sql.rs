@@ -141,6 +141,28 @@ impl Dialect {
         )
     }
 
+    /// The mean size in bytes of the rows of `relation` that `filter` keeps, as text, from a
+    /// sample of 10 000 of them: what a shard plan sized by bytes ([`crate::shard`]) takes
+    /// (Postgres: each row's stored size; others: the length of its values as text).
+    ///
+    /// ```
+    /// use etl_core::kit::sql::Dialect;
+    /// assert_eq!(Dialect::Postgres.mean_row_bytes("t", &["a".into()], "true"),
+    ///            r#"SELECT CAST(avg(pg_column_size(s.*)) AS VARCHAR) FROM (SELECT "a" FROM t WHERE true LIMIT 10000) s"#);
+    /// ```
+    pub fn mean_row_bytes(self, relation: &str, columns: &[String], filter: &str) -> String {
+        let cols: Vec<String> = columns.iter().map(|c| self.quote(c)).collect();
+        let size = match self {
+            Dialect::Postgres | Dialect::Redshift => "pg_column_size(s.*)".to_string(),
+            Dialect::MySql | Dialect::Snowflake => format!("LENGTH(CONCAT_WS('', {}))", cols.join(", ")),
+        };
+        format!(
+            "SELECT {} FROM (SELECT {} FROM {relation} WHERE {filter} LIMIT 10000) s",
+            self.text(&format!("avg({size})")),
+            cols.join(", ")
+        )
+    }
+
     /// The key column as a signed 64-bit integer.
     fn key_int(self, k: &str) -> String {
         match self {

@@ -505,6 +505,7 @@ impl Pipeline {
                 limit: None,
                 until: None,
                 keys: None,
+                files: None,
             };
             let estimate = self.source.estimate(req).await?;
             let empty = Position::default();
@@ -1204,6 +1205,7 @@ impl Pipeline {
                 limit,
                 until: backfill.map(|b| b.through),
                 keys,
+                files: None,
             })
             .await?;
         let extract = match keys {

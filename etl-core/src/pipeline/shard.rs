@@ -20,8 +20,9 @@ use crate::watermark::Watermark;
 
 impl Pipeline {
     /// Plans the next run of `table` as shards ([`crate::shard`]): takes the window's
-    /// high-water mark now, as a run would, and splits the window by primary-key range into
-    /// shards sized by `sizing`. Reads no rows and writes nothing; store the plan with
+    /// high-water mark now, as a run would, and splits the window into shards sized by
+    /// `sizing`: by primary-key range (database tables), or into sets of the new and changed
+    /// files (files tables). Reads no rows and writes nothing; store the plan with
     /// [`PlanDir::create`], run each shard with [`Pipeline::run_shard`] (anywhere), then
     /// [`Pipeline::commit_shards`]. A plan ignores [`TableSpec::chunk_rows`]: each shard
     /// reads its whole key range.
@@ -29,14 +30,17 @@ impl Pipeline {
     /// # Errors
     /// [`Error::Config`] for a table the pipeline lacks, a sink that cannot commit shards, a
     /// source that cannot split the table (the database sources split by a primary key of one
-    /// integer column), or a sizing of zero; [`Error::TargetLost`]; the source's and the
+    /// integer column, a files source by its files, not by rows), or a sizing of zero; [`Error::TargetLost`]; the source's and the
     /// stores' errors.
     pub async fn plan_shards(&self, table: &str, sizing: ShardSizing, overrides: &ModeOverrides) -> Result<ShardPlan> {
         let spec = self.spec(table)?;
         let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
         validate_mode(self.sink.as_ref(), spec, mode)?;
         self.shard_sink(spec)?;
-        if matches!(sizing, ShardSizing::Count(0) | ShardSizing::Rows(0)) {
+        if matches!(
+            sizing,
+            ShardSizing::Count(0) | ShardSizing::Rows(0) | ShardSizing::Bytes(0)
+        ) {
             return Err(Error::config(format!(
                 "table `{}`: a plan needs at least one shard, and shards of at least one row",
                 spec.name
@@ -62,18 +66,32 @@ impl Pipeline {
                     limit: None,
                     until: None,
                     keys: None,
+                    files: None,
                 },
                 sizing,
             )
             .await?;
         let shards = if split.no_new_data && mode.reads_incrementally() {
             Vec::new()
+        } else if let Some(sets) = split.files {
+            sets.into_iter()
+                .enumerate()
+                .map(|(index, files)| Shard {
+                    index,
+                    keys: (i64::MIN, i64::MAX),
+                    files: Some(files),
+                })
+                .collect()
         } else {
             split
                 .keys
                 .iter()
                 .enumerate()
-                .map(|(index, keys)| Shard { index, keys: *keys })
+                .map(|(index, keys)| Shard {
+                    index,
+                    keys: *keys,
+                    files: None,
+                })
                 .collect()
         };
         tracing::info!(table = %spec.name, plan = %id, shards = shards.len(), "planned");
@@ -145,10 +163,15 @@ impl Pipeline {
                     batch_size: self.batch_size,
                     limit: None,
                     until,
-                    keys: Some(&keys),
+                    keys: shard.files.is_none().then_some(&keys[..]),
+                    files: shard.files.as_deref(),
                 })
                 .await?;
-            let extract = keep_keys(spec, extract, &keys);
+            // A file set holds every key of its files.
+            let extract = match &shard.files {
+                Some(_) => extract,
+                None => keep_keys(spec, extract, &keys),
+            };
             let held = extract.stats.held_back.lock().expect("held_back lock").take();
             if let (Some(until), Some(held)) = (until, held)
                 && held.to.as_ref().is_none_or(|to| to < until)
