@@ -1250,3 +1250,10 @@ async fn a_shard_plan_commits_its_shards_in_one_transaction(kind: Kind) {
 }
 
 on_both!(a_shard_plan_commits_its_shards_in_one_transaction);
+
+/// A shard plan's commit is reconciled as a whole (`scenarios::a_shard_plan_is_reconciled_as_a_whole`).
+async fn a_shard_plan_is_reconciled_as_a_whole(kind: Kind) {
+    super::scenarios::a_shard_plan_is_reconciled_as_a_whole(&Wh::of(kind).await).await
+}
+
+on_both!(a_shard_plan_is_reconciled_as_a_whole);

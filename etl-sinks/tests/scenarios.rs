@@ -927,3 +927,96 @@ pub(crate) async fn shard_plan_commits_in_one_transaction(wh: &dyn Warehouse) {
     assert!(p.commit_shards(&dir).await.unwrap().tables[0].recovered);
     assert_eq!(wh.rows("customers").await, got);
 }
+
+/// Reconciliation checks a shard plan's commit as a whole, as a run's: the first plan's
+/// three shards reconcile with the whole source table; rows damaged in the target behind the
+/// library's back are found by the next plan's commit and repaired (only their key ranges
+/// reloaded), and a plan whose commit does not reconcile under `Fail` leaves the watermark
+/// where it was (its commit is rolled forward by the next plan, which finds nothing new and
+/// still compares and repairs the target, as a run with nothing new does).
+pub(crate) async fn a_shard_plan_is_reconciled_as_a_whole(wh: &dyn Warehouse) {
+    use etl_core::shard::{PlanDir, ShardSizing};
+    use etl_core::{ModeOverrides, Reconcile, ReconcilePolicy, ReconcileStatus};
+    let (pg, url, src) = items_source("plan_rec", 300).await;
+    let sql = |s: &str| s.replace("$Q", &src);
+    let store_dir = std::env::temp_dir().join(&src);
+    let name = format!("plan_rec_{}", wh.schema());
+    let pipeline = |policy: ReconcilePolicy| {
+        Pipeline::builder(&name)
+            .source(etl_connectors::postgres::PostgresSource::new(&url).unwrap())
+            .sink_arc(wh.sink())
+            .watermarks(ObjectStoreWatermarkStore::new(Location::local(&store_dir).unwrap()))
+            .table(
+                TableSpec::new("items")
+                    .from_table(format!("{src}.items"))
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["id"])
+                    .cursor(["updated_at"])
+                    .processed_at(false)
+                    .reconcile(Reconcile {
+                        ranges: 32,
+                        ..Reconcile::new(policy).content(["name"])
+                    }),
+            )
+            .build()
+            .unwrap()
+    };
+    let plans = Location::memory();
+    let run_plan = |p: Pipeline, shards: usize| {
+        let plans = plans.clone();
+        async move {
+            let plan = p
+                .plan_shards("items", ShardSizing::Count(shards), &ModeOverrides::new())
+                .await
+                .unwrap();
+            let dir = PlanDir::create(&plans, &plan).await.unwrap();
+            for i in 0..plan.shards.len() {
+                p.run_shard(&dir, i).await.unwrap();
+            }
+            (p.commit_shards(&dir).await, p)
+        }
+    };
+    let (r, _) = run_plan(pipeline(ReconcilePolicy::Repair), 3).await;
+    let r = r.unwrap();
+    let t = r.table("items").unwrap();
+    let rec = t.reconciliation.as_ref().unwrap();
+    assert_eq!(
+        (t.status, rec.status, rec.source_rows, rec.target_rows, t.difference),
+        (TableStatus::Committed, ReconcileStatus::Reconciled, 300, 300, Some(0)),
+        "{t:?}"
+    );
+
+    // Behind the library's back: a row removed, one changed; at the source, five new rows.
+    wh.exec("DELETE FROM $S.items WHERE id = 10").await;
+    wh.exec("UPDATE $S.items SET name = 'changed' WHERE id = 250").await;
+    pg.batch_execute(&sql(
+        "INSERT INTO $Q.items SELECT i, 'n' || i, '2025-08-01'::timestamp + i * interval '1 minute'
+           FROM generate_series(301, 305) i",
+    ))
+    .await
+    .unwrap();
+    let (r, p) = run_plan(pipeline(ReconcilePolicy::Fail), 2).await;
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("does not reconcile"), "{err}");
+    let before = p.watermark("items").await.unwrap().unwrap();
+    assert_eq!(
+        before.generation, 1,
+        "a plan that fails to reconcile moves no watermark"
+    );
+
+    let (r, p) = run_plan(pipeline(ReconcilePolicy::Repair), 2).await;
+    let r = r.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    let rec = t.reconciliation.as_ref().unwrap();
+    assert_eq!(
+        (rec.status, rec.missing_in_target, rec.changed_in_target, t.target_count),
+        (ReconcileStatus::Repaired, 1, 1, Some(305)),
+        "{t:?}"
+    );
+    // The failed plan's commit rolled forward (2), then the repair's own commit (3).
+    assert_eq!(p.watermark("items").await.unwrap().unwrap().generation, 3);
+    let rows = wh.rows("items").await;
+    assert!(!rows.contains("changed") && rows.contains("n305"), "{rows}");
+    assert_eq!(rows.lines().count(), 305 + 4, "{rows}");
+    pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
+}

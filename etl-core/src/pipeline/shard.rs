@@ -347,7 +347,14 @@ impl Pipeline {
         report.held_back = plan.held_back.clone();
         report.status = TableStatus::NoNewData;
         if manifests.is_empty() {
+            // Nothing to commit; the target is still compared, as a run's with nothing new.
             tracing::info!("no new data");
+            if let Some((c, applied)) = self.reconcile_after_commit(spec, report).await? {
+                let last = cp.as_ref().map(|c| c.run_id.as_str());
+                self.repair(spec, &plan.id, plan.planned_at, wm.as_ref(), last, &c, applied, report)
+                    .await?;
+            }
+            report.set_difference();
             return Ok(());
         }
         let written: u64 = manifests.iter().map(|m| m.written).sum();
