@@ -12,8 +12,12 @@ fn pg_url() -> String {
 }
 
 fn psql(sql: &str) -> String {
+    psql_at(&pg_url(), sql)
+}
+
+fn psql_at(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args([&pg_url(), "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
         .output()
         .expect("psql runs");
     assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
@@ -294,8 +298,8 @@ fn a_plan_overtaken_by_a_run_commits_nothing() {
     let out = etl(&["shard", "etl.toml", "--plan", &plan, "--index", "9"], d, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no shard 9"));
-    let out = etl(&["plan", "etl.toml", "--shards", "2", "--plans", "plans"], d, &[]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = etl(&["plan", "etl.toml", "--shards", "0", "--plans", "plans"], d, &[]);
+    assert_eq!(out.status.code(), Some(2), "a plan of no shard");
     let out = etl(&["shard", "etl.toml", "--plan", &plan], d, &[]);
     assert_eq!(out.status.code(), Some(2), "no index and no engine's");
     let out = etl(
@@ -309,6 +313,224 @@ fn a_plan_overtaken_by_a_run_commits_nothing() {
         "the index from the engine: this shard is stale"
     );
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// A plan of the whole pipeline: every table's shards numbered together, so one engine job
+/// runs them all; a table without an integer key is one shard reading it whole. The commit
+/// waits for every table's shards, then commits each table once; both tables read back by
+/// DuckDB equal the source, and each table's watermark moved once.
+#[test]
+fn a_pipeline_plan_runs_every_table_as_one_job() {
+    let (dir, schema) = project("pipe", 3_000);
+    let d = dir.path();
+    psql(&format!(
+        "CREATE TABLE {schema}.notes (label text, n int);
+         INSERT INTO {schema}.notes SELECT 'note ' || i, i FROM generate_series(1, 30) i;"
+    ));
+    let toml = std::fs::read_to_string(d.join("etl.toml")).unwrap()
+        + &format!(
+            r#"
+[[tables]]
+name = "notes"
+from = "{schema}.notes"
+mode = "FULL"
+processed_at = false
+"#
+        );
+    std::fs::write(d.join("etl.toml"), toml).unwrap();
+    let out = ok(&etl(&["plan", "etl.toml", "--shards", "3", "--plans", "plans"], d, &[]));
+    assert_eq!(out["shards"], 4, "{out}");
+    let tables = &out["tables"];
+    assert_eq!(
+        (
+            &tables[0]["table"],
+            &tables[0]["shards"],
+            &tables[1]["table"],
+            &tables[1]["first_index"]
+        ),
+        (&"orders".into(), &3.into(), &"notes".into(), &3.into()),
+        "{out}"
+    );
+    assert!(
+        tables[1]["unsplit"].as_str().unwrap().contains("and it has none"),
+        "{out}"
+    );
+    let plan = out["plan"].as_str().unwrap().to_string();
+    // Planned alone, the table of no key is refused, by name.
+    let alone = etl(
+        &[
+            "plan", "etl.toml", "--table", "notes", "--shards", "2", "--plans", "plans",
+        ],
+        d,
+        &[],
+    );
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("table `notes`: a shard plan splits"));
+    for i in [3, 1, 0] {
+        assert_eq!(shard(d, &plan, i)["recorded"], true);
+    }
+    let out = etl(&["commit", "etl.toml", "--plan", &plan], d, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`orders`") && err.contains("shard(s) 2 have not staged"),
+        "{err}"
+    );
+    assert!(
+        !d.join("lake/notes").exists(),
+        "no table commits while a shard is missing"
+    );
+    // The engine's index, twice: one manifest.
+    let by_engine = |expect: bool| {
+        let s = ok(&etl(
+            &["shard", "etl.toml", "--plan", &plan],
+            d,
+            &[("JOB_COMPLETION_INDEX", "2")],
+        ));
+        assert_eq!(s["recorded"], expect, "{s}");
+    };
+    by_engine(true);
+    by_engine(false);
+    let out = etl(&["shard", "etl.toml", "--plan", &plan, "--index", "4"], d, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has 4 shard(s): there is no shard 4"));
+
+    let r = ok(&etl(&["commit", "etl.toml", "--plan", &plan], d, &[]));
+    let got: Vec<_> = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap(),
+                t["status"].as_str().unwrap(),
+                t["written_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("orders", "committed", 3_000), ("notes", "committed", 30)], "{r}");
+    let read = |table: &str, cols: &str| {
+        duckdb(&format!(
+            "SELECT {cols} FROM read_parquet('{}/lake/{table}/**/*.parquet') ORDER BY ALL",
+            d.display()
+        ))
+    };
+    assert_eq!(
+        read("notes", "n, label"),
+        psql(&format!("SELECT n, label FROM {schema}.notes ORDER BY n"))
+    );
+    assert_eq!(
+        read("orders", "count(*), count(DISTINCT order_id), sum(amount)"),
+        psql(&format!(
+            "SELECT count(*) || '|' || count(DISTINCT order_id) || '|' || sum(amount) FROM {schema}.orders"
+        ))
+    );
+    assert_eq!(watermark(d)["generation"], 1);
+    // Committing again changes nothing.
+    let again = ok(&etl(&["commit", "etl.toml", "--plan", &plan], d, &[]));
+    assert!(
+        again["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["recovered"] == true),
+        "{again}"
+    );
+    assert_eq!(read("notes", "count(*)"), "30");
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// A transaction in progress that the source's role may not see the start of (another role's,
+/// without `pg_read_all_stats`) holds a plan at the stored watermark, as it holds a run; one
+/// that begins after the plan does not stop its shards, which read the plan's window whole.
+/// In a database of its own, so that no other test's transaction is in it.
+#[test]
+fn a_hidden_transaction_holds_the_plan_not_its_shards() {
+    let tag = format!("etl_hidden_{}", std::process::id());
+    psql(&format!("DROP DATABASE IF EXISTS {tag} WITH (FORCE)"));
+    psql(&format!("DROP ROLE IF EXISTS {tag}"));
+    psql(&format!("CREATE DATABASE {tag}"));
+    psql(&format!("CREATE ROLE {tag} LOGIN"));
+    let admin = format!("{} dbname={tag}", pg_url());
+    psql_at(
+        &admin,
+        &format!(
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, customer text, amount numeric(10,2),
+               updated_at timestamp NOT NULL);
+             INSERT INTO orders SELECT i, 'c' || i, i * 1.25, timestamp '2025-07-01' + i * interval '1 second'
+               FROM generate_series(1, 1000) i;
+             GRANT SELECT ON orders TO {tag};"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let source = format!("{} dbname={tag} user={tag}", pg_url());
+    std::fs::write(
+        d.join("etl.toml"),
+        config("public", "lake").replace("${env:ETL_TEST_PG}", &source),
+    )
+    .unwrap();
+    // Another role's transaction, open until it is terminated.
+    let hold = || {
+        let holder = Command::new("psql")
+            .args([
+                &format!("{admin} application_name={tag}_holder"),
+                "-qAtc",
+                "BEGIN; SELECT txid_current(); SELECT pg_sleep(120); COMMIT;",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let open = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{tag}_holder' AND backend_xid IS NOT NULL"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while psql_at(&admin, &open) != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the holding transaction did not begin"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        holder
+    };
+    let release = |mut holder: std::process::Child| {
+        psql_at(
+            &admin,
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{tag}_holder'"),
+        );
+        let _ = holder.wait();
+    };
+    let holder = hold();
+    let held = ok(&etl(
+        &[
+            "plan", "etl.toml", "--table", "orders", "--shards", "2", "--plans", "plans",
+        ],
+        d,
+        &[],
+    ));
+    release(holder);
+    assert_eq!(held["shards"], 0, "{held}");
+    let doc = std::fs::read_to_string(d.join("plans").join(held["id"].as_str().unwrap()).join("plan.json")).unwrap();
+    assert!(doc.contains("pg_read_all_stats"), "the plan says why it holds: {doc}");
+
+    let plan = plan(d, 2);
+    let holder = hold();
+    for i in 0..2 {
+        assert_eq!(shard(d, &plan, i)["recorded"], true);
+    }
+    release(holder);
+    let r = ok(&etl(&["commit", "etl.toml", "--plan", &plan], d, &[]));
+    assert_eq!(r["tables"][0]["written_count"], 1_000, "{r}");
+    assert_eq!(
+        duckdb(&format!(
+            "SELECT count(*), count(DISTINCT order_id) FROM read_parquet('{}/lake/orders/**/*.parquet')",
+            d.display()
+        )),
+        "1000|1000"
+    );
+    psql(&format!("DROP DATABASE {tag} WITH (FORCE)"));
+    psql(&format!("DROP ROLE {tag}"));
 }
 
 fn walk(dir: &Path) -> Vec<String> {

@@ -392,7 +392,8 @@ async fn put_bytes(loc: &Location, rel: &str, body: Vec<u8>) {
 
 /// How a database source splits the 100 rows of `orders` (`order_id` 1–100, `updated_at` one
 /// minute apart from 2025-07-01, `label` text) for a shard plan: a whole read, a window past a
-/// stored cursor, nothing new, sized by rows and by bytes; and `by_label` (a text key) refused.
+/// stored cursor, nothing new, sized by rows and by bytes; and `by_label` (a text key) and a table of no key,
+/// one shard of every key each, saying why.
 pub(crate) async fn split_cases(source: &dyn etl_core::Source, orders: &str, by_label: &str) {
     use etl_core::shard::ShardSizing;
     use etl_core::{CursorValue, LoadMode, Position, ReadRequest, TableSpec};
@@ -473,11 +474,23 @@ pub(crate) async fn split_cases(source: &dyn etl_core::Source, orders: &str, by_
         .await
         .unwrap();
     assert!((2..=20).contains(&some.keys.len()), "{some:?}");
-    let text_key = spec.from_table(by_label).primary_key(["label"]);
-    let err = split(LoadMode::Full, None, ShardSizing::Count(2), text_key)
+    // A table that cannot be split by key is one shard of every key, saying why.
+    let text_key = spec.clone().from_table(by_label).primary_key(["label"]);
+    let one = split(LoadMode::Full, None, ShardSizing::Count(2), text_key)
         .await
-        .unwrap_err();
-    assert!(err.to_string().contains("`label` is not an integer column"), "{err}");
+        .unwrap();
+    assert_eq!(one.keys, vec![(i64::MIN, i64::MAX)]);
+    let why = one.unsplit.unwrap_or_default();
+    assert!(why.contains("`label` is not an integer column"), "{why}");
+    let no_key = TableSpec {
+        primary_key: Vec::new(),
+        ..spec
+    };
+    let one = split(LoadMode::Full, None, ShardSizing::Rows(10), no_key)
+        .await
+        .unwrap();
+    assert_eq!((one.keys, one.no_new_data), (vec![(i64::MIN, i64::MAX)], false));
+    assert!(one.unsplit.unwrap_or_default().contains("and it has none"));
 }
 
 /// A files table splits into file sets of about equal bytes: a whole read takes every file,

@@ -221,6 +221,13 @@ pub struct TableReport {
 }
 
 impl TableReport {
+    /// Marks the table failed by `error`.
+    pub fn fail(&mut self, error: &crate::Error) {
+        self.status = TableStatus::Failed;
+        self.error = Some(error.to_string());
+        self.retryable = error.is_retryable();
+    }
+
     /// An empty report for a table.
     pub fn new(table: &str, target: &str, mode: LoadMode) -> Self {
         TableReport {

@@ -26,7 +26,12 @@
 //! a manifest is never committed; the sink deletes it after its next commit (the Delta sink's
 //! data files of such an attempt are left to `VACUUM`, as a dead run's are).
 //!
-//! The Pipeline methods: [`crate::Pipeline::plan_shards`], [`crate::Pipeline::run_shard`],
+//! A plan of a whole pipeline ([`PipelinePlan`]) is one such plan per table, their shards
+//! numbered together so that one engine job runs them all; its commit commits each table's
+//! plan, as a run commits each table.
+//!
+//! The Pipeline methods: [`crate::Pipeline::plan_shards`] (one table),
+//! [`crate::Pipeline::plan_pipeline`] (several), [`crate::Pipeline::run_shard`],
 //! [`crate::Pipeline::commit_shards`].
 
 use chrono::{DateTime, Utc};
@@ -50,8 +55,8 @@ pub enum ShardSizing {
     /// As many shards as hold about this many rows each (the source counts the window).
     Rows(u64),
     /// As many shards as hold about this many bytes each: of files, by their sizes; of a
-    /// database table, by its rows in the window times the table's mean row size (from the
-    /// database's statistics).
+    /// database table, by its rows in the window times a mean row size sampled from the
+    /// table.
     Bytes(u64),
 }
 
@@ -72,6 +77,10 @@ pub struct Split {
     /// Instead of key intervals, file sets (a files source): each shard reads its files,
     /// every key in them; together they are the window's new and changed files, each once.
     pub files: Option<Vec<Vec<String>>>,
+    /// Why the window is one shard that reads it whole (`keys` is then all of `i64`): the
+    /// table cannot be split by key. A plan of one table refuses it with this reason; a plan
+    /// of a whole pipeline ([`crate::Pipeline::plan_pipeline`]) keeps the one shard.
+    pub unsplit: Option<String>,
 }
 
 /// Splits the keys `min..=max` into `n` intervals of equal width covering all of `i64`
@@ -157,8 +166,59 @@ pub struct ShardPlan {
     pub held_back: Option<HeldBack>,
     /// What the shards read in common.
     pub guarantee: Guarantee,
+    /// Why the table is one shard that reads the whole window (it cannot be split by key: a
+    /// table of a [`PipelinePlan`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsplit: Option<String>,
     /// The shards (none: nothing was new).
     pub shards: Vec<Shard>,
+}
+
+/// A run of several tables of one pipeline as shards ([`crate::Pipeline::plan_pipeline`]):
+/// one [`ShardPlan`] per table, each committed as its own, as a run commits each table. Their
+/// shards are numbered together, the first table's from 0 and each next table's after the
+/// one before's, so that one engine job of [`PipelinePlan::shard_count`] tasks runs them all
+/// (`etl shard --index N` takes the pipeline-wide N).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelinePlan {
+    /// [`PLAN_FORMAT`] of the build that wrote it.
+    pub format: u32,
+    /// The plan's id (each table's plan has its own: its run's).
+    pub id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// When it was planned.
+    pub planned_at: DateTime<Utc>,
+    /// The tables' plans, in the pipeline's order.
+    pub tables: Vec<ShardPlan>,
+}
+
+impl PipelinePlan {
+    /// How many shards the tables have together.
+    pub fn shard_count(&self) -> usize {
+        self.tables.iter().map(|t| t.shards.len()).sum()
+    }
+
+    /// Which table's plan (its position in [`PipelinePlan::tables`]) and which of its shards
+    /// the pipeline-wide shard `index` is; `None` past the last.
+    pub fn locate(&self, index: usize) -> Option<(usize, usize)> {
+        let mut first = 0;
+        for (t, plan) in self.tables.iter().enumerate() {
+            if index < first + plan.shards.len() {
+                return Some((t, index - first));
+            }
+            first += plan.shards.len();
+        }
+        None
+    }
+
+    /// The pipeline-wide index of the first shard of the table plan at `position`.
+    pub fn first_index(&self, position: usize) -> usize {
+        self.tables[..position.min(self.tables.len())]
+            .iter()
+            .map(|t| t.shards.len())
+            .sum()
+    }
 }
 
 /// What a shard staged, recorded once per shard ([`PlanDir::record`]).
@@ -250,7 +310,8 @@ pub struct ShardOutcome {
     pub recorded: bool,
 }
 
-/// The directory of one plan: `plan.json`, `shards/<index>.json`, on any object store.
+/// The directory of one plan: `plan.json`, `shards/<index>.json`, on any object store; or,
+/// for a [`PipelinePlan`], `pipeline.json` and one such directory per table under `tables/`.
 ///
 /// ```
 /// # async fn demo(plan: etl_core::shard::ShardPlan) -> etl_core::Result<()> {
@@ -266,9 +327,11 @@ pub struct PlanDir {
 }
 
 const PLAN_FILE: &str = "plan.json";
+const PIPELINE_FILE: &str = "pipeline.json";
 
 impl PlanDir {
-    /// The plan directory at `location` (made by [`PlanDir::create`]).
+    /// The plan directory at `location` (made by [`PlanDir::create`] or
+    /// [`PlanDir::create_pipeline`]).
     pub fn new(location: Location) -> Self {
         PlanDir { location }
     }
@@ -279,16 +342,41 @@ impl PlanDir {
     /// [`Error::Config`] when that directory holds a plan already; [`Error::ObjectStore`].
     pub async fn create(plans: &Location, plan: &ShardPlan) -> Result<PlanDir> {
         let dir = PlanDir::new(plans.child(&plan.id));
-        let path = dir.location.path(PLAN_FILE);
-        if !dir.location.create_json(&path, plan).await? {
+        dir.create_file(PLAN_FILE, plan).await?;
+        Ok(dir)
+    }
+
+    /// Writes a pipeline's plan into a new directory named by its id under `plans`: each
+    /// table's plan first, in a directory of its own ([`PlanDir::table`]), then
+    /// `pipeline.json`, so that a worker that finds the one finds the others.
+    ///
+    /// # Errors
+    /// As [`PlanDir::create`].
+    pub async fn create_pipeline(plans: &Location, plan: &PipelinePlan) -> Result<PlanDir> {
+        let dir = PlanDir::new(plans.child(&plan.id));
+        for table in &plan.tables {
+            PlanDir::create(&dir.location.child("tables"), table).await?;
+        }
+        dir.create_file(PIPELINE_FILE, plan).await?;
+        Ok(dir)
+    }
+
+    async fn create_file<T: Serialize>(&self, name: &str, plan: &T) -> Result<()> {
+        let path = self.location.path(name);
+        if !self.location.create_json(&path, plan).await? {
             return Err(Error::config(format!("a plan is at `{path}` already")));
         }
-        Ok(dir)
+        Ok(())
     }
 
     /// Where the directory is.
     pub fn location(&self) -> &Location {
         &self.location
+    }
+
+    /// The directory of `table`'s plan in this pipeline plan's directory.
+    pub fn table(&self, table: &ShardPlan) -> PlanDir {
+        PlanDir::new(self.location.child("tables").child(&table.id))
     }
 
     /// The plan.
@@ -299,15 +387,19 @@ impl PlanDir {
     pub async fn plan(&self) -> Result<ShardPlan> {
         let path = self.location.path(PLAN_FILE);
         let plan: ShardPlan = self.location.get_json(&path).await?;
-        if plan.format > PLAN_FORMAT {
-            return Err(Error::Metadata {
-                path: path.to_string(),
-                message: format!(
-                    "plan format {} is newer than this build's {PLAN_FORMAT}: run the shards and the commit with \
-                     the build that planned it",
-                    plan.format
-                ),
-            });
+        check_format(&path, plan.format)?;
+        Ok(plan)
+    }
+
+    /// The pipeline plan, when the directory holds one (`None`: a table's plan, or nothing).
+    ///
+    /// # Errors
+    /// As [`PlanDir::plan`], but for a missing document.
+    pub async fn pipeline(&self) -> Result<Option<PipelinePlan>> {
+        let path = self.location.path(PIPELINE_FILE);
+        let plan: Option<PipelinePlan> = self.get_if_there(&path).await?;
+        if let Some(p) = &plan {
+            check_format(&path, p.format)?;
         }
         Ok(plan)
     }
@@ -332,8 +424,11 @@ impl PlanDir {
     /// # Errors
     /// [`Error::ObjectStore`]; [`Error::Metadata`] for a document that does not parse.
     pub async fn manifest(&self, index: usize) -> Result<Option<ShardManifest>> {
-        let path = self.manifest_path(index);
-        match self.location.get_json(&path).await {
+        self.get_if_there(&self.manifest_path(index)).await
+    }
+
+    async fn get_if_there<T: serde::de::DeserializeOwned>(&self, path: &object_store::path::Path) -> Result<Option<T>> {
+        match self.location.get_json(path).await {
             Ok(m) => Ok(Some(m)),
             Err(Error::ObjectStore {
                 source: object_store::Error::NotFound { .. },
@@ -342,6 +437,20 @@ impl PlanDir {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A plan document of a format this build reads.
+fn check_format(path: &object_store::path::Path, format: u32) -> Result<()> {
+    if format > PLAN_FORMAT {
+        return Err(Error::Metadata {
+            path: path.to_string(),
+            message: format!(
+                "plan format {format} is newer than this build's {PLAN_FORMAT}: run the shards and the commit with \
+                 the build that planned it"
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

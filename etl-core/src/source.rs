@@ -200,7 +200,8 @@ pub trait Source: fmt::Debug + Send + Sync + 'static {
 
     /// How a read of `req` splits into shards by key range, sized by `sizing`, for a plan
     /// ([`crate::Pipeline::plan_shards`]): the high-water mark a read taken now would end at,
-    /// and the key intervals. Reads no rows.
+    /// and the key intervals (or, for a table it cannot split by key, one interval of every
+    /// key and [`crate::shard::Split::unsplit`] saying why). Reads no rows.
     ///
     /// # Errors
     /// [`Error::Config`] by default: the source does not split reads.
@@ -375,10 +376,9 @@ impl Source for MemorySource {
         };
         Ok(crate::shard::Split {
             high,
-            held_back: None,
             no_new_data: no_new_data || (incremental && bounds.is_none()),
             keys,
-            files: None,
+            ..Default::default()
         })
     }
 }

@@ -37,8 +37,9 @@ enum Command {
     /// What the next run would do with each table, reading no rows and writing nothing: its
     /// mode, the watermark it reads past, and the rows (databases: counted) or the files
     /// (file sources: new and changed) it would read. With --shards, --shard-rows or --shard-bytes: plans
-    /// the next run of one table as shards, stored under --plans, for `etl shard` and
-    /// `etl commit`.
+    /// the next run of the one --table as shards (of several --table, or of every table
+    /// without one: a plan of those tables, their shards numbered together), stored under
+    /// --plans, for `etl shard` and `etl commit`.
     Plan(PlanArgs),
     /// Runs one shard of a plan: reads its part of the window and stages it, invisible, with
     /// a manifest recorded once (a shard run twice stages once). Moves no watermark.
@@ -146,15 +147,14 @@ struct RunArgs {
 struct PlanArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Plans the next run of the one --table as this many shards.
+    /// Plans the next run as this many shards (of each table).
     #[arg(long, conflicts_with_all = ["shard_rows", "shard_bytes"])]
     shards: Option<usize>,
-    /// Plans the next run of the one --table as shards of about this many rows (database
-    /// tables).
+    /// Plans the next run as shards of about this many rows (database tables).
     #[arg(long, conflicts_with = "shard_bytes")]
     shard_rows: Option<u64>,
-    /// Plans the next run of the one --table as shards of about this many bytes (files: their
-    /// sizes; database tables: rows times their mean size).
+    /// Plans the next run as shards of about this many bytes (files: their sizes; database
+    /// tables: rows times their mean size).
     #[arg(long)]
     shard_bytes: Option<u64>,
     /// Where shard plans are kept (a folder, file:///…, s3://bucket/prefix): the plan goes
@@ -365,27 +365,69 @@ async fn execute(command: Command) -> Result<Outcome, Error> {
                 (None, None, Some(b)) => etl::shard::ShardSizing::Bytes(b),
                 (None, None, None) => unreachable!("guarded"),
             };
-            let [table] = tables.as_slice() else {
-                return Err(Error::config("a shard plan is of one table: give one --table"));
-            };
             let plans = plans.ok_or_else(|| Error::config("give --plans: where the shard plan is kept"))?;
+            let plans = etl::config::location_of("--plans", &plans)?;
             let p = pipeline(&config).await?;
             let overrides = overrides_of(load_type, obj, &p)?;
-            let plan = p.plan_shards(table, sizing, &overrides).await?;
-            let dir = etl::shard::PlanDir::create(&etl::config::location_of("--plans", &plans)?, &plan).await?;
+            let commands = |url: &str, shards: usize| {
+                format!(
+                    "  etl shard {} --plan {url} --index N   (N = 0..{})\n  etl commit {} --plan {url}",
+                    config.display(),
+                    shards.saturating_sub(1),
+                    config.display(),
+                )
+            };
+            if let [table] = tables.as_slice() {
+                let plan = p.plan_shards(table, sizing, &overrides).await?;
+                let dir = etl::shard::PlanDir::create(&plans, &plan).await?;
+                let url = dir.location().url().to_string();
+                let text = format!(
+                    "plan {} of table `{}` ({}): {} shard(s), at {url}\n{}",
+                    plan.id,
+                    plan.table,
+                    plan.mode,
+                    plan.shards.len(),
+                    commands(&url, plan.shards.len()),
+                );
+                return Ok(Outcome::Print {
+                    json: serde_json::json!({ "plan": url, "id": plan.id, "table": plan.table, "shards": plan.shards.len(), "high": plan.high }),
+                    text,
+                });
+            }
+            // No --table, or several: one plan of those tables, their shards numbered together.
+            let only: Vec<&str> = tables.iter().map(String::as_str).collect();
+            let plan = p.plan_pipeline(&only, sizing, &overrides).await?;
+            let dir = etl::shard::PlanDir::create_pipeline(&plans, &plan).await?;
             let url = dir.location().url().to_string();
-            let text = format!(
-                "plan {} of table `{}` ({}): {} shard(s), at {url}\n  etl shard {} --plan {url} --index N   (N = 0..{})\n  etl commit {} --plan {url}",
+            let mut text = format!(
+                "plan {} of pipeline `{}`: {} table(s), {} shard(s), at {url}",
                 plan.id,
-                plan.table,
-                plan.mode,
-                plan.shards.len(),
-                config.display(),
-                plan.shards.len().saturating_sub(1),
-                config.display(),
+                plan.pipeline,
+                plan.tables.len(),
+                plan.shard_count()
             );
+            let mut listed = Vec::new();
+            for (i, t) in plan.tables.iter().enumerate() {
+                let first = plan.first_index(i);
+                text.push_str(&format!(
+                    "\n  `{}` ({}): shards {first}..{}{}",
+                    t.table,
+                    t.mode,
+                    (first + t.shards.len()).saturating_sub(1),
+                    t.unsplit
+                        .as_ref()
+                        .map(|_| ", whole (no integer key to split by)")
+                        .unwrap_or_default()
+                ));
+                listed.push(serde_json::json!({
+                    "table": t.table, "id": t.id, "first_index": first, "shards": t.shards.len(),
+                    "high": t.high, "unsplit": t.unsplit,
+                }));
+            }
+            text.push('\n');
+            text.push_str(&commands(&url, plan.shard_count()));
             Ok(Outcome::Print {
-                json: serde_json::json!({ "plan": url, "id": plan.id, "table": plan.table, "shards": plan.shards.len(), "high": plan.high }),
+                json: serde_json::json!({ "plan": url, "id": plan.id, "shards": plan.shard_count(), "tables": listed }),
                 text,
             })
         }

@@ -402,16 +402,10 @@ async fn open<'a, D: Database>(
 
 /// [`etl_core::Source::split`] of a database source: the read's window, taken as a read would
 /// take it, and the least and greatest primary key in it (counted, when sized by rows), in
-/// one snapshot.
+/// one snapshot. A table without a primary key of one integer column is one shard that reads
+/// the whole window ([`Split::unsplit`] says why).
 pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: ShardSizing) -> Result<Split> {
     let spec = req.spec;
-    let key = etl_core::keys::key_column(spec).map_err(|_| {
-        Error::config(format!(
-            "table `{}`: a shard plan splits a table by its primary key of one integer column; give it one \
-             (TableSpec::primary_key)",
-            spec.name
-        ))
-    })?;
     let opened = match open(db, req, true).await? {
         Ok(o) => o,
         Err(empty) => {
@@ -419,8 +413,7 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
                 high: empty.high,
                 held_back: empty.stats.held_back.lock().expect("held_back lock").take(),
                 no_new_data: true,
-                keys: Vec::new(),
-                files: None,
+                ..Split::default()
             });
         }
     };
@@ -432,35 +425,42 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
         window,
         ..
     } = opened;
-    let integer = plans
-        .iter()
-        .find(|p| p.name() == key)
-        .is_some_and(|p| p.data_type().is_integer());
-    let counted = matches!(sizing, ShardSizing::Rows(_) | ShardSizing::Bytes(_));
-    let answer = if integer {
-        let (filter, _) = window.predicate(D::DIALECT, spec, None);
-        let sql = D::DIALECT.split_bounds(&rel, key, &filter, counted);
-        tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
-        let conn = &mut ranges[0].conn;
-        match db.cells(conn, &spec.name, &sql).await {
-            Ok(mut rows) if matches!(sizing, ShardSizing::Bytes(_)) => {
-                let columns: Vec<String> = plans.iter().map(|p| p.name().to_string()).collect();
-                let sql = D::DIALECT.mean_row_bytes(&rel, &columns, &filter);
-                tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
-                db.cells(conn, &spec.name, &sql).await.map(|mean| {
-                    if let Some(row) = rows.first_mut() {
-                        row.push(mean.first().and_then(|r| r.first().cloned()).flatten());
-                    }
-                    rows
-                })
-            }
-            answer => answer,
-        }
-    } else {
-        Err(Error::config(format!(
+    let key = etl_core::keys::key_column(spec).ok();
+    let unsplit = match key {
+        None => Some(format!(
+            "table `{}`: a shard plan splits a table by its primary key of one integer column, and it has none \
+             (TableSpec::primary_key)",
+            spec.name
+        )),
+        Some(key) if !plans.iter().any(|p| p.name() == key && p.data_type().is_integer()) => Some(format!(
             "table `{}`: a shard plan splits a table by its primary key, and `{key}` is not an integer column",
             spec.name
-        )))
+        )),
+        Some(_) => None,
+    };
+    let answer = match key.filter(|_| unsplit.is_none()) {
+        None => Ok(Vec::new()),
+        Some(key) => {
+            let counted = matches!(sizing, ShardSizing::Rows(_) | ShardSizing::Bytes(_));
+            let (filter, _) = window.predicate(D::DIALECT, spec, None);
+            let sql = D::DIALECT.split_bounds(&rel, key, &filter, counted);
+            tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
+            let conn = &mut ranges[0].conn;
+            match db.cells(conn, &spec.name, &sql).await {
+                Ok(mut rows) if matches!(sizing, ShardSizing::Bytes(_)) => {
+                    let columns: Vec<String> = plans.iter().map(|p| p.name().to_string()).collect();
+                    let sql = D::DIALECT.mean_row_bytes(&rel, &columns, &filter);
+                    tracing::debug!(table = %spec.name, sql = %sql, connector = D::NAME, "shard plan");
+                    db.cells(conn, &spec.name, &sql).await.map(|mean| {
+                        if let Some(row) = rows.first_mut() {
+                            row.push(mean.first().and_then(|r| r.first().cloned()).flatten());
+                        }
+                        rows
+                    })
+                }
+                answer => answer,
+            }
+        }
     };
     for r in ranges {
         db.close(r.conn).await;
@@ -468,6 +468,15 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
     let rows = answer?;
     let held_back = stats.held_back.lock().expect("held_back lock").take();
     let incremental = window.incremental;
+    if unsplit.is_some() {
+        return Ok(Split {
+            high: window.position(),
+            held_back,
+            keys: vec![(i64::MIN, i64::MAX)],
+            unsplit,
+            ..Split::default()
+        });
+    }
     let Some((min, max)) = etl_core::keys::parse_bounds(&spec.name, &rows)? else {
         // Nothing in the window: an incremental run has nothing new; a whole read still
         // replaces the target, with one shard that reads nothing.
@@ -480,7 +489,7 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
             } else {
                 vec![(i64::MIN, i64::MAX)]
             },
-            files: None,
+            ..Split::default()
         });
     };
     let number = |i: usize| -> f64 {
@@ -499,9 +508,8 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
     Ok(Split {
         high: window.position(),
         held_back,
-        no_new_data: false,
         keys: etl_core::shard::key_intervals(min, max, shards),
-        files: None,
+        ..Split::default()
     })
 }
 

@@ -445,10 +445,9 @@ impl Source for FileSource {
                 files: marks,
                 key: None,
             },
-            held_back: None,
             no_new_data: incremental && to_read.is_empty(),
-            keys: Vec::new(),
             files: Some(file_sets(to_read, n)),
+            ..Split::default()
         })
     }
 

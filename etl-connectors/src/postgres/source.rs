@@ -20,12 +20,19 @@ use crate::db::read::{self, Database, Range, Rows};
 const PG: Dialect = Dialect::Postgres;
 
 /// What is in flight in the database (see [`Database::in_flight`]).
-const IN_FLIGHT: &str = "WITH a AS (SELECT pid, xact_start, backend_xid, backend_xmin, application_name, state \
+// The clock is `now()`, this statement's transaction start, taken before the activity is
+// read: a transaction the reading misses, or sees between its start and its first snapshot
+// (no `xact_start` yet, an `xmin` already), started after the clock, so its rows land past the
+// window. Only a session whose start this role may not see (`<insufficient privilege>`)
+// counts as unknown; such a session shows no backend type either, so an autovacuum worker
+// is one too (grant the role pg_read_all_stats to see them).
+const IN_FLIGHT: &str = "WITH a AS (SELECT pid, xact_start, backend_xid, backend_xmin, application_name, state, query \
      FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
-     AND backend_type NOT IN ('autovacuum worker', 'walsender')) \
-     SELECT clock_timestamp(), clock_timestamp()::timestamp, o.xact_start, o.pid, \
+     AND coalesce(backend_type, '') NOT IN ('autovacuum worker', 'walsender')) \
+     SELECT now(), now()::timestamp, o.xact_start, o.pid, \
      o.application_name, o.state, \
-     (SELECT count(*) FROM a WHERE xact_start IS NULL AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)), \
+     (SELECT count(*) FROM a WHERE xact_start IS NULL AND query = '<insufficient privilege>' \
+        AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)), \
      (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()), \
      (SELECT min(gid) FROM pg_prepared_xacts WHERE database = current_database()) \
      FROM (SELECT 1) one LEFT JOIN LATERAL \

@@ -778,9 +778,7 @@ impl Pipeline {
             .await
         {
             tracing::error!(error = %e, "table failed");
-            report.status = TableStatus::Failed;
-            report.error = Some(e.to_string());
-            report.retryable = e.is_retryable();
+            report.fail(&e);
         }
         report.duration_ms = t0.elapsed().as_millis() as u64;
         if let Some(hook) = &self.progress {

@@ -11,7 +11,7 @@ use crate::mode::ModeOverrides;
 use crate::position::{Checkpoint, CursorValue, Position};
 use crate::report::{RunReport, TableReport, TableStatus, WatermarkSummary};
 use crate::shard::{
-    Guarantee, PLAN_FORMAT, PlanBase, PlanDir, Shard, ShardManifest, ShardOutcome, ShardPlan, ShardSizing,
+    Guarantee, PLAN_FORMAT, PipelinePlan, PlanBase, PlanDir, Shard, ShardManifest, ShardOutcome, ShardPlan, ShardSizing,
 };
 use crate::sink::{ShardSink, WriteRequest};
 use crate::source::{ExtractStats, ReadRequest};
@@ -30,10 +30,54 @@ impl Pipeline {
     /// # Errors
     /// [`Error::Config`] for a table the pipeline lacks, a sink that cannot commit shards, a
     /// source that cannot split the table (the database sources split by a primary key of one
-    /// integer column, a files source by its files, not by rows), or a sizing of zero; [`Error::TargetLost`]; the source's and the
-    /// stores' errors.
+    /// integer column, a files source by its files, not by rows), or a sizing of zero;
+    /// [`Error::TargetLost`]; the source's and the stores' errors.
     pub async fn plan_shards(&self, table: &str, sizing: ShardSizing, overrides: &ModeOverrides) -> Result<ShardPlan> {
-        let spec = self.spec(table)?;
+        let plan = self.plan_table(self.spec(table)?, sizing, overrides).await?;
+        match &plan.unsplit {
+            Some(why) => Err(Error::config(why.clone())),
+            None => Ok(plan),
+        }
+    }
+
+    /// Plans the next run of the named tables (`tables` empty: every table) as shards, each
+    /// table as [`Pipeline::plan_shards`] plans it, into one [`PipelinePlan`]: store it with
+    /// [`PlanDir::create_pipeline`], run its shards (numbered across the tables) with
+    /// [`Pipeline::run_shard`], then commit them with [`Pipeline::commit_shards`]. A table
+    /// that cannot be split by key (no primary key of one integer column) is one shard
+    /// reading its whole window ([`ShardPlan::unsplit`] says why).
+    ///
+    /// # Errors
+    /// As [`Pipeline::plan_shards`], for any of the tables (then nothing is planned).
+    pub async fn plan_pipeline(
+        &self,
+        tables: &[&str],
+        sizing: ShardSizing,
+        overrides: &ModeOverrides,
+    ) -> Result<PipelinePlan> {
+        for t in tables {
+            self.spec(t)?;
+        }
+        let mut plans = Vec::new();
+        for spec in self
+            .tables
+            .iter()
+            .filter(|s| tables.is_empty() || tables.contains(&s.name.as_str()))
+        {
+            plans.push(self.plan_table(spec, sizing, overrides).await?);
+        }
+        let plan = PipelinePlan {
+            format: PLAN_FORMAT,
+            id: new_run_id(),
+            pipeline: self.name.clone(),
+            planned_at: Utc::now(),
+            tables: plans,
+        };
+        tracing::info!(plan = %plan.id, tables = plan.tables.len(), shards = plan.shard_count(), "planned");
+        Ok(plan)
+    }
+
+    async fn plan_table(&self, spec: &TableSpec, sizing: ShardSizing, overrides: &ModeOverrides) -> Result<ShardPlan> {
         let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
         validate_mode(self.sink.as_ref(), spec, mode)?;
         self.shard_sink(spec)?;
@@ -42,7 +86,7 @@ impl Pipeline {
             ShardSizing::Count(0) | ShardSizing::Rows(0) | ShardSizing::Bytes(0)
         ) {
             return Err(Error::config(format!(
-                "table `{}`: a plan needs at least one shard, and shards of at least one row",
+                "table `{}`: a plan needs at least one shard, and shards of at least one row or byte",
                 spec.name
             )));
         }
@@ -111,6 +155,7 @@ impl Pipeline {
             high: split.high,
             held_back: split.held_back,
             guarantee: Guarantee::Window,
+            unsplit: split.unsplit,
             shards,
         })
     }
@@ -118,14 +163,31 @@ impl Pipeline {
     /// Runs shard `index` of the plan in `dir`: reads the plan's window within the shard's key
     /// range, stages it in the sink (invisible) and records the shard's manifest once. A shard
     /// whose manifest is there already reads nothing; an attempt that loses the race to record
-    /// discards what it staged. Moves no watermark.
+    /// discards what it staged. Moves no watermark. In a pipeline plan's directory, `index`
+    /// is the pipeline-wide one ([`PipelinePlan::locate`]).
     ///
     /// # Errors
     /// [`Error::Config`] for a plan of another pipeline or an index it lacks;
     /// [`Error::ConcurrentRun`] when the table moved on since the plan (another run, or the
-    /// plan committed); a retryable [`Error::Connector`] when the database holds the window
-    /// below the plan's end; the source's, sink's and store's errors. Nothing is recorded then.
+    /// plan committed); the source's, sink's and store's errors. Nothing is recorded then.
     pub async fn run_shard(&self, dir: &PlanDir, index: usize) -> Result<ShardOutcome> {
+        let Some(whole) = dir.pipeline().await? else {
+            return self.run_table_shard(dir, index).await;
+        };
+        self.check_pipeline(&whole)?;
+        let (t, i) = whole.locate(index).ok_or_else(|| {
+            Error::config(format!(
+                "plan `{}` of pipeline `{}` has {} shard(s): there is no shard {index}",
+                whole.id,
+                whole.pipeline,
+                whole.shard_count()
+            ))
+        })?;
+        let table = &whole.tables[t];
+        self.run_table_shard(&dir.table(table), table.shards[i].index).await
+    }
+
+    async fn run_table_shard(&self, dir: &PlanDir, index: usize) -> Result<ShardOutcome> {
         let plan = dir.plan().await?;
         let spec = self.plan_spec(&plan)?;
         let shard = plan.shards.get(index).ok_or_else(|| {
@@ -153,39 +215,37 @@ impl Pipeline {
             // the greatest cursor again.
             let until = plan.high.cursor.as_ref();
             let keys = [shard.keys];
+            // A file set holds every key of its files; a shard of every key reads the whole
+            // window (a table that is not split by key has no key to read by).
+            let by_key = shard.files.is_none() && shard.keys != (i64::MIN, i64::MAX);
+            // The plan's end was held below every transaction in progress when the plan was
+            // made: a transaction in progress now started after that, on the database's clock,
+            // so its rows land past the end (or, under a settle age, the end is older still).
+            // Held again, a shard would read less than the plan says it reads.
+            let unheld = TableSpec {
+                wait_for_commits: false,
+                settle: None,
+                ..spec.clone()
+            };
             let extract = self
                 .source
                 .read(ReadRequest {
-                    spec,
+                    spec: &unheld,
                     mode: plan.mode,
                     from: plan.from.as_ref(),
                     run_id: &run_id,
                     batch_size: self.batch_size,
                     limit: None,
                     until,
-                    keys: shard.files.is_none().then_some(&keys[..]),
+                    keys: by_key.then_some(&keys[..]),
                     files: shard.files.as_deref(),
                 })
                 .await?;
-            // A file set holds every key of its files.
-            let extract = match &shard.files {
-                Some(_) => extract,
-                None => keep_keys(spec, extract, &keys),
+            let extract = if by_key {
+                keep_keys(spec, extract, &keys)
+            } else {
+                extract
             };
-            let held = extract.stats.held_back.lock().expect("held_back lock").take();
-            if let (Some(until), Some(held)) = (until, held)
-                && held.to.as_ref().is_none_or(|to| to < until)
-            {
-                return Err(Error::Connector {
-                    connector: "pipeline",
-                    message: format!(
-                        "table `{}`, shard {index} of plan `{}`: the window must reach the plan's end {until}, \
-                         but the source holds it back ({}); run the shard again later",
-                        spec.name, plan.id, held.reason
-                    ),
-                    retryable: true,
-                });
-            }
             let sink = self.shard_sink(spec)?;
             let mut writer = sink
                 .begin_shard(WriteRequest {
@@ -266,32 +326,88 @@ impl Pipeline {
     /// the reconciliation the spec asks for, as a run's). Committing a plan again, or after a
     /// commit that died before its watermark moved, completes it and reports it recovered.
     ///
+    /// A pipeline plan's directory commits each table's plan so, one after the other, once
+    /// every shard of every table has staged; a table whose commit fails is reported failed
+    /// (as a run reports it) and the others still commit. Committing again completes it.
+    ///
     /// # Errors
     /// [`Error::IncompletePlan`] naming the shards without a manifest; [`Error::ConcurrentRun`]
     /// when the table moved on since the plan; [`Error::TargetLost`]; the sink's and stores'
-    /// errors. Nothing is committed then.
+    /// errors (of one table's plan). Nothing is committed then.
     pub async fn commit_shards(&self, dir: &PlanDir) -> Result<RunReport> {
-        let plan = dir.plan().await?;
-        let spec = self.plan_spec(&plan)?;
         let started_at = Utc::now();
+        let (id, tables) = match dir.pipeline().await? {
+            None => {
+                let plan = dir.plan().await?;
+                let report = self.commit_table(&plan, dir).await?;
+                (plan.id, vec![report])
+            }
+            Some(whole) => {
+                self.check_pipeline(&whole)?;
+                self.check_complete(&whole, dir).await?;
+                let mut reports = Vec::with_capacity(whole.tables.len());
+                for plan in &whole.tables {
+                    let report = match self.commit_table(plan, &dir.table(plan)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(table = %plan.table, error = %e, "table failed");
+                            let spec = self.plan_spec(plan)?;
+                            let mut r = TableReport::new(&spec.name, &spec.target, plan.mode);
+                            r.fail(&e);
+                            r
+                        }
+                    };
+                    reports.push(report);
+                }
+                (whole.id, reports)
+            }
+        };
+        let committed = tables
+            .iter()
+            .any(|t| t.status == TableStatus::Committed && !t.recovered);
+        let crawl = self.crawl_after_commit(committed).await;
+        Ok(RunReport {
+            pipeline: self.name.clone(),
+            run_id: id,
+            started_at,
+            finished_at: Utc::now(),
+            tables,
+            crawl,
+        })
+    }
+
+    /// Commits one table's plan.
+    async fn commit_table(&self, plan: &ShardPlan, dir: &PlanDir) -> Result<TableReport> {
+        let spec = self.plan_spec(plan)?;
         let t0 = Instant::now();
         let mut report = TableReport::new(&spec.name, &spec.target, plan.mode);
         let span = tracing::info_span!("etl_commit_shards", pipeline = %self.name, table = %spec.name, plan = %plan.id);
-        self.commit_plan(&plan, dir, spec, &mut report)
-            .instrument(span.clone())
-            .await?;
+        self.commit_plan(plan, dir, spec, &mut report).instrument(span).await?;
         report.duration_ms = t0.elapsed().as_millis() as u64;
-        let crawl = self
-            .crawl_after_commit(report.status == TableStatus::Committed && !report.recovered)
-            .instrument(span)
-            .await;
-        Ok(RunReport {
-            pipeline: self.name.clone(),
-            run_id: plan.id.clone(),
-            started_at,
-            finished_at: Utc::now(),
-            tables: vec![report],
-            crawl,
+        Ok(report)
+    }
+
+    /// Every shard of every table of a pipeline plan has staged: else nothing is committed.
+    async fn check_complete(&self, whole: &PipelinePlan, dir: &PlanDir) -> Result<()> {
+        let (mut tables, mut missing) = (Vec::new(), Vec::new());
+        for (t, plan) in whole.tables.iter().enumerate() {
+            let table_dir = dir.table(plan);
+            for shard in &plan.shards {
+                if table_dir.manifest(shard.index).await?.is_none() {
+                    missing.push((whole.first_index(t) + shard.index).to_string());
+                    if !tables.contains(&plan.table) {
+                        tables.push(plan.table.clone());
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::IncompletePlan {
+            plan: whole.id.clone(),
+            table: tables.join("`, `"),
+            missing: missing.join(", "),
         })
     }
 
@@ -454,11 +570,22 @@ impl Pipeline {
         self.sink.shard_sink().ok_or_else(|| {
             Error::config(format!(
                 "table `{}`: sink `{}` cannot commit shards staged by other processes (the lake, Delta, \
-                 Postgres and Redshift sinks can)",
+                 Postgres, Redshift and Snowflake sinks can)",
                 spec.name,
                 self.sink.name()
             ))
         })
+    }
+
+    /// The pipeline plan is this pipeline's.
+    fn check_pipeline(&self, whole: &PipelinePlan) -> Result<()> {
+        if whole.pipeline != self.name {
+            return Err(Error::config(format!(
+                "plan `{}` is of pipeline `{}`, not `{}`",
+                whole.id, whole.pipeline, self.name
+            )));
+        }
+        Ok(())
     }
 
     /// The spec of the table `plan` runs, if the plan is this pipeline's.
