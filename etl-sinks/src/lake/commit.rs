@@ -5,13 +5,17 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use etl_core::lake::Column;
 use etl_core::lake::formats::{self, MergePolicy};
-use etl_core::lake::{self, CommitRecord};
+use etl_core::lake::{self, AddedFile, CommitRecord};
 use etl_core::{Error, Location, Result};
+use futures::{StreamExt, TryStreamExt, stream};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 
 /// How many commit records are kept per table.
 const KEEP_RECORDS: u64 = 20;
+
+/// How many files a commit moves (or deletes) at once.
+const FILES_AT_ONCE: usize = 16;
 
 /// The commit records of one target table of a lake.
 #[derive(Debug, Clone)]
@@ -147,34 +151,53 @@ impl CommitLog {
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(Error::store(&marker, e)),
         }
-        for f in &rec.add {
-            let from = self.location.path(&f.staged);
-            let to = self.location.path(&f.path);
-            match store.rename(&from, &to).await {
-                Ok(()) => {}
-                Err(e) if not_found(&e) => {
-                    // Moved already by an earlier attempt?
-                    store.head(&to).await.map_err(|_| Error::Metadata {
-                        path: record_path(),
-                        message: format!("file `{}` is neither staged nor in place", f.path),
-                    })?;
-                }
-                Err(e) => return Err(Error::store(&from, e)),
-            }
-        }
-        for rel in &rec.remove {
-            let p = self.location.path(rel);
-            match store.delete(&p).await {
-                Ok(()) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(Error::store(&p, e)),
-            }
-        }
+        // Many at once: on S3 a move is a copy and a delete, and a plan's commit moves every
+        // shard's files.
+        // (Collected first: a stream of a closure's futures is not `Send` to the compiler.)
+        let moves: Vec<_> = rec.add.iter().map(|f| self.move_in(rec, f)).collect();
+        stream::iter(moves)
+            .buffer_unordered(FILES_AT_ONCE)
+            .try_collect::<()>()
+            .await?;
+        let removes: Vec<_> = rec.remove.iter().map(|rel| self.remove(rel)).collect();
+        stream::iter(removes)
+            .buffer_unordered(FILES_AT_ONCE)
+            .try_collect::<()>()
+            .await?;
         store
             .put(&marker, PutPayload::from(rec.checkpoint.run_id.clone().into_bytes()))
             .await
             .map_err(|e| Error::store(&marker, e))?;
         Ok(())
+    }
+
+    /// Moves a file the commit `rec` adds from its staging path to its final one (done
+    /// already by an earlier attempt, if it is there).
+    async fn move_in(&self, rec: &CommitRecord, f: &AddedFile) -> Result<()> {
+        let store = self.location.store();
+        let from = self.location.path(&f.staged);
+        let to = self.location.path(&f.path);
+        match store.rename(&from, &to).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => store.head(&to).await.map(|_| ()).map_err(|_| Error::Metadata {
+                path: self
+                    .location
+                    .path(&lake::commit_path(&self.table, rec.sequence))
+                    .to_string(),
+                message: format!("file `{}` is neither staged nor in place", f.path),
+            }),
+            Err(e) => Err(Error::store(&from, e)),
+        }
+    }
+
+    /// Deletes a file a commit replaces (gone already, if it is not there).
+    async fn remove(&self, rel: &str) -> Result<()> {
+        let p = self.location.path(rel);
+        match self.location.store().delete(&p).await {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(Error::store(&p, e)),
+        }
     }
 
     /// Checks that every file a commit added is at its final path.
