@@ -436,3 +436,50 @@ async fn settle_reads_rows_once_they_are_old_enough() {
         "{err}"
     );
 }
+
+/// A MariaDB role without the PROCESS privilege cannot see the transactions in progress: the
+/// window stays at the stored cursor (a first run reads nothing), saying to grant it, rather
+/// than pass rows a transaction it cannot see may still commit below. Granted, the next run
+/// reads every row, once.
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn mariadb_without_process_privilege_holds_the_window() {
+    let mut db = My::new().await;
+    db.exec(My::DDL).await;
+    db.exec(My::OLD_ROWS).await;
+    let user = db.name.clone();
+    db.exec(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")).await;
+    db.exec(&format!("GRANT SELECT ON {user}.* TO '{user}'@'%'")).await;
+    let at = db.url.replacen("://root@", &format!("://{user}:pw@"), 1);
+    assert_ne!(at, db.url, "ETL_TEST_MYSQL names root: {}", db.url);
+    let (target, wm) = (Target::lake(), tempfile::tempdir().unwrap());
+    let spec = TableSpec::new("events")
+        .from_table(db.table())
+        .mode(LoadMode::Incremental)
+        .cursor(["updated_at"]);
+    let run = |source: Arc<dyn Source>| {
+        let p = target.pipeline("no_process", source, spec.clone(), &wm);
+        async move { p.run().await.unwrap().into_result().unwrap() }
+    };
+    let source = || -> Arc<dyn Source> { Arc::new(etl_connectors::mysql::MySqlSource::new(&at).unwrap()) };
+    let r = run(source()).await;
+    let t = r.table("events").unwrap();
+    let held = t.held_back.as_ref().unwrap_or_else(|| panic!("{t:?}"));
+    assert!(held.reason.contains("PROCESS privilege"), "{held:?}");
+    assert_eq!((t.status, t.written_count), (TableStatus::NoNewData, 0), "{t:?}");
+    assert!(target.rows().await.is_empty());
+
+    db.exec(&format!("GRANT PROCESS ON *.* TO '{user}'@'%'")).await;
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        // A new source: the grant is the next connection's.
+        run(source()).await;
+        rows = target.rows().await;
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(rows, ["1 a", "2 b"], "every row once");
+    db.exec(&format!("DROP USER '{user}'@'%'")).await;
+}
