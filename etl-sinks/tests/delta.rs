@@ -627,6 +627,39 @@ async fn deletes_and_repairs_reach_the_delta_table() {
     pg.batch_execute(&sql("DROP SCHEMA $Q CASCADE")).await.unwrap();
 }
 
+/// A first UPSERT into a new table whose rows repeat keys keeps the latest row of each key
+/// (greatest cursor, whatever the arrival order); one that repeats none takes its rows as
+/// they are (the first run of `every_mode_reads_back`).
+#[tokio::test]
+async fn a_first_upsert_keeps_the_latest_row_of_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = DeltaSink::new(Location::local(dir.path()).unwrap());
+    let wm = ObjectStoreWatermarkStore::new(sink.location().child("_etl/watermarks"));
+    let spec = TableSpec::new("events")
+        .mode(LoadMode::Upsert)
+        .primary_key(["id"])
+        .cursor(["updated_at"])
+        .processed_at(false);
+    let rows = batch(&[
+        (1, "a-new", 5),
+        (1, "a-old", 1),
+        (2, "b", 1),
+        (3, "c", 2),
+        (3, "c-new", 3),
+    ]);
+    let r = run_one("delta_first_upsert", &sink, &wm, spec, rows)
+        .await
+        .into_result()
+        .unwrap();
+    let t = r.table("events").unwrap();
+    assert_eq!((t.written_count, t.target_count), (5, Some(3)), "{t:?}");
+    let uri = dir.path().join("events").display().to_string();
+    assert_eq!(
+        read_back(&uri, &["id", "name"], None),
+        expect(&[(1, "a-new"), (2, "b"), (3, "c-new")])
+    );
+}
+
 /// A run that reads no rows still commits its checkpoint, so the next run neither loses the
 /// race nor takes the table for restored; the tables live under a child of the location.
 #[tokio::test]

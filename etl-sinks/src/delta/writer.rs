@@ -531,6 +531,24 @@ impl DeltaStaged {
             .collect();
         order.push(format!("{} DESC", q(ARRIVAL)));
         let keys: Vec<String> = self.run.primary_key.iter().map(|k| q(k)).collect();
+        // Most runs stage each key once (an initial load of a keyed table): then the rows are
+        // taken as they are, without ranking every row (a sort of all of them).
+        let repeated = ctx
+            .sql(&format!(
+                "SELECT 1 FROM staged GROUP BY {} HAVING count(*) > 1 LIMIT 1",
+                keys.join(", ")
+            ))
+            .await
+            .map_err(df_err)?
+            .collect()
+            .await
+            .map_err(df_err)?;
+        if repeated.iter().all(|b| b.num_rows() == 0) {
+            return ctx
+                .sql(&format!("SELECT {} FROM staged", cols.join(", ")))
+                .await
+                .map_err(df_err);
+        }
         let sql = format!(
             "SELECT {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS \"_etl_rank\" \
              FROM staged) WHERE \"_etl_rank\" = 1",
