@@ -217,3 +217,43 @@ echo "daily_workflow OK"
 # (network namespaces), one shard killed mid-shard and rerun by Ray, one commit into a lake
 # on the S3 server; checked by psql, DuckDB and boto3 (scripts/shards_e2e.sh says what).
 ETL="$etl_bin" bash scripts/shards_e2e.sh
+
+# A plan of a whole pipeline on Ray (a local instance): two tables, one without an integer key
+# (one shard of it whole), their shards numbered together and run as one set of Ray tasks,
+# then one commit per table; read back by DuckDB.
+psql "$ETL_TEST_PG" -q -v ON_ERROR_STOP=1 -c "DROP SCHEMA IF EXISTS etl_raypipe CASCADE; CREATE SCHEMA etl_raypipe;
+  CREATE TABLE etl_raypipe.orders (order_id bigint PRIMARY KEY, amount numeric(10,2), updated_at timestamp NOT NULL);
+  INSERT INTO etl_raypipe.orders SELECT i, i * 1.5, timestamp '2025-01-01' + i * interval '1 s' FROM generate_series(1, 10000) i;
+  CREATE TABLE etl_raypipe.notes (label text, n int);
+  INSERT INTO etl_raypipe.notes SELECT 'n' || i, i FROM generate_series(1, 7) i;"
+rp=$(mktemp -d)
+cat > "$rp/etl.toml" <<TOML
+name = "raypipe"
+source = { kind = "postgres", url = "\${env:ETL_TEST_PG}" }
+sink = { kind = "lake", location = "$rp/lake" }
+
+[[tables]]
+name = "orders"
+from = "etl_raypipe.orders"
+mode = "INCREMENTAL"
+primary_key = "order_id"
+cursor = "updated_at"
+
+[[tables]]
+name = "notes"
+from = "etl_raypipe.notes"
+mode = "FULL"
+TOML
+adapter=$PWD/examples/shards/ray_shards.py etl_abs=$(realpath "$etl_bin")
+(cd "$rp" && "$ETL_TEST_PYTHON" "$adapter" etl.toml --plans "$rp/plans" --shards 3 \
+  --etl "$etl_abs" --address local --env ETL_TEST_PG >"$rp/out.json" 2>"$rp/err.log") \
+  || { cat "$rp/err.log" >&2; echo "ray pipeline plan failed" >&2; exit 1; }
+got=$("$ETL_TEST_PYTHON" -c "
+import json, sys, duckdb
+d = json.load(open(sys.argv[1]))
+n = lambda t: duckdb.sql(f\"SELECT count(*), count(DISTINCT {t[1]}) FROM read_parquet('{sys.argv[2]}/{t[0]}/**/*.parquet')\").fetchall()[0]
+print(d['plan']['shards'], sorted(s['index'] for s in d['shards']), [(t['table'], t['status']) for t in d['report']['tables']],
+      n(('orders', 'order_id')), n(('notes', 'n')))" "$rp/out.json" "$rp/lake")
+[ "$got" = "4 [0, 1, 2, 3] [('orders', 'committed'), ('notes', 'committed')] (10000, 10000) (7, 7)" ] \
+  || { echo "ray pipeline plan: got $got" >&2; exit 1; }
+echo "ray pipeline plan OK: $got"

@@ -1,6 +1,9 @@
-"""One table's load as a shard plan on a Ray cluster, with no scheduler of our own.
+"""A pipeline's load as a shard plan on a Ray cluster, with no scheduler of our own.
 
-    python ray_shards.py CONFIG TABLE --plans s3://bucket/plans --shards 8 [--etl PATH]
+    python ray_shards.py CONFIG [TABLE ...] --plans s3://bucket/plans --shards 8 [--etl PATH]
+
+One TABLE: a plan of that table; several, or none (every table of the pipeline): one plan
+of those tables, their shards numbered together (--shards is per table).
 
 `etl plan` runs here (the driver) and stores the plan under --plans; each shard is one Ray
 task running `etl shard --plan … --index N` on a worker node; Ray retries a task whose
@@ -45,7 +48,7 @@ def run_shard(binary, config, plan, index):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
-    ap.add_argument("table")
+    ap.add_argument("tables", nargs="*", help="the tables (none: every table)")
     ap.add_argument("--plans", required=True, help="where plans are kept (s3://bucket/prefix, a folder)")
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--etl", default="etl", help="the etl binary, at the same path on every node")
@@ -54,7 +57,8 @@ def main():
     args = ap.parse_args()
     env = {k: os.environ[k] for k in args.env if k in os.environ}
     ray.init(address=args.address, runtime_env={"env_vars": env}, log_to_driver=False)
-    plan = etl(args.etl, "plan", args.config, "--table", args.table, "--shards", str(args.shards), "--plans", args.plans)
+    tables = [a for t in args.tables for a in ("--table", t)]
+    plan = etl(args.etl, "plan", args.config, *tables, "--shards", str(args.shards), "--plans", args.plans)
     shards = ray.get([run_shard.remote(args.etl, args.config, plan["plan"], i) for i in range(plan["shards"])])
     report = etl(args.etl, "commit", args.config, "--plan", plan["plan"])
     print(json.dumps({"plan": plan, "shards": shards, "report": report}))
