@@ -315,19 +315,14 @@ fn a_plan_overtaken_by_a_run_commits_nothing() {
     psql(&format!("DROP SCHEMA {schema} CASCADE"));
 }
 
-/// A plan of the whole pipeline: every table's shards numbered together, so one engine job
-/// runs them all; a table without an integer key is one shard reading it whole. The commit
-/// waits for every table's shards, then commits each table once; both tables read back by
-/// DuckDB equal the source, and each table's watermark moved once.
-#[test]
-fn a_pipeline_plan_runs_every_table_as_one_job() {
-    let (dir, schema) = project("pipe", 3_000);
-    let d = dir.path();
+/// [`project`] with a second table, `notes`, of no key (30 rows, FULL).
+fn pipeline_project(tag: &str, rows: u32) -> (tempfile::TempDir, String) {
+    let (dir, schema) = project(tag, rows);
     psql(&format!(
         "CREATE TABLE {schema}.notes (label text, n int);
          INSERT INTO {schema}.notes SELECT 'note ' || i, i FROM generate_series(1, 30) i;"
     ));
-    let toml = std::fs::read_to_string(d.join("etl.toml")).unwrap()
+    let toml = std::fs::read_to_string(dir.path().join("etl.toml")).unwrap()
         + &format!(
             r#"
 [[tables]]
@@ -337,7 +332,53 @@ mode = "FULL"
 processed_at = false
 "#
         );
-    std::fs::write(d.join("etl.toml"), toml).unwrap();
+    std::fs::write(dir.path().join("etl.toml"), toml).unwrap();
+    (dir, schema)
+}
+
+/// A table of a pipeline plan overtaken by a run of it fails its commit, reported as a run
+/// reports a failed table (exit 1); the other table commits; committing again commits nothing
+/// more.
+#[test]
+fn a_pipeline_plan_commits_each_table_on_its_own() {
+    let (dir, schema) = pipeline_project("pipe_fail", 500);
+    let d = dir.path();
+    let out = ok(&etl(&["plan", "etl.toml", "--shards", "2", "--plans", "plans"], d, &[]));
+    let plan = out["plan"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        shard(d, &plan, i);
+    }
+    ok(&etl(&["run", "etl.toml", "--table", "notes"], d, &[]));
+    let commit = |code: i32| {
+        let out = etl(&["commit", "etl.toml", "--plan", &plan], d, &[]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        let r: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let t = |i: usize| (r["tables"][i]["table"].clone(), r["tables"][i]["status"].clone());
+        (t(0), t(1), r["tables"][1]["error"].as_str().unwrap_or("").to_string())
+    };
+    let (orders, notes, err) = commit(1);
+    assert_eq!(
+        (orders, notes),
+        (("orders".into(), "committed".into()), ("notes".into(), "failed".into()))
+    );
+    assert!(err.contains("another run committed first"), "{err}");
+    assert_eq!(watermark(d)["generation"], 1);
+    assert_eq!(lake_rows(d, "lake").lines().count(), 500);
+    let (orders, notes, _) = commit(1);
+    assert_eq!((orders.1, notes.1), ("committed".into(), "failed".into()));
+    assert_eq!(lake_rows(d, "lake").lines().count(), 500, "the plan's rows once");
+    psql(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
+/// A plan of the whole pipeline: every table's shards numbered together, so one engine job
+/// runs them all; a table without an integer key is one shard reading it whole. The commit
+/// waits for every table's shards, then commits each table once; both tables read back by
+/// DuckDB equal the source, and each table's watermark moved once.
+#[test]
+fn a_pipeline_plan_runs_every_table_as_one_job() {
+    let (dir, schema) = pipeline_project("pipe", 3_000);
+    let d = dir.path();
     let out = ok(&etl(&["plan", "etl.toml", "--shards", "3", "--plans", "plans"], d, &[]));
     assert_eq!(out["shards"], 4, "{out}");
     let tables = &out["tables"];

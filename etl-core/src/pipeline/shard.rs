@@ -351,8 +351,9 @@ impl Pipeline {
                         Ok(r) => r,
                         Err(e) => {
                             tracing::error!(table = %plan.table, error = %e, "table failed");
-                            let spec = self.plan_spec(plan)?;
-                            let mut r = TableReport::new(&spec.name, &spec.target, plan.mode);
+                            // (A table the configuration no longer has is reported too.)
+                            let target = self.spec(&plan.table).map(|s| s.target.clone()).unwrap_or_default();
+                            let mut r = TableReport::new(&plan.table, &target, plan.mode);
                             r.fail(&e);
                             r
                         }
