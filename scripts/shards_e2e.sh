@@ -71,11 +71,12 @@ export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
 
 # The Ray cluster: the head here (no CPU: it runs no shard), a worker on each host.
 export RAY_health_check_period_ms=1000 RAY_health_check_failure_threshold=3
+# (A failed start says why: a stale ~/.ray/auth_token, for one, makes the head refuse workers.)
 "$RAY" start --head --node-ip-address=$HOST --port=$RAY_PORT --num-cpus=0 --include-dashboard=false \
-  --disable-usage-stats >"$WORK/ray-head.log" 2>&1
+  --disable-usage-stats >"$WORK/ray-head.log" 2>&1 || { tail -5 "$WORK/ray-head.log" >&2; exit 1; }
 for i in 1 2; do
   ip netns exec etlw$i "$RAY" start --address=$HOST:$RAY_PORT --node-ip-address=10.77.0.1$i --num-cpus=1 \
-    --disable-usage-stats >"$WORK/ray-w$i.log" 2>&1
+    --disable-usage-stats >"$WORK/ray-w$i.log" 2>&1 || { tail -5 "$WORK/ray-w$i.log" >&2; exit 1; }
 done
 
 # Kills the first shard seen running on etlw2, and the Ray worker running it, mid-shard.
