@@ -425,22 +425,22 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
         window,
         ..
     } = opened;
-    let key = etl_core::keys::key_column(spec).ok();
-    let unsplit = match key {
-        None => Some(format!(
+    // The one integer key to split by, or why the window is one shard.
+    let key = match etl_core::keys::key_column(spec) {
+        Err(_) => Err(format!(
             "table `{}`: a shard plan splits a table by its primary key of one integer column, and it has none \
              (TableSpec::primary_key)",
             spec.name
         )),
-        Some(key) if !plans.iter().any(|p| p.name() == key && p.data_type().is_integer()) => Some(format!(
+        Ok(key) if !plans.iter().any(|p| p.name() == key && p.data_type().is_integer()) => Err(format!(
             "table `{}`: a shard plan splits a table by its primary key, and `{key}` is not an integer column",
             spec.name
         )),
-        Some(_) => None,
+        Ok(key) => Ok(key),
     };
-    let answer = match key.filter(|_| unsplit.is_none()) {
-        None => Ok(Vec::new()),
-        Some(key) => {
+    let answer = match key {
+        Err(_) => Ok(Vec::new()),
+        Ok(key) => {
             let counted = matches!(sizing, ShardSizing::Rows(_) | ShardSizing::Bytes(_));
             let (filter, _) = window.predicate(D::DIALECT, spec, None);
             let sql = D::DIALECT.split_bounds(&rel, key, &filter, counted);
@@ -468,12 +468,12 @@ pub(crate) async fn split<D: Database>(db: &D, req: ReadRequest<'_>, sizing: Sha
     let rows = answer?;
     let held_back = stats.held_back.lock().expect("held_back lock").take();
     let incremental = window.incremental;
-    if unsplit.is_some() {
+    if let Err(why) = key {
         return Ok(Split {
             high: window.position(),
             held_back,
             keys: vec![(i64::MIN, i64::MAX)],
-            unsplit,
+            unsplit: Some(why),
             ..Split::default()
         });
     }

@@ -483,15 +483,8 @@ impl Pipeline {
     /// [`Error::Config`] for a table the pipeline does not have or a mode the sink refuses;
     /// the source's and the store's errors.
     pub async fn plan(&self, only: &[&str], overrides: &ModeOverrides) -> Result<Vec<TablePlan>> {
-        for t in only {
-            self.spec(t)?;
-        }
         let mut out = Vec::new();
-        for spec in self
-            .tables
-            .iter()
-            .filter(|s| only.is_empty() || only.contains(&s.name.as_str()))
-        {
+        for spec in self.selected(only)? {
             let mode = overrides.get(&spec.name).unwrap_or(spec.mode);
             validate_mode(self.sink.as_ref(), spec, mode)?;
             let wm = self.watermarks.load(&self.name, &spec.name).await?;
@@ -658,6 +651,18 @@ impl Pipeline {
     }
 
     /// The spec of `table`.
+    /// The tables `only` names, in the pipeline's order (`only` empty: every table).
+    fn selected(&self, only: &[&str]) -> Result<Vec<&TableSpec>> {
+        for t in only {
+            self.spec(t)?;
+        }
+        Ok(self
+            .tables
+            .iter()
+            .filter(|s| only.is_empty() || only.contains(&s.name.as_str()))
+            .collect())
+    }
+
     fn spec(&self, table: &str) -> Result<&TableSpec> {
         self.tables
             .iter()

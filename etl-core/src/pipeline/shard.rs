@@ -55,15 +55,8 @@ impl Pipeline {
         sizing: ShardSizing,
         overrides: &ModeOverrides,
     ) -> Result<PipelinePlan> {
-        for t in tables {
-            self.spec(t)?;
-        }
         let mut plans = Vec::new();
-        for spec in self
-            .tables
-            .iter()
-            .filter(|s| tables.is_empty() || tables.contains(&s.name.as_str()))
-        {
+        for spec in self.selected(tables)? {
             plans.push(self.plan_table(spec, sizing, overrides).await?);
         }
         let plan = PipelinePlan {

@@ -100,7 +100,7 @@ impl CommitLog {
     /// # Errors
     /// [`Error::ConcurrentRun`], [`Error::ObjectStore`].
     pub async fn create(&self, pipeline: &str, rec: &CommitRecord) -> Result<()> {
-        let path = self.location.path(&lake::commit_path(&self.table, rec.sequence));
+        let path = self.record_path(rec);
         if self.location.create_json(&path, rec).await? {
             Ok(())
         } else {
@@ -125,11 +125,6 @@ impl CommitLog {
     pub async fn apply(&self, rec: &CommitRecord) -> Result<()> {
         let store = self.location.store();
         let marker = self.applied_marker(rec.sequence);
-        let record_path = || {
-            self.location
-                .path(&lake::commit_path(&self.table, rec.sequence))
-                .to_string()
-        };
         match store.get(&marker).await {
             Ok(got) => {
                 let run = got.bytes().await.map_err(|e| Error::store(&marker, e))?;
@@ -138,7 +133,7 @@ impl CommitLog {
                     // A marker of an older version holds nothing: the files say.
                     Ok("") => self.check_in_place(rec).await,
                     _ => Err(Error::Metadata {
-                        path: record_path(),
+                        path: self.record_path(rec).to_string(),
                         message: format!(
                             "the record is run `{}`, but its applied marker names run `{}`: the commit log was \
                              edited; nothing of this commit is trusted to be in place",
@@ -171,6 +166,11 @@ impl CommitLog {
         Ok(())
     }
 
+    /// Where the record `rec` is.
+    fn record_path(&self, rec: &CommitRecord) -> Path {
+        self.location.path(&lake::commit_path(&self.table, rec.sequence))
+    }
+
     /// Moves a file the commit `rec` adds from its staging path to its final one (done
     /// already by an earlier attempt, if it is there).
     async fn move_in(&self, rec: &CommitRecord, f: &AddedFile) -> Result<()> {
@@ -180,10 +180,7 @@ impl CommitLog {
         match store.rename(&from, &to).await {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) => store.head(&to).await.map(|_| ()).map_err(|_| Error::Metadata {
-                path: self
-                    .location
-                    .path(&lake::commit_path(&self.table, rec.sequence))
-                    .to_string(),
+                path: self.record_path(rec).to_string(),
                 message: format!("file `{}` is neither staged nor in place", f.path),
             }),
             Err(e) => Err(Error::store(&from, e)),
@@ -208,10 +205,7 @@ impl CommitLog {
                 Ok(_) => {}
                 Err(e) if not_found(&e) => {
                     return Err(Error::Metadata {
-                        path: self
-                            .location
-                            .path(&lake::commit_path(&self.table, rec.sequence))
-                            .to_string(),
+                        path: self.record_path(rec).to_string(),
                         message: format!("the commit is marked applied but its file `{}` is not in place", f.path),
                     });
                 }
@@ -228,7 +222,7 @@ impl CommitLog {
     /// [`Error::ObjectStore`], or [`Error::Connector`] for a footer that cannot be read.
     pub async fn table_schema(&self, rec: &CommitRecord) -> Result<Option<SchemaRef>> {
         if let Some(columns) = &rec.columns {
-            let path = self.location.path(&lake::commit_path(&self.table, rec.sequence));
+            let path = self.record_path(rec);
             return Ok(Some(Arc::new(Column::schema(columns, path.as_ref())?)));
         }
         let mut merged: Option<(SchemaRef, String)> = None;
