@@ -58,7 +58,8 @@ impl WatermarkSummary {
 /// are read by the next run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldBack {
-    /// The greatest cursor value in the read's snapshot.
+    /// Where the window would have ended: the greatest cursor value in the read's snapshot,
+    /// or the upper end a backfill ([`crate::Pipeline::backfill`]) or a shard of a plan names.
     pub high: CursorValue,
     /// Where the window ended instead: the cursor the run records (`None`: the run read
     /// nothing and records no cursor).

@@ -1183,6 +1183,78 @@ async fn reconciliation_finds_and_repairs(kind: Kind) {
 }
 on_both!(reconciliation_finds_and_repairs);
 
+/// A source text column of a nondeterministic (case-insensitive) collation reconciles with
+/// the target its rows were loaded into — both sides hash the text's bytes, not the source's
+/// sort key — and a change of case in the target is a change of its content.
+#[tokio::test]
+async fn text_of_a_case_insensitive_collation_reconciles_by_its_bytes() {
+    use etl_core::{ObjectStoreWatermarkStore, Reconcile, ReconcilePolicy, ReconcileStatus};
+    let wh = Wh::new().await;
+    let src = format!("{}_x", wh.schema);
+    let url = conn();
+    wh.exec(&format!(
+        "CREATE SCHEMA {src};
+         DO $$ BEGIN
+           CREATE COLLATION public.etl_test_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         CREATE TABLE {src}.items (id bigint PRIMARY KEY, name text COLLATE public.etl_test_ci,
+           updated_at timestamp NOT NULL);
+         INSERT INTO {src}.items SELECT i, CASE WHEN i % 2 = 0 THEN 'Name ' || i ELSE 'name ' || i END,
+           '2025-07-01'::timestamp + i * interval '1 minute' FROM generate_series(1, 200) i;"
+    ))
+    .await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::builder(unique("ci"))
+        .source(PostgresSource::new(&url).unwrap())
+        .sink_arc(wh.sink())
+        .watermarks(ObjectStoreWatermarkStore::new(
+            Location::local(store_dir.path()).unwrap(),
+        ))
+        .table(
+            TableSpec::new("items")
+                .from_table(format!("{src}.items"))
+                .mode(LoadMode::Upsert)
+                .primary_key(["id"])
+                .cursor(["updated_at"])
+                .processed_at(false)
+                .reconcile(Reconcile {
+                    ranges: 16,
+                    ..Reconcile::new(ReconcilePolicy::Report).content(["name", "updated_at"])
+                }),
+        )
+        .build()
+        .unwrap();
+    let r = pipeline.run().await.unwrap().into_result().unwrap();
+    let t = r.table("items").unwrap();
+    let rec = t.reconciliation.as_ref().unwrap();
+    assert_eq!(
+        (rec.status, rec.source_rows, rec.target_rows, rec.changed_in_target),
+        (ReconcileStatus::Reconciled, 200, 200, 0),
+        "the target holds the source's bytes: {t:?}"
+    );
+    // The same text to the source's collation, other bytes: the target no longer holds the
+    // source's value.
+    wh.exec("UPDATE $S.items SET name = upper(name) WHERE id = 42").await;
+    assert_eq!(
+        wh.query(&format!("SELECT name FROM {}.items WHERE id = 42", wh.schema))
+            .await,
+        wh.query("SELECT 'NAME 42' AS name").await
+    );
+    let r = pipeline.run().await.unwrap().into_result().unwrap();
+    let rec = r.table("items").unwrap().reconciliation.clone().unwrap();
+    assert_eq!(
+        (
+            rec.status,
+            rec.changed_in_target,
+            rec.missing_in_target,
+            rec.extra_in_target
+        ),
+        (ReconcileStatus::Mismatched, 1, 0, 0),
+        "{rec:?}"
+    );
+    assert!(rec.mismatched.iter().any(|(lo, hi)| *lo <= 42 && 42 <= *hi), "{rec:?}");
+}
+
 /// What reconciliation cannot do is refused when the pipeline is built, naming the table.
 #[tokio::test]
 async fn reconciliation_that_cannot_work_is_refused_at_build() {
