@@ -650,7 +650,6 @@ impl Pipeline {
         Ok(next)
     }
 
-    /// The spec of `table`.
     /// The tables `only` names, in the pipeline's order (`only` empty: every table).
     fn selected(&self, only: &[&str]) -> Result<Vec<&TableSpec>> {
         for t in only {
@@ -663,6 +662,7 @@ impl Pipeline {
             .collect())
     }
 
+    /// The spec of `table`.
     fn spec(&self, table: &str) -> Result<&TableSpec> {
         self.tables
             .iter()
