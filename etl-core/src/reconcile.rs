@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::keys::{self, Content, KeyDiff, KeyReader, KeySpace};
+use crate::keys::{self, Content, KeyDiff, KeyReader, KeyRow, KeySpace};
 use crate::report::{KeyCheck, ReconcileStatus, Reconciliation};
 use crate::sink::Sink;
 use crate::source::Source;
@@ -255,10 +255,23 @@ pub(crate) async fn compare(
         }
         let mut wrong = std::collections::HashSet::new();
         for chunk in named.chunks(KEYS_PER_QUERY) {
-            let wanted: Vec<i64> = chunk.iter().map(|(_, k, _)| *k).collect();
+            // A key named as on one side only is looked up on that side: its row taken out
+            // of that side's digests must make the two equal, or the range is read key by
+            // key (where, as for every range, equal digests stand for equal keys and rows).
+            let on = |side: fn(&Named) -> bool| -> Vec<i64> {
+                chunk
+                    .iter()
+                    .filter(|(_, _, how)| side(how))
+                    .map(|(_, k, _)| *k)
+                    .collect()
+            };
+            let (in_source, in_target) = (
+                on(|how| !matches!(how, Named::OnlyInTarget)),
+                on(|how| !matches!(how, Named::OnlyInSource)),
+            );
             let (s, t) = futures::try_join!(
-                source.keys_of(spec, &wanted, &content),
-                target.keys_of(spec, &wanted, &content)
+                lookup(source, spec, &in_source, &content),
+                lookup(target, spec, &in_target, &content)
             )?;
             let (s_rows, t_rows): (HashMap<i64, i64>, HashMap<i64, i64>) =
                 (s.iter().copied().collect(), t.iter().copied().collect());
@@ -266,8 +279,8 @@ pub(crate) async fn compare(
                 let (s_row, t_row) = (s_rows.get(k).copied(), t_rows.get(k).copied());
                 let (ds, dt) = left.get_mut(r).expect("a differing range");
                 match (how, s_row, t_row) {
-                    (Named::OnlyInSource, Some(rs), None) => take(ds, *k, rs, compared),
-                    (Named::OnlyInTarget, None, Some(rt)) => take(dt, *k, rt, compared),
+                    (Named::OnlyInSource, Some(rs), _) => take(ds, *k, rs, compared),
+                    (Named::OnlyInTarget, _, Some(rt)) => take(dt, *k, rt, compared),
                     (Named::Changed, Some(rs), Some(rt)) => {
                         take(ds, *k, rs, true);
                         take(dt, *k, rt, true);
@@ -318,6 +331,14 @@ pub(crate) async fn compare(
         target_rows,
         content,
     })
+}
+
+/// The rows of `keys` on one side (none asked, no query).
+async fn lookup(side: &dyn KeyReader, spec: &TableSpec, keys: &[i64], content: &[Content]) -> Result<Vec<KeyRow>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    side.keys_of(spec, keys, content).await
 }
 
 /// After a repair: the repaired keys compared again; the keys still unlike.

@@ -1255,6 +1255,123 @@ async fn text_of_a_case_insensitive_collation_reconciles_by_its_bytes() {
     assert!(rec.mismatched.iter().any(|(lo, hi)| *lo <= 42 && 42 <= *hi), "{rec:?}");
 }
 
+/// Content digests between two Postgres sides, for keys far from zero: a narrow key space
+/// near the top of `bigint` (the count and the key sum packed in one sum, the sum of the
+/// keys rebuilt from their offsets) and a wide one across zero (a plain sum): in each, a row
+/// deleted at the source and, in the same range, a row changed in the target are found, and
+/// the repair leaves the target equal to the source (read back by `EXCEPT`).
+#[tokio::test]
+async fn digests_of_keys_far_from_zero_name_their_rows() {
+    use etl_core::{ObjectStoreWatermarkStore, Reconcile, ReconcilePolicy, ReconcileStatus};
+    let wh = Wh::new().await;
+    let src = format!("{}_far", wh.schema);
+    let url = conn();
+    // narrow: 9.1e18 + 7 i; wide: 10^12 i - 2 10^14, ranges of 2.5e13 keys.
+    wh.exec(&format!(
+        "CREATE SCHEMA {src};
+         CREATE TABLE {src}.narrow (id bigint PRIMARY KEY, name text, price numeric(10,2), updated_at timestamp NOT NULL);
+         INSERT INTO {src}.narrow SELECT 9100000000000000000 + 7 * i, 'n' || i, i * 1.25,
+           '2025-07-01'::timestamp + i * interval '1 minute' FROM generate_series(1, 400) i;
+         CREATE TABLE {src}.wide (LIKE {src}.narrow INCLUDING ALL);
+         INSERT INTO {src}.wide SELECT 1000000000000 * i - 200000000000000, 'w' || i, i * 0.5,
+           '2025-07-01'::timestamp + i * interval '1 minute' FROM generate_series(1, 400) i;"
+    ))
+    .await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let pipeline = |policy: ReconcilePolicy| {
+        let mut b = Pipeline::builder(format!("far_{}", wh.schema))
+            .source(PostgresSource::new(&url).unwrap())
+            .sink_arc(wh.sink())
+            .watermarks(ObjectStoreWatermarkStore::new(
+                Location::local(store_dir.path()).unwrap(),
+            ));
+        for t in ["narrow", "wide"] {
+            b = b.table(
+                TableSpec::new(t)
+                    .from_table(format!("{src}.{t}"))
+                    .mode(LoadMode::Upsert)
+                    .primary_key(["id"])
+                    .cursor(["updated_at"])
+                    .processed_at(false)
+                    .reconcile(Reconcile {
+                        ranges: 16,
+                        ..Reconcile::new(policy).content(["name", "price", "updated_at"])
+                    }),
+            );
+        }
+        b.build().unwrap()
+    };
+    let run = |policy| {
+        let p = pipeline(policy);
+        async move { p.run().await.unwrap().into_result().unwrap() }
+    };
+    let r = run(ReconcilePolicy::Report).await;
+    for t in ["narrow", "wide"] {
+        let rec = r.table(t).unwrap().reconciliation.clone().unwrap();
+        assert_eq!(
+            (rec.status, rec.source_rows, rec.target_rows),
+            (ReconcileStatus::Reconciled, 400, 400),
+            "{t}: {rec:?}"
+        );
+    }
+    // In each table: row 110 deleted at the source; rows 111 (in the same range of 25 rows)
+    // and 300 changed in the target; row 200 deleted from the target.
+    for t in ["narrow", "wide"] {
+        let k = |i: i64| match t {
+            "narrow" => 9_100_000_000_000_000_000 + 7 * i,
+            _ => 1_000_000_000_000 * i - 200_000_000_000_000,
+        };
+        wh.exec(&format!("DELETE FROM {src}.{t} WHERE id = {}", k(110))).await;
+        wh.exec(&format!("UPDATE $S.{t} SET name = 'changed' WHERE id = {}", k(111)))
+            .await;
+        wh.exec(&format!("UPDATE $S.{t} SET price = price + 1 WHERE id = {}", k(300)))
+            .await;
+        wh.exec(&format!("DELETE FROM $S.{t} WHERE id = {}", k(200))).await;
+    }
+    let r = run(ReconcilePolicy::Report).await;
+    for t in ["narrow", "wide"] {
+        let rec = r.table(t).unwrap().reconciliation.clone().unwrap();
+        assert_eq!(
+            (
+                rec.status,
+                rec.missing_in_target,
+                rec.extra_in_target,
+                rec.changed_in_target
+            ),
+            (ReconcileStatus::Mismatched, 1, 1, 2),
+            "{t}: {rec:?}"
+        );
+        assert_eq!((rec.source_rows, rec.target_rows), (399, 399), "{t}: {rec:?}");
+        // Narrow: each differing range named its keys in its digests (none read key by key):
+        // 110 on the target, 200 on the source, 111 and 300 on both. Wide: ranges wider than
+        // the key weights' modulus name a deleted key (200) but not a changed row, so the
+        // ranges of 110 and 111 (24 and 25 keys) and of 300 (25 and 25) are read.
+        let keys = r.table(t).unwrap().keys.clone().unwrap();
+        let read = if t == "narrow" { 6 } else { 1 + 49 + 50 };
+        assert_eq!(keys.keys_read, read, "{t}: {keys:?}");
+    }
+    let r = run(ReconcilePolicy::Repair).await;
+    for t in ["narrow", "wide"] {
+        let rec = r.table(t).unwrap().reconciliation.clone().unwrap();
+        assert_eq!(
+            (rec.status, rec.deleted_keys, rec.reloaded_rows),
+            (ReconcileStatus::Repaired, 1, 3),
+            "{t}: {rec:?}"
+        );
+        let unlike = format!(
+            "SELECT count(*) AS unlike FROM ((SELECT * FROM {src}.{t} EXCEPT SELECT * FROM {s}.{t}) UNION ALL \
+             (SELECT * FROM {s}.{t} EXCEPT SELECT * FROM {src}.{t})) d",
+            s = wh.schema
+        );
+        assert_eq!(
+            wh.query(&unlike).await,
+            wh.query("SELECT CAST(0 AS bigint) AS unlike").await,
+            "{t}"
+        );
+    }
+    wh.exec(&format!("DROP SCHEMA {src} CASCADE")).await;
+}
+
 /// What reconciliation cannot do is refused when the pipeline is built, naming the table.
 #[tokio::test]
 async fn reconciliation_that_cannot_work_is_refused_at_build() {
