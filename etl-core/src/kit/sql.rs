@@ -352,30 +352,28 @@ impl Dialect {
         // another, each with a `bigint` state kept by value (a `bigint` sum keeps a 128-bit
         // one by reference); the count and the key sum are unpacked per range.
         let native = self == Dialect::Postgres && content.iter().all(|c| c.native);
-        let (key, sums, count, key_sum) = match (native, space.width < 1 << 15) {
-            (true, true) => {
-                let (lo, w) = (space.lo, space.width);
-                (
-                    format!("CAST(({} - ({lo})) % {w} + 1073741824 AS INTEGER)", self.key_int(&k)),
-                    "sum(k) AS p, sum(w * v) AS ch, sum(CAST(v AS INTEGER)) AS cv",
-                    "p >> 30".to_string(),
-                    format!(
-                        "CAST(p & 1073741823 AS NUMERIC) + CAST(p >> 30 AS NUMERIC) * (({lo}) + CAST(r AS NUMERIC) * {w})"
-                    ),
-                )
-            }
-            (true, false) => (
+        let columns = if native {
+            "sum(CAST(v AS INTEGER)) AS cv"
+        } else {
+            "sum(v) AS cv"
+        };
+        let (key, sums, count, key_sum) = if native && space.width < 1 << 15 {
+            let (lo, w) = (space.lo, space.width);
+            (
+                format!("CAST(({} - ({lo})) % {w} + 1073741824 AS INTEGER)", self.key_int(&k)),
+                format!("sum(k) AS p, sum(w * v) AS ch, {columns}"),
+                "p >> 30".to_string(),
+                format!(
+                    "CAST(p & 1073741823 AS NUMERIC) + CAST(p >> 30 AS NUMERIC) * (({lo}) + CAST(r AS NUMERIC) * {w})"
+                ),
+            )
+        } else {
+            (
                 self.key_int(&k),
-                "count(*) AS c, sum(k) AS s, sum(w * v) AS ch, sum(CAST(v AS INTEGER)) AS cv",
+                format!("count(*) AS c, sum(k) AS s, sum(w * v) AS ch, {columns}"),
                 "c".to_string(),
                 "s".to_string(),
-            ),
-            (false, _) => (
-                self.key_int(&k),
-                "count(*) AS c, sum(k) AS s, sum(w * v) AS ch, sum(v) AS cv",
-                "c".to_string(),
-                "s".to_string(),
-            ),
+            )
         };
         format!(
             "SELECT {}, {}, {}, {}, {}, {} FROM (SELECT r, {sums} FROM (SELECT {} AS r, {key} AS k, {weight} AS w, \
